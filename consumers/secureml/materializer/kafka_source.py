@@ -1,0 +1,127 @@
+"""Kafka source: a consumer group member that seeks to the lake's positions on every assignment."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from secureml.audit.config import AuditConfig
+from secureml.audit.transports.kafka import PRODUCER_DEFAULTS, ensure_topic
+from secureml.materializer.sources import Item, Source, header_version
+
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "auto.offset.reset": "earliest",
+    "enable.partition.eof": True,
+    "fetch.wait.max.ms": 50,
+    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    "queued.max.messages.kbytes": 131072,
+}
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic of a topic."""
+    return f"{topic}-dlq"
+
+
+class KafkaSource(Source):
+    """Reads ``config.topic`` in consumer group ``group``; bad messages go to ``<topic>-dlq``."""
+
+    def __init__(self, config: AuditConfig, group: str, *, client_settings: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.topic = config.topic
+        ensure_topic(config)
+        ensure_topic(config, dlq_topic(self.topic), partitions=1)
+        common = {"bootstrap.servers": config.bootstrap_servers, **config.librdkafka_settings()}
+        self._consumer = Consumer({**CONSUMER_DEFAULTS, **common, "group.id": group, **(client_settings or {})})
+        self._dlq = Producer({**PRODUCER_DEFAULTS, **common})
+        self._dlq_failures: list[str] = []
+        self._positions: Callable[[], dict[str, int]] = dict
+        self._next: dict[int, int] = {}
+        self._ends: dict[int, int] = {}
+        self._assigned = threading.Event()
+
+    def _source(self, partition: int) -> str:
+        return f"{self.topic}/{partition}"
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        held = self._positions()
+        for tp in partitions:
+            position = held.get(self._source(tp.partition))
+            tp.offset = OFFSET_BEGINNING if position is None else position
+            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            self._ends[tp.partition] = high
+            self._next[tp.partition] = low if position is None else position
+        consumer.assign(partitions)
+        self._assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._ends.pop(tp.partition, None)
+            self._next.pop(tp.partition, None)
+        consumer.unassign()
+
+    def start(self, positions: Callable[[], dict[str, int]]) -> None:
+        self._positions = positions
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def poll(self, max_items: int, timeout: float) -> list[Item]:
+        items: list[Item] = []
+        for msg in self._consumer.consume(num_messages=max_items, timeout=timeout):
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    print(f"secureml-audit materializer: Kafka: {err.str()}", file=sys.stderr)
+                continue
+            partition, offset = msg.partition(), msg.offset()
+            self._next[partition] = offset + 1
+            items.append(Item(self._source(partition), offset, offset + 1, header_version(msg.headers()),
+                              msg.value(), msg.key()))
+        return items
+
+    def caught_up(self) -> bool:
+        return self._assigned.is_set() and all(self._next.get(p, 0) >= end for p, end in self._ends.items())
+
+    def lag(self) -> int:
+        return sum(max(0, end - self._next.get(p, 0)) for p, end in self._ends.items())
+
+    def dead_letter(self, item: Item, reason: str) -> None:
+        partition = item.source.rsplit("/", 1)[1]
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                self._dlq_failures.append(err.str())
+
+        self._dlq.produce(
+            dlq_topic(self.topic), item.value, item.key,
+            headers=[("reason", reason.encode()), ("source-topic", self.topic.encode()),
+                     ("source-partition", partition.encode()), ("source-offset", str(item.position).encode())],
+            on_delivery=on_delivery,
+        )
+        self._dlq.poll(0)
+
+    def flush_dead_letters(self) -> None:
+        remaining = self._dlq.flush(60)
+        if remaining or self._dlq_failures:
+            failures, self._dlq_failures = self._dlq_failures, []
+            raise RuntimeError(
+                f"could not store {remaining + len(failures)} dead letter(s) in {dlq_topic(self.topic)}: "
+                f"{failures[:3]}; the lake is not advanced past them, restart to retry"
+            )
+
+    def committed(self, positions: dict[str, int]) -> None:
+        offsets = [
+            TopicPartition(self.topic, int(source.rsplit("/", 1)[1]), position)
+            for source, position in positions.items()
+            if source.startswith(self.topic + "/") and int(source.rsplit("/", 1)[1]) in self._next
+        ]
+        if offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+
+    def close(self) -> None:
+        self._dlq.flush(30)
+        self._consumer.close()

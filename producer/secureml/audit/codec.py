@@ -1,0 +1,250 @@
+"""Avro binary encoding of audit events, byte-identical to fastavro, specialised for speed.
+
+The event's ``hash`` is the last field of the record, so the message is
+``prefix + encode_string(sha256(prefix).hexdigest())``: the canonical bytes that the hash
+covers are exactly the Avro encoding of every other field, recomputable from a Parquet row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import pyarrow as pa
+
+from secureml.audit.schema import SCHEMA_VERSION, load_schema
+
+Encoder = Callable[[Any], bytes]
+
+_SMALL = [bytes([i]) for i in range(128)]
+_HASH_MARK = b"\x80\x01"  # zigzag varint of 64, the length of a SHA-256 hex digest
+_HASH_TAIL = len(_HASH_MARK) + 64
+_pack_double = struct.Struct("<d").pack
+
+
+def encode_long(n: int) -> bytes:
+    """Zigzag varint of an Avro int or long."""
+    n = (n << 1) ^ (n >> 63)
+    if n < 128:
+        return _SMALL[n]
+    out = bytearray()
+    while n > 127:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_string(s: str) -> bytes:
+    """Avro string: length, then UTF-8 bytes."""
+    b = s.encode()
+    n = len(b)
+    return (_SMALL[n << 1] if n < 64 else encode_long(n)) + b
+
+
+def encode_string_array(items: Sequence[str]) -> bytes:
+    """Avro array of strings: one block, then the zero terminator."""
+    if not items:
+        return b"\x00"
+    return encode_long(len(items)) + b"".join(encode_string(s) for s in items) + b"\x00"
+
+
+def _encode_boolean(value: bool) -> bytes:
+    return b"\x01" if value else b"\x00"
+
+
+_PRIMITIVE: dict[str, Encoder] = {
+    "string": encode_string,
+    "long": encode_long,
+    "int": encode_long,
+    "double": _pack_double,
+    "boolean": _encode_boolean,
+}
+
+
+def _encoder_for(avro_type: Any) -> Encoder:
+    if isinstance(avro_type, list):  # ["null", T]: index 0 = null, 1 = T
+        if len(avro_type) != 2 or avro_type[0] != "null":
+            raise TypeError(f"unsupported union {avro_type!r}: only [null, T] is used")
+        inner = _encoder_for(avro_type[1])
+
+        def optional(value: Any) -> bytes:
+            return b"\x00" if value is None else b"\x02" + inner(value)
+
+        return optional
+    if isinstance(avro_type, dict):
+        if avro_type["type"] == "array" and avro_type["items"] == "string":
+            return encode_string_array
+        return _encoder_for(avro_type["type"])
+    return _PRIMITIVE[avro_type]
+
+
+@lru_cache(maxsize=None)
+def field_encoders(version: int = SCHEMA_VERSION) -> tuple[tuple[str, Encoder], ...]:
+    """(name, encoder) for every field of the schema, in order."""
+    return tuple((f["name"], _encoder_for(f["type"])) for f in load_schema(version)["fields"])
+
+
+def canonical_bytes(record: dict[str, Any], version: int = SCHEMA_VERSION) -> bytes:
+    """Avro encoding of every field but ``hash``: what the event's hash covers.
+
+    Timestamps must be given as integer microseconds since the epoch.
+    """
+    encoders = field_encoders(version)
+    return b"".join(encode(record[name]) for name, encode in encoders[:-1])
+
+
+def event_hash(prefix: bytes) -> str:
+    """SHA-256 hex digest of an event's canonical bytes."""
+    return hashlib.sha256(prefix).hexdigest()
+
+
+def seal(prefix: bytes) -> tuple[bytes, str]:
+    """The complete message for canonical bytes, and its hash."""
+    digest = hashlib.sha256(prefix).hexdigest()
+    return prefix + _HASH_MARK + digest.encode(), digest
+
+
+def encode_record(record: dict[str, Any], version: int = SCHEMA_VERSION) -> bytes:
+    """Full Avro message of a record whose ``hash`` is already set."""
+    return canonical_bytes(record, version) + encode_string(record["hash"])
+
+
+def is_sealed(message: bytes) -> bool:
+    """True when the message ends in the SHA-256 of everything before it (cheap integrity check)."""
+    if len(message) <= _HASH_TAIL or message[-_HASH_TAIL:-64] != _HASH_MARK:
+        return False
+    return hashlib.sha256(message[:-_HASH_TAIL]).hexdigest().encode() == message[-64:]
+
+
+class PayloadPlan:
+    """Encodes the optional payload fields of one event type, with constant nulls for the rest."""
+
+    __slots__ = ("names", "_steps")
+
+    def __init__(self, names: Sequence[str], payload_fields: Sequence[tuple[str, Encoder]]) -> None:
+        unknown = set(names) - {n for n, _ in payload_fields}
+        if unknown:
+            raise KeyError(f"not payload fields of the schema: {sorted(unknown)}")
+        self.names = tuple(names)
+        steps: list[bytes | tuple[str, Encoder]] = []
+        nulls = b""
+        for name, encode in payload_fields:
+            if name in names:
+                if nulls:
+                    steps.append(nulls)
+                    nulls = b""
+                steps.append((name, encode))
+            else:
+                nulls += b"\x00"
+        if nulls:
+            steps.append(nulls)
+        self._steps = tuple(steps)
+
+    def encode(self, values: dict[str, Any]) -> bytes:
+        """Payload bytes for the given field values (missing ones are null)."""
+        return b"".join(
+            step if isinstance(step, bytes) else step[1](values.get(step[0])) for step in self._steps
+        )
+
+
+# -- decoding --------------------------------------------------------------------------------
+
+_AVRO_TO_ARROW: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "long": pa.int64(),
+    "int": pa.int32(),
+    "double": pa.float64(),
+    "boolean": pa.bool_(),
+}
+
+
+def _arrow_type(avro_type: Any) -> pa.DataType:
+    if isinstance(avro_type, list):
+        return _arrow_type(avro_type[1])
+    if isinstance(avro_type, dict):
+        if avro_type.get("logicalType") == "timestamp-micros":
+            return pa.timestamp("us", tz="UTC")
+        if avro_type["type"] == "array":
+            return pa.list_(_arrow_type(avro_type["items"]))
+        return _arrow_type(avro_type["type"])
+    return _AVRO_TO_ARROW[avro_type]
+
+
+@lru_cache(maxsize=None)
+def arrow_schema(version: int = SCHEMA_VERSION) -> pa.Schema:
+    """Arrow schema of decoded events (the Parquet columns, without lake bookkeeping)."""
+    fields = load_schema(version)["fields"]
+    return pa.schema(
+        [pa.field(f["name"], _arrow_type(f["type"]), nullable=isinstance(f["type"], list)) for f in fields]
+    )
+
+
+@lru_cache(maxsize=None)
+def _container_header(version: int) -> tuple[bytes, bytes]:
+    import json
+
+    sync = hashlib.md5(f"secureml-audit-v{version}".encode()).digest()
+    meta = {"avro.schema": json.dumps(load_schema(version)).encode(), "avro.codec": b"null"}
+    body = encode_long(len(meta)) + b"".join(
+        encode_string(k) + encode_long(len(v)) + v for k, v in meta.items()
+    )
+    return b"Obj\x01" + body + b"\x00" + sync, sync
+
+
+def decode_batch(messages: Sequence[bytes], version: int = SCHEMA_VERSION) -> pa.Table:
+    """Decode many Avro messages of one writer version at once into an Arrow table (current schema).
+
+    The messages are joined into one Avro container block and read by Polars, which is about
+    five times faster than decoding them one by one.
+    """
+    import polars as pl
+
+    target = arrow_schema(SCHEMA_VERSION)
+    if not messages:
+        return target.empty_table()
+    header, sync = _container_header(version)
+    data = b"".join(messages)
+    block = encode_long(len(messages)) + encode_long(len(data)) + data + sync
+    table = pl.read_avro(io.BytesIO(header + block)).to_arrow()
+    return conform(table, target)
+
+
+def conform(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """Cast a table to the target schema, adding absent (newer, optional) columns as nulls."""
+    columns = []
+    for field in target:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=target)
+
+
+def decode_one(message: bytes, version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """Decode a single Avro message with fastavro (timestamps as integer microseconds)."""
+    import fastavro
+
+    schema = _parsed_schema(version)
+    return fastavro.schemaless_reader(io.BytesIO(message), schema, None, return_record_name=False)
+
+
+@lru_cache(maxsize=None)
+def _parsed_schema(version: int) -> Any:
+    import fastavro
+
+    raw = load_schema(version)
+    # Read timestamps as plain longs so canonical bytes can be recomputed exactly.
+    plain = {**raw, "fields": [_without_logical(f) for f in raw["fields"]]}
+    return fastavro.parse_schema(plain)
+
+
+def _without_logical(field: dict[str, Any]) -> dict[str, Any]:
+    t = field["type"]
+    if isinstance(t, dict) and "logicalType" in t:
+        return {**field, "type": t["type"]}
+    return field

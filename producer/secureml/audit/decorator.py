@@ -1,0 +1,134 @@
+"""audit_function: every call of a function becomes an audit trail of its own."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, TypeVar, cast
+
+from secureml.audit import events as ev
+from secureml.audit.exceptions import AuditError
+from secureml.audit.trail import INFO, AuditTrail
+
+F = TypeVar("F", bound=Callable[..., Any])
+RETURN = "return"  # name to put in record_values to record the return value itself
+
+
+def describe(value: Any) -> dict[str, Any]:
+    """Type and size of a value, never the value: what an audit may keep about arbitrary data."""
+    kind = type(value)
+    described: dict[str, Any] = {
+        "type": kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    }
+    shape = getattr(value, "shape", None)
+    if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
+        described["shape"] = list(shape)
+    else:
+        try:
+            described["size"] = len(value)
+        except TypeError:
+            pass
+    return described
+
+
+def audit_function(
+    operation_name: str | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+    regulations: Sequence[str] | None = None,
+    *,
+    record_values: Collection[str] = (),
+    context: dict[str, Any] | None = None,
+    user: str | None = None,
+    log_level: int | str = INFO,
+    bootstrap_servers: str | None = None,
+    topic: str | None = None,
+) -> Callable[[F], F]:
+    """Decorator: each call opens a trail, logs the call, then the return or the exception, and closes.
+
+    Arguments are recorded by name with their type and size only; the values of the argument
+    names listed in ``record_values`` (and the return value, with ``"return"``) are recorded too.
+    Exceptions are re-raised unchanged. Works on plain and ``async def`` functions.
+    """
+    allowed = frozenset(record_values)
+
+    def decorator(func: F) -> F:
+        signature = inspect.signature(func)
+        unknown = allowed - set(signature.parameters) - {RETURN}
+        if unknown:
+            raise ev.AuditValidationError(
+                "record_values", f"names no parameter of {func.__qualname__}: {sorted(unknown)}", where="audit_function"
+            )
+        name = operation_name or func.__name__
+
+        def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[AuditTrail, float]:
+            trail = AuditTrail(
+                name, log_dir=log_dir, log_level=log_level, context=context, regulations=regulations,
+                user=user, bootstrap_servers=bootstrap_servers, topic=topic,
+            )
+            try:
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+            except TypeError:
+                bound = None  # the call itself will raise the right TypeError
+            arguments = {} if bound is None else {
+                arg: {**describe(value), **({"value": value} if arg in allowed else {})}
+                for arg, value in bound.arguments.items()
+            }
+            trail._log_function("function_call", {
+                "function_name": func.__qualname__,
+                "module": func.__module__,
+                "arguments": ev.json_value(arguments, "arguments", "audit_function"),
+            })
+            return trail, time.perf_counter()
+
+        def succeed(trail: AuditTrail, began: float, result: Any) -> None:
+            returned = {**describe(result), **({"value": result} if RETURN in allowed else {})}
+            trail._log_function("function_return", {
+                "function_name": func.__qualname__,
+                "module": func.__module__,
+                "return_value": ev.json_value(returned, "return_value", "audit_function"),
+                "execution_time": time.perf_counter() - began,
+            })
+            trail.close("completed")
+
+        def fail(trail: AuditTrail, began: float, exc: BaseException) -> None:
+            try:
+                trail.log_error(
+                    type(exc).__name__, str(exc) or repr(exc), {"execution_time": time.perf_counter() - began}
+                )
+                trail.close("error")
+            except AuditError as audit_exc:  # keep the caller's exception; say the audit broke too
+                exc.add_note(f"secureml-audit could not record this failure: {audit_exc}")
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                trail, began = start(args, kwargs)
+                try:
+                    result = await func(*args, **kwargs)
+                except BaseException as exc:
+                    fail(trail, began, exc)
+                    raise
+                succeed(trail, began, result)
+                return result
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            trail, began = start(args, kwargs)
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                fail(trail, began, exc)
+                raise
+            succeed(trail, began, result)
+            return result
+
+        return cast(F, wrapper)
+
+    return decorator

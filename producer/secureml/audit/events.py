@@ -1,0 +1,174 @@
+"""Event types, their payload fields, and the argument rules of every ``log_*`` call."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import logging
+import math
+import pathlib
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from secureml.audit.codec import PayloadPlan, field_encoders
+from secureml.audit.exceptions import AuditValidationError
+
+# event_type -> payload fields it carries, in the order of the logging call's arguments.
+EVENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "audit_started": (),
+    "data_access": ("dataset_name", "columns_accessed", "num_records", "purpose"),
+    "data_transformation": ("transformation_type", "input_data", "output_data", "parameters"),
+    "model_training": ("model_type", "dataset_name", "parameters", "metrics", "privacy_parameters"),
+    "model_inference": ("model_id", "input_data", "output", "confidence"),
+    "compliance_check": ("check_type", "regulation", "result", "details"),
+    "user_request": ("request_type", "user_id", "details", "status"),
+    "function_call": ("function_name", "module", "arguments"),
+    "function_return": ("function_name", "module", "return_value", "execution_time"),
+    "error": ("error_type", "message", "details"),
+    "audit_closed": ("status", "details", "event_count"),
+}
+CUSTOM_EVENT_FIELDS = ("details",)
+EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+_PAYLOAD_START = "dataset_name"
+_PAYLOAD_END = "prev_hash"  # exclusive
+
+
+def payload_fields() -> tuple[tuple[str, Any], ...]:
+    """(name, encoder) of the optional payload fields, between the envelope and the chain."""
+    encoders = field_encoders()
+    names = [n for n, _ in encoders]
+    return encoders[names.index(_PAYLOAD_START) : names.index(_PAYLOAD_END)]
+
+
+PLANS: dict[str, PayloadPlan] = {t: PayloadPlan(f, payload_fields()) for t, f in EVENT_FIELDS.items()}
+CUSTOM_PLAN = PayloadPlan(CUSTOM_EVENT_FIELDS, payload_fields())
+
+
+def fields_of(event_type: str) -> tuple[str, ...]:
+    """Payload fields carried by an event type (custom types carry ``details``)."""
+    return EVENT_FIELDS.get(event_type, CUSTOM_EVENT_FIELDS)
+
+
+# -- argument rules ----------------------------------------------------------------------------
+
+
+def text(value: Any, field: str, where: str) -> str:
+    """A non-empty string."""
+    if not isinstance(value, str):
+        raise AuditValidationError(field, f"must be a string, got {type(value).__name__}", where=where)
+    if not value.strip():
+        raise AuditValidationError(field, "must not be empty", where=where)
+    return value
+
+
+def optional_text(value: Any, field: str, where: str) -> str | None:
+    """None or a non-empty string."""
+    return None if value is None else text(value, field, where)
+
+
+def count(value: Any, field: str, where: str) -> int:
+    """A non-negative integer (booleans are not counts)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if hasattr(value, "__index__") and not isinstance(value, bool):
+            value = value.__index__()  # numpy integers
+        else:
+            raise AuditValidationError(field, f"must be an integer, got {type(value).__name__}", where=where)
+    if value < 0:
+        raise AuditValidationError(field, f"must be >= 0, got {value}", where=where)
+    return int(value)
+
+
+def text_list(value: Any, field: str, where: str) -> list[str]:
+    """A list (or tuple) of non-empty strings."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise AuditValidationError(field, f"must be a list of strings, got {type(value).__name__}", where=where)
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise AuditValidationError(f"{field}[{i}]", "must be a non-empty string", where=where)
+    return list(value)
+
+
+def probability(value: Any, field: str, where: str) -> float | None:
+    """None or a real number in [0, 1]."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)  # numpy floats
+        except (TypeError, ValueError):
+            raise AuditValidationError(
+                field, f"must be a number in [0, 1], got {type(value).__name__}", where=where
+            ) from None
+    if not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise AuditValidationError(field, f"must be within [0, 1], got {value}", where=where)
+    return float(value)
+
+
+def boolean(value: Any, field: str, where: str) -> bool:
+    """Exactly True or False."""
+    if value is True or value is False:
+        return value
+    if type(value).__name__ == "bool_":  # numpy.bool_
+        return bool(value)
+    raise AuditValidationError(field, f"must be True or False, got {type(value).__name__}", where=where)
+
+
+def level(value: Any, field: str, where: str) -> int:
+    """A logging level: an int >= 0 or a level name such as 'INFO'."""
+    if isinstance(value, str):
+        resolved = logging.getLevelName(value.upper())
+        if isinstance(resolved, int):
+            return resolved
+        raise AuditValidationError(field, f"unknown level name {value!r}", where=where)
+    return count(value, field, where)
+
+
+def seconds(value: Any, field: str, where: str) -> float:
+    """A finite, non-negative duration in seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise AuditValidationError(field, "must be a finite number of seconds >= 0", where=where)
+    return float(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, (decimal.Decimal, uuid.UUID, pathlib.PurePath, enum.Enum)):
+        return str(value.value if isinstance(value, enum.Enum) else value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist") and getattr(value, "size", 1 << 20) <= 10_000:  # small arrays
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def json_value(value: Any, field: str, where: str) -> str:
+    """Any JSON-serialisable value as compact JSON text (keys sorted, so equal values give equal text)."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise AuditValidationError(field, f"must be JSON-serialisable: {exc}", where=where) from None
+
+
+def json_object(value: Any, field: str, where: str, *, required: bool = False) -> str | None:
+    """A mapping as JSON text; None stays None unless required."""
+    if value is None:
+        if required:
+            raise AuditValidationError(field, "must be a dict, got None", where=where)
+        return None
+    if not isinstance(value, Mapping):
+        raise AuditValidationError(field, f"must be a dict, got {type(value).__name__}", where=where)
+    for key in value:
+        if not isinstance(key, str):
+            raise AuditValidationError(field, f"keys must be strings, got {type(key).__name__}", where=where)
+    return json_value(dict(value), field, where)

@@ -1,0 +1,52 @@
+"""Errors raised by secureml.audit: one root, one class per kind of failure."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from secureml.audit.transports.base import DeliveryReport
+
+
+class AuditError(Exception):
+    """Root of every error raised by secureml-audit."""
+
+
+class AuditValidationError(AuditError, ValueError):
+    """An argument broke a rule; nothing of the call was recorded."""
+
+    def __init__(self, field: str, rule: str, *, where: str | None = None) -> None:
+        self.field = field
+        self.rule = rule
+        self.where = where
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}invalid '{field}': {rule}")
+
+
+class AuditConfigError(AuditError, ValueError):
+    """The configuration (arguments or SECUREML_AUDIT_* variables) is unusable."""
+
+
+class AuditClosedError(AuditError, RuntimeError):
+    """An event was logged on an audit trail that is already closed."""
+
+
+class AuditTransportError(AuditError, RuntimeError):
+    """The transport could not take an event (broker unreachable for too long, disk full, ...)."""
+
+
+class AuditDeliveryError(AuditTransportError):
+    """flush() or close() could not confirm that every event was stored."""
+
+    def __init__(self, report: DeliveryReport) -> None:
+        self.report = report
+        super().__init__(
+            f"{report.failed} audit event(s) failed and {report.pending} are still unconfirmed "
+            f"out of {report.sent} sent ({'; '.join(report.errors[:3]) or 'timed out'}). "
+            "Check that the broker is reachable (SECUREML_AUDIT_BOOTSTRAP_SERVERS) or that "
+            "log_dir is writable, then call flush() again with a longer timeout."
+        )
+
+
+class LakeError(AuditError, RuntimeError):
+    """The Parquet lake under log_dir is missing, locked or inconsistent."""

@@ -1,0 +1,393 @@
+"""AuditTrail: records the privacy-relevant steps of one operation as a hash-chained event stream."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from secureml.audit import events as ev
+from secureml.audit.codec import PayloadPlan, encode_long, encode_string, encode_string_array, seal
+from secureml.audit.config import AuditConfig, resolve_config
+from secureml.audit.exceptions import AuditClosedError, AuditDeliveryError, AuditValidationError
+from secureml.audit.schema import SCHEMA_VERSION
+from secureml.audit.timeutil import micros_to_iso, now_micros
+from secureml.audit.transports.base import DeliveryReport, DeliveryTracker, Transport, transport_for
+from secureml.audit.version import __version__
+
+INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
+_TYPE_BYTES = {t: encode_string(t) for t in ev.EVENT_FIELDS}
+_HOST = socket.gethostname()
+_MAX_MESSAGE_CHARS = 2000  # error messages are cut: they may quote data
+
+
+class AuditTrail:
+    """An append-only, hash-chained audit trail of one operation.
+
+    Every event carries the trail's ``operation_id`` (the Kafka key, so one operation stays in
+    order on one partition), a gapless ``seq`` starting at 0 (``audit_started``), and
+    ``prev_hash``/``hash`` linking it to the previous event. Events below ``log_level`` are not
+    recorded; ``audit_started`` and ``audit_closed`` always are, so a trail is never open-ended.
+
+    ``bootstrap_servers`` (or ``SECUREML_AUDIT_BOOTSTRAP_SERVERS``) sends events to Kafka;
+    without it they go to the embedded log under ``log_dir``. ``producer_config`` passes raw
+    librdkafka settings (TLS, SASL, ...). ``user`` is the default user of every event.
+    """
+
+    def __init__(
+        self,
+        operation_name: str,
+        log_dir: str | os.PathLike[str] | None = None,
+        log_level: int | str = INFO,
+        context: dict[str, Any] | None = None,
+        regulations: Sequence[str] | None = None,
+        *,
+        user: str | None = None,
+        bootstrap_servers: str | None = None,
+        topic: str | None = None,
+        producer_config: dict[str, Any] | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        where = "AuditTrail"
+        self.operation_name = ev.text(operation_name, "operation_name", where)
+        self.log_level = ev.level(log_level, "log_level", where)
+        context_json = ev.json_object({} if context is None else context, "context", where, required=True)
+        self.context: dict[str, Any] = dict(context or {})
+        self.regulations = ev.text_list([] if regulations is None else regulations, "regulations", where)
+        self.user = ev.optional_text(user, "user", where)
+        self.config: AuditConfig = resolve_config(
+            log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic, producer_config=producer_config
+        )
+        self.log_dir = str(self.config.log_dir)
+        self._transport = transport or transport_for(self.config)
+        self.operation_id = str(uuid.uuid4())
+        self._key = self.operation_id.encode()
+        self._start = now_micros()
+        self.start_time = micros_to_iso(self._start)
+        # Envelope fields that never change within the trail are encoded once.
+        self._version_bytes = encode_long(SCHEMA_VERSION)
+        self._operation_bytes = (
+            encode_string(self.operation_id) + encode_string(self.operation_name) + encode_long(self._start)
+        )
+        self._trail_bytes = (
+            encode_string_array(self.regulations)
+            + encode_string(context_json or "{}")
+            + encode_string(_HOST)
+            + encode_long(os.getpid())
+            + encode_string(__version__)
+        )
+        self._lock = threading.Lock()
+        self._tracker = DeliveryTracker()
+        self._seq = 0
+        self._last_ts = self._start
+        self._prev_hash = ""
+        self._closed = False
+        self._close_report: DeliveryReport | None = None
+        self._emit("audit_started", ev.PLANS["audit_started"], {}, INFO, self.user, now=self._start)
+
+    # -- the write path: validate -> enrich -> encode -> hash-chain -> emit ---------------------
+
+    def _emit(
+        self,
+        event_type: str,
+        plan: PayloadPlan,
+        values: dict[str, Any],
+        level: int,
+        user: str | None,
+        *,
+        now: int | None = None,
+        closing: bool = False,
+    ) -> str:
+        with self._lock:
+            if self._closed:
+                raise AuditClosedError(
+                    f"audit trail {self.operation_name!r} ({self.operation_id}) is closed; "
+                    "create a new AuditTrail for further events"
+                )
+            seq = self._seq
+            if closing:
+                values = {**values, "event_count": seq + 1}
+            ts = max(now if now is not None else now_micros(), self._last_ts)
+            event_id = f"{self.operation_id}:{seq}"
+            prefix = b"".join(
+                (
+                    self._version_bytes,
+                    encode_string(event_id),
+                    self._operation_bytes,
+                    encode_long(seq),
+                    _TYPE_BYTES.get(event_type) or encode_string(event_type),
+                    encode_long(level),
+                    encode_long(ts),
+                    b"\x00" if user is None else b"\x02" + encode_string(user),
+                    self._trail_bytes,
+                    plan.encode(values),
+                    encode_string(self._prev_hash),
+                )
+            )
+            message, digest = seal(prefix)
+            self._transport.emit(self._key, message, self._tracker)
+            self._seq = seq + 1
+            self._last_ts = ts
+            self._prev_hash = digest
+            if closing:
+                self._closed = True
+            return event_id
+
+    def _log(
+        self,
+        event_type: str,
+        values: dict[str, Any],
+        level: int | str | None,
+        default_level: int,
+        user: str | None,
+        where: str,
+    ) -> str | None:
+        resolved = default_level if level is None else ev.level(level, "level", where)
+        if resolved < self.log_level:
+            return None
+        return self._emit(event_type, ev.PLANS[event_type], values, resolved, self.user if user is None else user)
+
+    # -- the user guide's logging calls ---------------------------------------------------------
+
+    def log_data_access(
+        self,
+        dataset_name: str,
+        columns_accessed: Sequence[str],
+        num_records: int,
+        purpose: str | None,
+        user: str | None = None,
+        *,
+        level: int | str | None = None,
+    ) -> str | None:
+        """Record that records of a dataset were read, which columns, how many, and why.
+
+        Returns the event id, or None when ``level`` is below the trail's ``log_level``.
+        A ``purpose`` of None is recorded as missing (and flagged by the alerting rules).
+        """
+        w = "log_data_access"
+        values = {
+            "dataset_name": ev.text(dataset_name, "dataset_name", w),
+            "columns_accessed": ev.text_list(columns_accessed, "columns_accessed", w),
+            "num_records": ev.count(num_records, "num_records", w),
+            "purpose": ev.optional_text(purpose, "purpose", w),
+        }
+        return self._log("data_access", values, level, INFO, ev.optional_text(user, "user", w), w)
+
+    def log_data_transformation(
+        self,
+        transformation_type: str,
+        input_data: str,
+        output_data: str,
+        parameters: dict[str, Any] | None,
+        *,
+        user: str | None = None,
+        level: int | str | None = None,
+    ) -> str | None:
+        """Record a transformation (anonymisation, encryption, ...) from one dataset to another."""
+        w = "log_data_transformation"
+        values = {
+            "transformation_type": ev.text(transformation_type, "transformation_type", w),
+            "input_data": ev.text(input_data, "input_data", w),
+            "output_data": ev.text(output_data, "output_data", w),
+            "parameters": ev.json_object(parameters, "parameters", w),
+        }
+        return self._log("data_transformation", values, level, INFO, ev.optional_text(user, "user", w), w)
+
+    def log_model_training(
+        self,
+        model_type: str,
+        dataset_name: str,
+        parameters: dict[str, Any] | None,
+        metrics: dict[str, Any] | None = None,
+        privacy_parameters: dict[str, Any] | None = None,
+        *,
+        user: str | None = None,
+        level: int | str | None = None,
+    ) -> str | None:
+        """Record a model trained on a dataset, with its parameters, metrics and privacy budget."""
+        w = "log_model_training"
+        values = {
+            "model_type": ev.text(model_type, "model_type", w),
+            "dataset_name": ev.text(dataset_name, "dataset_name", w),
+            "parameters": ev.json_object(parameters, "parameters", w),
+            "metrics": ev.json_object(metrics, "metrics", w),
+            "privacy_parameters": ev.json_object(privacy_parameters, "privacy_parameters", w),
+        }
+        return self._log("model_training", values, level, INFO, ev.optional_text(user, "user", w), w)
+
+    def log_model_inference(
+        self,
+        model_id: str,
+        input_data: str,
+        output: Any,
+        confidence: float | None = None,
+        *,
+        user: str | None = None,
+        level: int | str | None = None,
+    ) -> str | None:
+        """Record one prediction: which model, an identifier of the input, the output, the confidence.
+
+        ``input_data`` is a description or identifier of the input, not the raw features.
+        """
+        w = "log_model_inference"
+        values = {
+            "model_id": ev.text(model_id, "model_id", w),
+            "input_data": ev.text(input_data, "input_data", w),
+            "output": ev.json_value(output, "output", w),
+            "confidence": ev.probability(confidence, "confidence", w),
+        }
+        return self._log("model_inference", values, level, INFO, ev.optional_text(user, "user", w), w)
+
+    def log_compliance_check(
+        self,
+        check_type: str,
+        regulation: str,
+        result: bool,
+        details: dict[str, Any] | None,
+        *,
+        user: str | None = None,
+        level: int | str | None = None,
+    ) -> str | None:
+        """Record a compliance check and whether it passed (a failed check is a WARNING)."""
+        w = "log_compliance_check"
+        passed = ev.boolean(result, "result", w)
+        values = {
+            "check_type": ev.text(check_type, "check_type", w),
+            "regulation": ev.text(regulation, "regulation", w),
+            "result": passed,
+            "details": ev.json_object(details, "details", w),
+        }
+        default = INFO if passed else WARNING
+        return self._log("compliance_check", values, level, default, ev.optional_text(user, "user", w), w)
+
+    def log_user_request(
+        self,
+        request_type: str,
+        user_id: str,
+        details: dict[str, Any] | None,
+        status: str,
+        *,
+        user: str | None = None,
+        level: int | str | None = None,
+    ) -> str | None:
+        """Record a data-subject request (GDPR/CCPA access, erasure, ...) and its status."""
+        w = "log_user_request"
+        values = {
+            "request_type": ev.text(request_type, "request_type", w),
+            "user_id": ev.text(user_id, "user_id", w),
+            "details": ev.json_object(details, "details", w),
+            "status": ev.text(status, "status", w),
+        }
+        return self._log("user_request", values, level, INFO, ev.optional_text(user, "user", w), w)
+
+    def log_error(
+        self,
+        error_type: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        *,
+        user: str | None = None,
+        level: int | str | None = None,
+    ) -> str | None:
+        """Record an error of the operation."""
+        w = "log_error"
+        values = {
+            "error_type": ev.text(error_type, "error_type", w),
+            "message": ev.text(str(message)[:_MAX_MESSAGE_CHARS] or "(no message)", "message", w),
+            "details": ev.json_object(details, "details", w),
+        }
+        return self._log("error", values, level, ERROR, ev.optional_text(user, "user", w), w)
+
+    def log_event(
+        self,
+        event_type: str,
+        details: dict[str, Any] | None = None,
+        *,
+        user: str | None = None,
+        level: int | str | None = None,
+    ) -> str | None:
+        """Record an event of a custom type (lower-case name) with free-form ``details``."""
+        w = "log_event"
+        ev.text(event_type, "event_type", w)
+        if event_type in ev.EVENT_FIELDS:
+            raise AuditValidationError(
+                "event_type", f"{event_type!r} is a built-in type: use its own log_* method", where=w
+            )
+        if not ev.EVENT_TYPE_PATTERN.match(event_type):
+            raise AuditValidationError(
+                "event_type", "must be lower case letters, digits, '_', '.', '-' (max 64)", where=w
+            )
+        resolved = INFO if level is None else ev.level(level, "level", w)
+        values = {"details": ev.json_object(details, "details", w)}
+        user = ev.optional_text(user, "user", w)
+        if resolved < self.log_level:
+            return None
+        return self._emit(event_type, ev.CUSTOM_PLAN, values, resolved, self.user if user is None else user)
+
+    def _log_function(self, event_type: str, values: dict[str, Any]) -> str | None:
+        """Record a function_call or function_return event (used by ``audit_function``)."""
+        return self._log(event_type, values, None, INFO, None, event_type)
+
+    # -- delivery and lifecycle -------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> DeliveryReport:
+        """Wait until every event so far is stored (Kafka: acknowledged by all in-sync replicas;
+        embedded: fsynced) and report what was sent, stored, failed and is still pending."""
+        self._transport.flush(self.config.flush_timeout if timeout is None else timeout)
+        return self._tracker.report()
+
+    def close(
+        self, status: str = "completed", details: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> DeliveryReport:
+        """Record ``audit_closed`` with the event count, then flush.
+
+        Raises AuditDeliveryError when any event of the trail could not be confirmed stored.
+        Closing twice returns the first report.
+        """
+        w = "close"
+        values = {"status": ev.text(status, "status", w), "details": ev.json_object(details, "details", w)}
+        if self._closed:
+            return self._close_report or self._tracker.report()
+        level = INFO if status == "completed" else WARNING
+        self._emit("audit_closed", ev.PLANS["audit_closed"], values, level, self.user, closing=True)
+        report = self.flush(timeout)
+        self._close_report = report
+        if not report.ok:
+            raise AuditDeliveryError(report)
+        return report
+
+    @property
+    def closed(self) -> bool:
+        """True once ``audit_closed`` was recorded."""
+        return self._closed
+
+    @property
+    def event_count(self) -> int:
+        """Events recorded so far (the next ``seq``)."""
+        return self._seq
+
+    def __enter__(self) -> AuditTrail:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._closed:
+            return
+        if exc is None:
+            self.close("completed")
+            return
+        self.log_error(exc_type.__name__ if exc_type else "Exception", str(exc) or repr(exc))
+        self.close("error", {"error_type": exc_type.__name__ if exc_type else "Exception"})
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"AuditTrail({self.operation_name!r}, operation_id={self.operation_id!r}, "
+            f"transport={self.config.transport!r}, events={self._seq}, {state})"
+        )

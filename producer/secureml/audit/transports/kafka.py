@@ -1,0 +1,112 @@
+"""Kafka transport: one message per event, key = operation_id, idempotent, acks=all."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from secureml.audit.config import AuditConfig
+from secureml.audit.exceptions import AuditTransportError
+from secureml.audit.schema import SCHEMA_HEADER, SCHEMA_VERSION
+from secureml.audit.transports.base import DeliveryTracker, Transport
+
+_HEADERS = [(SCHEMA_HEADER, str(SCHEMA_VERSION).encode())]
+
+# Durability first (acks=all + idempotence: no loss, no duplicates on retry), then throughput.
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "compression.type": "lz4",
+    "linger.ms": 5,
+    "batch.num.messages": 10000,
+    "queue.buffering.max.messages": 1_000_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+    "message.timeout.ms": 300_000,
+}
+# A full local queue means the broker has been unreachable for long: wait this long, then fail.
+_QUEUE_FULL_WAIT = 30.0
+
+
+def ensure_topic(config: AuditConfig, topic: str | None = None, *, partitions: int | None = None) -> None:
+    """Create the topic if it is missing (infinite retention, never compacted)."""
+    name = topic or config.topic
+    admin = AdminClient({"bootstrap.servers": config.bootstrap_servers, **config.librdkafka_settings()})
+    try:
+        existing = admin.list_topics(timeout=15).topics
+    except KafkaException as exc:
+        raise AuditTransportError(
+            f"cannot reach Kafka at {config.bootstrap_servers}: {exc}. Start a broker "
+            "(scripts/kafka-local start) or unset SECUREML_AUDIT_BOOTSTRAP_SERVERS for the embedded log."
+        ) from exc
+    if name in existing:
+        return
+    new = NewTopic(
+        name,
+        num_partitions=partitions or config.partitions,
+        replication_factor=config.replication_factor,
+        config={"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"},
+    )
+    for future in admin.create_topics([new], operation_timeout=15).values():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise AuditTransportError(f"cannot create Kafka topic {name!r}: {exc}") from exc
+
+
+class KafkaTransport(Transport):
+    """Publishes events with confluent-kafka; delivery callbacks count every success and failure."""
+
+    def __init__(self, config: AuditConfig) -> None:
+        self.config = config
+        ensure_topic(config)
+        settings = {
+            **PRODUCER_DEFAULTS,
+            "bootstrap.servers": config.bootstrap_servers,
+            **config.librdkafka_settings(),
+        }
+        self._producer = Producer(settings)
+        self._topic = config.topic
+        self._lock = threading.Lock()
+
+    def emit(self, key: bytes, value: bytes, tracker: DeliveryTracker) -> None:
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            if err is None:
+                tracker.on_delivered()
+            else:
+                tracker.on_failed(f"{err.name()}: {err.str()}")
+
+        tracker.sent += 1
+        deadline = 0.0
+        while True:
+            try:
+                self._producer.produce(self._topic, value, key, headers=_HEADERS, on_delivery=on_delivery)
+                break
+            except BufferError:
+                # Local queue full: serve callbacks until there is room, for a bounded time.
+                deadline = deadline or time.monotonic() + _QUEUE_FULL_WAIT
+                if time.monotonic() > deadline:
+                    tracker.sent -= 1
+                    raise AuditTransportError(
+                        f"Kafka producer queue stayed full for {_QUEUE_FULL_WAIT:.0f}s: the broker at "
+                        f"{self.config.bootstrap_servers} is not taking events. Check the broker."
+                    ) from None
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def flush(self, timeout: float) -> None:
+        self._producer.flush(timeout)
+
+    def close(self, timeout: float) -> None:
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            print(
+                f"secureml-audit: {remaining} audit event(s) were not delivered to Kafka at "
+                f"{self.config.bootstrap_servers} before exit",
+                file=sys.stderr,
+            )

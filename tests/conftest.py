@@ -1,0 +1,129 @@
+"""Shared fixtures: a real Kafka broker for the session, and one harness per transport.
+
+The broker comes from SECUREML_AUDIT_BOOTSTRAP_SERVERS, else testcontainers when a Docker
+engine answers, else ``scripts/kafka-local``. A Kafka test fails, never skips, when none can
+be had. Every test starts with no SECUREML_AUDIT_* variable set, so the embedded default is
+really the default; the Kafka harness passes the broker explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+KAFKA_SCRIPT = REPO / "scripts" / "kafka-local"
+_BROKER_ENV = os.environ.get("SECUREML_AUDIT_BOOTSTRAP_SERVERS", "")
+
+
+def _docker_engine_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means no usable engine
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap address of a real Kafka broker for the whole session."""
+    if _BROKER_ENV:
+        yield _BROKER_ENV
+        return
+    if _docker_engine_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    started = subprocess.run(
+        [str(KAFKA_SCRIPT), "start"], capture_output=True, text=True, timeout=900, check=False
+    )
+    if started.returncode != 0:
+        pytest.fail(f"no Kafka broker: scripts/kafka-local start failed:\n{started.stderr[-3000:]}")
+    yield started.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts without SECUREML_AUDIT_* variables (the embedded default)."""
+    for name in list(os.environ):
+        if name.startswith("SECUREML_AUDIT_"):
+            monkeypatch.delenv(name)
+
+
+@dataclass
+class Harness:
+    """One transport under test: how to configure trails and make their events queryable."""
+
+    kind: str
+    log_dir: Path
+    bootstrap: str = ""
+    topic: str = "audit-events"
+    materialized: list[Any] = field(default_factory=list)
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments that point an AuditTrail at this transport."""
+        return {"log_dir": self.log_dir, "bootstrap_servers": self.bootstrap, "topic": self.topic}
+
+    def use_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Point code that passes no transport arguments (the user guide's) at this transport."""
+        if self.bootstrap:
+            monkeypatch.setenv("SECUREML_AUDIT_BOOTSTRAP_SERVERS", self.bootstrap)
+            monkeypatch.setenv("SECUREML_AUDIT_TOPIC", self.topic)
+
+    def sync(self) -> None:
+        """Make everything logged so far visible to get_audit_logs."""
+        if self.kind == "kafka":
+            from secureml.materializer import materialize
+
+            self.materialized.append(
+                materialize(self.log_dir, bootstrap_servers=self.bootstrap, topic=self.topic, once=True,
+                            group=f"test-{self.topic}")
+            )
+
+
+def unique_topic(prefix: str = "audit") -> str:
+    """A topic name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["embedded", "kafka"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    """The same test against the embedded log and against Kafka."""
+    monkeypatch.setenv("SECUREML_AUDIT_PARTITIONS", "3")
+    if request.param == "embedded":
+        return Harness("embedded", tmp_path / "audit_logs")
+    bootstrap = request.getfixturevalue("kafka_bootstrap")
+    return Harness("kafka", tmp_path / "audit_logs", bootstrap, unique_topic())
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Harness:
+    """The embedded transport only."""
+    return Harness("embedded", tmp_path / "audit_logs")
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    """The Kafka transport only, on a fresh topic."""
+    monkeypatch.setenv("SECUREML_AUDIT_PARTITIONS", "3")
+    return Harness("kafka", tmp_path / "audit_logs", kafka_bootstrap, unique_topic())
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the secureml-audit command in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "secureml.audit.cli", *args], capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})}, check=False,
+    )
