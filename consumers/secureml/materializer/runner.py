@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from secureml.audit.codec import decode_one, is_sealed
-from secureml.audit.config import resolve_config
+from secureml.audit.config import AuditConfig, resolve_config
 from secureml.audit.lake import Lake, events_table
 from secureml.audit.schema import known_versions
 from secureml.materializer.sources import EmbeddedSource, Item, Source
@@ -57,6 +57,25 @@ def _table(items: list[Item]) -> Any:
     )
 
 
+class Checkpointer(Protocol):
+    """Hook for the integrity layer: sign what the lake holds, now and then and at the end."""
+
+    def after_commit(self, lake: Lake) -> None:
+        """Called after every commit (rate-limit inside)."""
+
+    def finish(self, lake: Lake) -> None:
+        """Called once when the run ends, after the last commit and compaction."""
+
+
+def default_checkpointer(config: AuditConfig) -> Checkpointer | None:
+    """The integrity layer's checkpointer for a configuration, when it is installed."""
+    try:
+        from secureml.audit.integrity import checkpointer_for
+    except ImportError:
+        return None
+    return checkpointer_for(config)
+
+
 class Materializer:
     """Moves items from a source into a lake in batches, each committed exactly once."""
 
@@ -69,6 +88,7 @@ class Materializer:
         commit_interval: float = 0.2,
         progress: Callable[[str], None] | None = None,
         background_compaction: bool = True,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self.lake = lake
         self.source = source
@@ -76,6 +96,7 @@ class Materializer:
         self.commit_interval = commit_interval
         self.progress = progress
         self.background_compaction = background_compaction
+        self.checkpointer = checkpointer
         self.stats = MaterializeStats()
 
     def run(self, *, once: bool = False, stop: threading.Event | None = None) -> MaterializeStats:
@@ -124,6 +145,8 @@ class Materializer:
         if once:
             self.stats.compacted_files += self.lake.compact_all()
         self.lake.ensure_catalog()
+        if self.checkpointer is not None:
+            self.checkpointer.finish(self.lake)
         self.stats.seconds = time.monotonic() - began
         if self.progress:
             self._report(began)
@@ -142,6 +165,8 @@ class Materializer:
         self.source.committed({s: nxt for s, (_start, nxt) in spans.items()})
         if self.stats.commits == 1:
             self.lake.ensure_catalog()
+        if self.checkpointer is not None:
+            self.checkpointer.after_commit(self.lake)
         if not self.background_compaction:
             self.stats.compacted_files += self.lake.compact()
 
@@ -199,7 +224,9 @@ def materialize(
         source = KafkaSource(config, group)
     else:
         source = EmbeddedSource(config.log_dir)
-    return Materializer(lake, source, progress=progress, **options).run(once=once, stop=stop)
+    return Materializer(
+        lake, source, progress=progress, checkpointer=default_checkpointer(config), **options
+    ).run(once=once, stop=stop)
 
 
 def materialize_embedded(log_dir: str | os.PathLike[str], *, blocking: bool = True) -> MaterializeStats | None:
@@ -213,7 +240,11 @@ def materialize_embedded(log_dir: str | os.PathLike[str], *, blocking: bool = Tr
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
             return None
-        materializer = Materializer(lake, EmbeddedSource(Path(log_dir)), background_compaction=False)
+        config = resolve_config(log_dir=log_dir, bootstrap_servers="")
+        materializer = Materializer(
+            lake, EmbeddedSource(Path(log_dir)), background_compaction=False,
+            checkpointer=default_checkpointer(config),
+        )
         return materializer.run(once=True)
     finally:
         with contextlib.suppress(OSError):
