@@ -46,12 +46,15 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
+    already_running = subprocess.run([str(KAFKA_SCRIPT), "status"], capture_output=True, check=False).returncode == 0
     started = subprocess.run(
         [str(KAFKA_SCRIPT), "start"], capture_output=True, text=True, timeout=900, check=False
     )
     if started.returncode != 0:
         pytest.fail(f"no Kafka broker: scripts/kafka-local start failed:\n{started.stderr[-3000:]}")
     yield started.stdout.strip().splitlines()[-1]
+    if not already_running:  # stop only the broker this session started
+        subprocess.run([str(KAFKA_SCRIPT), "stop"], capture_output=True, check=False)
 
 
 @pytest.fixture(autouse=True)
