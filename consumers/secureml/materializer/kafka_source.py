@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -20,7 +22,14 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "fetch.wait.max.ms": 50,
     "max.partition.fetch.bytes": 8 * 1024 * 1024,
     "queued.max.messages.kbytes": 131072,
+    "session.timeout.ms": 10_000,
 }
+
+
+def default_instance_id(config: AuditConfig) -> str:
+    """A consumer-group instance id that is stable across restarts of one materializer."""
+    digest = hashlib.sha1(f"{config.log_dir}|{config.topic}".encode()).hexdigest()[:12]
+    return f"{socket.gethostname()}-{digest}"
 
 
 def dlq_topic(topic: str) -> str:
@@ -31,13 +40,25 @@ def dlq_topic(topic: str) -> str:
 class KafkaSource(Source):
     """Reads ``config.topic`` in consumer group ``group``; bad messages go to ``<topic>-dlq``."""
 
-    def __init__(self, config: AuditConfig, group: str, *, client_settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: AuditConfig,
+        group: str,
+        *,
+        instance_id: str | None = None,
+        client_settings: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.topic = config.topic
         ensure_topic(config)
         ensure_topic(config, dlq_topic(self.topic), partitions=1)
         common = {"bootstrap.servers": config.bootstrap_servers, **config.librdkafka_settings()}
-        self._consumer = Consumer({**CONSUMER_DEFAULTS, **common, "group.id": group, **(client_settings or {})})
+        # Static membership: a restarted materializer (same host, same lake) takes its partitions
+        # back at once instead of waiting for the group to notice that its old self died.
+        member = instance_id or default_instance_id(config)
+        self._consumer = Consumer({
+            **CONSUMER_DEFAULTS, **common, "group.id": group, "group.instance.id": member, **(client_settings or {})
+        })
         self._dlq = Producer({**PRODUCER_DEFAULTS, **common})
         self._dlq_failures: list[str] = []
         self._positions: Callable[[], dict[str, int]] = dict

@@ -89,6 +89,7 @@ class Materializer:
         progress: Callable[[str], None] | None = None,
         background_compaction: bool = True,
         checkpointer: Checkpointer | None = None,
+        compaction_interval: float = 2.0,
     ) -> None:
         self.lake = lake
         self.source = source
@@ -97,6 +98,7 @@ class Materializer:
         self.progress = progress
         self.background_compaction = background_compaction
         self.checkpointer = checkpointer
+        self.compaction_interval = compaction_interval
         self.stats = MaterializeStats()
 
     def run(self, *, once: bool = False, stop: threading.Event | None = None) -> MaterializeStats:
@@ -182,7 +184,7 @@ class Materializer:
         return good
 
     def _compact_loop(self, stop: threading.Event) -> None:
-        while not stop.wait(2.0):
+        while not stop.wait(self.compaction_interval):
             try:
                 while not stop.is_set() and (merged := self.lake.compact()):
                     self.stats.compacted_files += merged
