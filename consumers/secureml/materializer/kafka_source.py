@@ -12,8 +12,9 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from secureml.audit.config import AuditConfig
+from secureml.audit.schema import known_versions
 from secureml.audit.transports.kafka import PRODUCER_DEFAULTS, ensure_topic
-from secureml.materializer.sources import Item, Source, header_version
+from secureml.materializer.sources import Batch, Item, Source, header_version
 
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.commit": False,
@@ -24,6 +25,10 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "queued.max.messages.kbytes": 131072,
     "session.timeout.ms": 10_000,
 }
+
+
+# zigzag varint of a small schema version -> the version (1 -> 0x02, 2 -> 0x04, ...)
+_FIRST_BYTE_VERSION = {v << 1: v for v in known_versions()}
 
 
 def default_instance_id(config: AuditConfig) -> str:
@@ -90,19 +95,30 @@ class KafkaSource(Source):
         self._positions = positions
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
-    def poll(self, max_items: int, timeout: float) -> list[Item]:
-        items: list[Item] = []
+    def poll(self, max_items: int, timeout: float) -> list[Batch]:
+        batches: dict[int, Batch] = {}
         for msg in self._consumer.consume(num_messages=max_items, timeout=timeout):
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    print(f"secureml-audit materializer: Kafka: {err.str()}", file=sys.stderr)
+            if msg.error() is not None:
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    print(f"secureml-audit materializer: Kafka: {msg.error().str()}", file=sys.stderr)
                 continue
             partition, offset = msg.partition(), msg.offset()
-            self._next[partition] = offset + 1
-            items.append(Item(self._source(partition), offset, offset + 1, header_version(msg.headers()),
-                              msg.value(), msg.key()))
-        return items
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = Batch(self._source(partition), offset)
+            batch.positions.append(offset)
+            value = msg.value()
+            # The schema version is also the record's first field: read it from there, and only
+            # look at the (costly) headers of a message whose first byte is not a known version.
+            batch.versions.append(_FIRST_BYTE_VERSION.get(value[0]) if value else None)
+            if batch.versions[-1] is None:
+                batch.versions[-1] = header_version(msg.headers())
+            batch.values.append(value)
+            batch.keys.append(msg.key())
+            batch.next_position = offset + 1
+        for partition, batch in batches.items():
+            self._next[partition] = batch.next_position
+        return list(batches.values())
 
     def caught_up(self) -> bool:
         return self._assigned.is_set() and all(self._next.get(p, 0) >= end for p, end in self._ends.items())

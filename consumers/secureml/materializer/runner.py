@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,7 +17,7 @@ from secureml.audit.codec import decode_one, is_sealed
 from secureml.audit.config import AuditConfig, resolve_config
 from secureml.audit.lake import Lake, events_table
 from secureml.audit.schema import known_versions
-from secureml.materializer.sources import EmbeddedSource, Item, Source
+from secureml.materializer.sources import Batch, EmbeddedSource, Item, Source
 
 DEFAULT_GROUP = "secureml-audit-materializer"
 _KNOWN_VERSIONS = frozenset(known_versions())
@@ -39,22 +39,28 @@ class MaterializeStats:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-def rejection(item: Item) -> str | None:
-    """Why an item cannot be materialised, or None when it is a sealed event of a known schema."""
-    if item.reason:
-        return item.reason
-    if item.version not in _KNOWN_VERSIONS:
-        return f"unknown or missing schema version {item.version!r} (known: {sorted(_KNOWN_VERSIONS)})"
-    if not item.value or not is_sealed(item.value):
+def rejection(version: int | None, value: bytes | None) -> str | None:
+    """Why a message cannot be materialised, or None when it is a sealed event of a known schema."""
+    if version not in _KNOWN_VERSIONS:
+        return f"unknown or missing schema version {version!r} (known: {sorted(_KNOWN_VERSIONS)})"
+    if not value or not is_sealed(value):
         return "not a sealed audit event: the trailing SHA-256 does not match the bytes (corrupt or foreign)"
     return None
 
 
-def _table(items: list[Item]) -> Any:
-    return events_table(
-        [i.source for i in items], [i.position for i in items],
-        [i.version or 0 for i in items], [i.value or b"" for i in items],
-    )
+@dataclass
+class Pending:
+    """The accepted messages of one source since the last commit, and the span read."""
+
+    start: int
+    next_position: int
+    positions: list[int] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+
+    def table(self, source: str) -> Any:
+        """Decoded lake rows."""
+        return events_table([source] * len(self.values), self.positions, self.versions, self.values)
 
 
 class Checkpointer(Protocol):
@@ -111,34 +117,27 @@ class Materializer:
         if self.background_compaction and not once:
             compactor = threading.Thread(target=self._compact_loop, args=(stop,), daemon=True, name="compactor")
             compactor.start()
-        pending: list[Item] = []
-        ranges: dict[str, list[int]] = {}
+        pending: dict[str, Pending] = {}
+        count = 0
         last_commit = last_report = time.monotonic()
         try:
             while not stop.is_set():
-                room = max(1, self.batch_events - len(pending))
-                for item in self.source.poll(min(room, 50_000), 0.05 if once else 0.1):
-                    span = ranges.setdefault(item.source, [item.position, item.next_position])
-                    span[1] = item.next_position
-                    reason = rejection(item)
-                    if reason is None:
-                        pending.append(item)
-                    else:
-                        self.source.dead_letter(item, reason)
-                        self.stats.dead_letters += 1
+                room = max(1, self.batch_events - count)
+                for batch in self.source.poll(min(room, 50_000), 0.05 if once else 0.1):
+                    count += self._accept(batch, pending)
                 now = time.monotonic()
                 caught_up = self.source.caught_up()
-                if ranges and (len(pending) >= self.batch_events or now - last_commit >= self.commit_interval
-                               or (once and caught_up)):
-                    self._commit(pending, ranges)
-                    pending, ranges, last_commit = [], {}, time.monotonic()
+                if pending and (count >= self.batch_events or now - last_commit >= self.commit_interval
+                                or (once and caught_up)):
+                    self._commit(pending)
+                    pending, count, last_commit = {}, 0, time.monotonic()
                 if self.progress and now - last_report >= 5:
                     self._report(began)
                     last_report = now
-                if once and caught_up and not ranges:
+                if once and caught_up and not pending:
                     break
-            if ranges:
-                self._commit(pending, ranges)
+            if pending:
+                self._commit(pending)
         finally:
             stop.set()
             if compactor is not None:
@@ -154,15 +153,35 @@ class Materializer:
             self._report(began)
         return self.stats
 
-    def _commit(self, items: list[Item], ranges: dict[str, list[int]]) -> None:
-        try:
-            table = _table(items)
-        except Exception:  # noqa: BLE001 - sealed yet undecodable (forged): sort the batch out one by one
-            items = self._one_by_one(items)
-            table = _table(items)
+    def _accept(self, batch: Batch, pending: dict[str, Pending]) -> int:
+        """Add a batch's valid messages to the pending commit, dead-letter the rest; returns the count added."""
+        into = pending.get(batch.source)
+        if into is None:
+            into = pending[batch.source] = Pending(batch.positions[0], batch.next_position)
+        into.next_position = batch.next_position
+        added = 0
+        for index, (version, value) in enumerate(zip(batch.versions, batch.values)):
+            reason = batch.broken[index][1] if index in batch.broken else rejection(version, value)
+            if reason is None:
+                into.positions.append(batch.positions[index])
+                into.versions.append(version)  # type: ignore[arg-type]
+                into.values.append(value)
+                added += 1
+            else:
+                self.source.dead_letter(batch.item(index), reason)
+                self.stats.dead_letters += 1
+        return added
+
+    def _commit(self, pending: dict[str, Pending]) -> None:
+        tables = {}
+        for source, accepted in pending.items():
+            try:
+                tables[source] = accepted.table(source)
+            except Exception:  # noqa: BLE001 - sealed yet undecodable (forged): sort them out one by one
+                tables[source] = self._decodable(source, accepted).table(source)
         self.source.flush_dead_letters()
-        spans = {source: (start, nxt) for source, (start, nxt) in ranges.items()}
-        self.stats.events += self.lake.commit(table, spans)
+        spans = {source: (p.start, p.next_position) for source, p in pending.items()}
+        self.stats.events += self.lake.commit(tables, spans)
         self.stats.commits += 1
         self.source.committed({s: nxt for s, (_start, nxt) in spans.items()})
         if self.stats.commits == 1:
@@ -172,16 +191,20 @@ class Materializer:
         if not self.background_compaction:
             self.stats.compacted_files += self.lake.compact()
 
-    def _one_by_one(self, items: list[Item]) -> list[Item]:
-        good = []
-        for item in items:
+    def _decodable(self, source: str, accepted: Pending) -> Pending:
+        """The messages that decode one by one; the rest become dead letters."""
+        kept = Pending(accepted.start, accepted.next_position)
+        for position, version, value in zip(accepted.positions, accepted.versions, accepted.values):
             try:
-                decode_one(item.value or b"", item.version or 0)
-                good.append(item)
+                decode_one(value, version)
             except Exception as exc:  # noqa: BLE001
-                self.source.dead_letter(item, f"Avro decoding failed: {exc}")
+                self.source.dead_letter(Item(source, position, position + 1, version, value), f"Avro decoding failed: {exc}")
                 self.stats.dead_letters += 1
-        return good
+                continue
+            kept.positions.append(position)
+            kept.versions.append(version)
+            kept.values.append(value)
+        return kept
 
     def _compact_loop(self, stop: threading.Event) -> None:
         while not stop.wait(self.compaction_interval):

@@ -1,8 +1,10 @@
 """Where the materializer reads events from: Kafka partitions, or the embedded log's segments.
 
-A source reads ``Item``s from positions the lake gives it (Kafka: next offset per partition;
-embedded: next byte per segment), sets aside what cannot be decoded in a dead-letter store,
-and says when it has caught up with the end it saw at start (for ``--once``).
+A source reads ``Batch``es (columns of messages from one partition or segment) from the
+positions the lake gives it (Kafka: next offset per partition; embedded: next byte per
+segment), sets aside what cannot be decoded in a dead-letter store, and says when it has
+caught up with the end it saw at start (for ``--once``). Columns, not one object per
+message, because per-message Python objects would cost more than decoding itself.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
-from secureml.audit.schema import SCHEMA_HEADER
+from secureml.audit.schema import SCHEMA_HEADER, SCHEMA_VERSION
 from secureml.audit.transports.embedded import CorruptSpan, list_segments, make_private_dir, read_segment
 
 
-@dataclass(frozen=True)
-class Item:
-    """One message read from a source; ``reason`` is set when it is known to be unreadable."""
+class Item(NamedTuple):
+    """One message, as handed to the dead-letter store."""
 
     source: str
     position: int
@@ -30,7 +32,26 @@ class Item:
     version: int | None
     value: bytes | None
     key: bytes | None = None
-    reason: str | None = None
+
+
+@dataclass
+class Batch:
+    """Consecutive messages of one source: parallel columns, plus known-bad markers."""
+
+    source: str
+    next_position: int  # position after the last message
+    positions: list[int] = field(default_factory=list)
+    versions: list[int | None] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    broken: dict[int, tuple[int, str]] = field(default_factory=dict)  # index -> (end, reason)
+
+    def item(self, index: int) -> Item:
+        """Message ``index`` as an Item."""
+        end = self.broken[index][0] if index in self.broken else (
+            self.positions[index + 1] if index + 1 < len(self.positions) else self.next_position)
+        return Item(self.source, self.positions[index], end, self.versions[index], self.values[index],
+                    self.keys[index])
 
 
 class Source(ABC):
@@ -41,8 +62,8 @@ class Source(ABC):
         """Begin reading from the positions the lake holds (called again on reassignment)."""
 
     @abstractmethod
-    def poll(self, max_items: int, timeout: float) -> list[Item]:
-        """Up to max_items new items, waiting at most timeout seconds for the first."""
+    def poll(self, max_items: int, timeout: float) -> list[Batch]:
+        """Up to max_items new messages, waiting at most timeout seconds for the first."""
 
     @abstractmethod
     def caught_up(self) -> bool:
@@ -83,25 +104,36 @@ class EmbeddedSource(Source):
         self._ends = {f"log/{s.name}": s.stat().st_size for s in list_segments(self.log_dir)}
         self._held = held
 
-    def poll(self, max_items: int, timeout: float) -> list[Item]:
-        items: list[Item] = []
+    def poll(self, max_items: int, timeout: float) -> list[Batch]:
+        batches: list[Batch] = []
+        count = 0
         for segment in list_segments(self.log_dir):
             source = f"log/{segment.name}"
             start = self._next.setdefault(source, self._held.get(source, 0))
             if segment.stat().st_size <= start:
                 continue
-            for record in read_segment(segment, start, max_records=max_items - len(items)):
+            batch = Batch(source, start)
+            for record in read_segment(segment, start, max_records=max_items - count):
                 if isinstance(record, CorruptSpan):
-                    items.append(Item(source, record.offset, record.end, None, record.raw, None, record.reason))
+                    batch.broken[len(batch.positions)] = (record.end, record.reason)
+                    batch.versions.append(None)
+                    batch.values.append(record.raw)
                 else:
-                    items.append(Item(source, record.offset, record.end, record.version, record.value))
-                self._next[source] = record.end
-            if len(items) >= max_items:
+                    batch.versions.append(record.version)
+                    batch.values.append(record.value)
+                batch.positions.append(record.offset)
+                batch.keys.append(None)
+                batch.next_position = record.end
+            if batch.positions:
+                self._next[source] = batch.next_position
+                batches.append(batch)
+                count += len(batch.positions)
+            if count >= max_items:
                 break
-        self._idle = not items
-        if not items and timeout > 0:
+        self._idle = not batches
+        if not batches and timeout > 0:
             time.sleep(min(timeout, 0.05))
-        return items
+        return batches
 
     def caught_up(self) -> bool:
         return self._idle or all(self._next.get(s, 0) >= end for s, end in self._ends.items())
@@ -136,8 +168,13 @@ def dead_letters(log_dir: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+_CURRENT_HEADERS = [(SCHEMA_HEADER, str(SCHEMA_VERSION).encode())]
+
+
 def header_version(headers: list[tuple[str, bytes]] | None) -> int | None:
     """Schema version named by a Kafka message's headers."""
+    if headers == _CURRENT_HEADERS:
+        return SCHEMA_VERSION
     for name, value in headers or ():
         if name == SCHEMA_HEADER:
             try:

@@ -12,7 +12,7 @@ import math
 import pathlib
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from secureml.audit.codec import PayloadPlan, field_encoders
@@ -154,10 +154,21 @@ def _json_default(value: Any) -> Any:
 
 def json_value(value: Any, field: str, where: str) -> str:
     """Any JSON-serialisable value as compact JSON text (keys sorted, so equal values give equal text)."""
+    kind = type(value)
+    if kind is str:
+        return _encode_json_string(value)
+    if kind is bool or value is None:
+        return _JSON_SCALARS[value]
+    if kind is int:
+        return int.__repr__(value)
     try:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise AuditValidationError(field, f"must be JSON-serialisable: {exc}", where=where) from None
+
+
+_encode_json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_JSON_SCALARS = {True: "true", False: "false", None: "null"}
 
 
 def json_object(value: Any, field: str, where: str, *, required: bool = False) -> str | None:

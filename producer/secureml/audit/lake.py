@@ -54,11 +54,13 @@ MAX_LEVEL = 3
 TRASH_GRACE_SECONDS = 300.0
 SORT_KEYS = ("operation_name", "timestamp", "seq")
 _thread_lock = threading.Lock()
+_DAY = 86_400_000_000  # microseconds
+_EPOCH_DATE = dt.date(1970, 1, 1)
 
 
 def lake_schema() -> pa.Schema:
     """Columns of every Parquet file: the event fields, then where the event was read from."""
-    return arrow_schema().append(pa.field("source", pa.string(), nullable=False)).append(
+    return arrow_schema().append(pa.field("source", pa.large_string(), nullable=False)).append(
         pa.field("source_offset", pa.int64(), nullable=False)
     )
 
@@ -183,16 +185,17 @@ class Lake:
         os.replace(tmp, self.manifest_path)
         _fsync_dir(self.root)
 
-    def commit(self, table: pa.Table, ranges: dict[str, tuple[int, int]]) -> int:
+    def commit(self, tables: dict[str, pa.Table], ranges: dict[str, tuple[int, int]]) -> int:
         """Store a batch read from sources, exactly once; returns the rows newly stored.
 
-        ``ranges`` maps each source to ``(start, next)``: the batch holds what was read from
-        ``start`` up to (not including) ``next``. Rows at positions the lake already holds are
-        dropped, so a replayed or overlapping batch adds nothing twice.
+        ``tables`` holds the rows read from each source; ``ranges`` maps each source to
+        ``(start, next)``: what was read from ``start`` up to (not including) ``next``, dead
+        letters included. Rows at positions the lake already holds are dropped, so a replayed
+        or overlapping batch adds nothing twice.
         """
         for _attempt in range(5):
             base = self.snapshot()
-            staged = self._stage(table, ranges, base.positions)
+            staged = self._stage(tables, ranges, base.positions)
             with self.locked():
                 current = self.snapshot()
                 if any(current.positions.get(s) != base.positions.get(s) for s in ranges):
@@ -215,7 +218,7 @@ class Lake:
         raise LakeError(f"could not commit to {self.root}: other writers kept advancing the same sources")
 
     def _stage(
-        self, table: pa.Table, ranges: dict[str, tuple[int, int]], positions: dict[str, int]
+        self, tables: dict[str, pa.Table], ranges: dict[str, tuple[int, int]], positions: dict[str, int]
     ) -> list[tuple[Path, Path, LakeFile]]:
         """Write the new part of a batch to temporary files: one per (source, date)."""
         staged: list[tuple[Path, Path, LakeFile]] = []
@@ -225,24 +228,31 @@ class Lake:
             if held is not None and start > held:
                 print(f"secureml-audit: {source}: positions {held}..{start - 1} were never read "
                       "(deleted from the source?); continuing", file=sys.stderr)
-            if nxt <= first:
+            rows = tables.get(source)
+            if nxt <= first or rows is None or rows.num_rows == 0:
+                continue  # nothing new, or positions advanced by dead letters only
+            if first > start:
+                rows = rows.filter(pc.greater_equal(rows["source_offset"], first))
+            micros = rows["timestamp"].cast(pa.int64())
+            bounds = pc.min_max(micros)
+            low, high = bounds["min"].as_py(), bounds["max"].as_py()
+            if low is None:
                 continue
-            rows = table.filter(
-                pc.and_(pc.equal(table["source"], source), pc.greater_equal(table["source_offset"], first))
-            )
-            if rows.num_rows == 0:
-                continue  # positions advanced by dead letters only
-            dates = pc.strftime(rows["timestamp"], format="%Y-%m-%d")
-            for date in pc.unique(dates).to_pylist():
-                part = rows.filter(pc.equal(dates, date))
+            days = range(low // _DAY, high // _DAY + 1)
+            for day in days:
+                part = rows if len(days) == 1 else rows.filter(
+                    pc.equal(pc.divide(micros, pa.scalar(_DAY, pa.int64())), day))
+                if part.num_rows == 0:
+                    continue
+                date = (_EPOCH_DATE + dt.timedelta(days=day)).isoformat()
                 directory = make_private_dir(self.events_dir / f"{PARTITION_KEY}={date}")
                 final = directory / f"{_slug(source)}-{first:020d}-{nxt - 1:020d}.parquet"
                 tmp = directory / f"{final.name}.tmp-{secrets.token_hex(4)}"
                 _write_parquet(part, tmp)
-                ts = pc.min_max(part["timestamp"].cast(pa.int64()))
+                span = pc.min_max(part["timestamp"].cast(pa.int64()))
                 entry = LakeFile(
                     str(final.relative_to(self.root)), part.num_rows, 0, date,
-                    ts["min"].as_py(), ts["max"].as_py(),
+                    span["min"].as_py(), span["max"].as_py(),
                 )
                 staged.append((tmp, final, entry))
         return staged
@@ -420,7 +430,11 @@ def events_table(sources: list[str], offsets: list[int], versions: list[int], va
             groups.setdefault(v, []).append(i)
         decoded = pa.concat_tables(decode_batch([values[i] for i in idx], v) for v, idx in groups.items())
         order = [i for idx in groups.values() for i in idx]
-    table = decoded.append_column(lake_schema().field("source"), pa.array(sources, pa.string()))
+    source_column = (
+        pa.repeat(pa.scalar(sources[0], pa.large_string()), len(sources))
+        if sources and sources.count(sources[0]) == len(sources) else pa.array(sources, pa.large_string())
+    )
+    table = decoded.append_column(lake_schema().field("source"), source_column)
     table = table.append_column(lake_schema().field("source_offset"), pa.array(offsets, pa.int64()))
     if order is not None:
         table = table.take(pa.array(sorted(range(len(order)), key=order.__getitem__)))

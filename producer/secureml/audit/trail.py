@@ -22,6 +22,8 @@ from secureml.audit.version import __version__
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 _TYPE_BYTES = {t: encode_string(t) for t in ev.EVENT_FIELDS}
+_LEVEL_BYTES = {level: encode_long(level) for level in range(0, 60, 5)}
+_HASH_LENGTH = encode_long(64)  # every hash is 64 hex characters
 _HOST = socket.gethostname()
 _MAX_MESSAGE_CHARS = 2000  # error messages are cut: they may quote data
 
@@ -71,6 +73,7 @@ class AuditTrail:
         self.start_time = micros_to_iso(self._start)
         # Envelope fields that never change within the trail are encoded once.
         self._version_bytes = encode_long(SCHEMA_VERSION)
+        self._id_prefix = f"{self.operation_id}:"
         self._operation_bytes = (
             encode_string(self.operation_id) + encode_string(self.operation_name) + encode_long(self._start)
         )
@@ -86,6 +89,7 @@ class AuditTrail:
         self._seq = 0
         self._last_ts = self._start
         self._prev_hash = ""
+        self._prev_hash_bytes = encode_string("")
         self._closed = False
         self._close_report: DeliveryReport | None = None
         self._emit("audit_started", ev.PLANS["audit_started"], {}, INFO, self.user, now=self._start)
@@ -112,8 +116,10 @@ class AuditTrail:
             seq = self._seq
             if closing:
                 values = {**values, "event_count": seq + 1}
-            ts = max(now if now is not None else now_micros(), self._last_ts)
-            event_id = f"{self.operation_id}:{seq}"
+            ts = now if now is not None else now_micros()
+            if ts < self._last_ts:  # the wall clock stepped back: keep the operation's order
+                ts = self._last_ts
+            event_id = self._id_prefix + str(seq)
             prefix = b"".join(
                 (
                     self._version_bytes,
@@ -121,12 +127,12 @@ class AuditTrail:
                     self._operation_bytes,
                     encode_long(seq),
                     _TYPE_BYTES.get(event_type) or encode_string(event_type),
-                    encode_long(level),
+                    _LEVEL_BYTES.get(level) or encode_long(level),
                     encode_long(ts),
                     b"\x00" if user is None else b"\x02" + encode_string(user),
                     self._trail_bytes,
                     plan.encode(values),
-                    encode_string(self._prev_hash),
+                    self._prev_hash_bytes,
                 )
             )
             message, digest = seal(prefix)
@@ -134,6 +140,7 @@ class AuditTrail:
             self._seq = seq + 1
             self._last_ts = ts
             self._prev_hash = digest
+            self._prev_hash_bytes = _HASH_LENGTH + digest.encode()
             if closing:
                 self._closed = True
             return event_id
@@ -356,6 +363,8 @@ class AuditTrail:
         level = INFO if status == "completed" else WARNING
         self._emit("audit_closed", ev.PLANS["audit_closed"], values, level, self.user, closing=True)
         report = self.flush(timeout)
+        if report.ok:
+            self._transport.release(self._key)
         self._close_report = report
         if not report.ok:
             raise AuditDeliveryError(report)

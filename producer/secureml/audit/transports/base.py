@@ -71,6 +71,9 @@ class Transport(ABC):
     def flush(self, timeout: float) -> None:
         """Wait up to timeout seconds until every emitted event is stored or failed."""
 
+    def release(self, key: bytes) -> None:
+        """The trail with this key is closed and flushed: forget its delivery accounting."""
+
     @abstractmethod
     def close(self, timeout: float) -> None:
         """Flush, then release connections and files."""

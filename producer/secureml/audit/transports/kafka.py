@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from typing import Any
 
@@ -60,7 +59,11 @@ def ensure_topic(config: AuditConfig, topic: str | None = None, *, partitions: i
 
 
 class KafkaTransport(Transport):
-    """Publishes events with confluent-kafka; delivery callbacks count every success and failure."""
+    """Publishes events with confluent-kafka; delivery reports count every success and failure.
+
+    One delivery callback serves the whole producer and finds the trail's tracker by message
+    key (the operation_id), which is cheaper than a closure per message on the hot path.
+    """
 
     def __init__(self, config: AuditConfig) -> None:
         self.config = config
@@ -69,38 +72,57 @@ class KafkaTransport(Transport):
             **PRODUCER_DEFAULTS,
             "bootstrap.servers": config.bootstrap_servers,
             **config.librdkafka_settings(),
+            "on_delivery": self._on_delivery,
         }
         self._producer = Producer(settings)
+        self._produce = self._producer.produce
+        self._poll = self._producer.poll
         self._topic = config.topic
-        self._lock = threading.Lock()
+        self._trackers: dict[bytes, DeliveryTracker] = {}
+        self._unpolled = 0
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        tracker = self._trackers.get(msg.key())
+        if tracker is None:
+            return
+        if err is None:
+            tracker.on_delivered()
+        else:
+            tracker.on_failed(f"{err.name()}: {err.str()}")
 
     def emit(self, key: bytes, value: bytes, tracker: DeliveryTracker) -> None:
-        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
-            if err is None:
-                tracker.on_delivered()
-            else:
-                tracker.on_failed(f"{err.name()}: {err.str()}")
-
+        self._trackers[key] = tracker
         tracker.sent += 1
-        deadline = 0.0
+        try:
+            self._produce(self._topic, value, key, headers=_HEADERS)
+        except BufferError:
+            self._wait_for_room(key, value, tracker)
+        self._unpolled += 1
+        if self._unpolled >= 64:  # serve delivery reports now and then, not on every call
+            self._unpolled = 0
+            self._poll(0)
+
+    def _wait_for_room(self, key: bytes, value: bytes, tracker: DeliveryTracker) -> None:
+        """The local queue is full (broker away for long): serve reports until there is room, bounded."""
+        deadline = time.monotonic() + _QUEUE_FULL_WAIT
         while True:
+            self._poll(0.05)
             try:
-                self._producer.produce(self._topic, value, key, headers=_HEADERS, on_delivery=on_delivery)
-                break
+                self._produce(self._topic, value, key, headers=_HEADERS)
+                return
             except BufferError:
-                # Local queue full: serve callbacks until there is room, for a bounded time.
-                deadline = deadline or time.monotonic() + _QUEUE_FULL_WAIT
                 if time.monotonic() > deadline:
                     tracker.sent -= 1
                     raise AuditTransportError(
                         f"Kafka producer queue stayed full for {_QUEUE_FULL_WAIT:.0f}s: the broker at "
                         f"{self.config.bootstrap_servers} is not taking events. Check the broker."
                     ) from None
-                self._producer.poll(0.05)
-        self._producer.poll(0)
 
     def flush(self, timeout: float) -> None:
         self._producer.flush(timeout)
+
+    def release(self, key: bytes) -> None:
+        self._trackers.pop(key, None)
 
     def close(self, timeout: float) -> None:
         remaining = self._producer.flush(timeout)

@@ -1,0 +1,51 @@
+"""Shared bench helpers: a broker, the SecureML 0.3.1 baseline, medians."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "secureml-audit" / "bench"
+
+
+def bootstrap() -> str:
+    """SECUREML_AUDIT_BOOTSTRAP_SERVERS, else the project's local broker (started if needed)."""
+    if os.environ.get("SECUREML_AUDIT_BOOTSTRAP_SERVERS"):
+        return os.environ["SECUREML_AUDIT_BOOTSTRAP_SERVERS"]
+    out = subprocess.run([str(REPO / "scripts" / "kafka-local"), "start"], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def secureml_031_audit() -> ModuleType:
+    """SecureML 0.3.1's own audit module (from its PyPI wheel, loaded alone, console echo off)."""
+    wheel_dir = CACHE / "secureml-0.3.1"
+    module_path = wheel_dir / "secureml" / "audit.py"
+    if not module_path.exists():
+        wheel_dir.mkdir(parents=True, exist_ok=True)
+        print("bench: fetching secureml==0.3.1 from PyPI (no dependencies) ...", file=sys.stderr)
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", tmp,
+                            "secureml==0.3.1"], check=True)
+            wheel = next(Path(tmp).glob("secureml-0.3.1-*.whl"))
+            with zipfile.ZipFile(wheel) as zf:
+                zf.extract("secureml/audit.py", wheel_dir)
+    spec = importlib.util.spec_from_file_location("secureml031_audit", module_path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    logging.getLogger("secureml").handlers.clear()  # console echo off: file logging only
+    return module
+
+
+def median(values: list[float]) -> float:
+    """Median of the samples."""
+    return statistics.median(values)

@@ -1,0 +1,261 @@
+"""The materializer's checkpointer: signs what the lake holds, now and then and at the end of a run.
+
+Each checkpoint extends the previous one: it reads only the rows past the previous
+checkpoint's ``last_offset`` of every source (from the files of one manifest snapshot),
+appends their leaves to the stored Merkle frontiers and records the chain heads of the
+operations they touch. While a replay rebuilds the lake, the lake holds less than the last
+checkpoint covered; no checkpoint is written until it has caught up again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from secureml.audit.config import ENV_PREFIX, AuditConfig
+from secureml.audit.integrity.checkpoints import (
+    Checkpoint,
+    OperationHead,
+    SourceCoverage,
+    canonical_json,
+    checkpoint_dir,
+    stored_checkpoints,
+    write_checkpoint,
+    write_lake_public_key,
+)
+from secureml.audit.integrity.exceptions import CheckpointError, IntegrityError, SigningKeyError
+from secureml.audit.integrity.keys import (
+    default_key_path,
+    generate_key,
+    key_id,
+    load_signing_key,
+    public_key_path,
+    public_pem,
+    sign,
+    signature_valid,
+)
+from secureml.audit.integrity.lakerows import snapshot_rows
+from secureml.audit.integrity.merkle import extend_frontier, leaf_hashes, root_of_frontier
+from secureml.audit.lake import Lake
+from secureml.audit.timeutil import micros_to_iso, now_micros
+from secureml.audit.transports.embedded import make_private_dir
+
+INTERVAL_ENV = ENV_PREFIX + "CHECKPOINT_INTERVAL"
+DEFAULT_INTERVAL = 60.0
+LOCK_FILE = ".lock"
+_CLOSED = "audit_closed"
+
+
+def checkpoint_topic(topic: str) -> str:
+    """The Kafka topic checkpoints of an event topic are published to."""
+    return f"{topic}-checkpoints"
+
+
+def _note(message: str) -> None:
+    print(f"secureml-audit: {message}", file=sys.stderr, flush=True)
+
+
+class KafkaPublisher:
+    """Publishes each checkpoint's signed JSON to ``<topic>-checkpoints`` (one partition, keyed by topic)."""
+
+    def __init__(self, config: AuditConfig) -> None:
+        from confluent_kafka import Producer
+
+        from secureml.audit.transports.kafka import PRODUCER_DEFAULTS, ensure_topic
+
+        self.topic = checkpoint_topic(config.topic)
+        self._key = config.topic.encode()
+        ensure_topic(config, self.topic, partitions=1)
+        self._producer = Producer(
+            {**PRODUCER_DEFAULTS, "bootstrap.servers": config.bootstrap_servers, **config.librdkafka_settings()}
+        )
+
+    def publish(self, checkpoint: Checkpoint) -> None:
+        """Send one checkpoint and wait for it; failures are reported, the lake copy stays."""
+        errors: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(err.str())
+
+        self._producer.produce(self.topic, canonical_json(checkpoint.to_dict()), self._key, on_delivery=on_delivery)
+        if self._producer.flush(30) or errors:
+            _note(f"checkpoint #{checkpoint.sequence} was stored in the lake but not published to "
+                  f"{self.topic}: {errors[:1] or 'timed out'}; it will be in the next checkpoint's chain")
+
+
+class LakeCheckpointer:
+    """Writes signed checkpoints of a lake: at most every ``interval`` seconds after commits, and at the end."""
+
+    def __init__(
+        self, key_path: Path, *, create_key: bool, interval: float = DEFAULT_INTERVAL,
+        publisher: KafkaPublisher | None = None,
+    ) -> None:
+        self.key_path = key_path
+        self.create_key = create_key
+        self.interval = interval
+        self.publisher = publisher
+        self._last = time.monotonic()
+        self._behind_noted = False
+
+    def after_commit(self, lake: Lake) -> None:
+        """Checkpoint if the interval has passed since the last one."""
+        if time.monotonic() - self._last >= self.interval:
+            self._checkpoint_reporting(lake)
+
+    def finish(self, lake: Lake) -> None:
+        """Checkpoint everything the lake holds at the end of a run."""
+        self._checkpoint_reporting(lake)
+
+    def _checkpoint_reporting(self, lake: Lake) -> None:
+        # Ingestion must go on when a checkpoint fails: say why, the next one will retry.
+        try:
+            self.checkpoint(lake)
+        except (IntegrityError, OSError) as exc:
+            _note(f"checkpoint not written: {exc}")
+
+    def _signing_key(self) -> Any:
+        if self.create_key and not self.key_path.exists():
+            generate_key(self.key_path)
+            _note(f"created a signing key for audit checkpoints at {self.key_path} (owner-only); its public "
+                  f"key is {public_key_path(self.key_path)}: give that to auditors, keep the private key safe")
+        return load_signing_key(self.key_path)
+
+    def checkpoint(self, lake: Lake) -> Checkpoint | None:
+        """Sign and store a checkpoint of what the lake holds now; None when nothing is new."""
+        self._last = time.monotonic()
+        key = self._signing_key()
+        public = key.public_key()
+        directory = make_private_dir(checkpoint_dir(lake.root))
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one chain, even with several materializers
+            previous = _previous(lake.root, public)
+            checkpoint = self._next(lake, previous, key_id(public))
+            if checkpoint is None:
+                return None
+            checkpoint = Checkpoint(**{**checkpoint.__dict__, "signature": sign(key, checkpoint.signed_bytes())})
+            write_checkpoint(lake.root, checkpoint)
+            write_lake_public_key(lake.root, public_pem(public))
+        finally:
+            os.close(fd)
+        if self.publisher is not None:
+            self.publisher.publish(checkpoint)
+        return checkpoint
+
+    def _next(self, lake: Lake, previous: Checkpoint | None, signer: str) -> Checkpoint | None:
+        """The unsigned checkpoint that extends ``previous`` with the rows added since."""
+        covered = previous.sources if previous else {}
+        known = list(covered)
+        where = "NOT list_contains(?, source)" + "".join(" OR (source = ? AND source_offset > ?)" for _ in known)
+        params: list[Any] = [known]
+        for source in known:
+            params += [source, covered[source].last_offset]
+        manifest, rows = snapshot_rows(
+            lake, ("operation_id", "seq", "event_type", "hash", "source", "source_offset"),
+            where, params, order_by="source, source_offset",
+        )
+        behind = [s for s, c in covered.items() if manifest.positions.get(s, 0) <= c.last_offset]
+        if behind:
+            if not self._behind_noted:
+                _note(f"no checkpoint yet: the lake holds less of {behind[0]} than checkpoint "
+                      f"#{previous.sequence if previous else 0} covered (a replay is rebuilding it)")
+                self._behind_noted = True
+            return None
+        if rows.num_rows == 0:
+            return None
+        return Checkpoint(
+            sequence=previous.sequence + 1 if previous else 0,
+            created_at=micros_to_iso(now_micros()),
+            key_id=signer,
+            sources={**covered, **_extended(rows, covered)},
+            operations=_heads(rows),
+            prev_checkpoint_hash=previous.digest() if previous else "",
+        )
+
+
+def _previous(lake_root: Path, public: Any) -> Checkpoint | None:
+    """The last checkpoint, checked before the chain is extended from it."""
+    stored = stored_checkpoints(lake_root)
+    if not stored:
+        return None
+    last = stored[-1]
+    if last.checkpoint is None:
+        raise CheckpointError(
+            f"the last checkpoint {last.name} is unreadable ({last.problem}), so the chain cannot go on: "
+            "run `secureml-audit verify` on the lake and restore the file from a backup or the Kafka topic"
+        )
+    if last.checkpoint.key_id == key_id(public) and not signature_valid(
+        public, last.checkpoint.signed_bytes(), last.checkpoint.signature
+    ):
+        raise CheckpointError(
+            f"checkpoint {last.name} is not validly signed by this key: the lake's checkpoints were "
+            "altered. Run `secureml-audit verify` on the lake"
+        )
+    return last.checkpoint
+
+
+def _extended(rows: pa.Table, covered: dict[str, SourceCoverage]) -> dict[str, SourceCoverage]:
+    """New coverage of every source that has rows past its previous coverage (rows in source order)."""
+    sources = rows.column("source").to_pylist()
+    offsets = rows.column("source_offset").to_pylist()
+    hashes = rows.column("hash").to_pylist()
+    extended: dict[str, SourceCoverage] = {}
+    start = 0
+    while start < len(sources):
+        source = sources[start]
+        end = start
+        while end < len(sources) and sources[end] == source:
+            end += 1
+        old = covered.get(source)
+        size = old.tree_size if old else 0
+        frontier = extend_frontier(
+            [bytes.fromhex(n) for n in old.frontier] if old else [], size, leaf_hashes(hashes[start:end])
+        )
+        extended[source] = SourceCoverage(
+            size + end - start, offsets[end - 1], root_of_frontier(frontier).hex(), tuple(n.hex() for n in frontier)
+        )
+        start = end
+    return extended
+
+
+def _heads(rows: pa.Table) -> dict[str, OperationHead]:
+    """The last event of every operation among the rows."""
+    heads: dict[str, OperationHead] = {}
+    for op, seq, event_type, digest in zip(
+        rows.column("operation_id").to_pylist(), rows.column("seq").to_pylist(),
+        rows.column("event_type").to_pylist(), rows.column("hash").to_pylist(),
+    ):
+        head = heads.get(op)
+        if head is None or seq > head.last_seq:
+            heads[op] = OperationHead(seq, digest, event_type == _CLOSED)
+    return heads
+
+
+def checkpointer_for(config: AuditConfig) -> LakeCheckpointer | None:
+    """The checkpointer of a materializer configuration (None in Kafka mode without a signing key).
+
+    Embedded mode creates the key on first use. Kafka mode needs one made with
+    ``secureml-audit keygen`` beforehand: a key created on a throwaway container would sign
+    checkpoints nobody can verify later.
+    """
+    key_path = default_key_path()
+    if key_path.is_relative_to(config.log_dir):
+        raise SigningKeyError(
+            f"the signing key {key_path} is inside the audit log directory {config.log_dir}: whoever can "
+            "rewrite the lake could then re-sign it. Move the key elsewhere and set SECUREML_AUDIT_SIGNING_KEY"
+        )
+    interval = float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
+    if config.transport == "embedded":
+        return LakeCheckpointer(key_path, create_key=True, interval=interval)
+    if not key_path.exists():
+        _note(f"no signing key at {key_path}: the lake gets no signed checkpoints. Create one with "
+              "`secureml-audit keygen` (or set SECUREML_AUDIT_SIGNING_KEY) and restart the materializer")
+        return None
+    return LakeCheckpointer(key_path, create_key=False, interval=interval, publisher=KafkaPublisher(config))

@@ -1,0 +1,127 @@
+"""RFC 6962 Merkle trees over event hashes: roots of any prefix, frontiers, audit paths.
+
+Leaf = SHA-256(0x00 || the event's ``hash`` as its 64 ASCII hex digits); node =
+SHA-256(0x01 || left || right); the tree of n leaves splits at the largest power of two below
+n (RFC 6962 section 2.1), which is the same as pairing nodes level by level and carrying an odd
+last node up unchanged. The *frontier* of a tree is the list of its perfect subtrees' roots,
+largest first: enough to append leaves and to compute the root, so a checkpoint stores it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def leaf_hashes(event_hashes: Iterable[str]) -> list[bytes]:
+    """Leaf hash of every event hash."""
+    sha256 = hashlib.sha256
+    return [sha256(b"\x00" + h.encode()).digest() for h in event_hashes]
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """Hash of an inner node."""
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def root_of_frontier(frontier: Sequence[bytes]) -> bytes:
+    """Root of the tree whose perfect subtrees are ``frontier`` (largest first)."""
+    if not frontier:
+        return EMPTY_ROOT
+    root = frontier[-1]
+    for node in reversed(frontier[:-1]):
+        root = node_hash(node, root)
+    return root
+
+
+def extend_frontier(frontier: Sequence[bytes], size: int, leaves: Iterable[bytes]) -> list[bytes]:
+    """Frontier after appending leaves to a tree of ``size`` leaves with that frontier."""
+    extended = list(frontier)
+    for leaf in leaves:
+        node, carry = leaf, size
+        while carry & 1:
+            node = node_hash(extended.pop(), node)
+            carry >>= 1
+        extended.append(node)
+        size += 1
+    return extended
+
+
+class MerkleTree:
+    """Every level of the tree over a list of leaves, for frontiers and audit paths of any prefix."""
+
+    def __init__(self, leaves: list[bytes]) -> None:
+        self.levels = [leaves]
+        level = leaves
+        while len(level) > 1:
+            up = [node_hash(a, b) for a, b in zip(level[0::2], level[1::2])]
+            if len(level) % 2:
+                up.append(level[-1])
+            self.levels.append(up)
+            level = up
+
+    @property
+    def size(self) -> int:
+        """Number of leaves."""
+        return len(self.levels[0])
+
+    def frontier(self, size: int) -> list[bytes]:
+        """Perfect subtree roots of the first ``size`` leaves, largest first."""
+        nodes, start = [], 0
+        for height in range(size.bit_length() - 1, -1, -1):
+            if size >> height & 1:
+                nodes.append(self.levels[height][start >> height])
+                start += 1 << height
+        return nodes
+
+    def root(self, size: int) -> bytes:
+        """Root of the tree of the first ``size`` leaves."""
+        return root_of_frontier(self.frontier(size))
+
+    def _subtree(self, start: int, end: int) -> bytes:
+        width = end - start
+        if width & (width - 1) == 0:  # a perfect subtree, aligned by construction
+            return self.levels[width.bit_length() - 1][start // width]
+        split = 1 << (width - 1).bit_length() - 1
+        return node_hash(self._subtree(start, start + split), self._subtree(start + split, end))
+
+    def audit_path(self, index: int, size: int) -> list[bytes]:
+        """RFC 6962 audit path of leaf ``index`` in the tree of the first ``size`` leaves."""
+        if not 0 <= index < size <= self.size:
+            raise IndexError(f"leaf {index} is not in a tree of {size} leaves")
+        path: list[bytes] = []
+        start, end = 0, size
+        while end - start > 1:
+            split = 1 << (end - start - 1).bit_length() - 1
+            if index < start + split:
+                path.append(self._subtree(start + split, end))
+                end = start + split
+            else:
+                path.append(self._subtree(start, start + split))
+                start += split
+        return path[::-1]
+
+
+def root_from_audit_path(leaf: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes | None:
+    """Root implied by a leaf, its index, the tree size and its audit path (RFC 9162 2.1.3.2).
+
+    None when the path cannot belong to a tree of that size.
+    """
+    if not 0 <= index < size:
+        return None
+    fn, sn, root = index, size - 1, leaf
+    for node in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            root = node_hash(node, root)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            root = node_hash(root, node)
+        fn >>= 1
+        sn >>= 1
+    return root if sn == 0 else None
