@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from secureml.audit.codec import is_sealed
 from secureml.audit.config import resolve_config
-from secureml.audit.events import fields_of
+from secureml.audit.events import EVENT_FIELDS, fields_of
 from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.lake import PARTITION_KEY, Lake, events_table, lake_schema
 from secureml.audit.schema import JSON_FIELDS, TIMESTAMP_FIELDS
@@ -35,6 +36,8 @@ ENVELOPE = (
 # other writer is busy), so queries stay fast without a separate materializer process.
 AUTO_MATERIALIZE_EVENTS = 20_000
 ORDER_BY = "timestamp, seq, operation_id"
+_ISO_UTC = "%Y-%m-%dT%H:%M:%S+00:00"  # %S carries the microseconds of a timestamp[us]
+_PAYLOAD = {event_type: fields_of(event_type) for event_type in EVENT_FIELDS}
 Output = Literal["dicts", "arrow", "pandas", "polars"]
 
 _local = threading.local()
@@ -195,18 +198,29 @@ def query_events(
     raise AssertionError("unreachable")
 
 
-def _row_to_log(row: dict[str, Any]) -> dict[str, Any]:
-    log = {name: row[name] for name in ENVELOPE}
-    for name in fields_of(row["event_type"]):
-        log[name] = row[name]
-    if row["event_type"] == "data_access":
-        log["user"] = row["user"]
+def _to_logs(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows as the user guide's log dicts: envelope plus the payload fields of each event type.
+
+    Converted column by column (timestamps formatted by Arrow), which is several times faster
+    than building a dict of every column for every row first.
+    """
+    if table.num_rows == 0:
+        return []
     for name in TIMESTAMP_FIELDS:
-        log[name] = log[name].isoformat(timespec="microseconds")
-    for name in JSON_FIELDS.intersection(log):
-        if log[name] is not None:
-            log[name] = json.loads(log[name])
-    return log
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, pc.strftime(table[name], format=_ISO_UTC))
+    columns = table.to_pydict()
+    json_loads = json.loads
+    envelope = [(name, columns[name]) for name in ENVELOPE]
+    logs = []
+    for i, event_type in enumerate(columns["event_type"]):
+        log = {name: values[i] for name, values in envelope}
+        for name in _PAYLOAD.get(event_type) or fields_of(event_type):
+            value = columns[name][i]
+            log[name] = json_loads(value) if value is not None and name in JSON_FIELDS else value
+        log["context"] = json_loads(log["context"])
+        logs.append(log)
+    return logs
 
 
 def get_audit_logs(
@@ -235,7 +249,7 @@ def get_audit_logs(
         event_type=event_type, user=user, limit=limit, offset=offset,
     )
     if output == "dicts":
-        return [_row_to_log(row) for row in table.to_pylist()]
+        return _to_logs(table)
     if output == "arrow":
         return table
     if output == "pandas":

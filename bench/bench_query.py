@@ -1,0 +1,119 @@
+"""Bench: get_audit_logs over a 10M-event lake, one operation + a time range, warm.
+
+Builds a compacted lake of synthetic events (the lake's own layout and manifest, written
+directly: producing 10M events through Kafka would take minutes), then times
+`get_audit_logs(operation_name=..., start_time=..., end_time=...)` against a baseline in the
+same run: the same filter as a DuckDB scan of the same files without the lake's pruning
+(manifest time ranges) and sort order.
+
+    .venv/bin/python bench/bench_query.py [--events 10000000] [--queries 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from secureml.audit import get_audit_logs
+from secureml.audit.lake import Lake, LakeFile, Manifest, _write_parquet, lake_schema
+
+DAY_US = 86_400_000_000
+START_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+
+
+def build_lake(log_dir: Path, events: int, days: int = 30, operations: int = 20_000) -> None:
+    """A lake of `events` rows over `days` date partitions, each day one file sorted as compaction sorts."""
+    schema = lake_schema()
+    lake = Lake(log_dir)
+    files = []
+    per_day = events // days
+    for day in range(days):
+        n = per_day
+        idx = pa.array(range(n), pa.int64())
+        op_number = pc.add(pc.multiply(pa.scalar(day, pa.int64()), pa.scalar(operations // days, pa.int64())),
+                           pc.divide(idx, pa.scalar(max(1, n // (operations // days)), pa.int64())))
+        names = pc.binary_join_element_wise("model_", pc.cast(pc.bit_wise_and(op_number, pa.scalar(63, pa.int64())),
+                                                                pa.string()), "")
+        ops = pc.binary_join_element_wise("op-", pc.cast(op_number, pa.string()), "")
+        ts = pc.add(pa.scalar(START_US + day * DAY_US, pa.int64()), pc.multiply(idx, pa.scalar(DAY_US // n, pa.int64())))
+        columns = {
+            "schema_version": pa.array([1] * n, pa.int32()), "event_id": pc.binary_join_element_wise(ops, pc.cast(idx, pa.string()), ":"),
+            "operation_id": ops, "operation_name": names, "operation_start": ts, "seq": idx,
+            "event_type": pa.repeat(pa.scalar("model_inference"), n), "level": pa.array([20] * n, pa.int32()),
+            "timestamp": ts, "regulations": pa.repeat(pa.scalar(["GDPR"], pa.large_list(pa.large_string())), n),
+            "context": pa.repeat(pa.scalar("{}"), n), "producer_host": pa.repeat(pa.scalar("h"), n),
+            "producer_pid": pa.repeat(pa.scalar(1, pa.int64()), n), "producer_version": pa.repeat(pa.scalar("0.1.0"), n),
+            "model_id": names, "input_data": ops, "output": pa.repeat(pa.scalar('"low_risk"'), n),
+            "confidence": pa.repeat(pa.scalar(0.87), n), "prev_hash": pa.repeat(pa.scalar("0" * 64), n),
+            "hash": pa.repeat(pa.scalar("1" * 64), n), "source": pa.repeat(pa.scalar("bench/0"), n),
+            "source_offset": pc.add(idx, pa.scalar(day * n, pa.int64())),
+        }
+        arrays = [columns[f.name].cast(f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema]
+        table = pa.Table.from_arrays(arrays, schema=schema)
+        table = table.sort_by([("operation_name", "ascending"), ("timestamp", "ascending"), ("seq", "ascending")])
+        date = time.strftime("%Y-%m-%d", time.gmtime((START_US + day * DAY_US) // 1_000_000))
+        directory = lake.events_dir / f"event_date={date}"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"compacted-L3-bench{day:03d}.parquet"
+        _write_parquet(table, path)
+        files.append(LakeFile(str(path.relative_to(lake.root)), n, 3, date, START_US + day * DAY_US,
+                              START_US + (day + 1) * DAY_US - 1))
+        print(f"\rbench: wrote day {day + 1}/{days}", file=sys.stderr, end="")
+    print(file=sys.stderr)
+    lake.root.mkdir(parents=True, exist_ok=True)
+    lake._write_manifest(Manifest(1, files, {"bench/0": events}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--queries", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        log_dir = Path(tmp) / "lake"
+        began = time.perf_counter()
+        build_lake(log_dir, args.events)
+        built = time.perf_counter() - began
+        start, end = "2026-01-12T06:00:00", "2026-01-12T18:00:00"
+        ours, baseline, rows = [], [], 0
+        paths = [str(p) for p in sorted((log_dir / "lake" / "events").glob("*/*.parquet"))]
+        con = duckdb.connect()
+        for q in range(args.queries + 3):
+            name = f"model_{q % 64}"
+            t0 = time.perf_counter()
+            logs = get_audit_logs(operation_name=name, start_time=start, end_time=end, log_dir=log_dir)
+            t1 = time.perf_counter()
+            n = con.sql(
+                "SELECT * FROM read_parquet(?) WHERE operation_name = ? AND "
+                "timestamp BETWEEN ?::TIMESTAMPTZ AND ?::TIMESTAMPTZ ORDER BY timestamp",
+                params=[paths, name, start + "+00:00", end + "+00:00"],
+            ).to_arrow_table().num_rows
+            t2 = time.perf_counter()
+            assert n == len(logs), (n, len(logs))
+            if q >= 3:  # warm
+                ours.append(t1 - t0)
+                baseline.append(t2 - t1)
+                rows += n
+        result = {
+            "events": args.events, "build_seconds": round(built, 1),
+            "get_audit_logs_p50_ms": round(statistics.median(ours) * 1000, 1),
+            "get_audit_logs_p90_ms": round(sorted(ours)[int(len(ours) * 0.9)] * 1000, 1),
+            "duckdb_arrow_same_query_all_files_p50_ms": round(statistics.median(baseline) * 1000, 1),
+            "speedup_vs_scan": round(statistics.median(baseline) / statistics.median(ours), 2),
+            "rows_per_query": rows // args.queries,
+        }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
