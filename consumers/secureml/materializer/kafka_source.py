@@ -6,16 +6,19 @@ import hashlib
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from secureml.audit.config import AuditConfig
+from secureml.audit.exceptions import AuditTransportError
 from secureml.audit.schema import known_versions
 from secureml.audit.transports.kafka import PRODUCER_DEFAULTS, ensure_topic
 from secureml.materializer.sources import Batch, Item, Source, header_version
 
+ASSIGNMENT_TIMEOUT = 60.0
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.commit": False,
     "auto.offset.reset": "earliest",
@@ -93,6 +96,7 @@ class KafkaSource(Source):
 
     def start(self, positions: Callable[[], dict[str, int]]) -> None:
         self._positions = positions
+        self._started = time.monotonic()
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     def poll(self, max_items: int, timeout: float) -> list[Batch]:
@@ -121,7 +125,14 @@ class KafkaSource(Source):
         return list(batches.values())
 
     def caught_up(self) -> bool:
-        return self._assigned.is_set() and all(self._next.get(p, 0) >= end for p, end in self._ends.items())
+        if not self._assigned.is_set():
+            if time.monotonic() - self._started > ASSIGNMENT_TIMEOUT:
+                raise AuditTransportError(
+                    f"no partition of {self.topic!r} was assigned within {ASSIGNMENT_TIMEOUT:.0f}s: is the broker "
+                    f"at {self.config.bootstrap_servers} healthy, or do other members of the group hold them all?"
+                )
+            return False
+        return all(self._next.get(p, 0) >= end for p, end in self._ends.items())
 
     def lag(self) -> int:
         return sum(max(0, end - self._next.get(p, 0)) for p, end in self._ends.items())

@@ -19,7 +19,7 @@ from secureml.audit.exceptions import AuditError
 # configure_parser(parser) and run(args) -> int.
 PLUGGED: dict[str, tuple[str, str]] = {
     "report": ("secureml.reporting.cli", "write audit reports (PDF/HTML), on demand or on a schedule"),
-    "alerts": ("secureml.compliance.alerts_cli", "raise compliance alerts from the event stream"),
+    "alerts": ("secureml.alerting.cli", "raise compliance alerts from the event stream"),
     "verify": ("secureml.audit.integrity.cli", "verify hash chains and signed checkpoints of a lake"),
 }
 

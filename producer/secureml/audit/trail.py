@@ -14,7 +14,7 @@ from typing import Any
 from secureml.audit import events as ev
 from secureml.audit.codec import PayloadPlan, encode_long, encode_string, encode_string_array, seal
 from secureml.audit.config import AuditConfig, resolve_config
-from secureml.audit.exceptions import AuditClosedError, AuditDeliveryError, AuditValidationError
+from secureml.audit.exceptions import AuditClosedError, AuditDeliveryError, AuditError, AuditValidationError
 from secureml.audit.schema import SCHEMA_VERSION
 from secureml.audit.timeutil import micros_to_iso, now_micros
 from secureml.audit.transports.base import DeliveryReport, DeliveryTracker, Transport, transport_for
@@ -391,8 +391,12 @@ class AuditTrail:
         if exc is None:
             self.close("completed")
             return
-        self.log_error(exc_type.__name__ if exc_type else "Exception", str(exc) or repr(exc))
-        self.close("error", {"error_type": exc_type.__name__ if exc_type else "Exception"})
+        error_type = exc_type.__name__ if exc_type else "Exception"
+        try:
+            self.log_error(error_type, str(exc) or repr(exc))
+            self.close("error", {"error_type": error_type})
+        except AuditError as audit_exc:  # keep the caller's exception; say the audit broke too
+            exc.add_note(f"secureml-audit could not record this failure: {audit_exc}")
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

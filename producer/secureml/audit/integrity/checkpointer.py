@@ -1,10 +1,11 @@
 """The materializer's checkpointer: signs what the lake holds, now and then and at the end of a run.
 
-Each checkpoint extends the previous one: it reads only the rows past the previous
-checkpoint's ``last_offset`` of every source (from the files of one manifest snapshot),
-appends their leaves to the stored Merkle frontiers and records the chain heads of the
-operations they touch. While a replay rebuilds the lake, the lake holds less than the last
-checkpoint covered; no checkpoint is written until it has caught up again.
+Each checkpoint extends the chain: it reads only the rows past the covered ``last_offset`` of
+every source (from the files of one manifest snapshot), appends their leaves to the stored
+Merkle frontiers and records the chain heads of the operations they touch. A lock file in
+``_checkpoints`` keeps the chain linear when several materializers share the lake. While a
+replay rebuilds the lake, the lake holds less than the chain covered; no checkpoint is written
+until it has caught up again.
 """
 
 from __future__ import annotations
@@ -13,19 +14,24 @@ import fcntl
 import os
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from secureml.audit.config import ENV_PREFIX, AuditConfig
 from secureml.audit.integrity.checkpoints import (
+    ChainState,
     Checkpoint,
     OperationHead,
     SourceCoverage,
     canonical_json,
     checkpoint_dir,
-    stored_checkpoints,
+    checkpoint_files,
+    read_checkpoint,
     write_checkpoint,
     write_lake_public_key,
 )
@@ -49,11 +55,11 @@ from secureml.audit.transports.embedded import make_private_dir
 INTERVAL_ENV = ENV_PREFIX + "CHECKPOINT_INTERVAL"
 DEFAULT_INTERVAL = 60.0
 LOCK_FILE = ".lock"
-_CLOSED = "audit_closed"
+CLOSED = "audit_closed"
 
 
 def checkpoint_topic(topic: str) -> str:
-    """The Kafka topic checkpoints of an event topic are published to."""
+    """The Kafka topic the checkpoints of an event topic are published to."""
     return f"{topic}-checkpoints"
 
 
@@ -77,7 +83,7 @@ class KafkaPublisher:
         )
 
     def publish(self, checkpoint: Checkpoint) -> None:
-        """Send one checkpoint and wait for it; failures are reported, the lake copy stays."""
+        """Send one checkpoint and wait for it; a failure is reported, the lake keeps its copy."""
         errors: list[str] = []
 
         def on_delivery(err: Any, _msg: Any) -> None:
@@ -86,8 +92,17 @@ class KafkaPublisher:
 
         self._producer.produce(self.topic, canonical_json(checkpoint.to_dict()), self._key, on_delivery=on_delivery)
         if self._producer.flush(30) or errors:
-            _note(f"checkpoint #{checkpoint.sequence} was stored in the lake but not published to "
-                  f"{self.topic}: {errors[:1] or 'timed out'}; it will be in the next checkpoint's chain")
+            _note(f"checkpoint #{checkpoint.sequence} is stored in the lake but was not published to "
+                  f"{self.topic} ({errors[0] if errors else 'timed out'}); check the broker")
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """The chain as this process last extended it: the last file, its checkpoint, the folded state."""
+
+    name: str
+    last: Checkpoint
+    state: ChainState
 
 
 class LakeCheckpointer:
@@ -101,12 +116,13 @@ class LakeCheckpointer:
         self.create_key = create_key
         self.interval = interval
         self.publisher = publisher
-        self._last = time.monotonic()
+        self._last_run = time.monotonic()
         self._behind_noted = False
+        self._chain: _Chain | None = None
 
     def after_commit(self, lake: Lake) -> None:
         """Checkpoint if the interval has passed since the last one."""
-        if time.monotonic() - self._last >= self.interval:
+        if time.monotonic() - self._last_run >= self.interval:
             self._checkpoint_reporting(lake)
 
     def finish(self, lake: Lake) -> None:
@@ -114,13 +130,13 @@ class LakeCheckpointer:
         self._checkpoint_reporting(lake)
 
     def _checkpoint_reporting(self, lake: Lake) -> None:
-        # Ingestion must go on when a checkpoint fails: say why, the next one will retry.
+        # Ingestion must go on when a checkpoint fails: say why; the next one covers the rows.
         try:
             self.checkpoint(lake)
-        except (IntegrityError, OSError) as exc:
+        except (IntegrityError, OSError, duckdb.Error) as exc:
             _note(f"checkpoint not written: {exc}")
 
-    def _signing_key(self) -> Any:
+    def _signing_key(self) -> Ed25519PrivateKey:
         if self.create_key and not self.key_path.exists():
             generate_key(self.key_path)
             _note(f"created a signing key for audit checkpoints at {self.key_path} (owner-only); its public "
@@ -129,43 +145,68 @@ class LakeCheckpointer:
 
     def checkpoint(self, lake: Lake) -> Checkpoint | None:
         """Sign and store a checkpoint of what the lake holds now; None when nothing is new."""
-        self._last = time.monotonic()
+        self._last_run = time.monotonic()
         key = self._signing_key()
         public = key.public_key()
         directory = make_private_dir(checkpoint_dir(lake.root))
         fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # one chain, even with several materializers
-            previous = _previous(lake.root, public)
-            checkpoint = self._next(lake, previous, key_id(public))
-            if checkpoint is None:
+            previous, state = self._folded(lake.root, public)
+            unsigned = self._next(lake, previous, state, key_id(public))
+            if unsigned is None:
                 return None
-            checkpoint = Checkpoint(**{**checkpoint.__dict__, "signature": sign(key, checkpoint.signed_bytes())})
-            write_checkpoint(lake.root, checkpoint)
+            checkpoint = replace(unsigned, signature=sign(key, unsigned.signed_bytes()))
+            path = write_checkpoint(lake.root, checkpoint)
             write_lake_public_key(lake.root, public_pem(public))
+            state.add(checkpoint)
+            self._chain = _Chain(path.name, checkpoint, state)
         finally:
             os.close(fd)
         if self.publisher is not None:
             self.publisher.publish(checkpoint)
         return checkpoint
 
-    def _next(self, lake: Lake, previous: Checkpoint | None, signer: str) -> Checkpoint | None:
-        """The unsigned checkpoint that extends ``previous`` with the rows added since."""
-        covered = previous.sources if previous else {}
-        known = list(covered)
-        where = "NOT list_contains(?, source)" + "".join(" OR (source = ? AND source_offset > ?)" for _ in known)
-        params: list[Any] = [known]
-        for source in known:
-            params += [source, covered[source].last_offset]
+    def _folded(self, lake_root: Path, public: Ed25519PublicKey) -> tuple[Checkpoint | None, ChainState]:
+        """The last checkpoint (checked before the chain grows from it) and the whole chain folded."""
+        files = checkpoint_files(lake_root)
+        if not files:
+            return None, ChainState()
+        last = read_checkpoint(files[-1])
+        if last.checkpoint is None:
+            raise CheckpointError(
+                f"the last checkpoint {last.name} is unreadable ({last.problem}), so the chain cannot go on: "
+                "run `secureml-audit verify` on the lake and restore the file from a backup or the Kafka topic"
+            )
+        if last.checkpoint.key_id == key_id(public) and not signature_valid(
+            public, last.checkpoint.signed_bytes(), last.checkpoint.signature
+        ):
+            raise CheckpointError(
+                f"checkpoint {last.name} is not validly signed by this key: the lake's checkpoints were "
+                "altered. Run `secureml-audit verify` on the lake"
+            )
+        cached = self._chain
+        if cached is not None and cached.name == last.name and cached.last.digest() == last.checkpoint.digest():
+            return last.checkpoint, cached.state
+        state = ChainState()
+        for stored in map(read_checkpoint, files):
+            if stored.checkpoint is not None:
+                state.add(stored.checkpoint)
+        return last.checkpoint, state
+
+    def _next(self, lake: Lake, previous: Checkpoint | None, state: ChainState, signer: str) -> Checkpoint | None:
+        """The unsigned checkpoint that extends the chain with the rows added since it."""
+        covered = {source: coverage for source, (_seq, coverage) in state.sources.items()}
         manifest, rows = snapshot_rows(
             lake, ("operation_id", "seq", "event_type", "hash", "source", "source_offset"),
-            where, params, order_by="source, source_offset",
+            "source_offset > coalesce(list_extract(?::BIGINT[], list_position(?::VARCHAR[], source)), -1)",
+            [[c.last_offset for c in covered.values()], list(covered)], order_by="source, source_offset",
         )
         behind = [s for s, c in covered.items() if manifest.positions.get(s, 0) <= c.last_offset]
         if behind:
             if not self._behind_noted:
-                _note(f"no checkpoint yet: the lake holds less of {behind[0]} than checkpoint "
-                      f"#{previous.sequence if previous else 0} covered (a replay is rebuilding it)")
+                _note(f"no checkpoint for now: the lake holds less of {behind[0]} than the checkpoints "
+                      "covered (a replay is rebuilding it); one is written once it has caught up")
                 self._behind_noted = True
             return None
         if rows.num_rows == 0:
@@ -174,35 +215,14 @@ class LakeCheckpointer:
             sequence=previous.sequence + 1 if previous else 0,
             created_at=micros_to_iso(now_micros()),
             key_id=signer,
-            sources={**covered, **_extended(rows, covered)},
+            sources=_extended(rows, covered),
             operations=_heads(rows),
             prev_checkpoint_hash=previous.digest() if previous else "",
         )
 
 
-def _previous(lake_root: Path, public: Any) -> Checkpoint | None:
-    """The last checkpoint, checked before the chain is extended from it."""
-    stored = stored_checkpoints(lake_root)
-    if not stored:
-        return None
-    last = stored[-1]
-    if last.checkpoint is None:
-        raise CheckpointError(
-            f"the last checkpoint {last.name} is unreadable ({last.problem}), so the chain cannot go on: "
-            "run `secureml-audit verify` on the lake and restore the file from a backup or the Kafka topic"
-        )
-    if last.checkpoint.key_id == key_id(public) and not signature_valid(
-        public, last.checkpoint.signed_bytes(), last.checkpoint.signature
-    ):
-        raise CheckpointError(
-            f"checkpoint {last.name} is not validly signed by this key: the lake's checkpoints were "
-            "altered. Run `secureml-audit verify` on the lake"
-        )
-    return last.checkpoint
-
-
 def _extended(rows: pa.Table, covered: dict[str, SourceCoverage]) -> dict[str, SourceCoverage]:
-    """New coverage of every source that has rows past its previous coverage (rows in source order)."""
+    """New coverage of every source with rows past its old coverage (rows in source, offset order)."""
     sources = rows.column("source").to_pylist()
     offsets = rows.column("source_offset").to_pylist()
     hashes = rows.column("hash").to_pylist()
@@ -234,22 +254,22 @@ def _heads(rows: pa.Table) -> dict[str, OperationHead]:
     ):
         head = heads.get(op)
         if head is None or seq > head.last_seq:
-            heads[op] = OperationHead(seq, digest, event_type == _CLOSED)
+            heads[op] = OperationHead(seq, digest, event_type == CLOSED)
     return heads
 
 
 def checkpointer_for(config: AuditConfig) -> LakeCheckpointer | None:
     """The checkpointer of a materializer configuration (None in Kafka mode without a signing key).
 
-    Embedded mode creates the key on first use. Kafka mode needs one made with
-    ``secureml-audit keygen`` beforehand: a key created on a throwaway container would sign
+    Embedded mode creates the key on first use. Kafka mode needs one made beforehand with
+    ``secureml-audit keygen``: a key created inside a throwaway container would sign
     checkpoints nobody can verify later.
     """
     key_path = default_key_path()
     if key_path.is_relative_to(config.log_dir):
         raise SigningKeyError(
             f"the signing key {key_path} is inside the audit log directory {config.log_dir}: whoever can "
-            "rewrite the lake could then re-sign it. Move the key elsewhere and set SECUREML_AUDIT_SIGNING_KEY"
+            "rewrite the lake could re-sign it. Move the key elsewhere and set SECUREML_AUDIT_SIGNING_KEY"
         )
     interval = float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
     if config.transport == "embedded":
