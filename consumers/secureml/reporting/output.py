@@ -1,0 +1,63 @@
+"""Check where a report goes, and write it there atomically (temporary file, then rename)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from reportlab.lib.utils import ImageReader
+
+from secureml.reporting.document import Document
+from secureml.reporting.exceptions import LogoError, LogoNotFoundError, OutputNotWritableError, UnsupportedFormatError
+from secureml.reporting.html import write_html
+from secureml.reporting.pdf import write_pdf
+
+WRITERS: dict[str, Callable[[Document, Path], None]] = {".pdf": write_pdf, ".html": write_html, ".htm": write_html}
+
+
+def check_output(output_file: str | os.PathLike[str]) -> Path:
+    """The output path, once its format is known and its directory is writable."""
+    path = Path(output_file)
+    if path.suffix.lower() not in WRITERS:
+        raise UnsupportedFormatError(str(output_file), path.suffix)
+    directory = path.parent
+    if not directory.is_dir():
+        raise OutputNotWritableError(str(output_file), f"directory {str(directory)!r} does not exist")
+    if path.is_dir():
+        raise OutputNotWritableError(str(output_file), "it is a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputNotWritableError(str(output_file), f"directory {str(directory)!r} is not writable")
+    return path
+
+
+def check_logo(logo_path: str | os.PathLike[str] | None) -> str | None:
+    """The logo path as a string, once it is known to be a readable image."""
+    if logo_path is None:
+        return None
+    path = Path(logo_path)
+    if not path.is_file():
+        raise LogoNotFoundError(str(logo_path))
+    try:
+        width, height = ImageReader(str(path)).getSize()
+    except Exception as error:  # ReportLab raises whatever PIL raises for a file it cannot decode
+        raise LogoError(str(logo_path), f"not a readable image ({error})") from error
+    if width <= 0 or height <= 0:
+        raise LogoError(str(logo_path), "the image is empty")
+    return str(path)
+
+
+def write_atomically(document: Document, path: Path) -> Path:
+    """Render the document to a temporary file beside path, then rename it over path."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        WRITERS[path.suffix.lower()](document, temporary)
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        raise OutputNotWritableError(str(path), error.strerror or str(error)) from error
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path

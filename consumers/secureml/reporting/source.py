@@ -1,0 +1,319 @@
+"""Turn what the caller passed as `logs` into one DuckDB table of the events in scope.
+
+Three inputs share one aggregation path: a list of event dicts (get_audit_logs) is loaded
+through Arrow, a dict of filters runs over the lake's `events` view, and a DuckDB connection
+that already has an `events` view is used as it is. Every report query then reads the
+temporary table `_report_events`, whose `ts` is a naive UTC TIMESTAMP.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from secureml.reporting.exceptions import (
+    InvalidFiltersError,
+    InvalidReportInputError,
+    LakeUnavailableError,
+)
+
+FILTER_KEYS = ("log_dir", "operation_id", "operation_name", "start_time", "end_time", "event_type", "user")
+EVENTS_TABLE = "_report_events"
+# Temporary objects a report creates in the connection, dropped when it is done.
+TEMP_TABLES = (EVENTS_TABLE, "_report_operations", "_report_requests")
+
+# Columns of the event the report reads (never arguments, return values or inference outputs).
+_STRING = pa.string()
+_INT = pa.int64()
+_FLOAT = pa.float64()
+_INPUT_SCHEMA = pa.schema(
+    [
+        ("timestamp", _STRING),
+        ("operation_start", _STRING),
+        ("operation_id", _STRING),
+        ("operation_name", _STRING),
+        ("seq", _INT),
+        ("event_type", _STRING),
+        ("level", _INT),
+        ("user", _STRING),
+        ("regulations", pa.list_(_STRING)),
+        ("dataset_name", _STRING),
+        ("num_records", _INT),
+        ("purpose", _STRING),
+        ("transformation_type", _STRING),
+        ("input_data", _STRING),
+        ("output_data", _STRING),
+        ("model_type", _STRING),
+        ("model_id", _STRING),
+        ("confidence", _FLOAT),
+        ("check_type", _STRING),
+        ("regulation", _STRING),
+        ("result", pa.bool_()),
+        ("details", _STRING),
+        ("request_type", _STRING),
+        ("user_id", _STRING),
+        ("status", _STRING),
+        ("function_name", _STRING),
+        ("execution_time", _FLOAT),
+        ("error_type", _STRING),
+        ("message", _STRING),
+        ("event_count", _INT),
+    ]
+)
+_TIMESTAMP_COLUMNS = ("timestamp", "operation_start")
+_DETAILED_TYPES = "('compliance_check', 'user_request', 'error', 'audit_closed')"
+
+_STAGE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE {EVENTS_TABLE} AS
+SELECT timezone('UTC', "timestamp") AS ts, timezone('UTC', operation_start) AS op_start,
+       operation_id, operation_name, seq, event_type, level, "user", regulations,
+       dataset_name, num_records, purpose, transformation_type, input_data, output_data,
+       model_type, model_id, confidence, check_type, regulation, result,
+       CASE WHEN event_type IN {_DETAILED_TYPES} THEN details END AS details,
+       request_type, user_id, status, function_name, execution_time, error_type, message, event_count
+FROM events
+"""
+
+# Data subjects are shown as 'us***45': enough to tell requests apart, not enough to identify.
+_MASK_MACRO = """
+CREATE OR REPLACE TEMP MACRO _mask_subject(x) AS
+CASE WHEN x IS NULL THEN NULL
+     WHEN length(x) <= 4 THEN '***'
+     WHEN length(x) <= 7 THEN left(x, 1) || '***'
+     ELSE left(x, 2) || '***' || right(x, 2) END
+"""
+
+
+@dataclass(frozen=True)
+class EventScope:
+    """The staged events of one report and where they came from."""
+
+    connection: duckdb.DuckDBPyConnection
+    filters: dict[str, str]
+    description: str
+    log_dir: str | None
+    from_lake: bool
+    start: datetime | None
+    end: datetime | None
+    event_count: int
+    owns_connection: bool
+
+    def close(self) -> None:
+        """Drop what the report staged; close the connection if the scope opened it."""
+        if self.owns_connection:
+            self.connection.close()
+            return
+        for table in TEMP_TABLES:
+            self.connection.execute(f"DROP TABLE IF EXISTS {table}")
+        self.connection.execute("DROP MACRO IF EXISTS _mask_subject")
+
+
+def parse_time(value: object, name: str) -> datetime:
+    """An aware UTC datetime from a datetime or ISO 8601 string; naive values are taken as UTC."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidFiltersError(
+                f"{name}={value!r} is not an ISO 8601 time: write it like '2024-01-31T23:59:59' (UTC)."
+            ) from None
+    else:
+        raise InvalidFiltersError(f"{name} must be an ISO 8601 string or a datetime, not {type(value).__name__}.")
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def open_scope(logs: object) -> EventScope:
+    """Stage the events that `logs` (list of dicts, filters dict or DuckDB connection) stands for."""
+    if isinstance(logs, Mapping):
+        filters = dict(logs)
+        return scope_from_connection(connect_lake(filters.get("log_dir")), filters, owns_connection=True)
+    if isinstance(logs, duckdb.DuckDBPyConnection):
+        return scope_from_connection(logs, {}, description="a DuckDB connection's events view", from_lake=False)
+    if isinstance(logs, Sequence) and not isinstance(logs, (str, bytes)):
+        return _scope_from_dicts(logs)
+    raise InvalidReportInputError(
+        f"logs must be the list returned by get_audit_logs(), a dict of its filters (e.g. "
+        f"{{'log_dir': 'audit_logs', 'operation_name': ...}}) or a DuckDB connection with an "
+        f"'events' view, not {type(logs).__name__}."
+    )
+
+
+def connect_lake(log_dir: object) -> duckdb.DuckDBPyConnection:
+    """A connection to the lake under log_dir (None: the configured default), from secureml.audit.connect."""
+    if log_dir is not None and not Path(str(log_dir)).is_dir():
+        raise LakeUnavailableError(
+            f"The log_dir {str(log_dir)!r} does not exist; pass the directory your AuditTrail writes to "
+            "(its log_dir argument or $SECUREML_AUDIT_LOG_DIR)."
+        )
+    try:
+        from secureml.audit import connect
+    except ImportError as error:
+        raise LakeUnavailableError(
+            f"Reading the audit lake needs secureml.audit.connect ({error}); install or upgrade "
+            "secureml-audit, or pass the list returned by get_audit_logs() as logs."
+        ) from error
+    return connect(None if log_dir is None else str(log_dir))
+
+
+def scope_from_connection(
+    connection: duckdb.DuckDBPyConnection,
+    filters: Mapping[str, object],
+    *,
+    description: str | None = None,
+    from_lake: bool = True,
+    owns_connection: bool = False,
+) -> EventScope:
+    """Stage the rows of the connection's `events` view that match the filters."""
+    selection = Selection.of(filters)
+    try:
+        connection.execute(_STAGE_SQL + selection.where, selection.params)
+    except (duckdb.CatalogException, duckdb.BinderException) as error:
+        raise InvalidReportInputError(
+            f"The connection cannot be reported on ({error}); it needs a view or table named 'events' with "
+            "the audit event columns, such as the one secureml.audit.connect(log_dir) creates."
+        ) from error
+    log_dir = filters.get("log_dir")
+    shown = {key: _show(key, value) for key, value in filters.items() if value is not None}
+    return _finish(
+        connection,
+        shown,
+        description or f"Parquet lake at {log_dir if log_dir is not None else 'the default log_dir'}",
+        None if log_dir is None else str(log_dir),
+        from_lake,
+        selection,
+        owns_connection,
+    )
+
+
+def first_event_time(connection: duckdb.DuckDBPyConnection, filters: Mapping[str, object]) -> datetime | None:
+    """The time of the earliest event matching the filters, or None when there is none."""
+    selection = Selection.of(filters)
+    row = connection.execute(f'SELECT min("timestamp") FROM events{selection.where}', selection.params).fetchone()
+    return None if row is None or row[0] is None else parse_time(row[0], "timestamp")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The SQL WHERE clause (with its parameters) that a dict of filters stands for."""
+
+    where: str
+    params: list[object]
+    start: datetime | None
+    end: datetime | None
+
+    @classmethod
+    def of(cls, filters: Mapping[str, object]) -> Selection:
+        """Check the filters and translate them; time bounds are inclusive, like get_audit_logs."""
+        unknown = sorted(set(filters) - set(FILTER_KEYS))
+        if unknown:
+            raise InvalidFiltersError(
+                f"Unknown filter(s) {', '.join(unknown)}: the report accepts {', '.join(FILTER_KEYS)}."
+            )
+        clauses: list[str] = []
+        params: list[object] = []
+        for key in ("operation_id", "operation_name", "user"):
+            if filters.get(key) is not None:
+                clauses.append(f'"{key}" = ?')
+                params.append(str(filters[key]))
+        event_types = filters.get("event_type")
+        if event_types is not None:
+            types = [event_types] if isinstance(event_types, str) else [str(t) for t in _iterable(event_types)]
+            clauses.append(f"event_type IN ({', '.join('?' for _ in types)})")
+            params.extend(types)
+        start = end = None
+        if filters.get("start_time") is not None:
+            start = parse_time(filters["start_time"], "start_time")
+            clauses.append('"timestamp" >= ?')
+            params.append(start)
+        if filters.get("end_time") is not None:
+            end = parse_time(filters["end_time"], "end_time")
+            clauses.append('"timestamp" <= ?')
+            params.append(end)
+        return cls(f" WHERE {' AND '.join(clauses)}" if clauses else "", params, start, end)
+
+
+def _scope_from_dicts(logs: Sequence[Any]) -> EventScope:
+    """Load a list of event dicts (as get_audit_logs returns them) and stage it."""
+    events = _as_dicts(logs)
+    columns = {name: [_column_value(name, event.get(name)) for event in events] for name in _INPUT_SCHEMA.names}
+    try:
+        table = pa.Table.from_pydict(columns, schema=_INPUT_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise InvalidReportInputError(
+            f"The event dicts do not match the audit event schema ({error}); pass the list "
+            "returned by get_audit_logs() unchanged, or a dict of its filters."
+        ) from error
+    connection = duckdb.connect()
+    connection.execute("SET TimeZone = 'UTC'")  # times without an offset are UTC, as everywhere else
+    connection.register("_report_input", table)
+    casts = ", ".join(f'CAST("{c}" AS TIMESTAMPTZ) AS "{c}"' for c in _TIMESTAMP_COLUMNS)
+    connection.execute(
+        f"CREATE TEMP VIEW events AS SELECT * REPLACE ({casts}) FROM _report_input"
+    )
+    connection.execute(_STAGE_SQL)
+    return _finish(connection, {}, f"list of {len(logs):,} event dicts", None, False, Selection.of({}), True)
+
+
+def _iterable(value: object) -> Iterable[object]:
+    """The value as an iterable of event types, or an error naming the accepted forms."""
+    if isinstance(value, Iterable):
+        return value
+    raise InvalidFiltersError(f"event_type must be a string or a list of strings, not {type(value).__name__}.")
+
+
+def _as_dicts(logs: Sequence[Any]) -> Sequence[Mapping[str, Any]]:
+    """The events, after checking that each one is a mapping."""
+    for position, event in enumerate(logs):
+        if not isinstance(event, Mapping):
+            raise InvalidReportInputError(
+                f"logs[{position}] is a {type(event).__name__}, not an event dict; pass the list "
+                "returned by get_audit_logs() unchanged."
+            )
+    return logs
+
+
+def _column_value(name: str, value: Any) -> Any:
+    """A dict value in the form its Arrow column takes (JSON text for details, ISO text for times)."""
+    if value is None:
+        return None
+    if name == "details" and not isinstance(value, str):
+        return json.dumps(value, default=str, sort_keys=True)
+    if name in _TIMESTAMP_COLUMNS and isinstance(value, datetime):
+        return parse_time(value, name).isoformat()
+    return value
+
+
+def _show(key: str, value: object) -> str:
+    """A filter value as the appendix prints it; times in UTC."""
+    if key in ("start_time", "end_time"):
+        return parse_time(value, key).isoformat()
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _finish(
+    connection: duckdb.DuckDBPyConnection,
+    filters: dict[str, str],
+    description: str,
+    log_dir: str | None,
+    from_lake: bool,
+    selection: Selection,
+    owns_connection: bool,
+) -> EventScope:
+    """Add the masking macro and count the staged events."""
+    connection.execute(_MASK_MACRO)
+    row = connection.execute(f"SELECT count(*) FROM {EVENTS_TABLE}").fetchone()
+    return EventScope(connection, filters, description, log_dir, from_lake, selection.start, selection.end,
+                      int(row[0]) if row else 0, owns_connection)
