@@ -79,18 +79,25 @@ class Transport(ABC):
         """Flush, then release connections and files."""
 
 
-_registry: dict[tuple[int, AuditConfig], Transport] = {}
+_registry: dict[tuple[object, ...], tuple[AuditConfig, Transport]] = {}
 _registry_lock = threading.Lock()
 
 
 def transport_for(config: AuditConfig) -> Transport:
     """The process-wide transport for a configuration, created on first use.
 
-    Keyed by pid too: a forked child must not reuse its parent's producer or file handles.
+    Trails that differ only in log_dir share one Kafka producer (one connection, one
+    idempotent producer id). Keyed by pid too: a forked child must not reuse its parent's
+    producer or file handles.
     """
-    key = (os.getpid(), config)
+    if config.transport == "kafka":
+        key: tuple[object, ...] = (os.getpid(), config.bootstrap_servers, config.topic, config.producer_config,
+                                   config.partitions, config.replication_factor)
+    else:
+        key = (os.getpid(), config.log_dir)
     with _registry_lock:
-        transport = _registry.get(key)
+        entry = _registry.get(key)
+        transport = entry[1] if entry else None
         if transport is None:
             if config.transport == "kafka":
                 from secureml.audit.transports.kafka import KafkaTransport
@@ -100,15 +107,15 @@ def transport_for(config: AuditConfig) -> Transport:
                 from secureml.audit.transports.embedded import EmbeddedTransport
 
                 transport = EmbeddedTransport(config.log_dir)
-            _registry[key] = transport
+            _registry[key] = (config, transport)
         return transport
 
 
 @atexit.register
 def _close_all() -> None:
     pid = os.getpid()
-    for (owner, config), transport in list(_registry.items()):
-        if owner != pid:
+    for key, (config, transport) in list(_registry.items()):
+        if key[0] != pid:
             continue
         try:
             transport.close(config.flush_timeout)
