@@ -18,7 +18,6 @@ import uuid
 from pathlib import Path
 
 from _common import bootstrap, median, secureml_031_audit
-
 from secureml.audit import AuditTrail
 
 

@@ -41,17 +41,20 @@ def build_lake(log_dir: Path, events: int, days: int = 30, operations: int = 20_
         idx = pa.array(range(n), pa.int64())
         op_number = pc.add(pc.multiply(pa.scalar(day, pa.int64()), pa.scalar(operations // days, pa.int64())),
                            pc.divide(idx, pa.scalar(max(1, n // (operations // days)), pa.int64())))
-        names = pc.binary_join_element_wise("model_", pc.cast(pc.bit_wise_and(op_number, pa.scalar(63, pa.int64())),
-                                                                pa.string()), "")
+        model_number = pc.bit_wise_and(op_number, pa.scalar(63, pa.int64()))
+        names = pc.binary_join_element_wise("model_", pc.cast(model_number, pa.string()), "")
         ops = pc.binary_join_element_wise("op-", pc.cast(op_number, pa.string()), "")
-        ts = pc.add(pa.scalar(START_US + day * DAY_US, pa.int64()), pc.multiply(idx, pa.scalar(DAY_US // n, pa.int64())))
+        step = pa.scalar(DAY_US // n, pa.int64())
+        ts = pc.add(pa.scalar(START_US + day * DAY_US, pa.int64()), pc.multiply(idx, step))
         columns = {
-            "schema_version": pa.array([1] * n, pa.int32()), "event_id": pc.binary_join_element_wise(ops, pc.cast(idx, pa.string()), ":"),
+            "schema_version": pa.array([1] * n, pa.int32()),
+            "event_id": pc.binary_join_element_wise(ops, pc.cast(idx, pa.string()), ":"),
             "operation_id": ops, "operation_name": names, "operation_start": ts, "seq": idx,
             "event_type": pa.repeat(pa.scalar("model_inference"), n), "level": pa.array([20] * n, pa.int32()),
             "timestamp": ts, "regulations": pa.repeat(pa.scalar(["GDPR"], pa.large_list(pa.large_string())), n),
             "context": pa.repeat(pa.scalar("{}"), n), "producer_host": pa.repeat(pa.scalar("h"), n),
-            "producer_pid": pa.repeat(pa.scalar(1, pa.int64()), n), "producer_version": pa.repeat(pa.scalar("0.1.0"), n),
+            "producer_pid": pa.repeat(pa.scalar(1, pa.int64()), n),
+            "producer_version": pa.repeat(pa.scalar("0.1.0"), n),
             "model_id": names, "input_data": ops, "output": pa.repeat(pa.scalar('"low_risk"'), n),
             "confidence": pa.repeat(pa.scalar(0.87), n), "prev_hash": pa.repeat(pa.scalar("0" * 64), n),
             "hash": pa.repeat(pa.scalar("1" * 64), n), "source": pa.repeat(pa.scalar("bench/0"), n),

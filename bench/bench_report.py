@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from secureml.audit.lake import Lake, lake_schema
 from secureml.reporting import ReportGenerator
 
 TARGET_SECONDS = 5.0
-START = datetime(2024, 3, 4, tzinfo=timezone.utc)
+START = datetime(2024, 3, 4, tzinfo=UTC)
 SPAN = timedelta(days=7)
 EVENT_TYPES = {
     "model_inference": 0.70,
@@ -77,7 +77,6 @@ def synthetic_events(n: int, seed: int = 7) -> pa.Table:
     micros = np.sort(rng.integers(0, int(SPAN.total_seconds() * 1e6), size=n)) + int(START.timestamp() * 1e6)
     operation_index = rng.integers(0, max(1, n // 400), size=n)
     operation_ids = pa.array([f"op-{i:08d}" for i in range(max(1, n // 400))])
-    null = pa.nulls(n, pa.string())
 
     def only(mask: np.ndarray, values: pa.Array) -> pa.Array:
         """values where mask is set, nulls elsewhere (a payload field belongs to some event types)."""

@@ -14,7 +14,14 @@ import pytest
 
 from secureml.audit import codec, schema
 from secureml.audit.codec import (
-    arrow_schema, canonical_bytes, decode_batch, decode_one, encode_record, event_hash, is_sealed, seal,
+    arrow_schema,
+    canonical_bytes,
+    decode_batch,
+    decode_one,
+    encode_record,
+    event_hash,
+    is_sealed,
+    seal,
 )
 
 

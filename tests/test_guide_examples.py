@@ -83,7 +83,9 @@ def test_guide_examples(harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_p
     assert trail[7]["details"]["output_location"] == "models/credit_risk_v1.pkl"
 
 
-def test_decorated_call_records_the_exception(harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_decorated_call_records_the_exception(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """The guide's decorated function raises NameError: call, error and error close are recorded."""
     decorated = run_guide(harness, monkeypatch, tmp_path)["decorated"]
     assert [log["event_type"] for log in decorated] == ["audit_started", "function_call", "error", "audit_closed"]

@@ -19,8 +19,8 @@ from conftest import KAFKA_SCRIPT, Harness, unique_topic
 from secureml.audit import AuditTrail, count_events, get_audit_logs
 from secureml.audit.lake import Lake
 from secureml.materializer import materialize
-from secureml.materializer.runner import Materializer
 from secureml.materializer.kafka_source import KafkaSource
+from secureml.materializer.runner import Materializer
 
 
 def _log_operations(harness: Harness, operations: int, events: int, pause: float = 0.0) -> list[str]:

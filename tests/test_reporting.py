@@ -11,6 +11,16 @@ import duckdb
 import pytest
 from PIL import Image
 from pypdf import PdfReader
+from test_reporting_support import (
+    SECRET_ARGUMENT,
+    SECRET_OUTPUT,
+    SUBJECT,
+    EventClock,
+    fact,
+    make_logo,
+    pdf_text,
+    record_sample,
+)
 
 from guide import CREATE_AND_LOG, GET_LOGS, REPORT
 from secureml.audit import connect, get_audit_logs
@@ -28,8 +38,6 @@ from secureml.reporting import (
 from secureml.reporting.audit_compliance import alerts_section
 from secureml.reporting.document import Table
 from secureml.reporting.source import scope_from_connection
-from test_reporting_support import SECRET_ARGUMENT, SECRET_OUTPUT, SUBJECT, EventClock, fact, make_logo, pdf_text, \
-    record_sample
 
 CHART_TITLES = ("Events over time", "Events by type", "Events by user", "Compliance checks by regulation",
                 "Most accessed datasets", "Data-subject requests by status")

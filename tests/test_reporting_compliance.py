@@ -7,10 +7,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from test_reporting_support import pdf_text
 
 from guide import COMPLIANCE
 from secureml.reporting import InvalidReportInputError, ReportGenerator
-from test_reporting_support import pdf_text
 
 # The shape the reporting issue describes; ComplianceReport.to_dict() adds check ids, checks and evidence.
 RESULT: dict[str, Any] = {

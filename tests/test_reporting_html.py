@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+from test_reporting_support import SECRET_ARGUMENT, SECRET_OUTPUT, SUBJECT, EventClock, make_logo, record_sample
 
 from secureml.reporting import ReportGenerator
-from test_reporting_support import SECRET_ARGUMENT, SECRET_OUTPUT, SUBJECT, EventClock, make_logo, record_sample
 
 # Anything that makes a browser fetch: src/href/action/poster attributes, CSS url() and @import.
 REMOTE = re.compile(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import fcntl
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from test_reporting_support import T0, EventClock, fact, pdf_text, record_sample
 
 from secureml.audit import AuditTrail, connect
 from secureml.reporting import InvalidScheduleError, ReportServiceBusyError, ReportStateError
@@ -16,9 +17,8 @@ from secureml.reporting.cli import configure_parser, run
 from secureml.reporting.cron import CronExpression
 from secureml.reporting.schedule import parse_every
 from secureml.reporting.service import LOCK_FILE, STATE_FILE, ReportService
-from test_reporting_support import T0, EventClock, fact, pdf_text, record_sample
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def at(text: str) -> datetime:

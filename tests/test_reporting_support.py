@@ -7,7 +7,7 @@ stamps them is set, so periods and deadlines can be checked at known times.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from pypdf import PdfReader
 
 from secureml.audit import AuditTrail, audit_function
 
-T0 = datetime(2024, 1, 15, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 15, 10, 0, tzinfo=UTC)
 SECRET_ARGUMENT = "SECRET-ARGUMENT-VALUE-42"
 SECRET_OUTPUT = "SECRET-MODEL-OUTPUT"
 SUBJECT = "user_12345"
@@ -32,7 +32,7 @@ class EventClock:
 
     def micros(self) -> int:
         """The current fake time in microseconds since the epoch."""
-        return int((self.moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1))
+        return int((self.moment - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
 
     def at(self, moment: datetime) -> EventClock:
         """Move the clock to moment."""

@@ -49,7 +49,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("method", "field", "value", "rule"), BAD, ids=[f"{m}-{f}-{i}" for i, (m, f, _, _) in enumerate(BAD)])
+@pytest.mark.parametrize(
+    ("method", "field", "value", "rule"), BAD, ids=[f"{m}-{f}-{i}" for i, (m, f, _, _) in enumerate(BAD)]
+)
 def test_rejected_argument_names_field_and_records_nothing(
     embedded: Harness, method: str, field: str, value: Any, rule: str
 ) -> None:
@@ -63,7 +65,8 @@ def test_rejected_argument_names_field_and_records_nothing(
     assert count_events(embedded.log_dir) == before
     getattr(trail, method)(**GOOD[method])  # the trail goes on, gapless
     trail.close()
-    assert [log["seq"] for log in get_audit_logs(operation_id=trail.operation_id, log_dir=embedded.log_dir)] == [0, 1, 2]
+    logs = get_audit_logs(operation_id=trail.operation_id, log_dir=embedded.log_dir)
+    assert [log["seq"] for log in logs] == [0, 1, 2]
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias, Union
+from typing import Literal, TypeAlias
 
 Severity: TypeAlias = Literal["high", "medium", "low"]
 Audited: TypeAlias = Literal["dataset", "model", "pipeline"]
-JSON: TypeAlias = Union[str, int, float, bool, None, list["JSON"], dict[str, "JSON"]]
+JSON: TypeAlias = str | int | float | bool | None | list["JSON"] | dict[str, "JSON"]
 
 SEVERITIES: tuple[Severity, ...] = ("high", "medium", "low")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias, Union
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import duckdb
 import pyarrow as pa
@@ -22,9 +22,7 @@ if TYPE_CHECKING:
     import pandas
     import polars
 
-    Dataset: TypeAlias = Union[
-        "pandas.DataFrame", pa.Table, "polars.DataFrame", duckdb.DuckDBPyRelation
-    ]
+    Dataset: TypeAlias = "pandas.DataFrame" | pa.Table | "polars.DataFrame" | duckdb.DuckDBPyRelation
 
 TABLE = "secureml_dataset"
 

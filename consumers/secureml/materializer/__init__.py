@@ -7,6 +7,6 @@ holds the positions, so a restart after any crash resumes where the lake stands.
 
 from __future__ import annotations
 
-from secureml.materializer.runner import MaterializeStats, Materializer, materialize, materialize_embedded
+from secureml.materializer.runner import Materializer, MaterializeStats, materialize, materialize_embedded
 
 __all__ = ["MaterializeStats", "Materializer", "materialize", "materialize_embedded"]

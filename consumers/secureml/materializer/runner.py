@@ -198,7 +198,8 @@ class Materializer:
             try:
                 decode_one(value, version)
             except Exception as exc:  # noqa: BLE001
-                self.source.dead_letter(Item(source, position, position + 1, version, value), f"Avro decoding failed: {exc}")
+                item = Item(source, position, position + 1, version, value)
+                self.source.dead_letter(item, f"Avro decoding failed: {exc}")
                 self.stats.dead_letters += 1
                 continue
             kept.positions.append(position)

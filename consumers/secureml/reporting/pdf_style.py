@@ -6,7 +6,7 @@ drawn for screen legibility, with text sizes of 9 pt and up and dark ink on whit
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import reportlab
@@ -34,7 +34,7 @@ TABLE_FONT_SIZE = 9
 TABLE_LEADING = 11
 
 
-@lru_cache(maxsize=None)
+@cache
 def register_fonts() -> None:
     """Register the embedded font family once per process."""
     fonts = Path(reportlab.__file__).parent / "fonts"
@@ -50,7 +50,7 @@ def register_fonts() -> None:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def styles() -> dict[str, ParagraphStyle]:
     """The named paragraph styles of the report."""
     register_fonts()

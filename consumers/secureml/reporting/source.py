@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +129,8 @@ def parse_time(value: object, name: str) -> datetime:
     else:
         raise InvalidFiltersError(f"{name} must be an ISO 8601 string or a datetime, not {type(value).__name__}.")
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def open_scope(logs: object) -> EventScope:

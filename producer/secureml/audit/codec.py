@@ -11,7 +11,7 @@ import hashlib
 import io
 import struct
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import pyarrow as pa
@@ -88,7 +88,7 @@ def _encoder_for(avro_type: Any) -> Encoder:
     return _PRIMITIVE[avro_type]
 
 
-@lru_cache(maxsize=None)
+@cache
 def field_encoders(version: int = SCHEMA_VERSION) -> tuple[tuple[str, Encoder], ...]:
     """(name, encoder) for every field of the schema, in order."""
     return tuple((f["name"], _encoder_for(f["type"])) for f in load_schema(version)["fields"])
@@ -183,7 +183,7 @@ def _arrow_type(avro_type: Any) -> pa.DataType:
     return _AVRO_TO_ARROW[avro_type]
 
 
-@lru_cache(maxsize=None)
+@cache
 def arrow_schema(version: int = SCHEMA_VERSION) -> pa.Schema:
     """Arrow schema of decoded events (the Parquet columns, without lake bookkeeping)."""
     fields = load_schema(version)["fields"]
@@ -192,7 +192,7 @@ def arrow_schema(version: int = SCHEMA_VERSION) -> pa.Schema:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _container_header(version: int) -> tuple[bytes, bytes]:
     import json
 
@@ -242,7 +242,7 @@ def decode_one(message: bytes, version: int = SCHEMA_VERSION) -> dict[str, Any]:
     return fastavro.schemaless_reader(io.BytesIO(message), schema, None, return_record_name=False)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parsed_schema(version: int) -> Any:
     import fastavro
 

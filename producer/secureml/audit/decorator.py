@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -27,10 +28,8 @@ def describe(value: Any) -> dict[str, Any]:
     if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
         described["shape"] = list(shape)
     else:
-        try:
+        with contextlib.suppress(TypeError):
             described["size"] = len(value)
-        except TypeError:
-            pass
     return described
 
 

@@ -299,7 +299,7 @@ class Lake:
         import duckdb
 
         manifest = self.snapshot()
-        plan = self._plan_compaction(manifest, today or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"))
+        plan = self._plan_compaction(manifest, today or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"))
         if plan is None:
             return 0
         inputs, level = plan

@@ -159,7 +159,7 @@ def _filters(
 def _to_micros(value: dt.datetime | None) -> int | None:
     if value is None:
         return None
-    return (value - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+    return (value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
 
 
 def query_events(

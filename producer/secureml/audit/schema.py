@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ def _schema_dirs() -> list[Path]:
     return [here / "schemas", here.parents[2] / "schemas"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(version: int = SCHEMA_VERSION) -> dict[str, Any]:
     """The parsed JSON of schemas/audit_event.v<version>.avsc."""
     name = f"audit_event.v{version}.avsc"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def now_micros() -> int:
@@ -41,5 +41,5 @@ def parse_time(value: str | dt.datetime | dt.date | None, field: str) -> dt.date
     if not isinstance(value, dt.datetime):
         raise AuditValidationError(field, f"must be an ISO 8601 string or a datetime, got {type(value).__name__}")
     if value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
