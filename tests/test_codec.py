@@ -94,8 +94,8 @@ def schema_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
     fields = list(v1["fields"])
     fields.insert(len(fields) - 2, {"name": "tenant", "type": ["null", "string"], "default": None})
     (tmp_path / "audit_event.v2.avsc").write_text(json.dumps({**v1, "fields": fields}))
-    dirs = schema._schema_dirs()
-    monkeypatch.setattr(schema, "_schema_dirs", lambda: [*dirs, tmp_path])
+    dirs = schema.schema_dirs()
+    monkeypatch.setattr(schema, "schema_dirs", lambda: [*dirs, tmp_path])
     for cached in (schema.load_schema, codec.field_encoders, codec._parsed_schema, codec._container_header):
         cached.cache_clear()
     yield 2

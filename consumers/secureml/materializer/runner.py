@@ -13,14 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from secureml.audit.codec import decode_one, is_sealed
+from secureml.audit.codec import decode_one
 from secureml.audit.config import AuditConfig, resolve_config
 from secureml.audit.lake import Lake, events_table
-from secureml.audit.schema import known_versions
-from secureml.materializer.sources import Batch, EmbeddedSource, Item, Source
+from secureml.materializer.sources import Batch, EmbeddedSource, Item, Source, rejection
 
 DEFAULT_GROUP = "secureml-audit-materializer"
-_KNOWN_VERSIONS = frozenset(known_versions())
 
 
 @dataclass
@@ -37,15 +35,6 @@ class MaterializeStats:
     def rate(self) -> float:
         """Events stored per second."""
         return self.events / self.seconds if self.seconds else 0.0
-
-
-def rejection(version: int | None, value: bytes | None) -> str | None:
-    """Why a message cannot be materialised, or None when it is a sealed event of a known schema."""
-    if version not in _KNOWN_VERSIONS:
-        return f"unknown or missing schema version {version!r} (known: {sorted(_KNOWN_VERSIONS)})"
-    if not value or not is_sealed(value):
-        return "not a sealed audit event: the trailing SHA-256 does not match the bytes (corrupt or foreign)"
-    return None
 
 
 @dataclass

@@ -17,7 +17,7 @@ JSON_FIELDS = frozenset(
 TIMESTAMP_FIELDS = ("operation_start", "timestamp")
 
 
-def _schema_dirs() -> list[Path]:
+def schema_dirs() -> list[Path]:
     here = Path(__file__).resolve().parent
     # Installed wheel: secureml/audit/schemas; editable or source checkout: <repo>/schemas.
     return [here / "schemas", here.parents[2] / "schemas"]
@@ -27,12 +27,12 @@ def _schema_dirs() -> list[Path]:
 def load_schema(version: int = SCHEMA_VERSION) -> dict[str, Any]:
     """The parsed JSON of schemas/audit_event.v<version>.avsc."""
     name = f"audit_event.v{version}.avsc"
-    for directory in _schema_dirs():
+    for directory in schema_dirs():
         path = directory / name
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))
     raise FileNotFoundError(
-        f"Avro schema {name} not found in {[str(d) for d in _schema_dirs()]}; reinstall secureml-audit"
+        f"Avro schema {name} not found in {[str(d) for d in schema_dirs()]}; reinstall secureml-audit"
     )
 
 
@@ -44,7 +44,7 @@ def field_names(version: int = SCHEMA_VERSION) -> tuple[str, ...]:
 def known_versions() -> list[int]:
     """Every schema version shipped with this installation."""
     versions: set[int] = set()
-    for directory in _schema_dirs():
+    for directory in schema_dirs():
         for path in directory.glob("audit_event.v*.avsc"):
             versions.add(int(path.stem.rsplit(".v", 1)[1]))
     return sorted(versions)

@@ -1,0 +1,164 @@
+"""Sinks (stdout, JSON lines, webhook), the Avro alert schema, and the `secureml-audit alerts` command."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import fastavro
+import pytest
+from test_alerting_support import make_alerter, published
+
+from conftest import Harness, run_cli
+from secureml.alerting import AlertDeliveryError, JsonlSink, StdoutSink, WebhookSink
+from secureml.alerting.alert import load_alert_schema
+from secureml.alerting.sinks import parse_sink
+from secureml.audit import AuditTrail
+
+QUIET_HOURS = "rules: {access_outside_hours: {enabled: false}}"
+
+
+def log_violations(harness: Harness) -> None:
+    """Two accesses without a purpose, one of them also without a user."""
+    with AuditTrail("job", **harness.options(), user="ann") as t:
+        t.log_data_access("customers", ["age"], 3, None)
+    with AuditTrail("job", **harness.options()) as t:
+        t.log_data_access("customers", ["age"], 3, None)
+
+
+class Receiver:
+    """A local HTTP endpoint that records the alerts posted to it, failing the first ``fail`` requests."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.bodies: list[dict[str, object]] = []
+        self.keys: list[str] = []
+        self.fail = fail
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.fail:
+                    receiver.fail -= 1
+                    self.send_response(503)
+                else:
+                    receiver.bodies.append(json.loads(body))
+                    receiver.keys.append(self.headers["Idempotency-Key"])
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver for one test."""
+    made = Receiver()
+    yield made
+    made.server.shutdown()
+
+
+def test_every_sink_gets_every_alert(harness: Harness, tmp_path: Path, receiver: Receiver) -> None:
+    """stdout, a JSON-lines file and a webhook all get the alerts that go to the alerts record."""
+    log_violations(harness)
+    out = io.StringIO()
+    sinks = (StdoutSink(out), JsonlSink(tmp_path / "sink" / "alerts.jsonl"), WebhookSink(receiver.url))
+    make_alerter(harness, QUIET_HOURS, sinks=sinks).run(once=True)
+    ids = sorted(a.alert_id for a in published(harness))
+    assert len(ids) == 3
+    assert sorted(json.loads(line)["alert_id"] for line in out.getvalue().splitlines()) == ids
+    lines = (tmp_path / "sink" / "alerts.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["alert_id"] for line in lines) == ids
+    assert sorted(str(b["alert_id"]) for b in receiver.bodies) == sorted(receiver.keys) == ids
+    assert (tmp_path / "sink" / "alerts.jsonl").stat().st_mode & 0o077 == 0
+
+
+def test_webhook_down_stops_before_the_checkpoint(embedded: Harness, receiver: Receiver) -> None:
+    """A failing webhook stops the alerter before its checkpoint; the next run delivers each alert once."""
+    log_violations(embedded)
+    receiver.fail = 100
+    with pytest.raises(AlertDeliveryError, match="HTTP 503"):
+        make_alerter(embedded, QUIET_HOURS, sinks=(WebhookSink(receiver.url, attempts=2),)).run(once=True)
+    assert published(embedded) == []
+    receiver.fail = 1  # one more failure, then the retry gets through
+    stats = make_alerter(embedded, QUIET_HOURS, sinks=(WebhookSink(receiver.url),)).run(once=True)
+    assert stats.alerts == 3
+    assert len(receiver.bodies) == 3 and len(published(embedded)) == 3
+
+
+def test_sink_specs() -> None:
+    """--sink accepts stdout, jsonl:PATH and webhook:URL, and explains anything else."""
+    assert isinstance(parse_sink("stdout"), StdoutSink)
+    assert isinstance(parse_sink("jsonl:/tmp/a.jsonl"), JsonlSink)
+    assert isinstance(parse_sink("webhook:https://example.org/hook"), WebhookSink)
+    with pytest.raises(Exception, match="use stdout, jsonl:PATH or webhook"):
+        parse_sink("email:dpo@example.org")
+
+
+@pytest.mark.kafka
+def test_alerts_are_avro_records_of_the_published_schema(kafka: Harness) -> None:
+    """Messages on audit-alerts decode with schemas/audit_alert.v1.avsc alone, keyed by operation_id."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    log_violations(kafka)
+    make_alerter(kafka, QUIET_HOURS).run(once=True)
+    alerts = published(kafka)
+    schema = fastavro.parse_schema(load_alert_schema())
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "avro-check"})
+    topic = f"{kafka.topic}-alerts"
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        records: list[dict[str, object]] = []
+        while len(records) < len(alerts):
+            msg = consumer.poll(5)
+            assert msg is not None and msg.error() is None
+            value = msg.value()
+            assert value is not None
+            record = fastavro.schemaless_reader(io.BytesIO(value), schema, None)
+            assert isinstance(record, dict)
+            assert msg.key() == str(record["operation_id"]).encode()
+            records.append(record)
+    finally:
+        consumer.close()
+    assert sorted(str(r["alert_id"]) for r in records) == sorted(a.alert_id for a in alerts)
+    assert all(r["triggers"] and json.loads(str(r["details"])) for r in records)
+
+
+def test_cli_runs_once_with_rules_and_sinks(embedded: Harness, tmp_path: Path) -> None:
+    """`secureml-audit alerts --log-dir D --rules F --sink jsonl:P --once` publishes and exits 0."""
+    log_violations(embedded)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(QUIET_HOURS + "\n")
+    sink = tmp_path / "out.jsonl"
+    done = run_cli("alerts", "--log-dir", str(embedded.log_dir), "--rules", str(rules), "--sink", f"jsonl:{sink}",
+                   "--sink", "stdout", "--once")
+    assert done.returncode == 0, done.stderr
+    assert "3 alerts published" in done.stderr
+    assert len(sink.read_text().splitlines()) == len(done.stdout.splitlines()) == len(published(embedded)) == 3
+
+
+def test_cli_reports_a_bad_rules_file(tmp_path: Path) -> None:
+    """A bad rules file exits 1 with the file, line and field on stderr."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  bulk_access:\n    threshold: lots\n")
+    done = run_cli("alerts", "--log-dir", str(tmp_path / "logs"), "--rules", str(rules), "--once")
+    assert done.returncode == 1
+    assert f"{rules}:3: rules.bulk_access.threshold: Input should be a valid integer" in done.stderr
+
+
+def test_cli_lists_the_builtin_rules() -> None:
+    """--list-rules prints every built-in rule with its severity and legal basis."""
+    done = run_cli("alerts", "--list-rules")
+    assert done.returncode == 0
+    assert "request_deadline_missed  [critical, GDPR Art. 12(3)]" in done.stdout
+    assert done.stdout.count("\n    GDPR") == 10
