@@ -36,6 +36,7 @@ ENVELOPE = (
 # other writer is busy), so queries stay fast without a separate materializer process.
 AUTO_MATERIALIZE_EVENTS = 20_000
 ORDER_BY = "timestamp, seq, operation_id"
+ALERTS_FILE = Path("alerts") / "alerts.jsonl"
 _ISO_UTC = "%Y-%m-%dT%H:%M:%S+00:00"  # %S carries the microseconds of a timestamp[us]
 _PAYLOAD = {event_type: fields_of(event_type) for event_type in EVENT_FIELDS}
 Output = Literal["dicts", "arrow", "pandas", "polars"]
@@ -117,13 +118,22 @@ def connect(log_dir: str | os.PathLike[str] | None = None) -> duckdb.DuckDBPyCon
 
     The view is a snapshot: call connect() again to see events logged later. Columns are the
     event fields (timestamps as TIMESTAMPTZ, free-form fields as JSON text), ``source``,
-    ``source_offset`` and ``event_date``.
+    ``source_offset`` and ``event_date``. When ``log_dir/alerts/alerts.jsonl`` exists there is
+    also a table ``alerts`` (one row per compliance alert).
     """
     directory = _log_dir(log_dir)
     files, tail = _sources(directory)
     con = duckdb.connect(config={"threads": 2})
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"CREATE VIEW events AS {_union_sql(files, con, tail, hive=True)}")
+    alerts = directory / ALERTS_FILE
+    if alerts.is_file() and alerts.stat().st_size:
+        # The alerter's record in embedded mode (or its jsonl sink pointed here in Kafka mode).
+        path = str(alerts).replace("'", "''")
+        con.execute(
+            f"CREATE TABLE alerts AS SELECT * FROM read_json_auto('{path}', format = 'newline_delimited', "
+            "ignore_errors = true)"
+        )
     return con
 
 
