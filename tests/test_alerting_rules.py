@@ -14,7 +14,7 @@ from secureml.alerting.builtin.lineage import PrivacyBudgetExceeded, TrainingOnU
 from secureml.alerting.builtin.volume import BulkAccess
 from secureml.alerting.periods import Period, parse_period
 
-T0 = dt.datetime(2026, 7, 6, 10, 0, tzinfo=dt.timezone.utc)  # a Monday in summer time
+T0 = dt.datetime(2026, 7, 6, 10, 0, tzinfo=dt.UTC)  # a Monday in summer time
 
 
 def micros(at: dt.datetime) -> int:
@@ -58,8 +58,8 @@ def access(at: dt.datetime, records: int = 400, **fields: Any) -> Event:
 
 def test_month_deadlines_follow_the_calendar() -> None:
     """One month after 31 January is the last day of February; days are fixed lengths."""
-    jan31 = micros(dt.datetime(2027, 1, 31, 9, 30, tzinfo=dt.timezone.utc))
-    assert parse_period("1mo").after(jan31) == micros(dt.datetime(2027, 2, 28, 9, 30, tzinfo=dt.timezone.utc))
+    jan31 = micros(dt.datetime(2027, 1, 31, 9, 30, tzinfo=dt.UTC))
+    assert parse_period("1mo").after(jan31) == micros(dt.datetime(2027, 2, 28, 9, 30, tzinfo=dt.UTC))
     assert parse_period("45d").after(jan31) == jan31 + 45 * 86_400 * 1_000_000
     assert (str(Period(months=1)), str(parse_period("90m")), str(parse_period(30))) == ("1mo", "90m", "30s")
 
@@ -95,7 +95,7 @@ def test_hours_in_a_time_zone_and_overnight() -> None:
     assert len(alerts) == 1 and "Mon 19:30 Europe/Berlin" in alerts[0].message
     night = AccessOutsideHours(AccessOutsideHours.Options.model_validate(
         {"start": "22:00", "end": "06:00", "days": ["fri"]}))
-    friday = dt.datetime(2026, 7, 10, tzinfo=dt.timezone.utc)
+    friday = dt.datetime(2026, 7, 10, tzinfo=dt.UTC)
     allowed = [friday.replace(hour=23), friday + dt.timedelta(days=1, hours=3)]
     refused = [friday.replace(hour=3), friday + dt.timedelta(days=1, hours=23)]
     assert len(feed(night, [access(t) for t in allowed])) == 0

@@ -15,6 +15,7 @@ from secureml.audit.exceptions import (
     AuditValidationError,
     LakeError,
 )
+from secureml.audit.integrity import VerificationResult, verify
 from secureml.audit.query import connect, count_events, get_audit_logs
 from secureml.audit.trail import AuditTrail
 from secureml.audit.transports.base import DeliveryReport
@@ -30,9 +31,11 @@ __all__ = [
     "AuditValidationError",
     "DeliveryReport",
     "LakeError",
+    "VerificationResult",
     "__version__",
     "audit_function",
     "connect",
     "count_events",
     "get_audit_logs",
+    "verify",
 ]

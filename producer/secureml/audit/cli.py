@@ -21,6 +21,9 @@ PLUGGED: dict[str, tuple[str, str]] = {
     "report": ("secureml.reporting.cli", "write audit reports (PDF/HTML), on demand or on a schedule"),
     "alerts": ("secureml.alerting.cli", "raise compliance alerts from the event stream"),
     "verify": ("secureml.audit.integrity.cli", "verify hash chains and signed checkpoints of a lake"),
+    "keygen": ("secureml.audit.integrity.keygen_cli", "create the key pair that signs the lake's checkpoints"),
+    "prove": ("secureml.audit.integrity.prove_cli", "print a proof that an event is covered by a signed checkpoint"),
+    "verify-proof": ("secureml.audit.integrity.verify_proof_cli", "check an inclusion proof with the public key alone"),
 }
 
 

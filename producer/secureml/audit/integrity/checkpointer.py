@@ -46,7 +46,7 @@ from secureml.audit.integrity.keys import (
     sign,
     signature_valid,
 )
-from secureml.audit.integrity.lakerows import snapshot_rows
+from secureml.audit.integrity.lakerows import by_source, grouped, snapshot_rows
 from secureml.audit.integrity.merkle import extend_frontier, leaf_hashes, root_of_frontier
 from secureml.audit.lake import Lake
 from secureml.audit.timeutil import micros_to_iso, now_micros
@@ -138,9 +138,12 @@ class LakeCheckpointer:
 
     def _signing_key(self) -> Ed25519PrivateKey:
         if self.create_key and not self.key_path.exists():
-            generate_key(self.key_path)
-            _note(f"created a signing key for audit checkpoints at {self.key_path} (owner-only); its public "
-                  f"key is {public_key_path(self.key_path)}: give that to auditors, keep the private key safe")
+            try:
+                generate_key(self.key_path)
+                _note(f"created a signing key for audit checkpoints at {self.key_path} (owner-only); its public "
+                      f"key is {public_key_path(self.key_path)}: give that to auditors, keep the private key safe")
+            except SigningKeyError:
+                pass  # another process created it first: use that one
         return load_signing_key(self.key_path)
 
     def checkpoint(self, lake: Lake) -> Checkpoint | None:
@@ -178,21 +181,22 @@ class LakeCheckpointer:
                 f"the last checkpoint {last.name} is unreadable ({last.problem}), so the chain cannot go on: "
                 "run `secureml-audit verify` on the lake and restore the file from a backup or the Kafka topic"
             )
-        if last.checkpoint.key_id == key_id(public) and not signature_valid(
-            public, last.checkpoint.signed_bytes(), last.checkpoint.signature
-        ):
+        checkpoint = last.checkpoint
+        genuine = checkpoint.operations_intact() and signature_valid(public, checkpoint.signed_bytes(),
+                                                                     checkpoint.signature)
+        if checkpoint.key_id == key_id(public) and not genuine:
             raise CheckpointError(
                 f"checkpoint {last.name} is not validly signed by this key: the lake's checkpoints were "
                 "altered. Run `secureml-audit verify` on the lake"
             )
         cached = self._chain
-        if cached is not None and cached.name == last.name and cached.last.digest() == last.checkpoint.digest():
-            return last.checkpoint, cached.state
+        if cached is not None and cached.name == last.name and cached.last.digest() == checkpoint.digest():
+            return checkpoint, cached.state
         state = ChainState()
         for stored in map(read_checkpoint, files):
             if stored.checkpoint is not None:
                 state.add(stored.checkpoint)
-        return last.checkpoint, state
+        return checkpoint, state
 
     def _next(self, lake: Lake, previous: Checkpoint | None, state: ChainState, signer: str) -> Checkpoint | None:
         """The unsigned checkpoint that extends the chain with the rows added since it."""
@@ -200,7 +204,7 @@ class LakeCheckpointer:
         manifest, rows = snapshot_rows(
             lake, ("operation_id", "seq", "event_type", "hash", "source", "source_offset"),
             "source_offset > coalesce(list_extract(?::BIGINT[], list_position(?::VARCHAR[], source)), -1)",
-            [[c.last_offset for c in covered.values()], list(covered)], order_by="source, source_offset",
+            [[c.last_offset for c in covered.values()], list(covered)],
         )
         behind = [s for s, c in covered.items() if manifest.positions.get(s, 0) <= c.last_offset]
         if behind:
@@ -211,7 +215,7 @@ class LakeCheckpointer:
             return None
         if rows.num_rows == 0:
             return None
-        return Checkpoint(
+        return Checkpoint.new(
             sequence=previous.sequence + 1 if previous else 0,
             created_at=micros_to_iso(now_micros()),
             key_id=signer,
@@ -222,40 +226,32 @@ class LakeCheckpointer:
 
 
 def _extended(rows: pa.Table, covered: dict[str, SourceCoverage]) -> dict[str, SourceCoverage]:
-    """New coverage of every source with rows past its old coverage (rows in source, offset order)."""
-    sources = rows.column("source").to_pylist()
-    offsets = rows.column("source_offset").to_pylist()
-    hashes = rows.column("hash").to_pylist()
+    """New coverage of every source with rows past its old coverage."""
+    spans, offsets, hashes = by_source(rows)
     extended: dict[str, SourceCoverage] = {}
-    start = 0
-    while start < len(sources):
-        source = sources[start]
-        end = start
-        while end < len(sources) and sources[end] == source:
-            end += 1
+    for source, (start, end) in spans.items():
         old = covered.get(source)
         size = old.tree_size if old else 0
-        frontier = extend_frontier(
-            [bytes.fromhex(n) for n in old.frontier] if old else [], size, leaf_hashes(hashes[start:end])
-        )
+        frontier = extend_frontier([bytes.fromhex(n) for n in old.frontier] if old else [], size,
+                                   leaf_hashes(hashes.slice(start, end - start).to_pylist()))
         extended[source] = SourceCoverage(
-            size + end - start, offsets[end - 1], root_of_frontier(frontier).hex(), tuple(n.hex() for n in frontier)
+            size + end - start, int(offsets[end - 1]), root_of_frontier(frontier).hex(),
+            tuple(n.hex() for n in frontier),
         )
-        start = end
     return extended
 
 
 def _heads(rows: pa.Table) -> dict[str, OperationHead]:
     """The last event of every operation among the rows."""
-    heads: dict[str, OperationHead] = {}
-    for op, seq, event_type, digest in zip(
-        rows.column("operation_id").to_pylist(), rows.column("seq").to_pylist(),
-        rows.column("event_type").to_pylist(), rows.column("hash").to_pylist(),
-    ):
-        head = heads.get(op)
-        if head is None or seq > head.last_seq:
-            heads[op] = OperationHead(seq, digest, event_type == CLOSED)
-    return heads
+    operations = grouped(rows, "operation_id", "seq")
+    take = pa.array(operations.order[operations.last])
+    return {
+        operations.names[group]: OperationHead(seq, digest, event_type == CLOSED)
+        for group, seq, digest, event_type in zip(
+            operations.group[operations.last].tolist(), rows.column("seq").take(take).to_pylist(),
+            rows.column("hash").take(take).to_pylist(), rows.column("event_type").take(take).to_pylist(),
+        )
+    }
 
 
 def checkpointer_for(config: AuditConfig) -> LakeCheckpointer | None:

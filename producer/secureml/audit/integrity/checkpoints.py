@@ -1,13 +1,15 @@
 """Signed checkpoints: the record, its canonical bytes, and its files under ``lake/_checkpoints``.
 
-A checkpoint is canonical JSON (sorted keys, no spaces, ASCII) of::
+A checkpoint's signed *body* is canonical JSON (sorted keys, no spaces, ASCII) of::
 
     {"version": 1, "sequence": n, "created_at": ISO-8601 UTC, "key_id": fingerprint,
      "sources": {source: {"tree_size", "last_offset", "root", "frontier"}},
-     "operations": {operation_id: {"last_seq", "head_hash", "closed"}},
+     "operations_sha256": SHA-256 hex of the canonical JSON of "operations",
      "prev_checkpoint_hash": SHA-256 hex of the previous checkpoint's body ("" for n = 0)}
 
-plus ``"signature"``: base64 Ed25519 over the canonical bytes of everything else (the *body*).
+The file adds ``"signature"`` (base64 Ed25519 over the body) and ``"operations"``:
+``{operation_id: {"last_seq", "head_hash", "closed"}}``, bound to the signature by its digest,
+so an inclusion proof carries the body and signature without the operations.
 A source entry covers every lake row of the source up to ``last_offset``: ``tree_size`` rows
 whose Merkle ``root`` and ``frontier`` (hex) are those of their hashes in offset order. A
 checkpoint lists only the sources that grew and the operations whose chain head moved since
@@ -20,12 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from secureml.audit.integrity.files import write_atomically
 from secureml.audit.transports.embedded import make_private_dir
 
 FORMAT_VERSION = 1
@@ -58,27 +59,42 @@ class OperationHead:
     closed: bool
 
 
+def operations_digest(operations: dict[str, OperationHead]) -> str:
+    """SHA-256 hex of the canonical JSON of a checkpoint's operations."""
+    return hashlib.sha256(canonical_json({op: asdict(h) for op, h in operations.items()})).hexdigest()
+
+
 @dataclass(frozen=True)
 class Checkpoint:
-    """One signed checkpoint."""
+    """One signed checkpoint (``operations`` is empty in the copy an inclusion proof carries)."""
 
     sequence: int
     created_at: str
     key_id: str
     sources: dict[str, SourceCoverage]
-    operations: dict[str, OperationHead]
+    operations_sha256: str
     prev_checkpoint_hash: str
-    signature: str = field(default="", compare=False)
+    operations: dict[str, OperationHead] = field(default_factory=dict)
+    signature: str = ""
+
+    @classmethod
+    def new(
+        cls, sequence: int, created_at: str, key_id: str, sources: dict[str, SourceCoverage],
+        operations: dict[str, OperationHead], prev_checkpoint_hash: str,
+    ) -> Checkpoint:
+        """An unsigned checkpoint."""
+        return cls(sequence, created_at, key_id, sources, operations_digest(operations), prev_checkpoint_hash,
+                   operations)
 
     def body(self) -> dict[str, Any]:
-        """Every field but the signature, as JSON values."""
+        """What the signature covers, as JSON values."""
         return {
             "version": FORMAT_VERSION,
             "sequence": self.sequence,
             "created_at": self.created_at,
             "key_id": self.key_id,
             "sources": {s: {**asdict(c), "frontier": list(c.frontier)} for s, c in self.sources.items()},
-            "operations": {op: asdict(h) for op, h in self.operations.items()},
+            "operations_sha256": self.operations_sha256,
             "prev_checkpoint_hash": self.prev_checkpoint_hash,
         }
 
@@ -90,13 +106,21 @@ class Checkpoint:
         """SHA-256 hex of the body: what the next checkpoint's ``prev_checkpoint_hash`` holds."""
         return hashlib.sha256(self.signed_bytes()).hexdigest()
 
-    def to_dict(self) -> dict[str, Any]:
-        """The signed record as JSON values."""
+    def operations_intact(self) -> bool:
+        """True when the operations are the ones the signed digest names."""
+        return operations_digest(self.operations) == self.operations_sha256
+
+    def head(self) -> dict[str, Any]:
+        """Body and signature: the part an inclusion proof carries."""
         return {**self.body(), "signature": self.signature}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole record as JSON values."""
+        return {**self.head(), "operations": {op: asdict(h) for op, h in self.operations.items()}}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Checkpoint:
-        """Parse a record (raises KeyError, TypeError or ValueError when malformed)."""
+        """Parse a record or a head (raises KeyError, TypeError or ValueError when malformed)."""
         if raw["version"] != FORMAT_VERSION:
             raise ValueError(f"checkpoint format version {raw['version']!r}, this verifier reads {FORMAT_VERSION}")
         sources = {
@@ -106,10 +130,10 @@ class Checkpoint:
         }
         operations = {
             str(op): OperationHead(int(h["last_seq"]), str(h["head_hash"]), bool(h["closed"]))
-            for op, h in raw["operations"].items()
+            for op, h in raw.get("operations", {}).items()
         }
-        return cls(int(raw["sequence"]), str(raw["created_at"]), str(raw["key_id"]), sources, operations,
-                   str(raw["prev_checkpoint_hash"]), str(raw["signature"]))
+        return cls(int(raw["sequence"]), str(raw["created_at"]), str(raw["key_id"]), sources,
+                   str(raw["operations_sha256"]), str(raw["prev_checkpoint_hash"]), operations, str(raw["signature"]))
 
 
 @dataclass
@@ -161,28 +185,15 @@ def stored_checkpoints(lake_root: Path) -> list[StoredCheckpoint]:
 
 
 def write_checkpoint(lake_root: Path, checkpoint: Checkpoint) -> Path:
-    """Store a signed checkpoint as a new owner-only file, atomically; never replaces one."""
-    directory = make_private_dir(checkpoint_dir(lake_root))
-    final = directory / f"{checkpoint.sequence:012d}{SUFFIX}"
-    tmp = directory / f".{final.name}.tmp-{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(canonical_json(checkpoint.to_dict()) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, final)  # fails if that sequence exists: a checkpoint is never rewritten
-    finally:
-        tmp.unlink(missing_ok=True)
-    return final
+    """Store a signed checkpoint as a new owner-only file; an existing checkpoint is never replaced."""
+    path = make_private_dir(checkpoint_dir(lake_root)) / f"{checkpoint.sequence:012d}{SUFFIX}"
+    write_atomically(path, canonical_json(checkpoint.to_dict()) + b"\n", 0o600, replace=False)
+    return path
 
 
 def write_lake_public_key(lake_root: Path, pem: bytes) -> Path:
     """Keep a copy of the signing public key in the lake, for convenience (not for trust)."""
     path = make_private_dir(checkpoint_dir(lake_root)) / LAKE_PUBLIC_KEY
     if not path.exists() or path.read_bytes() != pem:
-        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-        tmp.write_bytes(pem)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        write_atomically(path, pem, 0o600, replace=True)  # the lake is owner-only throughout
     return path

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from secureml.audit.integrity.exceptions import SigningKeyError
+from secureml.audit.integrity.files import write_atomically
 from secureml.audit.transports.embedded import make_private_dir
 
 SIGNING_KEY_ENV = "SECUREML_AUDIT_SIGNING_KEY"
@@ -51,32 +52,24 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 
 def generate_key(path: Path, *, overwrite: bool = False) -> Ed25519PrivateKey:
-    """Create a key pair: the private key at ``path`` (owner-only), the public key beside it."""
-    if path.exists() and not overwrite:
-        raise SigningKeyError(
-            f"a signing key already exists at {path}; checkpoints signed with it verify only with its "
-            "public key. Pass --force to replace it anyway, or choose another path."
-        )
+    """Create a key pair: the private key at ``path`` (owner-only), the public key beside it.
+
+    Without ``overwrite`` an existing key is never replaced, even by a process racing this one.
+    """
     key = Ed25519PrivateKey.generate()
     make_private_dir(path.parent)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_new(path, pem, 0o600)
-    _write_new(public_key_path(path), public_pem(key.public_key()), 0o644)
+    try:
+        write_atomically(path, pem, 0o600, replace=overwrite)
+    except FileExistsError:
+        raise SigningKeyError(
+            f"a signing key already exists at {path}; checkpoints signed with it verify only with its "
+            "public key. Pass --force to replace it anyway, or choose another path."
+        ) from None
+    write_atomically(public_key_path(path), public_pem(key.public_key()), 0o644, replace=True)
     return key
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Write a file atomically with the given permissions."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:

@@ -36,16 +36,27 @@ def root_of_frontier(frontier: Sequence[bytes]) -> bytes:
     return root
 
 
-def extend_frontier(frontier: Sequence[bytes], size: int, leaves: Iterable[bytes]) -> list[bytes]:
-    """Frontier after appending leaves to a tree of ``size`` leaves with that frontier."""
+def extend_frontier(frontier: Sequence[bytes], size: int, leaves: list[bytes]) -> list[bytes]:
+    """Frontier after appending leaves to a tree of ``size`` leaves with that frontier.
+
+    The leaves go in as the largest perfect subtrees that fit the tree's alignment, each
+    built level by level, then merged into the frontier like a binary carry.
+    """
     extended = list(frontier)
-    for leaf in leaves:
-        node, carry = leaf, size
+    start = 0
+    while start < len(leaves):
+        height = (len(leaves) - start).bit_length() - 1
+        if size:
+            height = min(height, (size & -size).bit_length() - 1)
+        width = 1 << height
+        node = MerkleTree(leaves[start : start + width]).levels[-1][0]
+        carry = size >> height
         while carry & 1:
             node = node_hash(extended.pop(), node)
             carry >>= 1
         extended.append(node)
-        size += 1
+        size += width
+        start += width
     return extended
 
 
@@ -55,8 +66,9 @@ class MerkleTree:
     def __init__(self, leaves: list[bytes]) -> None:
         self.levels = [leaves]
         level = leaves
+        sha256 = hashlib.sha256
         while len(level) > 1:
-            up = [node_hash(a, b) for a, b in zip(level[0::2], level[1::2])]
+            up = [sha256(b"\x01" + a + b).digest() for a, b in zip(level[0::2], level[1::2])]
             if len(level) % 2:
                 up.append(level[-1])
             self.levels.append(up)
