@@ -72,7 +72,7 @@ def run_demo(log_dir: str | Path, *, inferences: int = 5000, out: Callable[[str]
     from secureml.materializer import materialize
 
     stats = materialize(log_dir, bootstrap_servers=serving.config.bootstrap_servers, topic=serving.config.topic)
-    out(f"  materialised {stats.events} events into {Path(log_dir) / 'lake'} ({stats.rate:,.0f} events/s)")
+    out(f"  materialised {stats.events} events into {Path(log_dir) / 'lake'} in {stats.seconds:.2f}s")
 
     con = connect(log_dir)
     by_type = dict(con.execute("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall())
