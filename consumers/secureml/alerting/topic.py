@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from secureml.alerting.alert import ALERT_SCHEMA_VERSION, Alert
 from secureml.alerting.exceptions import AlertDeliveryError, AlertStateError
-from secureml.alerting.sinks import Sink, alert_line, append_durably
+from secureml.alerting.sinks import JsonlSink, Sink
 from secureml.audit.config import AuditConfig
 from secureml.audit.transports.embedded import make_private_dir
 from secureml.audit.transports.kafka import PRODUCER_DEFAULTS, ensure_topic
@@ -141,24 +141,17 @@ class FileAlertRecord(AlertRecord):
 
     def __init__(self, directory: Path) -> None:
         self.path = make_private_dir(directory) / self.NAME
-        self._lines: list[str] = []
+        self._file = JsonlSink(self.path)
         self._end = self._size()
 
     def _size(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
 
     def add(self, alert: Alert) -> None:
-        self._lines.append(alert_line(alert) + "\n")
+        self._file.add(alert)
 
     def flush(self) -> None:
-        if not self._lines:
-            return
-        try:
-            append_durably(self.path, "".join(self._lines).encode())
-        except OSError as exc:
-            raise AlertDeliveryError(f"cannot append alerts to {self.path}: {exc.strerror}; free disk space, then "
-                                     "restart the alerter (the state was not advanced, nothing is lost)") from exc
-        self._lines.clear()
+        self._file.flush()
         self._end = self._size()
 
     def positions(self) -> dict[str, int]:
