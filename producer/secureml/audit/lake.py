@@ -53,6 +53,8 @@ COMPACTION_FANOUT = 8  # this many files of one level in a date partition merge 
 MAX_LEVEL = 3
 TRASH_GRACE_SECONDS = 300.0
 SORT_KEYS = ("operation_name", "timestamp", "seq")
+# Small row groups let a query for one operation and time range skip most of a sorted file.
+ROW_GROUP_ROWS = 16_384
 _thread_lock = threading.Lock()
 _DAY = 86_400_000_000  # microseconds
 _EPOCH_DATE = dt.date(1970, 1, 1)
@@ -114,7 +116,7 @@ def _slug(source: str) -> str:
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
     """Write a table owner-only and durable (the caller renames it into place)."""
-    pq.write_table(table, path, compression="zstd", row_group_size=128 * 1024)
+    pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     os.chmod(path, 0o600)
     with open(path, "rb") as f:
         os.fsync(f.fileno())
@@ -314,7 +316,7 @@ class Lake:
             con.execute(
                 f"COPY (SELECT * FROM read_parquet(?, hive_partitioning = false, union_by_name = true) "
                 f"ORDER BY {', '.join(SORT_KEYS)}) TO '{tmp}' "
-                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)",
+                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})",
                 [sources],
             )
         finally:
