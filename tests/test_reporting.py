@@ -212,7 +212,7 @@ class FakeVerification:
 def test_integrity_comes_from_the_verifier(sample_lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            ok: bool, verdict: str) -> None:
     """When secureml.audit.verify exists its verdict and summary are printed; its failure is never hidden."""
-    monkeypatch.setattr("secureml.audit.verify", lambda log_dir: FakeVerification(ok), raising=False)
+    monkeypatch.setattr("secureml.audit.verify", lambda log_dir, public_key=None: FakeVerification(ok), raising=False)
     ReportGenerator().generate_audit_report({"log_dir": str(sample_lake)}, tmp_path / "r.pdf", "T")
     text = pdf_text(tmp_path / "r.pdf")
     assert f"Integrity\n{verdict}" in text and fact(text, "Events checked") == 24
@@ -226,7 +226,7 @@ def test_integrity_without_verifier_says_so(sample_lake: Path, tmp_path: Path, m
     generator.generate_audit_report({"log_dir": str(sample_lake)}, tmp_path / "a.pdf", "T")
     assert "has no verifier" in pdf_text(tmp_path / "a.pdf")
 
-    def broken(log_dir: str) -> FakeVerification:
+    def broken(log_dir: str, public_key: Path | None = None) -> FakeVerification:
         """A verifier that fails."""
         raise RuntimeError("checkpoint key missing")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
 
 from secureml.reporting import formatting as fmt
 from secureml.reporting.document import Facts, Section, Text
@@ -19,7 +20,7 @@ def integrity_section(from_lake: bool, log_dir: str | None) -> tuple[Section, st
     if verify is None:
         return _unverified("This installation of secureml.audit has no verifier (secureml.audit.verify).")
     try:
-        result = verify(log_dir)
+        result = verify(log_dir, public_key=_configured_public_key())
     except Exception as error:  # the report must still be written; the failure is shown instead of hidden
         return _unverified(f"The verifier could not run: {type(error).__name__}: {error}")
     where = log_dir if log_dir is not None else "the default log_dir"
@@ -29,6 +30,14 @@ def integrity_section(from_lake: bool, log_dir: str | None) -> tuple[Section, st
         return Section("Integrity", (verdict, facts)), "verified"
     verdict = Text(f"FAILED: the verifier found altered, missing or out-of-order events in {where}.", "bad")
     return Section("Integrity", (verdict, facts)), "FAILED"
+
+
+def _configured_public_key() -> Path | None:
+    """The public key of this machine's signing key, when there is one: trusted, unlike the lake's own copy."""
+    from secureml.audit.integrity.keys import default_key_path, public_key_path
+
+    path = public_key_path(default_key_path())
+    return path if path.is_file() else None
 
 
 def _unverified(reason: str) -> tuple[Section, str]:
