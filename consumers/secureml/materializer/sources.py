@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from secureml.audit.codec import is_sealed
-from secureml.audit.schema import SCHEMA_HEADER, SCHEMA_VERSION, known_versions
+from secureml.audit.codec import rejection
+from secureml.audit.schema import SCHEMA_HEADER, SCHEMA_VERSION
 from secureml.audit.transports.embedded import CorruptSpan, list_segments, make_private_dir, read_segment
 
-_KNOWN_VERSIONS = frozenset(known_versions())
+__all__ = ["Batch", "EmbeddedSource", "Item", "Source", "dead_letters", "header_version", "rejection"]
 
 
 class Item(NamedTuple):
@@ -55,15 +55,6 @@ class Batch:
             self.positions[index + 1] if index + 1 < len(self.positions) else self.next_position)
         return Item(self.source, self.positions[index], end, self.versions[index], self.values[index],
                     self.keys[index])
-
-
-def rejection(version: int | None, value: bytes | None) -> str | None:
-    """Why a message cannot be materialised, or None when it is a sealed event of a known schema."""
-    if version not in _KNOWN_VERSIONS:
-        return f"unknown or missing schema version {version!r} (known: {sorted(_KNOWN_VERSIONS)})"
-    if not value or not is_sealed(value):
-        return "not a sealed audit event: the trailing SHA-256 does not match the bytes (corrupt or foreign)"
-    return None
 
 
 class Source(ABC):

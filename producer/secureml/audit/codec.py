@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from secureml.audit.schema import SCHEMA_VERSION, load_schema
+from secureml.audit.schema import SCHEMA_VERSION, known_versions, load_schema
 
 Encoder = Callable[[Any], bytes]
 
@@ -125,6 +125,20 @@ def is_sealed(message: bytes) -> bool:
     if len(message) <= _HASH_TAIL or message[-_HASH_TAIL:-64] != _HASH_MARK:
         return False
     return hashlib.sha256(message[:-_HASH_TAIL]).hexdigest().encode() == message[-64:]
+
+
+def rejection(version: int | None, value: bytes | None) -> str | None:
+    """Why a stored message cannot be read as an event, or None when it is a sealed event of a known schema."""
+    if version not in _known_versions():
+        return f"unknown or missing schema version {version!r} (known: {sorted(_known_versions())})"
+    if not value or not is_sealed(value):
+        return "not a sealed audit event: the trailing SHA-256 does not match the bytes (corrupt or foreign)"
+    return None
+
+
+@cache
+def _known_versions() -> frozenset[int]:
+    return frozenset(known_versions())
 
 
 class PayloadPlan:

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from secureml.audit.codec import is_sealed
+from secureml.audit.codec import rejection
 from secureml.audit.config import resolve_config
 from secureml.audit.events import EVENT_FIELDS, fields_of
 from secureml.audit.exceptions import AuditValidationError
@@ -60,7 +60,7 @@ def embedded_tail(log_dir: Path, positions: dict[str, int]) -> pa.Table:
         if segment.stat().st_size <= start:
             continue
         for record in read_segment(segment, start):
-            if isinstance(record, LogRecord) and is_sealed(record.value):
+            if isinstance(record, LogRecord) and rejection(record.version, record.value) is None:
                 sources.append(source)
                 offsets.append(record.offset)
                 versions.append(record.version)
