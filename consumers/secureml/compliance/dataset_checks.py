@@ -251,9 +251,11 @@ def safe_harbor_ages(context: DatasetContext) -> Outcome:
     return Outcome(findings=findings, details={"ages_over_89": dict(over_89)})
 
 
-_when_personal = only_when(
-    lambda context: bool(context.profile.personal_columns), "no personal data detected"
-)
+def _holds_personal_data(context: DatasetContext) -> bool:
+    return bool(context.profile.personal_columns)
+
+
+_when_personal = only_when(_holds_personal_data, "no personal data detected")
 
 
 @_when_personal

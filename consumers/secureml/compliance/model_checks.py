@@ -28,10 +28,11 @@ class ModelContext:
     model: ModelDeclaration
 
 
-_when_personal = only_when(
-    lambda context: context.model.trained_on_personal_data is not False,
-    "model_config['trained_on_personal_data'] is False",
-)
+def _may_hold_personal_data(context: ModelContext) -> bool:
+    return context.model.trained_on_personal_data is not False
+
+
+_when_personal = only_when(_may_hold_personal_data, "model_config['trained_on_personal_data'] is False")
 
 
 @_when_personal
@@ -56,7 +57,7 @@ def privacy_parameters(context: ModelContext) -> Outcome:
             f"Retrain with epsilon at most {WEAK_EPSILON:g}, ideally at most {STRONG_EPSILON:g}.",
         )
         return Outcome(findings=(finding,), details=details)
-    advice = ()
+    advice: tuple[Advice, ...] = ()
     if epsilon > STRONG_EPSILON:
         advice = (Advice(
             "model_config['privacy_parameters']",

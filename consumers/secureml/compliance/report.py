@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 Severity: TypeAlias = Literal["high", "medium", "low"]
 Audited: TypeAlias = Literal["dataset", "model", "pipeline"]
-JSON: TypeAlias = str | int | float | bool | None | list["JSON"] | dict[str, "JSON"]
+JSON: TypeAlias = str | int | float | bool | None | Sequence["JSON"] | Mapping[str, "JSON"]
 
 SEVERITIES: tuple[Severity, ...] = ("high", "medium", "low")
 

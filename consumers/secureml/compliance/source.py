@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import duckdb
 import pyarrow as pa
@@ -94,7 +94,7 @@ def open_dataset(dataset: Dataset) -> DatasetSource:
     """Wrap a pandas or Polars DataFrame, a pyarrow Table or a DuckDB relation for querying."""
     if isinstance(dataset, duckdb.DuckDBPyRelation):
         relation = dataset
-        return DatasetSource(lambda sql: relation.query(TABLE, sql))
+        return DatasetSource(lambda sql: cast(duckdb.DuckDBPyRelation, relation.query(TABLE, sql)))
     if isinstance(dataset, pa.Table) or _is_frame(dataset):
         connection = duckdb.connect()
         try:

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
@@ -102,21 +102,23 @@ class KafkaSource(Source):
     def poll(self, max_items: int, timeout: float) -> list[Batch]:
         batches: dict[int, Batch] = {}
         for msg in self._consumer.consume(num_messages=max_items, timeout=timeout):
-            if msg.error() is not None:
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    print(f"secureml-audit materializer: Kafka: {msg.error().str()}", file=sys.stderr)
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    print(f"secureml-audit materializer: Kafka: {error.str()}", file=sys.stderr)
                 continue
-            partition, offset = msg.partition(), msg.offset()
+            # A message without error always has a partition, an offset and a value.
+            partition, offset = cast(int, msg.partition()), cast(int, msg.offset())
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = Batch(self._source(partition), offset)
             batch.positions.append(offset)
-            value = msg.value()
+            value = msg.value() or b""
             # The schema version is also the record's first field: read it from there, and only
             # look at the (costly) headers of a message whose first byte is not a known version.
             batch.versions.append(_FIRST_BYTE_VERSION.get(value[0]) if value else None)
             if batch.versions[-1] is None:
-                batch.versions[-1] = header_version(msg.headers())
+                batch.versions[-1] = header_version(cast("list[tuple[str, bytes]] | None", msg.headers()))
             batch.values.append(value)
             batch.keys.append(msg.key())
             batch.next_position = offset + 1

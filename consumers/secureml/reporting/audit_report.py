@@ -40,7 +40,7 @@ def build_audit_document(
     integrity, integrity_status = integrity_section(scope.from_lake, scope.log_dir)
     progress.step("verified integrity" if integrity_status != "not verified" else "summarised events")
     requests, request_counts = requests_section(connection, as_of)
-    sections = (
+    sections: tuple[Section, ...] = (
         Section("Summary", (_highlights(summary, request_counts), summary_facts(summary))),
         integrity,
         activity_section(connection, summary),

@@ -188,7 +188,7 @@ def _charts(
     )
 
 
-def _items_table(title: str, items: list[Mapping[str, Any]], keys: tuple[str, ...], empty: str) -> Table:
+def _items_table(title: str, items: Sequence[Mapping[str, Any]], keys: tuple[str, ...], empty: str) -> Table:
     """A table of findings with the given keys that any finding has, in that order."""
     shown_keys = [k for k in keys if any(k in i for i in items)]
     shown = items[:MAX_ITEMS]

@@ -288,11 +288,11 @@ def _column_widths(block: Table) -> list[float]:
         if sum(minimum) - minimum[index] + width > FRAME_WIDTH:
             break
         minimum[index] = width
-    texts = [i for i, column in enumerate(block.columns) if column.text]
-    if texts:  # free text shares FREE_TEXT_SHARE of the page, or what the other columns leave
-        others = sum(m for i, m in enumerate(minimum) if i not in texts)
-        fair = min(FRAME_WIDTH * FREE_TEXT_SHARE, FRAME_WIDTH - others) / len(texts)
-        for index in texts:
+    free_text = [i for i, column in enumerate(block.columns) if column.text]
+    if free_text:  # free text shares FREE_TEXT_SHARE of the page, or what the other columns leave
+        others = sum(m for i, m in enumerate(minimum) if i not in free_text)
+        fair = min(FRAME_WIDTH * FREE_TEXT_SHARE, FRAME_WIDTH - others) / len(free_text)
+        for index in free_text:
             minimum[index] = max(minimum[index], min(preferred[index], fair))
     needs = [p - m for p, m in zip(preferred, minimum)]
     level = _fill_level(needs, FRAME_WIDTH - sum(minimum))

@@ -259,8 +259,10 @@ def decode_one(message: bytes, version: int = SCHEMA_VERSION) -> dict[str, Any]:
     """Decode a single Avro message with fastavro (timestamps as integer microseconds)."""
     import fastavro
 
-    schema = _parsed_schema(version)
-    return fastavro.schemaless_reader(io.BytesIO(message), schema, None, return_record_name=False)
+    record = fastavro.schemaless_reader(io.BytesIO(message), _parsed_schema(version), None, return_record_name=False)
+    if not isinstance(record, dict):
+        raise ValueError("an audit event must decode to a record")
+    return record
 
 
 @cache

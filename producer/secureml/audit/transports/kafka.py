@@ -14,7 +14,7 @@ from secureml.audit.exceptions import AuditTransportError
 from secureml.audit.schema import SCHEMA_HEADER, SCHEMA_VERSION
 from secureml.audit.transports.base import DeliveryTracker, Transport
 
-_HEADERS = [(SCHEMA_HEADER, str(SCHEMA_VERSION).encode())]
+_HEADERS: list[tuple[str, str | bytes | None]] = [(SCHEMA_HEADER, str(SCHEMA_VERSION).encode())]
 
 # Durability first (acks=all + idempotence: no loss, no duplicates on retry), then throughput.
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -34,7 +34,7 @@ _QUEUE_FULL_WAIT = 30.0
 def ensure_topic(config: AuditConfig, topic: str | None = None, *, partitions: int | None = None) -> None:
     """Create the topic if it is missing (infinite retention, never compacted)."""
     name = topic or config.topic
-    admin = AdminClient({"bootstrap.servers": config.bootstrap_servers, **config.librdkafka_settings()})
+    admin = AdminClient({"bootstrap.servers": config.bootstrap_servers or "", **config.librdkafka_settings()})
     try:
         existing = admin.list_topics(timeout=15).topics
     except KafkaException as exc:
