@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import sys
 import threading
@@ -15,10 +13,11 @@ from typing import Any, Protocol
 
 from secureml.audit.codec import decode_one
 from secureml.audit.config import AuditConfig, resolve_config
-from secureml.audit.lake import Lake, events_table
+from secureml.audit.lake import Lake, events_table, file_lock
 from secureml.materializer.sources import Batch, EmbeddedSource, Item, Source, rejection
 
 DEFAULT_GROUP = "secureml-audit-materializer"
+EMBEDDED_LOCK_FILE = "_embedded.lock"  # held while one process catches the lake up with the embedded log
 
 
 @dataclass
@@ -247,13 +246,8 @@ def materialize(
 def materialize_embedded(log_dir: str | os.PathLike[str], *, blocking: bool = True) -> MaterializeStats | None:
     """Catch the lake up with the embedded log in this process; None if another process is at it."""
     lake = Lake(log_dir)
-    lock_path = lake.root / "_embedded.lock"
-    lake.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
+    with file_lock(lake.root / EMBEDDED_LOCK_FILE, blocking=blocking) as held:
+        if not held:
             return None
         config = resolve_config(log_dir=log_dir, bootstrap_servers="")
         materializer = Materializer(
@@ -261,6 +255,3 @@ def materialize_embedded(log_dir: str | os.PathLike[str], *, blocking: bool = Tr
             checkpointer=default_checkpointer(config),
         )
         return materializer.run(once=True)
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)

@@ -55,7 +55,8 @@ TRASH_GRACE_SECONDS = 300.0
 SORT_KEYS = ("operation_name", "timestamp", "seq")
 # Small row groups let a query for one operation and time range skip most of a sorted file.
 ROW_GROUP_ROWS = 16_384
-_thread_lock = threading.Lock()
+_thread_locks: dict[Path, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
 _DAY = 86_400_000_000  # microseconds
 _EPOCH_DATE = dt.date(1970, 1, 1)
 
@@ -100,6 +101,31 @@ class Manifest:
         """Parse a manifest written by to_json."""
         raw = json.loads(text)
         return cls(raw["generation"], [LakeFile(**f) for f in raw["files"]], dict(raw["positions"]))
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on a file, against other processes (flock) and other threads.
+
+    Yields False instead of waiting when ``blocking`` is off and someone else holds it.
+    """
+    make_private_dir(path.parent)
+    with _thread_locks_guard:
+        thread_lock = _thread_locks.setdefault(path, threading.Lock())
+    if not thread_lock.acquire(blocking=blocking):
+        yield False
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the flock
+        thread_lock.release()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -156,26 +182,9 @@ class Lake:
 
     # -- writing --------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def locked(self, *, blocking: bool = True) -> Iterator[bool]:
+    def locked(self, *, blocking: bool = True) -> contextlib.AbstractContextManager[bool]:
         """Hold the writer lock (yields False when not blocking and another writer holds it)."""
-        make_private_dir(self.root)
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        acquired_thread = _thread_lock.acquire(blocking=blocking)
-        try:
-            if not acquired_thread:
-                yield False
-                return
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            if acquired_thread:
-                _thread_lock.release()
-            os.close(fd)  # releases the flock
+        return file_lock(self.root / LOCK_FILE, blocking=blocking)
 
     def _write_manifest(self, manifest: Manifest) -> None:
         tmp = self.root / f"{MANIFEST}.tmp-{secrets.token_hex(4)}"
