@@ -17,6 +17,7 @@ def test_demo_runs_the_workflow_and_summarises(tmp_path) -> None:  # noqa: ANN00
     assert "model_inference=300" in result.stdout
     assert "operation credit_risk_scoring: 304 events, status completed" in result.stdout
     assert "failed: ['purpose_limitation']" in result.stdout
+    assert "integrity: intact" in result.stdout
 
 
 def test_query_formats(embedded: Harness) -> None:

@@ -86,5 +86,12 @@ def run_demo(log_dir: str | Path, *, inferences: int = 5000, out: Callable[[str]
         out(f"  operation {name}: {n} events, status {status}")
     failed_checks = [c["check_type"] for c in failed if not c["result"]]
     out(f"  compliance checks: {len(failed)} recorded, failed: {failed_checks or 'none'}")
+    from secureml.audit.integrity import verify
+    from secureml.audit.integrity.keys import default_key_path, public_key_path
+
+    public_key = public_key_path(default_key_path())
+    integrity = verify(log_dir, public_key=public_key if public_key.is_file() else None)
+    out(f"  integrity: {'intact' if integrity.ok else 'FAILED'} (hash chains and signed checkpoints; "
+        f"secureml-audit verify --log-dir {log_dir})")
     out(f"  query it yourself: secureml-audit query --log-dir {log_dir} --event-type compliance_check")
     return Counter(by_type)
