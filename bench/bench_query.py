@@ -1,10 +1,10 @@
 """Bench: get_audit_logs over a 10M-event lake, one operation + a time range, warm.
 
-Builds a compacted lake of synthetic events (the lake's own layout and manifest, written
+Builds a compacted Delta lake of synthetic events (one sorted commit per day, written
 directly: producing 10M events through Kafka would take minutes), then times
 `get_audit_logs(operation_name=..., start_time=..., end_time=...)` against a baseline in the
 same run: the same filter as a DuckDB scan of the same files without the lake's pruning
-(manifest time ranges) and sort order.
+(the Delta log's per-file time statistics).
 
     .venv/bin/python bench/bench_query.py [--events 10000000] [--queries 30]
 """
@@ -22,9 +22,11 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import write_deltalake
 
 from secureml.audit import get_audit_logs
-from secureml.audit.lake import Lake, LakeFile, Manifest, _write_parquet, lake_schema
+from secureml.lake.rows import PARTITION_KEY, lake_schema, table_schema, with_partition
+from secureml.lake.table import WRITER, Lake
 
 DAY_US = 86_400_000_000
 START_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
@@ -34,7 +36,6 @@ def build_lake(log_dir: Path, events: int, days: int = 30, operations: int = 20_
     """A lake of `events` rows over `days` date partitions, each day one file sorted as compaction sorts."""
     schema = lake_schema()
     lake = Lake(log_dir)
-    files = []
     per_day = events // days
     for day in range(days):
         n = per_day
@@ -63,17 +64,10 @@ def build_lake(log_dir: Path, events: int, days: int = 30, operations: int = 20_
         arrays = [columns[f.name].cast(f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema]
         table = pa.Table.from_arrays(arrays, schema=schema)
         table = table.sort_by([("operation_name", "ascending"), ("timestamp", "ascending"), ("seq", "ascending")])
-        date = time.strftime("%Y-%m-%d", time.gmtime((START_US + day * DAY_US) // 1_000_000))
-        directory = lake.events_dir / f"event_date={date}"
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"compacted-L3-bench{day:03d}.parquet"
-        _write_parquet(table, path)
-        files.append(LakeFile(str(path.relative_to(lake.root)), n, 3, date, START_US + day * DAY_US,
-                              START_US + (day + 1) * DAY_US - 1))
+        write_deltalake(lake.uri, with_partition(table).cast(table_schema()), mode="append",
+                        partition_by=[PARTITION_KEY], writer_properties=WRITER)
         print(f"\rbench: wrote day {day + 1}/{days}", file=sys.stderr, end="")
     print(file=sys.stderr)
-    lake.root.mkdir(parents=True, exist_ok=True)
-    lake._write_manifest(Manifest(1, files, {"bench/0": events}))
 
 
 def main() -> int:

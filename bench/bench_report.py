@@ -32,7 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from secureml.audit import connect, get_audit_logs
-from secureml.audit.lake import Lake, lake_schema
+from secureml.lake.rows import lake_schema
+from secureml.lake.table import Lake
 from secureml.reporting import ReportGenerator
 
 TARGET_SECONDS = 5.0
@@ -137,7 +138,7 @@ def synthetic_events(n: int, seed: int = 7) -> pa.Table:
 def build_lake(log_dir: Path, events: int) -> None:
     """A lake of synthetic events under log_dir, compacted like a long-running lake."""
     lake = Lake(log_dir)
-    lake.commit(synthetic_events(events), {"bench": (0, events)})
+    lake.commit({"bench": synthetic_events(events)}, {"bench": (0, events)})
     lake.compact_all()
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from secureml.audit import AuditTrail
 from secureml.audit.config import resolve_config
-from secureml.audit.integrity import LakeCheckpointer, verify
-from secureml.audit.integrity.keys import SIGNING_KEY_ENV, generate_key, public_key_path
-from secureml.audit.lake import Lake
+from secureml.integrity import LakeCheckpointer, verify
+from secureml.integrity.keys import SIGNING_KEY_ENV, generate_key, public_key_path
+from secureml.lake.table import Lake
 from secureml.materializer.runner import Materializer
-from secureml.materializer.sources import EmbeddedSource, Source
+from secureml.stream.sources import EmbeddedSource, Source
 
 EVENTS_PER_OPERATION = 1000
 MODELS = ("credit_v1", "credit_v2", "fraud_v7")
@@ -61,7 +61,7 @@ def source_for(log_dir: Path, bootstrap: str, topic: str) -> Source:
     """The materializer's source for the bench's transport."""
     if not bootstrap:
         return EmbeddedSource(log_dir)
-    from secureml.materializer.kafka_source import KafkaSource
+    from secureml.stream.kafka import KafkaSource
 
     return KafkaSource(resolve_config(log_dir=log_dir, bootstrap_servers=bootstrap, topic=topic),
                        f"bench-{uuid.uuid4().hex[:8]}")

@@ -8,6 +8,7 @@ really the default; the Kafka harness passes the broker explicitly.
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.s3 import s3_endpoint, s3_lake  # noqa: F401 - fixtures: a local S3 endpoint, a bucket per test
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT = REPO / "scripts" / "kafka-local"
@@ -32,6 +34,27 @@ def _docker_engine_answers() -> bool:
         return True
     except Exception:  # noqa: BLE001 - any failure means no usable engine
         return False
+
+
+_session_status = {"exit": 0}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remember the run's exit status for pytest_unconfigure."""
+    _session_status["exit"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave with the run's status, skipping native teardown once everything Python-level is done.
+
+    delta-rs and pyarrow can abort the interpreter while their thread pools are torn down at
+    exit (delta-rs#2184, arrow#34314), which would turn a green run into status 134.
+    """
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_session_status["exit"])
 
 
 @pytest.fixture(scope="session")

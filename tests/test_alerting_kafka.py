@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from test_alerting_support import DAY, MovableClock, make_alerter, published, stored_event
+from support.alerting import DAY, MovableClock, make_alerter, published, stored_event
 
 from conftest import Harness
 from secureml.alerting import BUILTIN_RULES

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_alerting_support import MovableClock, make_alerter, published
+from support.alerting import MovableClock, make_alerter, published
 
 from conftest import Harness
 from secureml.audit import AuditTrail

@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_alerting_support import make_alerter, published
+from support.alerting import make_alerter, published
 
 from conftest import Harness
 from secureml.alerting import BUILTIN_RULES, RuleConfigError, load_rules

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import fastavro
 import pytest
-from test_alerting_support import make_alerter, published
+from support.alerting import make_alerter, published
 
 from conftest import Harness, run_cli
 from secureml.alerting import AlertDeliveryError, JsonlSink, StdoutSink, WebhookSink

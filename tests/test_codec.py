@@ -13,16 +13,9 @@ import pyarrow as pa
 import pytest
 
 from secureml.audit import codec, schema
-from secureml.audit.codec import (
-    arrow_schema,
-    canonical_bytes,
-    decode_batch,
-    decode_one,
-    encode_record,
-    event_hash,
-    is_sealed,
-    seal,
-)
+from secureml.audit.codec import canonical_bytes, encode_record, event_hash, is_sealed, seal
+from secureml.stream import decode
+from secureml.stream.decode import arrow_schema, decode_batch, decode_one
 
 
 def random_record(rng: random.Random) -> dict[str, Any]:
@@ -54,7 +47,7 @@ def random_record(rng: random.Random) -> dict[str, Any]:
 def test_encoding_is_byte_identical_to_fastavro() -> None:
     """500 random records encode to exactly fastavro's bytes and decode back unchanged."""
     rng = random.Random(1)
-    parsed = codec._parsed_schema(schema.SCHEMA_VERSION)
+    parsed = decode._parsed_schema(schema.SCHEMA_VERSION)
     for _ in range(500):
         record = random_record(rng)
         ours = encode_record(record)
@@ -96,10 +89,10 @@ def schema_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
     (tmp_path / "audit_event.v2.avsc").write_text(json.dumps({**v1, "fields": fields}))
     dirs = schema.schema_dirs()
     monkeypatch.setattr(schema, "schema_dirs", lambda: [*dirs, tmp_path])
-    for cached in (schema.load_schema, codec.field_encoders, codec._parsed_schema, codec._container_header):
+    for cached in (schema.load_schema, codec.field_encoders, decode._parsed_schema, decode._container_header):
         cached.cache_clear()
     yield 2
-    for cached in (schema.load_schema, codec.field_encoders, codec._parsed_schema, codec._container_header):
+    for cached in (schema.load_schema, codec.field_encoders, decode._parsed_schema, decode._container_header):
         cached.cache_clear()
 
 
@@ -115,5 +108,5 @@ def test_reader_takes_old_and_new_schema_versions(schema_v2: int) -> None:
     assert table["event_id"][0].as_py() == record["event_id"]
     newer = arrow_schema(schema_v2)
     old_rows = decode_batch([encode_record(random_record(rng))], 1)
-    upgraded = codec.conform(old_rows, newer)
+    upgraded = decode.conform(old_rows, newer)
     assert upgraded["tenant"].to_pylist() == [None] and upgraded["seq"] == old_rows["seq"]

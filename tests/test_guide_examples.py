@@ -1,46 +1,88 @@
-"""The user guide's audit examples run unchanged, on the embedded log and on Kafka, with equal results."""
+"""The user guide's audit examples run unchanged, on the embedded log and on Kafka, with equal results;
+scripts/check-guide holds them to the guide's text; no test reads outside the repository."""
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Harness, unique_topic
-from guide import ALL, CREATE_AND_LOG, DECORATOR, GET_LOGS, stands_in_guide
+from conftest import REPO, Harness, unique_topic
+from guide import ALL, run_logging_examples
+
+CHECK_GUIDE = REPO / "scripts" / "check-guide"
 
 VOLATILE = {"event_id", "operation_id", "operation_start", "timestamp", "hash", "prev_hash",
             "producer_host", "producer_pid"}
 
 
-@pytest.mark.parametrize("name", sorted(ALL))
-def test_snippet_is_the_guides_text(name: str) -> None:
-    """Each example the tests run stands in the user guide line for line."""
-    assert stands_in_guide(ALL[name])
+def guide_text(examples: dict[str, str]) -> str:
+    """A guide as the text format gives it: prose, then each example's lines without indentation."""
+    return "\n".join(f"Prose about {name}.\n" + "\n".join(line.strip() for line in snippet.splitlines())
+                     for name, snippet in examples.items())
+
+
+def check_guide(guide: Path) -> subprocess.CompletedProcess[str]:
+    """Run scripts/check-guide on a guide file."""
+    return subprocess.run([sys.executable, str(CHECK_GUIDE), str(guide)], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_check_guide_accepts_the_examples_text(tmp_path: Path) -> None:
+    """scripts/check-guide passes a guide that holds every example, prose in between, indentation lost."""
+    guide = tmp_path / "guide.txt"
+    guide.write_text(guide_text(ALL), encoding="utf-8")
+    result = check_guide(guide)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"all {len(ALL)} examples" in result.stdout
+
+
+def test_check_guide_names_the_example_and_line_that_differ(tmp_path: Path) -> None:
+    """An example line the guide does not hold fails the check, naming the example and that line."""
+    guide = tmp_path / "guide.txt"
+    guide.write_text(guide_text(ALL).replace("num_records=5000,", "num_records=500,"), encoding="utf-8")
+    result = check_guide(guide)
+    assert result.returncode == 1
+    assert "create_and_log" in result.stderr and "num_records=5000," in result.stderr
+    assert "decorator" not in result.stderr
+
+
+def test_check_guide_without_the_guide_says_so(tmp_path: Path) -> None:
+    """A guide path that does not exist exits 2 with a message naming it."""
+    result = check_guide(tmp_path / "absent.txt")
+    assert result.returncode == 2 and "absent.txt" in result.stderr
+
+
+def points_outside_the_repository(path: Path, line: str) -> bool:
+    """True when a line of a file under tests/ names the user guide's place, this machine's paths, or climbs
+    above the repository with Path(__file__).parents[n] (n >= the file's depth below the root)."""
+    # Spelled so that this file does not match itself.
+    if re.search(r"\.\./shared|(?<![\w.])/wor[k]\b", line):
+        return True
+    depth = len(path.relative_to(REPO).parts)  # for tests/x.py, 2: parents of index 2 and up lie outside
+    return any(int(n) >= depth for n in re.findall(r"parents\[(\d+)\]", line))
+
+
+def test_no_test_reads_outside_the_repository() -> None:
+    """No file under tests/ points outside the repository (the guide, this machine's paths): a clone runs anywhere."""
+    found = [f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+             for path in sorted((REPO / "tests").rglob("*")) if path.is_file() and "__pycache__" not in path.parts
+             for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+             if points_outside_the_repository(path, line)]
+    assert found == []
 
 
 def run_guide(harness: Harness, monkeypatch: pytest.MonkeyPatch, workdir: Path) -> dict[str, Any]:
-    """Run the logging and retrieval examples in workdir; return what they produced."""
+    """Run the logging and retrieval examples in workdir on the harness's transport; return what they produced."""
     workdir.mkdir(parents=True, exist_ok=True)
     monkeypatch.chdir(workdir)
     harness.use_environment(monkeypatch)
-    scope: dict[str, Any] = {}
-    exec(CREATE_AND_LOG, scope)
-    exec(DECORATOR, scope)
-    with pytest.raises(NameError, match="processed_data"):
-        scope["process_sensitive_data"]([3, 1, 2], anonymize=True)
-    harness.sync()
-    exec(GET_LOGS, scope)
-    from secureml.audit import get_audit_logs
-
-    return {
-        "guide_query": scope["logs"],
-        "trail": get_audit_logs(operation_id=scope["audit"].operation_id, log_dir="audit_logs"),
-        "decorated": get_audit_logs(operation_name="data_preprocessing", log_dir="audit_logs"),
-        "by_name": get_audit_logs(operation_name="credit_risk_model_training", log_dir="audit_logs"),
-    }
+    return run_logging_examples({}, harness.sync)
 
 
 def normalised(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -54,9 +96,8 @@ def normalised(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def test_guide_examples(harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The guide's trail is recorded in full: envelope, typed payload, gapless seq, chained hashes."""
-    result = run_guide(harness, monkeypatch, tmp_path)
+def check_recorded_trail(result: dict[str, Any]) -> None:
+    """The guide's trail as get_audit_logs returns it: envelope, typed payload, gapless seq, chained hashes."""
     assert result["guide_query"] == []  # the guide's filters name a made-up id and 2023 dates
     trail = result["trail"]
     assert [log["event_type"] for log in trail] == [
@@ -83,11 +124,8 @@ def test_guide_examples(harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_p
     assert trail[7]["details"]["output_location"] == "models/credit_risk_v1.pkl"
 
 
-def test_decorated_call_records_the_exception(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """The guide's decorated function raises NameError: call, error and error close are recorded."""
-    decorated = run_guide(harness, monkeypatch, tmp_path)["decorated"]
+def check_decorated_call(decorated: list[dict[str, Any]]) -> None:
+    """The decorated function's trail: call, the NameError its body raises, and an error close."""
     assert [log["event_type"] for log in decorated] == ["audit_started", "function_call", "error", "audit_closed"]
     call = decorated[1]
     assert call["function_name"] == "process_sensitive_data"
@@ -95,6 +133,18 @@ def test_decorated_call_records_the_exception(
     assert "3, 1, 2" not in str(decorated)  # argument values are not recorded by default
     assert decorated[2]["error_type"] == "NameError" and "processed_data" in decorated[2]["message"]
     assert decorated[3]["status"] == "error" and decorated[-1]["regulations"] == ["GDPR"]
+
+
+def test_guide_examples(harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The guide's trail is recorded in full: envelope, typed payload, gapless seq, chained hashes."""
+    check_recorded_trail(run_guide(harness, monkeypatch, tmp_path))
+
+
+def test_decorated_call_records_the_exception(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The guide's decorated function raises NameError: call, error and error close are recorded."""
+    check_decorated_call(run_guide(harness, monkeypatch, tmp_path)["decorated"])
 
 
 def test_same_results_on_both_transports(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

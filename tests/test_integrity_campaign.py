@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from test_integrity_support import (  # noqa: F401 - signing_key_fixture is autouse
+from support.integrity import (  # noqa: F401 - signing_key_fixture is autouse
     EVENT_FIELDS,
     Keys,
     LakeRows,
@@ -32,9 +32,9 @@ from test_integrity_support import (  # noqa: F401 - signing_key_fixture is auto
 )
 
 from conftest import Harness
-from secureml.audit.integrity import LakeCheckpointer, VerificationResult, verify
-from secureml.audit.integrity.result import DELETED_OPERATION, FILE_MISSING, SIGNATURE_INVALID
-from secureml.audit.lake import lake_schema
+from secureml.integrity import LakeCheckpointer, VerificationResult, verify
+from secureml.integrity.result import DELETED_OPERATION, FILE_MISSING, SIGNATURE_INVALID
+from secureml.lake.rows import lake_schema
 
 ROUNDS, OPERATIONS_PER_ROUND, EVENTS = 4, 5, 10
 PLAN = {
@@ -152,10 +152,10 @@ def insert_forged(rows: LakeRows, rng: random.Random, new_operation: bool) -> Ex
 
 
 def delete_file(rows: LakeRows, rng: random.Random, leave_manifest: bool) -> Expect:
-    """Delete one Parquet file, and its manifest entry unless told to leave it."""
+    """Delete one Parquet file, and (with a Delta commit) its entry in the table unless told to leave it."""
     path = rng.choice(list(rows.tables))
     if leave_manifest:
-        (rows.lake.root / path).unlink()
+        Path(rows.uris[path]).unlink()
         return Expect(files=frozenset({path}), kinds=frozenset({FILE_MISSING}))
     lost: dict[str, set[int] | None] = {}
     for row in rows.tables[path]:

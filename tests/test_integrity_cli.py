@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from test_integrity_support import (  # noqa: F401 - signing_key_fixture is autouse
+from support.integrity import (  # noqa: F401 - signing_key_fixture is autouse
     Keys,
     LakeRows,
     log_operations,
@@ -18,21 +18,7 @@ from test_integrity_support import (  # noqa: F401 - signing_key_fixture is auto
 
 from conftest import Harness
 from secureml.audit import cli
-from secureml.audit.integrity.cli import ProgressBar
-
-SUBCOMMANDS = {
-    "verify": ("secureml.audit.integrity.cli", "verify hash chains and signed checkpoints of a lake"),
-    "keygen": ("secureml.audit.integrity.keygen_cli", "create the key pair that signs checkpoints"),
-    "prove": ("secureml.audit.integrity.prove_cli", "prove that an event is covered by a signed checkpoint"),
-    "verify-proof": ("secureml.audit.integrity.verify_proof_cli", "check an inclusion proof with a public key"),
-}
-
-
-@pytest.fixture(autouse=True)
-def _subcommands(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The integrity subcommands plugged into the command as they will be."""
-    for name, entry in SUBCOMMANDS.items():
-        monkeypatch.setitem(cli.PLUGGED, name, entry)
+from secureml.integrity.cli import ProgressBar
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
-from test_integrity_support import (  # noqa: F401 - signing_key_fixture is autouse
+from support.integrity import (  # noqa: F401 - signing_key_fixture is autouse
     Keys,
     LakeRows,
     checkpoint_json,
@@ -20,10 +20,10 @@ from test_integrity_support import (  # noqa: F401 - signing_key_fixture is auto
 
 from conftest import Harness
 from secureml.audit import AuditTrail
-from secureml.audit.integrity import VerificationResult, checkpointer_for, verify
-from secureml.audit.integrity.checkpointer import INTERVAL_ENV, checkpoint_topic
-from secureml.audit.integrity.keys import SIGNING_KEY_ENV, key_id, load_public_key
-from secureml.audit.integrity.result import (
+from secureml.integrity import VerificationResult, checkpointer_for, verify
+from secureml.integrity.checkpointer import INTERVAL_ENV, checkpoint_topic
+from secureml.integrity.keys import SIGNING_KEY_ENV, key_id, load_public_key
+from secureml.integrity.result import (
     CHAIN_BROKEN,
     CHECKPOINT_UNREADABLE,
     NO_CHECKPOINT,
@@ -32,9 +32,9 @@ from secureml.audit.integrity.result import (
     SIGNATURE_INVALID,
     UNTRUSTED_KEY,
 )
-from secureml.audit.lake import Lake
+from secureml.lake.table import Lake
 from secureml.materializer.runner import Materializer
-from secureml.materializer.sources import EmbeddedSource
+from secureml.stream.sources import EmbeddedSource
 
 
 def intact(result: VerificationResult) -> bool:
@@ -189,7 +189,7 @@ def test_a_lake_without_checkpoints_fails_only_when_a_key_is_given(embedded: Har
 
 
 def test_embedded_mode_creates_a_key_on_first_use_and_says_where(
-    embedded: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    embedded: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Embedded mode's first checkpoint creates an owner-only key and names it once; the lake stays owner-only."""
     key = tmp_path / "fresh" / "signing_key.pem"
@@ -197,18 +197,18 @@ def test_embedded_mode_creates_a_key_on_first_use_and_says_where(
     grow(embedded, random.Random(10), rounds=2)
     assert key.stat().st_mode & 0o077 == 0
     assert all(p.stat().st_mode & 0o077 == 0 for p in (embedded.log_dir / "lake" / "_checkpoints").rglob("*"))
-    assert capfd.readouterr().err.count(f"created a signing key for audit checkpoints at {key}") == 1
+    assert caplog.text.count(f"created a signing key for audit checkpoints at {key}") == 1
     assert intact(verify(embedded.log_dir, public_key=key.with_name("signing_key.pub.pem")))
 
 
 def test_kafka_without_a_signing_key_runs_without_checkpoints(
-    kafka: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    kafka: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Kafka mode never makes a key on its own: the materializer says so and the lake stays unsigned."""
     monkeypatch.setenv(SIGNING_KEY_ENV, str(tmp_path / "none" / "signing_key.pem"))
     log_operations(kafka, random.Random(11), 2, 4)
     materialize(kafka)
-    assert "secureml-audit keygen" in capfd.readouterr().err
+    assert "secureml-audit keygen" in caplog.text
     assert not (tmp_path / "none").exists() and not checkpoint_json(kafka.log_dir)
     assert [f.kind for f in verify(kafka.log_dir).warnings] == [NO_CHECKPOINT, NOT_COVERED]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_integrity_support import (  # noqa: F401 - signing_key_fixture is autouse
+from support.integrity import (  # noqa: F401 - signing_key_fixture is autouse
     Keys,
     LakeRows,
     event_hash,
@@ -19,12 +19,12 @@ from test_integrity_support import (  # noqa: F401 - signing_key_fixture is auto
 )
 
 from conftest import Harness
-from secureml.audit.integrity import ProofError, prove, verify_proof
-from secureml.audit.integrity.keys import generate_key, load_public_key
-from secureml.audit.lake import Lake
 from secureml.audit.timeutil import micros_to_datetime
+from secureml.integrity import ProofError, prove, verify_proof
+from secureml.integrity.keys import generate_key, load_public_key
+from secureml.lake.table import Lake
 from secureml.materializer.runner import Materializer
-from secureml.materializer.sources import EmbeddedSource
+from secureml.stream.sources import EmbeddedSource
 
 
 def lake_with_two_checkpoints(harness: Harness) -> tuple[list[str], list[str]]:

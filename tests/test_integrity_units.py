@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_integrity_support import (  # noqa: F401 - signing_key_fixture is autouse
+from support.integrity import (  # noqa: F401 - signing_key_fixture is autouse
     EVENT_FIELDS,
     log_function_calls,
     log_operations,
@@ -22,10 +22,10 @@ from test_integrity_support import (  # noqa: F401 - signing_key_fixture is auto
 from conftest import Harness
 from secureml.audit.codec import canonical_bytes
 from secureml.audit.config import resolve_config
-from secureml.audit.integrity import SigningKeyError, checkpointer_for
-from secureml.audit.integrity.canonical import canonical_column
-from secureml.audit.integrity.checkpoints import Checkpoint, OperationHead, SourceCoverage
-from secureml.audit.integrity.keys import (
+from secureml.integrity import SigningKeyError, checkpointer_for
+from secureml.integrity.canonical import canonical_column
+from secureml.integrity.checkpoints import Checkpoint, OperationHead, SourceCoverage
+from secureml.integrity.keys import (
     generate_key,
     key_id,
     load_public_key,
@@ -34,7 +34,7 @@ from secureml.audit.integrity.keys import (
     sign,
     signature_valid,
 )
-from secureml.audit.integrity.merkle import (
+from secureml.integrity.merkle import (
     EMPTY_ROOT,
     MerkleTree,
     extend_frontier,

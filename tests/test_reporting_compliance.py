@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from test_reporting_support import pdf_text
+from support.reporting import pdf_text
 
 from guide import COMPLIANCE
 from secureml.reporting import InvalidReportInputError, ReportGenerator

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_reporting_support import SECRET_ARGUMENT, SECRET_OUTPUT, SUBJECT, EventClock, make_logo, record_sample
+from support.reporting import SECRET_ARGUMENT, SECRET_OUTPUT, SUBJECT, EventClock, make_logo, record_sample
 
 from secureml.reporting import ReportGenerator
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_reporting_support import T0, EventClock, fact, pdf_text, record_sample
+from support.reporting import T0, EventClock, fact, pdf_text, record_sample
 
 from secureml.audit import AuditTrail, connect
 from secureml.reporting import InvalidScheduleError, ReportServiceBusyError, ReportStateError

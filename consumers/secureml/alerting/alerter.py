@@ -11,8 +11,8 @@ alerts it regenerates have the same ids, and those already on the record are ski
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,10 +27,12 @@ from secureml.alerting.rule import Rule, RuleContext
 from secureml.alerting.sinks import Sink
 from secureml.alerting.state import StateStore
 from secureml.alerting.topic import AlertRecord, FileAlertRecord, KafkaAlertRecord
-from secureml.audit.codec import decode_one
 from secureml.audit.config import AuditConfig, resolve_config
 from secureml.audit.timeutil import now_micros
-from secureml.materializer.sources import Batch, EmbeddedSource, Source, rejection
+from secureml.stream.accept import accepted_indexes, decoded
+from secureml.stream.sources import Batch, EmbeddedSource, Item, Source
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "secureml-audit-alerter"
 DEFAULT_ALERTS_TOPIC = "audit-alerts"
@@ -71,7 +73,6 @@ class Alerter:
         clock: Callable[[], int] = now_micros,
         poll_timeout: float = 0.02,
         max_batch: int = 5000,
-        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.rules = list(load_rules() if rules is None else rules)
         ids = [rule.rule_id for rule in self.rules]
@@ -84,7 +85,6 @@ class Alerter:
         self.clock = clock
         self.poll_timeout = poll_timeout
         self.max_batch = max_batch
-        self.progress = progress or (lambda message: print(message, file=sys.stderr, flush=True))
         self.stats = AlertStats()
         self._by_type: dict[str, list[tuple[Rule, RuleContext]]] = {}
         self._for_all: list[tuple[Rule, RuleContext]] = []
@@ -113,7 +113,7 @@ class Alerter:
             if state is None:  # the first checkpoint notes where the alerts record ends now
                 self._checkpoint(store, record, contexts, positions)
             source = self._open_source()
-            source.start(lambda: dict(positions))
+            source.start(lambda _sources: dict(positions))
             while not stop.is_set():
                 batches = source.poll(self.max_batch, self.poll_timeout)
                 alerts = self._handle(self._events(batches))
@@ -145,7 +145,7 @@ class Alerter:
 
     def _open_source(self) -> Source:
         if self.config.transport == "kafka":
-            from secureml.materializer.kafka_source import KafkaSource
+            from secureml.stream.kafka import KafkaSource
 
             return KafkaSource(self.config, self.group)
         return EmbeddedSource(self.config.log_dir)
@@ -166,20 +166,18 @@ class Alerter:
         """The readable events of the batches, in time order (each operation keeps its log order)."""
         events = []
         for batch in batches:
-            for index, (version, value) in enumerate(zip(batch.versions, batch.values)):
-                reason = batch.broken[index][1] if index in batch.broken else rejection(version, value)
-                if reason is None and version is not None:
-                    try:
-                        events.append(Event(decode_one(value, version), batch.source, batch.positions[index]))
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - sealed yet undecodable: skip it, say so
-                        reason = f"Avro decoding failed: {exc}"
-                self.stats.unreadable += 1
-                self.progress(f"secureml-audit alerts: skipped the message at {batch.source}@"
-                              f"{batch.positions[index]}: {reason}")
+            for index in accepted_indexes(batch, self._skip):
+                record = decoded(batch.item(index), self._skip)
+                if record is not None:
+                    events.append(Event(record, batch.source, batch.positions[index]))
         events.sort(key=lambda event: event.timestamp)
         self.stats.events += len(events)
         return events
+
+    def _skip(self, item: Item, reason: str) -> None:
+        """Count an unreadable message and say why it is skipped (the materializer dead-letters it)."""
+        self.stats.unreadable += 1
+        log.warning("alerts: skipped the message at %s@%d: %s", item.source, item.position, reason)
 
     def _handle(self, events: list[Event]) -> list[Alert]:
         alerts: list[Alert] = []

@@ -17,6 +17,8 @@ from secureml.alerting.config import load_rules
 from secureml.alerting.sinks import parse_sink
 from secureml.audit.config import DEFAULT_TOPIC
 
+HELP = "raise compliance alerts from the event stream"
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the alerts subcommand's arguments to parser."""

@@ -20,7 +20,7 @@ from typing import TextIO
 
 from secureml.alerting.alert import Alert
 from secureml.alerting.exceptions import AlertDeliveryError, AlertingError
-from secureml.audit.transports.embedded import make_private_dir
+from secureml.audit._fs import make_private_dir
 
 
 def alert_line(alert: Alert) -> str:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from secureml.alerting.exceptions import AlertStateError
-from secureml.audit.transports.embedded import make_private_dir
+from secureml.audit._fs import file_lock, make_private_dir, write_atomically
 
 STATE_FORMAT = 1
 
@@ -21,13 +19,11 @@ class StateStore:
     def __init__(self, directory: Path) -> None:
         self.directory = make_private_dir(directory)
         self.path = self.directory / "state.json"
-        self._lock = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock)
+        self._lock = contextlib.ExitStack()
+        if not self._lock.enter_context(file_lock(self.directory / ".lock", blocking=False)):
+            self._lock.close()
             raise AlertStateError(f"another alerter is running on {self.directory}: stop it, or give this one "
-                                  "its own --log-dir") from None
+                                  "its own --log-dir")
 
     def load(self) -> dict[str, Any] | None:
         """The last checkpoint, or None before the first."""
@@ -46,24 +42,12 @@ class StateStore:
     def save(self, state: dict[str, Any]) -> None:
         """Write the checkpoint to a temporary file, fsync it, and rename it over the old one."""
         data = json.dumps({"format": STATE_FORMAT, **state}, separators=(",", ":"), allow_nan=False).encode()
-        temporary = self.directory / f".state.{os.getpid()}.tmp"
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.path)
-            directory = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            write_atomically(self.path, data)
         except OSError as exc:
             raise AlertStateError(f"cannot write {self.path}: {exc.strerror}; free disk space or fix "
                                   "permissions, then restart (nothing past the last checkpoint is lost)") from exc
 
     def close(self) -> None:
         """Release the lock."""
-        with contextlib.suppress(OSError):
-            os.close(self._lock)
+        self._lock.close()

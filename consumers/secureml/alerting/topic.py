@@ -20,8 +20,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from secureml.alerting.alert import ALERT_SCHEMA_VERSION, Alert
 from secureml.alerting.exceptions import AlertDeliveryError, AlertStateError
 from secureml.alerting.sinks import JsonlSink, Sink
+from secureml.audit._fs import make_private_dir
 from secureml.audit.config import AuditConfig
-from secureml.audit.transports.embedded import make_private_dir
 from secureml.audit.transports.kafka import PRODUCER_DEFAULTS, ensure_topic
 
 ALERT_SCHEMA_HEADER = "secureml-alert-schema"

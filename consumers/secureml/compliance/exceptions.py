@@ -1,9 +1,11 @@
-"""Errors raised by secureml.compliance, all beneath one root exception."""
+"""Errors raised by secureml.compliance: all are AuditErrors, beneath one root exception."""
 
 from __future__ import annotations
 
+from secureml.audit.exceptions import AuditError
 
-class ComplianceError(Exception):
+
+class ComplianceError(AuditError):
     """Root of every error raised by secureml.compliance."""
 
 

@@ -1,9 +1,9 @@
-"""The materializer loop: poll, validate, dead-letter, decode, commit, compact."""
+"""The materializer loop: poll, validate, dead-letter, decode, commit to the Delta table, compact."""
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -11,13 +11,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from secureml.audit.codec import decode_one
+from secureml.audit._fs import file_lock
 from secureml.audit.config import AuditConfig, resolve_config
-from secureml.audit.lake import Lake, events_table, file_lock
-from secureml.materializer.sources import Batch, EmbeddedSource, Item, Source, rejection
+from secureml.lake.catalog import ensure_catalog
+from secureml.lake.migrate import migrate_if_needed
+from secureml.lake.rows import events_table
+from secureml.lake.table import Lake
+from secureml.stream.accept import accepted_indexes, decoded
+from secureml.stream.sources import Batch, EmbeddedSource, Item, Source
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "secureml-audit-materializer"
 EMBEDDED_LOCK_FILE = "_embedded.lock"  # held while one process catches the lake up with the embedded log
+VACUUM_INTERVAL = 3600.0  # seconds between vacuums of a running service (retention: Lake.vacuum)
+CATALOG_INTERVAL = 1.0  # seconds between rebuilds of the DuckDB catalog while commits keep coming
 
 
 @dataclass
@@ -62,11 +70,9 @@ class Checkpointer(Protocol):
 
 
 def default_checkpointer(config: AuditConfig) -> Checkpointer | None:
-    """The integrity layer's checkpointer for a configuration, when it is installed."""
-    try:
-        from secureml.audit.integrity import checkpointer_for
-    except ImportError:
-        return None
+    """The integrity layer's checkpointer for a configuration."""
+    from secureml.integrity import checkpointer_for
+
     return checkpointer_for(config)
 
 
@@ -79,7 +85,7 @@ class Materializer:
         source: Source,
         *,
         batch_events: int = 200_000,
-        commit_interval: float = 0.2,
+        commit_interval: float = 0.5,
         progress: Callable[[str], None] | None = None,
         background_compaction: bool = True,
         checkpointer: Checkpointer | None = None,
@@ -94,13 +100,13 @@ class Materializer:
         self.checkpointer = checkpointer
         self.compaction_interval = compaction_interval
         self.stats = MaterializeStats()
+        self._catalog_built = 0.0
 
     def run(self, *, once: bool = False, stop: threading.Event | None = None) -> MaterializeStats:
         """Materialise until caught up (once) or until ``stop`` is set."""
         stop = stop or threading.Event()
         began = time.monotonic()
-        self.lake.remove_orphans()
-        self.source.start(lambda: self.lake.snapshot().positions)
+        self.source.start(lambda sources: self.lake.snapshot().positions(sources))
         compactor = None
         if self.background_compaction and not once:
             compactor = threading.Thread(target=self._compact_loop, args=(stop,), daemon=True, name="compactor")
@@ -133,7 +139,7 @@ class Materializer:
             self.source.close()
         if once:
             self.stats.compacted_files += self.lake.compact_all()
-        self.lake.ensure_catalog()
+        ensure_catalog(self.lake)
         if self.checkpointer is not None:
             self.checkpointer.finish(self.lake)
         self.stats.seconds = time.monotonic() - began
@@ -148,16 +154,12 @@ class Materializer:
             into = pending[batch.source] = Pending(batch.positions[0], batch.next_position)
         into.next_position = batch.next_position
         added = 0
-        for index, (version, value) in enumerate(zip(batch.versions, batch.values)):
-            reason = batch.broken[index][1] if index in batch.broken else rejection(version, value)
-            if reason is None:
-                into.positions.append(batch.positions[index])
-                into.versions.append(version)  # type: ignore[arg-type]
-                into.values.append(value)
-                added += 1
-            else:
-                self.source.dead_letter(batch.item(index), reason)
-                self.stats.dead_letters += 1
+        for index in accepted_indexes(batch, self.source.dead_letter):
+            into.positions.append(batch.positions[index])
+            into.versions.append(batch.versions[index])  # type: ignore[arg-type]  # accepted: a known version
+            into.values.append(batch.values[index])
+            added += 1
+        self.stats.dead_letters += len(batch.positions) - added
         return added
 
     def _commit(self, pending: dict[str, Pending]) -> None:
@@ -172,8 +174,9 @@ class Materializer:
         self.stats.events += self.lake.commit(tables, spans)
         self.stats.commits += 1
         self.source.committed({s: nxt for s, (_start, nxt) in spans.items()})
-        if self.stats.commits == 1:
-            self.lake.ensure_catalog()
+        if time.monotonic() - self._catalog_built >= CATALOG_INTERVAL:
+            ensure_catalog(self.lake)
+            self._catalog_built = time.monotonic()
         if self.checkpointer is not None:
             self.checkpointer.after_commit(self.lake)
         if not self.background_compaction:
@@ -183,25 +186,24 @@ class Materializer:
         """The messages that decode one by one; the rest become dead letters."""
         kept = Pending(accepted.start, accepted.next_position)
         for position, version, value in zip(accepted.positions, accepted.versions, accepted.values):
-            try:
-                decode_one(value, version)
-            except Exception as exc:  # noqa: BLE001
-                item = Item(source, position, position + 1, version, value)
-                self.source.dead_letter(item, f"Avro decoding failed: {exc}")
-                self.stats.dead_letters += 1
-                continue
-            kept.positions.append(position)
-            kept.versions.append(version)
-            kept.values.append(value)
+            if decoded(Item(source, position, position + 1, version, value), self.source.dead_letter) is not None:
+                kept.positions.append(position)
+                kept.versions.append(version)
+                kept.values.append(value)
+        self.stats.dead_letters += len(accepted.values) - len(kept.values)
         return kept
 
     def _compact_loop(self, stop: threading.Event) -> None:
+        last_vacuum = time.monotonic()
         while not stop.wait(self.compaction_interval):
             try:
                 while not stop.is_set() and (merged := self.lake.compact()):
                     self.stats.compacted_files += merged
-            except Exception as exc:  # noqa: BLE001 - compaction is an optimisation: report, go on
-                print(f"secureml-audit materializer: compaction failed: {exc}", file=sys.stderr)
+                if time.monotonic() - last_vacuum >= VACUUM_INTERVAL:
+                    last_vacuum = time.monotonic()
+                    self.lake.vacuum()
+            except Exception as exc:  # noqa: BLE001 - maintenance is an optimisation: report, go on
+                log.warning("lake maintenance failed (the lake is unaffected; it is tried again): %s", exc)
 
     def _report(self, began: float) -> None:
         assert self.progress is not None
@@ -224,18 +226,27 @@ def materialize(
     replay: bool = False,
     stop: threading.Event | None = None,
     progress: Callable[[str], None] | None = None,
+    lake_uri: str | None = None,
+    storage_options: dict[str, str] | None = None,
+    instance_id: str | None = None,
     **options: Any,
 ) -> MaterializeStats:
-    """Materialise Kafka (with bootstrap servers) or the embedded log of ``log_dir`` into its lake."""
+    """Materialise Kafka (with bootstrap servers) or the embedded log of ``log_dir`` into its lake.
+
+    ``lake_uri``/``storage_options`` put the Delta table elsewhere (``s3://...``); the default
+    is ``log_dir/lake/events`` (or ``SECUREML_AUDIT_LAKE_URI``). ``instance_id`` names this
+    member of the consumer group (static membership); give each instance on one host its own.
+    """
     config = resolve_config(log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic)
-    lake = Lake(config.log_dir)
+    lake = Lake(config.log_dir, uri=lake_uri, storage_options=storage_options)
+    migrate_if_needed(lake)
     if replay:
         lake.reset()
     source: Source
     if config.transport == "kafka":
-        from secureml.materializer.kafka_source import KafkaSource
+        from secureml.stream.kafka import KafkaSource
 
-        source = KafkaSource(config, group)
+        source = KafkaSource(config, group, instance_id=instance_id)
     else:
         source = EmbeddedSource(config.log_dir)
     return Materializer(
@@ -246,6 +257,7 @@ def materialize(
 def materialize_embedded(log_dir: str | os.PathLike[str], *, blocking: bool = True) -> MaterializeStats | None:
     """Catch the lake up with the embedded log in this process; None if another process is at it."""
     lake = Lake(log_dir)
+    migrate_if_needed(lake)
     with file_lock(lake.root / EMBEDDED_LOCK_FILE, blocking=blocking) as held:
         if not held:
             return None

@@ -22,6 +22,9 @@ from secureml.reporting.service import ReportService
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+HELP = "write audit reports (PDF/HTML), on demand or on a schedule"
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the report subcommand's arguments to parser."""
     parser.description = "Write an audit report (PDF or HTML) from the lake, once or one per period."

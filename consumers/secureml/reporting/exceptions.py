@@ -1,9 +1,11 @@
-"""Errors raised by secureml.reporting: one root, one class per kind of failure."""
+"""Errors raised by secureml.reporting: all are AuditErrors, one root, one class per kind of failure."""
 
 from __future__ import annotations
 
+from secureml.audit.exceptions import AuditError
 
-class ReportingError(Exception):
+
+class ReportingError(AuditError):
     """Root of every error raised by secureml.reporting."""
 
 
@@ -65,7 +67,7 @@ class InvalidScheduleError(ReportingError, ValueError):
 
 
 class LakeUnavailableError(ReportingError, RuntimeError):
-    """The audit lake cannot be opened because secureml.audit is missing or too old."""
+    """The audit lake cannot be opened: its log_dir does not exist."""
 
 
 class ReportStateError(ReportingError, RuntimeError):

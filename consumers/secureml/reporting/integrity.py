@@ -1,10 +1,11 @@
-"""Integrity status of the lake, from secureml.audit.verify when that verifier is installed."""
+"""Integrity status of the lake, from the verifier (secureml.integrity.verify)."""
 
 from __future__ import annotations
 
-from importlib import import_module
 from pathlib import Path
 
+from secureml.integrity import verify
+from secureml.integrity.keys import default_key_path, public_key_path
 from secureml.reporting import formatting as fmt
 from secureml.reporting.document import Facts, Section, Text
 
@@ -16,9 +17,6 @@ def integrity_section(from_lake: bool, log_dir: str | None) -> tuple[Section, st
             "The report was built from events passed to it, not read from the lake; run the verifier "
             "(secureml.audit.verify) on the lake to prove nothing was altered or removed."
         )
-    verify = getattr(import_module("secureml.audit"), "verify", None)
-    if verify is None:
-        return _unverified("This installation of secureml.audit has no verifier (secureml.audit.verify).")
     try:
         result = verify(log_dir, public_key=_configured_public_key())
     except Exception as error:  # the report must still be written; the failure is shown instead of hidden
@@ -34,8 +32,6 @@ def integrity_section(from_lake: bool, log_dir: str | None) -> tuple[Section, st
 
 def _configured_public_key() -> Path | None:
     """The public key of this machine's signing key, when there is one: trusted, unlike the lake's own copy."""
-    from secureml.audit.integrity.keys import default_key_path, public_key_path
-
     path = public_key_path(default_key_path())
     return path if path.is_file() else None
 

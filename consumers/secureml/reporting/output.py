@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from reportlab.lib.utils import ImageReader
 
+from secureml.audit._fs import replacing
 from secureml.reporting.document import Document
 from secureml.reporting.exceptions import LogoError, LogoNotFoundError, OutputNotWritableError, UnsupportedFormatError
 from secureml.reporting.html import write_html
 from secureml.reporting.pdf import write_pdf
 
 WRITERS: dict[str, Callable[[Document, Path], None]] = {".pdf": write_pdf, ".html": write_html, ".htm": write_html}
+
+REPORT_MODE = 0o600  # reports quote the audit trail: readable by their owner only, like the trail itself
 
 
 def check_output(output_file: str | os.PathLike[str]) -> Path:
@@ -50,14 +52,9 @@ def check_logo(logo_path: str | os.PathLike[str] | None) -> str | None:
 
 def write_atomically(document: Document, path: Path) -> Path:
     """Render the document to a temporary file beside path, then rename it over path."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        WRITERS[path.suffix.lower()](document, temporary)
-        with open(temporary, "rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
+        with replacing(path, REPORT_MODE) as temporary:
+            WRITERS[path.suffix.lower()](document, temporary)
     except OSError as error:
         raise OutputNotWritableError(str(path), error.strerror or str(error)) from error
-    finally:
-        temporary.unlink(missing_ok=True)
     return path

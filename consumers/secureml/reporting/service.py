@@ -11,7 +11,6 @@ services from writing there at once.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import duckdb
 
+from secureml.audit._fs import file_lock, write_atomically
 from secureml.reporting import formatting as fmt
 from secureml.reporting.exceptions import OutputNotWritableError, ReportServiceBusyError, ReportStateError
 from secureml.reporting.generator import write_audit_report
@@ -131,12 +131,8 @@ class ReportService:
 
     def _save_state(self, last_period_end: datetime) -> None:
         """Record the end of the last period reported, atomically."""
-        state = self.output_dir / STATE_FILE
-        temporary = state.with_name(f"{STATE_FILE}.tmp")
-        temporary.write_text(
-            json.dumps({"last_period_end": last_period_end.isoformat(), "every": self.every}), encoding="utf-8"
-        )
-        os.replace(temporary, state)
+        state = {"last_period_end": last_period_end.isoformat(), "every": self.every}
+        write_atomically(self.output_dir / STATE_FILE, json.dumps(state).encode())
 
     def _report_id(self, start: datetime, end: datetime) -> str:
         """The same id for the same period and selection, whoever writes it."""
@@ -155,12 +151,10 @@ class ReportService:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """Hold the output directory's lock, or fail if another service holds it."""
-        with open(self.output_dir / LOCK_FILE, "a+b") as lock:
-            try:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with file_lock(self.output_dir / LOCK_FILE, blocking=False) as held:
+            if not held:
                 raise ReportServiceBusyError(
                     f"Another report service is writing to {self.output_dir}; stop it first, or give "
                     "this one another --output-dir."
-                ) from None
+                )
             yield

@@ -9,15 +9,18 @@ temporary table `_report_events`, whose `ts` is a naive UTC TIMESTAMP.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from secureml.audit.exceptions import AuditValidationError
+from secureml.query import connect
+from secureml.query.filters import Selection, parse_time, select_events
 from secureml.reporting.exceptions import (
     InvalidFiltersError,
     InvalidReportInputError,
@@ -115,24 +118,6 @@ class EventScope:
         self.connection.execute("DROP MACRO IF EXISTS _mask_subject")
 
 
-def parse_time(value: object, name: str) -> datetime:
-    """An aware UTC datetime from a datetime or ISO 8601 string; naive values are taken as UTC."""
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidFiltersError(
-                f"{name}={value!r} is not an ISO 8601 time: write it like '2024-01-31T23:59:59' (UTC)."
-            ) from None
-    else:
-        raise InvalidFiltersError(f"{name} must be an ISO 8601 string or a datetime, not {type(value).__name__}.")
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def open_scope(logs: object) -> EventScope:
     """Stage the events that `logs` (list of dicts, filters dict or DuckDB connection) stands for."""
     if isinstance(logs, Mapping):
@@ -150,19 +135,12 @@ def open_scope(logs: object) -> EventScope:
 
 
 def connect_lake(log_dir: object) -> duckdb.DuckDBPyConnection:
-    """A connection to the lake under log_dir (None: the configured default), from secureml.audit.connect."""
+    """A connection to the lake under log_dir (None: the configured default), from secureml.query.connect."""
     if log_dir is not None and not Path(str(log_dir)).is_dir():
         raise LakeUnavailableError(
             f"The log_dir {str(log_dir)!r} does not exist; pass the directory your AuditTrail writes to "
             "(its log_dir argument or $SECUREML_AUDIT_LOG_DIR)."
         )
-    try:
-        from secureml.audit import connect
-    except ImportError as error:
-        raise LakeUnavailableError(
-            f"Reading the audit lake needs secureml.audit.connect ({error}); install or upgrade "
-            "secureml-audit, or pass the list returned by get_audit_logs() as logs."
-        ) from error
     return connect(None if log_dir is None else str(log_dir))
 
 
@@ -175,7 +153,7 @@ def scope_from_connection(
     owns_connection: bool = False,
 ) -> EventScope:
     """Stage the rows of the connection's `events` view that match the filters."""
-    selection = Selection.of(filters)
+    selection = _selection(filters)
     try:
         connection.execute(_STAGE_SQL + selection.where, selection.params)
     except (duckdb.CatalogException, duckdb.BinderException) as error:
@@ -198,49 +176,22 @@ def scope_from_connection(
 
 def first_event_time(connection: duckdb.DuckDBPyConnection, filters: Mapping[str, object]) -> datetime | None:
     """The time of the earliest event matching the filters, or None when there is none."""
-    selection = Selection.of(filters)
+    selection = _selection(filters)
     row = connection.execute(f'SELECT min("timestamp") FROM events{selection.where}', selection.params).fetchone()
     return None if row is None or row[0] is None else parse_time(row[0], "timestamp")
 
 
-@dataclass(frozen=True)
-class Selection:
-    """The SQL WHERE clause (with its parameters) that a dict of filters stands for."""
-
-    where: str
-    params: list[object]
-    start: datetime | None
-    end: datetime | None
-
-    @classmethod
-    def of(cls, filters: Mapping[str, object]) -> Selection:
-        """Check the filters and translate them; time bounds are inclusive, like get_audit_logs."""
-        unknown = sorted(set(filters) - set(FILTER_KEYS))
-        if unknown:
-            raise InvalidFiltersError(
-                f"Unknown filter(s) {', '.join(unknown)}: the report accepts {', '.join(FILTER_KEYS)}."
-            )
-        clauses: list[str] = []
-        params: list[object] = []
-        for key in ("operation_id", "operation_name", "user"):
-            if filters.get(key) is not None:
-                clauses.append(f'"{key}" = ?')
-                params.append(str(filters[key]))
-        event_types = filters.get("event_type")
-        if event_types is not None:
-            types = [event_types] if isinstance(event_types, str) else [str(t) for t in _iterable(event_types)]
-            clauses.append(f"event_type IN ({', '.join('?' for _ in types)})")
-            params.extend(types)
-        start = end = None
-        if filters.get("start_time") is not None:
-            start = parse_time(filters["start_time"], "start_time")
-            clauses.append('"timestamp" >= ?')
-            params.append(start)
-        if filters.get("end_time") is not None:
-            end = parse_time(filters["end_time"], "end_time")
-            clauses.append('"timestamp" <= ?')
-            params.append(end)
-        return cls(f" WHERE {' AND '.join(clauses)}" if clauses else "", params, start, end)
+def _selection(filters: Mapping[str, object]) -> Selection:
+    """Check the filters and translate them; time bounds are inclusive, like get_audit_logs."""
+    unknown = sorted(set(filters) - set(FILTER_KEYS))
+    if unknown:
+        raise InvalidFiltersError(
+            f"Unknown filter(s) {', '.join(unknown)}: the report accepts {', '.join(FILTER_KEYS)}."
+        )
+    try:
+        return select_events(**{key: value for key, value in filters.items() if key != "log_dir"})
+    except AuditValidationError as error:
+        raise InvalidFiltersError(str(error)) from error
 
 
 def _scope_from_dicts(logs: Sequence[Any]) -> EventScope:
@@ -262,14 +213,7 @@ def _scope_from_dicts(logs: Sequence[Any]) -> EventScope:
         f"CREATE TEMP VIEW events AS SELECT * REPLACE ({casts}) FROM _report_input"
     )
     connection.execute(_STAGE_SQL)
-    return _finish(connection, {}, f"list of {len(logs):,} event dicts", None, False, Selection.of({}), True)
-
-
-def _iterable(value: object) -> Iterable[object]:
-    """The value as an iterable of event types, or an error naming the accepted forms."""
-    if isinstance(value, Iterable):
-        return value
-    raise InvalidFiltersError(f"event_type must be a string or a list of strings, not {type(value).__name__}.")
+    return _finish(connection, {}, f"list of {len(logs):,} event dicts", None, False, select_events(), True)
 
 
 def _as_dicts(logs: Sequence[Any]) -> Sequence[Mapping[str, Any]]:

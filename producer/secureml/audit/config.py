@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from secureml.audit.exceptions import AuditConfigError
 
@@ -16,35 +16,60 @@ KAFKA_ENV_PREFIX = ENV_PREFIX + "KAFKA_"  # SECUREML_AUDIT_KAFKA_SECURITY_PROTOC
 DEFAULT_LOG_DIR = "secureml_audit_logs"
 DEFAULT_TOPIC = "audit-events"
 _SECRET_MARKERS = ("password", "secret", "key.pem", "token")
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
-class AuditConfig(BaseModel):
-    """Resolved transport settings of an audit trail.
+def _number(name: str, value: Any, kind: type[int] | type[float], low: float, high: float | None) -> Any:
+    """``value`` as an int or float within [low, high] (``gt`` low for floats), or AuditConfigError."""
+    try:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = kind(value)
+    except (TypeError, ValueError):
+        expected = "an integer" if kind is int else "a number"
+        raise AuditConfigError(f"invalid audit configuration: {name}: must be {expected}, got {value!r}") from None
+    too_low = number <= low if kind is float else number < low
+    if too_low or (high is not None and number > high):
+        bounds = f"> {low:g}" if kind is float else f"between {low:g} and {high:g}"
+        raise AuditConfigError(f"invalid audit configuration: {name}: must be {bounds}, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Resolved transport settings of an audit trail (validated on construction).
 
     ``bootstrap_servers`` empty means the embedded local log under ``log_dir``.
-    ``producer_config`` holds raw librdkafka settings (TLS, SASL, ...) passed through as given.
+    ``producer_config`` holds raw librdkafka settings (TLS, SASL, ...) passed through as given;
+    secrets among them are masked in ``repr``.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     log_dir: Path = Path(DEFAULT_LOG_DIR)
     bootstrap_servers: str | None = None
-    topic: str = Field(DEFAULT_TOPIC, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
-    partitions: int = Field(6, ge=1, le=10_000)
-    replication_factor: int = Field(1, ge=1, le=16)
-    flush_timeout: float = Field(60.0, gt=0)
-    producer_config: tuple[tuple[str, str], ...] = ()
+    topic: str = DEFAULT_TOPIC
+    partitions: int = 6
+    replication_factor: int = 1
+    flush_timeout: float = 60.0
+    producer_config: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
-    @field_validator("log_dir")
-    @classmethod
-    def _absolute(cls, value: Path) -> Path:
+    def __post_init__(self) -> None:
         # Absolute, so that a later chdir cannot send events of one configuration elsewhere.
-        return value.expanduser().absolute()
-
-    @field_validator("bootstrap_servers")
-    @classmethod
-    def _blank_is_none(cls, value: str | None) -> str | None:
-        return value.strip() or None if value is not None else None
+        set_ = object.__setattr__
+        try:
+            set_(self, "log_dir", Path(self.log_dir).expanduser().absolute())
+        except TypeError:
+            raise AuditConfigError(
+                f"invalid audit configuration: log_dir: must be a path, got {self.log_dir!r}") from None
+        servers = self.bootstrap_servers
+        if servers is not None and not isinstance(servers, str):
+            raise AuditConfigError(f"invalid audit configuration: bootstrap_servers: must be a string, got {servers!r}")
+        set_(self, "bootstrap_servers", (servers.strip() or None) if servers is not None else None)
+        if not isinstance(self.topic, str) or not _TOPIC_NAME.match(self.topic):
+            raise AuditConfigError(f"invalid audit configuration: topic: must be 1-249 characters of letters, digits, "
+                                   f"'.', '_' and '-', got {self.topic!r}")
+        set_(self, "partitions", _number("partitions", self.partitions, int, 1, 10_000))
+        set_(self, "replication_factor", _number("replication_factor", self.replication_factor, int, 1, 16))
+        set_(self, "flush_timeout", _number("flush_timeout", self.flush_timeout, float, 0, None))
 
     @property
     def transport(self) -> str:
@@ -55,11 +80,11 @@ class AuditConfig(BaseModel):
         """The pass-through producer settings as a dict."""
         return dict(self.producer_config)
 
-    def __repr_args__(self) -> Any:
-        for name, value in super().__repr_args__():
-            if name == "producer_config":
-                value = tuple((k, "***" if any(m in k for m in _SECRET_MARKERS) else v) for k, v in value)
-            yield name, value
+    def __repr__(self) -> str:
+        masked = tuple((k, "***" if any(m in k for m in _SECRET_MARKERS) else v) for k, v in self.producer_config)
+        return (f"AuditConfig(log_dir={self.log_dir!r}, bootstrap_servers={self.bootstrap_servers!r}, "
+                f"topic={self.topic!r}, partitions={self.partitions}, replication_factor={self.replication_factor}, "
+                f"flush_timeout={self.flush_timeout}, producer_config={masked!r})")
 
 
 def resolve_config(
@@ -99,8 +124,4 @@ def resolve_config(
             raise AuditConfigError(f"{ENV_PREFIX}PRODUCER_CONFIG must be a JSON object: {exc}") from exc
     settings.update(producer_config or {})
     values["producer_config"] = tuple(sorted((str(k), str(v)) for k, v in settings.items()))
-    try:
-        return AuditConfig(**values)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise AuditConfigError(f"invalid audit configuration: {problems}") from exc
+    return AuditConfig(**values)

@@ -7,11 +7,10 @@ import datetime as dt
 import decimal
 import enum
 import json
-import logging
 import math
 import pathlib
 import re
-import uuid
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +32,8 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "audit_closed": ("status", "details", "event_count"),
 }
 CUSTOM_EVENT_FIELDS = ("details",)
+# The logging module's level names, without importing logging (a model server may not).
+LEVELS = {"CRITICAL": 50, "FATAL": 50, "ERROR": 40, "WARN": 30, "WARNING": 30, "INFO": 20, "DEBUG": 10, "NOTSET": 0}
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
 _PAYLOAD_START = "dataset_name"
@@ -44,6 +45,13 @@ def payload_fields() -> tuple[tuple[str, Any], ...]:
     encoders = field_encoders()
     names = [n for n, _ in encoders]
     return encoders[names.index(_PAYLOAD_START) : names.index(_PAYLOAD_END)]
+
+
+def envelope_fields() -> tuple[str, ...]:
+    """Names of the fields every event carries (all but the payload), in schema order."""
+    names = [n for n, _ in field_encoders()]
+    payload = set(names[names.index(_PAYLOAD_START) : names.index(_PAYLOAD_END)])
+    return tuple(n for n in names if n not in payload)
 
 
 PLANS: dict[str, PayloadPlan] = {t: PayloadPlan(f, payload_fields()) for t, f in EVENT_FIELDS.items()}
@@ -122,8 +130,8 @@ def boolean(value: Any, field: str, where: str) -> bool:
 def level(value: Any, field: str, where: str) -> int:
     """A logging level: an int >= 0 or a level name such as 'INFO'."""
     if isinstance(value, str):
-        resolved = logging.getLevelName(value.upper())
-        if isinstance(resolved, int):
+        resolved = LEVELS.get(value.upper())
+        if resolved is not None:
             return resolved
         raise AuditValidationError(field, f"unknown level name {value!r}", where=where)
     return count(value, field, where)
@@ -136,12 +144,18 @@ def seconds(value: Any, field: str, where: str) -> float:
     return float(value)
 
 
+def _is_uuid(value: Any) -> bool:
+    # A UUID exists only once its module was imported: no need to import it here (it is slow).
+    module = sys.modules.get("uuid")
+    return module is not None and isinstance(value, module.UUID)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=repr)
-    if isinstance(value, (decimal.Decimal, uuid.UUID, pathlib.PurePath, enum.Enum)):
+    if isinstance(value, (decimal.Decimal, pathlib.PurePath, enum.Enum)) or _is_uuid(value):
         return str(value.value if isinstance(value, enum.Enum) else value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import threading
-import uuid
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -17,15 +15,24 @@ from secureml.audit.config import AuditConfig, resolve_config
 from secureml.audit.exceptions import AuditClosedError, AuditDeliveryError, AuditError, AuditValidationError
 from secureml.audit.schema import SCHEMA_VERSION
 from secureml.audit.timeutil import micros_to_iso, now_micros
-from secureml.audit.transports.base import DeliveryReport, DeliveryTracker, Transport, transport_for
+from secureml.audit.transports import DeliveryReport, DeliveryTracker, Transport, transport_for
 from secureml.audit.version import __version__
 
-INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
+INFO, WARNING, ERROR = ev.LEVELS["INFO"], ev.LEVELS["WARNING"], ev.LEVELS["ERROR"]
 _TYPE_BYTES = {t: encode_string(t) for t in ev.EVENT_FIELDS}
 _LEVEL_BYTES = {level: encode_long(level) for level in range(0, 60, 5)}
 _HASH_LENGTH = encode_long(64)  # every hash is 64 hex characters
 _HOST = socket.gethostname()
 _MAX_MESSAGE_CHARS = 2000  # error messages are cut: they may quote data
+
+
+def _uuid4() -> str:
+    """A random (version 4) UUID as text: what ``str(uuid.uuid4())`` gives, without the uuid module."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class AuditTrail:
@@ -67,7 +74,7 @@ class AuditTrail:
         )
         self.log_dir = str(self.config.log_dir)
         self._transport = transport or transport_for(self.config)
-        self.operation_id = str(uuid.uuid4())
+        self.operation_id = _uuid4()
         self._key = self.operation_id.encode()
         self._start = now_micros()
         self.start_time = micros_to_iso(self._start)

@@ -1,15 +1,41 @@
-"""The transport contract, delivery accounting, and the per-process transport registry."""
+"""The transport contract: how a sealed event travels from an AuditTrail to its store.
+
+Every ``Transport`` keeps this contract, whatever its store (Kafka, the embedded log, memory).
+"Stored" means durable there: acknowledged by all in-sync replicas, or fsynced.
+
+``emit(key, value, tracker)``
+    Takes one sealed Avro event and never blocks on the network. It adds one to
+    ``tracker.sent`` and later (or at once) counts the event's fate in the same tracker:
+    ``on_delivered`` once it is stored, ``on_failed`` with a reason when it never will be.
+    A failed delivery is counted, not raised: the trail reports it from ``flush`` and raises
+    ``AuditDeliveryError`` from ``close``. Only an event the transport cannot even take (a
+    local queue that stays full) raises ``AuditTransportError``, and is not counted as sent.
+    Every event of one key (a trail's operation_id) goes with the same tracker, and events of
+    one key are stored in the order emitted. On a closed transport, ``emit`` raises
+    ``AuditClosedError``.
+``flush(timeout)``
+    Waits up to ``timeout`` seconds until every event emitted so far is stored or failed.
+    Events still unsettled when it returns stay pending in their trackers.
+``close(timeout)``
+    Flushes, then releases connections and files. ``closed`` is True from then on; a
+    later ``flush`` returns at once and closing again is harmless.
+``release(key)``
+    Says that the trail of ``key`` is closed and flushed, so the transport may forget
+    its delivery accounting.
+
+Which transport a configuration gets is decided in ``factory``, not here: this module
+imports no implementation.
+"""
 
 from __future__ import annotations
 
-import atexit
-import os
-import sys
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from secureml.audit.config import AuditConfig
+from secureml.audit.exceptions import AuditClosedError
+
+MAX_KEPT_ERRORS = 10
 
 
 @dataclass(frozen=True)
@@ -32,9 +58,12 @@ class DeliveryReport:
         return self.failed == 0 and self.pending == 0
 
 
-@dataclass
+@dataclass(eq=False)
 class DeliveryTracker:
-    """Counts the fate of one trail's events; updated from the transport's delivery callbacks."""
+    """Counts the fate of one trail's events; updated from the transport's delivery callbacks.
+
+    Compared and hashed by identity: a transport may key its bookkeeping by tracker.
+    """
 
     sent: int = 0
     delivered: int = 0
@@ -47,11 +76,11 @@ class DeliveryTracker:
         with self._lock:
             self.delivered += count
 
-    def on_failed(self, reason: str) -> None:
-        """Record a failed event with its reason (the first few reasons are kept)."""
+    def on_failed(self, reason: str, count: int = 1) -> None:
+        """Record events that failed for one reason (the first few distinct reasons are kept)."""
         with self._lock:
-            self.failed += 1
-            if len(self.errors) < 10:
+            self.failed += count
+            if len(self.errors) < MAX_KEPT_ERRORS and reason not in self.errors:
                 self.errors.append(reason)
 
     def report(self) -> DeliveryReport:
@@ -61,11 +90,11 @@ class DeliveryTracker:
 
 
 class Transport(ABC):
-    """Carries sealed events to their store; see the package docstring for the contract."""
+    """Carries sealed events to their store; the module docstring states the contract."""
 
     @abstractmethod
     def emit(self, key: bytes, value: bytes, tracker: DeliveryTracker) -> None:
-        """Hand over one event; never blocks on the network."""
+        """Hand over one event without blocking on the network; its fate is counted in tracker."""
 
     @abstractmethod
     def flush(self, timeout: float) -> None:
@@ -76,49 +105,16 @@ class Transport(ABC):
 
     @abstractmethod
     def close(self, timeout: float) -> None:
-        """Flush, then release connections and files."""
+        """Flush, then release connections and files; emit raises AuditClosedError afterwards."""
 
+    @property
+    @abstractmethod
+    def closed(self) -> bool:
+        """True once close() was called."""
 
-_registry: dict[tuple[object, ...], tuple[AuditConfig, Transport]] = {}
-_registry_lock = threading.Lock()
-
-
-def transport_for(config: AuditConfig) -> Transport:
-    """The process-wide transport for a configuration, created on first use.
-
-    Trails that differ only in log_dir share one Kafka producer (one connection, one
-    idempotent producer id). Keyed by pid too: a forked child must not reuse its parent's
-    producer or file handles.
-    """
-    if config.transport == "kafka":
-        key: tuple[object, ...] = (os.getpid(), config.bootstrap_servers, config.topic, config.producer_config,
-                                   config.partitions, config.replication_factor)
-    else:
-        key = (os.getpid(), config.log_dir)
-    with _registry_lock:
-        entry = _registry.get(key)
-        transport = entry[1] if entry else None
-        if transport is None:
-            if config.transport == "kafka":
-                from secureml.audit.transports.kafka import KafkaTransport
-
-                transport = KafkaTransport(config)
-            else:
-                from secureml.audit.transports.embedded import EmbeddedTransport
-
-                transport = EmbeddedTransport(config.log_dir)
-            _registry[key] = (config, transport)
-        return transport
-
-
-@atexit.register
-def _close_all() -> None:
-    pid = os.getpid()
-    for key, (config, transport) in list(_registry.items()):
-        if key[0] != pid:
-            continue
-        try:
-            transport.close(config.flush_timeout)
-        except Exception as exc:  # noqa: BLE001 - interpreter exit: report, never raise
-            print(f"secureml-audit: closing the {config.transport} transport failed: {exc}", file=sys.stderr)
-    _registry.clear()
+    def _closed_error(self) -> AuditClosedError:
+        """What emit raises once the transport is closed."""
+        return AuditClosedError(
+            f"{self!r} is closed (by close() or at interpreter exit) and takes no more events; "
+            "log through a trail on an open transport (a new AuditTrail without transport= gets one)"
+        )

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from secureml.audit.exceptions import AuditTransportError
+from secureml.audit._fs import make_private_dir
 from secureml.audit.schema import SCHEMA_VERSION
 from secureml.audit.transports.base import DeliveryTracker, Transport
 
@@ -31,15 +31,6 @@ MAX_EVENT_BYTES = 16 * 1024 * 1024
 SEGMENT_SUFFIX = ".seg"
 SEGMENT_ROLL_BYTES = 256 * 1024 * 1024
 LOG_SUBDIR = "log"
-
-
-def make_private_dir(path: Path) -> Path:
-    """Create a directory (and missing parents) readable by its owner only."""
-    if not path.is_dir():
-        if not path.parent.is_dir():
-            make_private_dir(path.parent)
-        path.mkdir(mode=0o700, exist_ok=True)
-    return path
 
 
 def log_path(log_dir: Path) -> Path:
@@ -53,7 +44,11 @@ def frame(value: bytes, version: int = SCHEMA_VERSION) -> bytes:
 
 
 class EmbeddedTransport(Transport):
-    """Appends events to this process's own segment under ``log_dir/log``."""
+    """Appends events to this process's own segment under ``log_dir/log``.
+
+    An event counts as delivered once fsync made it durable (at flush, at close, or when the
+    segment rolls over); a write or an fsync that fails counts its events as failed.
+    """
 
     def __init__(self, log_dir: Path) -> None:
         make_private_dir(Path(log_dir))
@@ -61,48 +56,81 @@ class EmbeddedTransport(Transport):
         self._lock = threading.Lock()
         self._fd = -1
         self._size = 0
+        self._closed = False
+        self._unsynced: dict[DeliveryTracker, int] = {}  # events written since the last fsync
 
-    def _open_segment(self) -> None:
+    def _create_segment_file(self) -> int:
+        """Create this process's next segment and return it open for appending.
+
+        The one place a segment comes into being: a subclass may override it to put segments
+        elsewhere (the transport contract tests use /dev/full, a device that is always full).
+        """
         name = f"{time.time_ns() // 1000:016d}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-        path = self._dir / (name + SEGMENT_SUFFIX)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self._size = 0
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        return os.open(self._dir / (name + SEGMENT_SUFFIX), flags, 0o600)
 
     def emit(self, key: bytes, value: bytes, tracker: DeliveryTracker) -> None:
         data = frame(value)
-        tracker.sent += 1
         with self._lock:
+            if self._closed:
+                raise self._closed_error()
+            tracker.sent += 1
             try:
                 if self._fd < 0 or self._size >= SEGMENT_ROLL_BYTES:
                     self._close_segment()
-                    self._open_segment()
+                    self._fd = self._create_segment_file()
+                    self._size = 0
                 written = os.write(self._fd, data)
                 if written != len(data):
                     # Undo the torn frame so the segment stays readable, then report.
                     os.ftruncate(self._fd, self._size)
                     raise OSError(errno.ENOSPC, "short write")
-                self._size += written
             except OSError as exc:
-                tracker.on_failed(f"embedded log write failed: {exc}")
-                raise AuditTransportError(
-                    f"cannot append to the audit log in {self._dir}: {exc}. Free disk space or fix permissions."
-                ) from exc
-        tracker.on_delivered()
+                tracker.on_failed(
+                    f"cannot append to the audit log in {self._dir}: {exc}; free disk space or fix permissions"
+                )
+                return
+            self._size += written
+            self._unsynced[tracker] = self._unsynced.get(tracker, 0) + 1
+
+    def _sync(self) -> None:
+        """fsync the open segment, then settle the events written since the last fsync."""
+        if not self._unsynced:
+            return
+        unsynced, self._unsynced = self._unsynced, {}
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            reason = f"cannot make the audit log in {self._dir} durable: fsync failed: {exc}; check the disk"
+            for tracker, count in unsynced.items():
+                tracker.on_failed(reason, count)
+            return
+        for tracker, count in unsynced.items():
+            tracker.on_delivered(count)
+
+    def _close_segment(self) -> None:
+        """Settle the open segment's events, then close it."""
+        if self._fd < 0:
+            return
+        self._sync()
+        fd, self._fd = self._fd, -1
+        os.close(fd)
 
     def flush(self, timeout: float) -> None:
         with self._lock:
-            if self._fd >= 0:
-                os.fsync(self._fd)
-
-    def _close_segment(self) -> None:
-        if self._fd >= 0:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+            self._sync()
 
     def close(self, timeout: float) -> None:
         with self._lock:
+            self._closed = True
             self._close_segment()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"EmbeddedTransport({str(self._dir)!r})"
 
 
 @dataclass(frozen=True)

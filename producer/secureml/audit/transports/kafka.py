@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from typing import Any
 
@@ -29,6 +29,8 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 # A full local queue means the broker has been unreachable for long: wait this long, then fail.
 _QUEUE_FULL_WAIT = 30.0
+
+logger = logging.getLogger(__name__)
 
 
 def ensure_topic(config: AuditConfig, topic: str | None = None, *, partitions: int | None = None) -> None:
@@ -65,14 +67,18 @@ class KafkaTransport(Transport):
     key (the operation_id), which is cheaper than a closure per message on the hot path.
     """
 
-    def __init__(self, config: AuditConfig) -> None:
+    def __init__(self, config: AuditConfig, *, create_topic: bool = True) -> None:
+        """``create_topic=False`` skips checking for the topic and creating it, for clusters
+        where operators provision topics and clients may not list or create them."""
         self.config = config
-        ensure_topic(config)
+        if create_topic:
+            ensure_topic(config)
         settings = {
             **PRODUCER_DEFAULTS,
             "bootstrap.servers": config.bootstrap_servers,
             **config.librdkafka_settings(),
             "on_delivery": self._on_delivery,
+            "logger": logger,  # librdkafka's own diagnostics go to logging, not straight to stderr
         }
         self._producer = Producer(settings)
         self._produce = self._producer.produce
@@ -80,6 +86,7 @@ class KafkaTransport(Transport):
         self._topic = config.topic
         self._trackers: dict[bytes, DeliveryTracker] = {}
         self._unpolled = 0
+        self._closed = False
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         tracker = self._trackers.get(msg.key())
@@ -91,12 +98,17 @@ class KafkaTransport(Transport):
             tracker.on_failed(f"{err.name()}: {err.str()}")
 
     def emit(self, key: bytes, value: bytes, tracker: DeliveryTracker) -> None:
+        if self._closed:
+            raise self._closed_error()
         self._trackers[key] = tracker
         tracker.sent += 1
         try:
             self._produce(self._topic, value, key, headers=_HEADERS)
         except BufferError:
             self._wait_for_room(key, value, tracker)
+        except KafkaException as exc:  # refused before sending (e.g. larger than message.max.bytes)
+            tracker.on_failed(f"the Kafka producer refused the event: {exc}")
+            return
         self._unpolled += 1
         if self._unpolled >= 64:  # serve delivery reports now and then, not on every call
             self._unpolled = 0
@@ -119,16 +131,30 @@ class KafkaTransport(Transport):
                     ) from None
 
     def flush(self, timeout: float) -> None:
-        self._producer.flush(timeout)
+        if not self._closed:  # a closed transport's producer is gone: nothing left to wait for
+            self._producer.flush(timeout)
 
     def release(self, key: bytes) -> None:
         self._trackers.pop(key, None)
 
     def close(self, timeout: float) -> None:
+        if self._closed:
+            return
+        self._closed = True
         remaining = self._producer.flush(timeout)
         if remaining:
-            print(
-                f"secureml-audit: {remaining} audit event(s) were not delivered to Kafka at "
-                f"{self.config.bootstrap_servers} before exit",
-                file=sys.stderr,
+            logger.warning(
+                "%d audit event(s) were not confirmed by Kafka at %s within %.0fs of closing the transport; "
+                "they stay pending in their trails' delivery reports",
+                remaining, self.config.bootstrap_servers, timeout,
             )
+        # Dropping the last references destroys the librdkafka handle, which ends its threads and
+        # connections (Producer.close() would do it too, but waits for every unconfirmed event).
+        del self._producer, self._produce, self._poll
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"KafkaTransport({self.config.bootstrap_servers!r}, topic={self._topic!r})"

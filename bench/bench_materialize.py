@@ -1,0 +1,102 @@
+"""Bench: the materializer into the Delta lake against the first wave's lake, on the same input, same run.
+
+Logs N events once (embedded log, or a Kafka topic), then materialises them with ``--once``
+twice in fresh child processes: the first wave's materializer (checked out from git at
+``--baseline``, its own manifest-and-Parquet lake) and ours (a Delta table), each into its
+own log directory. Reports events/s and peak RSS of each and the ratios.
+
+    .venv/bin/python bench/bench_materialize.py [--events 1000000] [--source embedded|kafka]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from _common import bootstrap
+from secureml.audit import AuditTrail
+
+REPO = Path(__file__).resolve().parents[1]
+FIRST_WAVE = "21a2e7e"  # the last commit with the manifest lake
+
+CHILD = """
+import json, os, resource, sys, time
+from secureml.materializer import materialize
+began = time.perf_counter()
+stats = materialize(sys.argv[1], bootstrap_servers=sys.argv[2] or "", topic=sys.argv[3], group=sys.argv[4])
+print(json.dumps({"events": stats.events, "seconds": time.perf_counter() - began,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def log_events(events: int, log_dir: Path, broker: str, topic: str) -> None:
+    per_trail = 10_000
+    for start in range(0, events, per_trail):
+        trail = AuditTrail(f"op-{start // per_trail % 13}", log_dir=log_dir, bootstrap_servers=broker, topic=topic)
+        for i in range(min(per_trail, events - start) - 2):
+            trail.log_model_inference("credit_risk_v1", f"application_{i}", "low_risk", 0.87)
+        trail.close()
+        print(f"\rbench: logged {min(start + per_trail, events):,}/{events:,}", file=sys.stderr, end="")
+    print(file=sys.stderr)
+
+
+def run(pythonpath: str | None, log_dir: Path, broker: str, topic: str, key: Path) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECUREML_AUDIT_")}
+    env["SECUREML_AUDIT_SIGNING_KEY"] = str(key)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    out = subprocess.run([sys.executable, "-c", CHILD, str(log_dir), broker, topic, f"bench-{uuid.uuid4().hex[:8]}"],
+                         env=env, capture_output=True, text=True, check=True, timeout=3600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--source", choices=["embedded", "kafka"], default="embedded")
+    parser.add_argument("--baseline", default=FIRST_WAVE, help="git revision of the first wave's lake")
+    args = parser.parse_args()
+    broker = bootstrap() if args.source == "kafka" else ""
+    topic = f"bench-mat-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        old_code = root / "first-wave"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(old_code), args.baseline],
+                       check=True)
+        try:
+            source = root / "logged"
+            log_events(args.events, source, broker, topic)
+            dirs = {"first_wave": root / "first_wave", "delta": root / "delta"}
+            for directory in dirs.values():
+                if args.source == "embedded":
+                    shutil.copytree(source / "log", directory / "log")
+                else:
+                    directory.mkdir()
+            result: dict[str, object] = {"events": args.events, "source": args.source}
+            old_path = f"{old_code / 'producer'}:{old_code / 'consumers'}"
+            for name, pythonpath in (("first_wave", old_path), ("delta", None)):
+                measured = run(pythonpath, dirs[name], broker, topic, root / name / "key" / "signing_key.pem")
+                assert measured["events"] == args.events, measured
+                result[f"{name}_events_per_s"] = round(measured["events"] / measured["seconds"])
+                result[f"{name}_peak_rss_mb"] = round(measured["peak_rss_mb"])
+                print(f"bench: {name}: {result[f'{name}_events_per_s']:,}/s, "
+                      f"{result[f'{name}_peak_rss_mb']} MB", file=sys.stderr)
+            result["delta_vs_first_wave_rate"] = round(
+                int(result["delta_events_per_s"]) / int(result["first_wave_events_per_s"]), 2)  # type: ignore[call-overload]
+            result["delta_vs_first_wave_peak_rss"] = round(
+                int(result["delta_peak_rss_mb"]) / int(result["first_wave_peak_rss_mb"]), 2)  # type: ignore[call-overload]
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old_code)], check=False)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

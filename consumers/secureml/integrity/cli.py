@@ -1,0 +1,86 @@
+"""``secureml-audit verify``: check a lake's hash chains and signed checkpoints; exit 0 only when intact."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import TextIO
+
+from secureml.integrity.result import VerificationResult
+from secureml.integrity.verifier import verify
+
+PROGRESS_FROM_ROWS = 100_000
+SHOWN_FINDINGS = 50
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal, redrawn at most ten times a second."""
+
+    def __init__(self, stream: TextIO, width: int = 30) -> None:
+        self.stream = stream
+        self.width = width
+        self._drawn = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if total < PROGRESS_FROM_ROWS or (now - self._drawn < 0.1 and done < total):
+            return
+        self._drawn = now
+        filled = self.width * done // max(total, 1)
+        self.stream.write(f"\rverifying [{'#' * filled}{'.' * (self.width - filled)}] {done:,}/{total:,} events")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+HELP = "verify hash chains and signed checkpoints of a lake"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the verify options."""
+    parser.add_argument("--log-dir", help="directory that holds lake/ (default: $SECUREML_AUDIT_LOG_DIR or "
+                        "secureml_audit_logs)")
+    parser.add_argument("--public-key", help="PEM public key of the materializer that signed the checkpoints "
+                        "(default: the lake's own copy, which proves nothing against whoever could rewrite the lake)")
+    parser.add_argument("--operation-id", help="verify this operation only")
+    parser.add_argument("--as-of", type=lambda v: int(v) if v.isdigit() else v, metavar="VERSION|TIME",
+                        help="verify the lake as it was at a Delta version (a number) or a time (ISO 8601)")
+    parser.add_argument("--format", choices=["text", "json"], default="text")
+
+
+def render(result: VerificationResult) -> str:
+    """The result as text: the verdict, what is wrong and where, then the counts."""
+    summary = result.summary()
+    lines = [
+        f"{'INTACT' if result.ok else 'FAILED'}: {result.log_dir}: {result.events:,} events, "
+        f"{summary['operations']:,} operations, {summary['checkpoints']} checkpoints "
+        f"(latest {summary['latest_checkpoint']}), verified in {result.seconds:.1f} s",
+        f"public key: {result.public_key}",
+    ]
+    findings = result.errors + result.warnings
+    for finding in findings[:SHOWN_FINDINGS]:
+        where = f" [{', '.join(finding.files)}]" if finding.files else ""
+        lines.append(f"  {finding.severity.upper():7} {finding.kind:24} {finding.message}{where}")
+    if len(findings) > SHOWN_FINDINGS:
+        lines.append(f"  ... and {len(findings) - SHOWN_FINDINGS} more (--format json lists them all)")
+    lines.append(
+        f"operations: {summary['operations'] - summary['operations_failed']:,} intact, "
+        f"{summary['operations_failed']:,} failed, {summary['operations_not_closed']:,} never closed; "
+        f"checkpoints: {summary['checkpoints'] - summary['checkpoints_failed']} intact, "
+        f"{summary['checkpoints_failed']} failed; events not yet signed: {summary['events_not_covered']:,}"
+    )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Verify and print; 0 when intact, 1 when anything is wrong."""
+    progress = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    result = verify(args.log_dir, args.public_key, args.operation_id, progress, as_of=args.as_of)
+    if args.format == "json":
+        json.dump(result.to_dict(), sys.stdout, indent=2)
+        print()
+    else:
+        print(render(result))
+    return 0 if result.ok else 1

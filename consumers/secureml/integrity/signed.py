@@ -1,0 +1,235 @@
+"""Checks against the signed checkpoints: signatures, their chain, Merkle roots, chain heads, coverage."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from secureml.integrity.checkpoints import ChainState, Checkpoint, SourceCoverage, StoredCheckpoint
+from secureml.integrity.keys import key_id, signature_valid
+from secureml.integrity.lakerows import by_source
+from secureml.integrity.merkle import extend_frontier, leaf_hashes, root_of_frontier
+from secureml.integrity.result import (
+    CHAIN_BROKEN,
+    CHECKPOINT_UNREADABLE,
+    DELETED_OPERATION,
+    FOREIGN,
+    MERKLE_MISMATCH,
+    MISPLACED,
+    MISSING,
+    MODIFIED,
+    NOT_COVERED,
+    SIGNATURE_INVALID,
+    TRUNCATED,
+    CheckpointReport,
+    Finding,
+    OperationReport,
+)
+
+LEAF_CHUNK = 1 << 16  # leaves hashed at a time while roots are recomputed
+
+
+def check_checkpoints(
+    stored: list[StoredCheckpoint], key: Ed25519PublicKey | None
+) -> tuple[list[CheckpointReport], ChainState]:
+    """A report per stored checkpoint (signature, link to the one before) and the chain folded."""
+    reports: list[CheckpointReport] = []
+    state = ChainState()
+    previous: Checkpoint | None = None
+    trusted = key_id(key) if key is not None else ""
+    for item in stored:
+        checkpoint = item.checkpoint
+        if checkpoint is None:
+            reports.append(CheckpointReport(item.name, None, None, None, findings=[Finding(
+                CHECKPOINT_UNREADABLE, "error", f"checkpoint file {item.name} is unreadable ({item.problem}): "
+                "restore it from a backup or from the Kafka checkpoints topic")]))
+            continue
+        number = checkpoint.sequence
+        report = CheckpointReport(item.name, number, checkpoint.created_at, checkpoint.key_id)
+        reports.append(report)
+
+        def error(kind: str, message: str, report: CheckpointReport = report, number: int = number) -> None:
+            report.findings.append(Finding(kind, "error", f"checkpoint #{number}: {message}", checkpoint=number))
+
+        if key is None:
+            error(SIGNATURE_INVALID, "no public key to check its signature with: pass --public-key")
+        elif checkpoint.key_id != trusted:
+            error(SIGNATURE_INVALID, f"signed by key {checkpoint.key_id[:16]}..., not by the trusted key "
+                  f"{trusted[:16]}...: forged or re-signed, or the wrong public key was given")
+        elif not signature_valid(key, checkpoint.signed_bytes(), checkpoint.signature):
+            error(SIGNATURE_INVALID, "its signature does not match its content: the checkpoint was altered")
+        elif not checkpoint.operations_intact():
+            error(SIGNATURE_INVALID, "its chain heads are not the ones its signature covers: the checkpoint "
+                  "was altered")
+        else:
+            report.signature_valid = True
+        expected = previous.sequence + 1 if previous else 0
+        if number > expected:
+            skipped = f"#{expected}" if number == expected + 1 else f"#{expected}..#{number - 1}"
+            error(CHAIN_BROKEN, f"the chain skips {skipped} before it: removed from the lake")
+        elif number < expected:
+            error(CHAIN_BROKEN, f"its sequence repeats or goes back (expected #{expected})")
+        elif checkpoint.prev_checkpoint_hash != (previous.digest() if previous else ""):
+            error(CHAIN_BROKEN, "it does not link to the checkpoint before it: one of them was replaced")
+        else:
+            report.chain_intact = True
+        state.add(checkpoint)
+        previous = checkpoint
+    return reports, state
+
+
+def _first_mismatch(offsets: np.ndarray, hashes: pa.Array, claims: list[tuple[int, SourceCoverage]]) -> int | None:
+    """Index of the first claim (checkpoint, coverage) of one source its rows do not match, streaming the leaves.
+
+    The frontier grows from one claimed size to the next, so memory stays small whatever the
+    source's size.
+    """
+    size, frontier = 0, list[bytes]()
+    for index, (_number, coverage) in enumerate(claims):
+        target = int(np.searchsorted(offsets, coverage.last_offset, side="right"))
+        if target < size:  # a claim that covers less than the one before it: start over
+            size, frontier = 0, []
+        for start in range(size, target, LEAF_CHUNK):
+            chunk = hashes.slice(start, min(LEAF_CHUNK, target - start)).to_pylist()
+            frontier = extend_frontier(frontier, start, leaf_hashes(chunk))
+        size = target
+        if size != coverage.tree_size or tuple(n.hex() for n in frontier) != coverage.frontier \
+                or root_of_frontier(frontier).hex() != coverage.root:
+            return index
+    return None
+
+
+def check_roots(rows: pa.Table, stored: list[StoredCheckpoint], reports: list[CheckpointReport]) -> None:
+    """Recompute every checkpoint's Merkle roots from the lake; name the first range that differs, per source."""
+    spans, offsets, hashes = by_source(rows)
+    claims: dict[str, list[tuple[int, SourceCoverage]]] = defaultdict(list)
+    by_number: dict[int, CheckpointReport] = {}
+    for item, report in zip(stored, reports):
+        if item.checkpoint is not None:
+            report.roots_match = True
+            by_number[item.checkpoint.sequence] = report
+            for source, coverage in item.checkpoint.sources.items():
+                claims[source].append((item.checkpoint.sequence, coverage))
+    for source, source_claims in claims.items():
+        begin, end = spans.get(source, (0, 0))
+        first = _first_mismatch(offsets[begin:end], hashes.slice(begin, end - begin), source_claims)
+        if first is None:
+            continue
+        for number, _coverage in source_claims[first:]:
+            by_number[number].roots_match = False  # the later ones follow from the first
+        number, coverage = source_claims[first]
+        size = int(np.searchsorted(offsets[begin:end], coverage.last_offset, side="right"))
+        where = f"offsets {source_claims[first - 1][1].last_offset + 1}..{coverage.last_offset}" if first else \
+            f"offsets up to {coverage.last_offset}"
+        by_number[number].findings.append(Finding(
+            MERKLE_MISMATCH, "error",
+            f"checkpoint #{number}: the lake's {size} events of {source} in {where} do not hash to the root "
+            f"signed over {coverage.tree_size} events: events there were changed, removed, added or moved",
+            source=source, checkpoint=number))
+
+
+def check_heads(
+    rows: pa.Table, state: ChainState, operations: dict[str, OperationReport], files: list[str],
+    only_operation: str | None = None,
+) -> tuple[list[Finding], int]:
+    """Signed chain heads and positions against the lake: deleted, truncated, rewritten, inserted, moved.
+
+    Findings go to the operations' reports; returns the lake-level findings and the number of
+    events no checkpoint covers yet.
+    """
+    heads = pa.table({
+        "operation_id": pa.array(list(state.heads), pa.large_string()),
+        "last_seq": pa.array([h.last_seq for _, h in state.heads.values()], pa.int64()),
+        "head_hash": pa.array([h.head_hash for _, h in state.heads.values()], pa.large_string()),
+        "closed": pa.array([h.closed for _, h in state.heads.values()], pa.bool_()),
+        "checkpoint": pa.array([seq for seq, _ in state.heads.values()], pa.int64()),
+    })
+    coverage = pa.table({
+        "source": pa.array(list(state.sources), pa.large_string()),
+        "last_offset": pa.array([c.last_offset for _, c in state.sources.values()], pa.int64()),
+    })
+    con = duckdb.connect(config={"threads": 2})
+    try:
+        for name, table in (("rows", rows), ("heads", heads), ("coverage", coverage)):
+            con.register(name, table)
+        con.execute("""
+            CREATE TEMP TABLE placed AS
+            SELECT r.operation_id, r.seq, r.source, r.source_offset, r.file, h.last_seq, h.checkpoint,
+                   coalesce(r.source_offset <= c.last_offset, false) AS covered
+            FROM rows r LEFT JOIN coverage c USING (source) LEFT JOIN heads h USING (operation_id)""")
+        unmatched = _query(con, """
+            WITH lake_ops AS (SELECT operation_id, max(seq) AS lake_last FROM rows GROUP BY operation_id),
+                 matched AS (SELECT DISTINCT r.operation_id FROM rows r JOIN heads h
+                             ON r.operation_id = h.operation_id AND r.seq = h.last_seq AND r.hash = h.head_hash),
+                 present AS (SELECT DISTINCT r.operation_id FROM rows r JOIN heads h
+                             ON r.operation_id = h.operation_id AND r.seq = h.last_seq)
+            SELECT h.*, o.lake_last, o.operation_id IS NULL AS deleted,
+                   h.operation_id IN (SELECT operation_id FROM present) AS present
+            FROM heads h LEFT JOIN lake_ops o USING (operation_id)
+            WHERE h.operation_id NOT IN (SELECT operation_id FROM matched) AND (? IS NULL OR h.operation_id = ?)
+            ORDER BY h.operation_id""", [only_operation, only_operation])
+        misplaced = _query(con, """
+            SELECT * FROM placed WHERE (covered AND (last_seq IS NULL OR seq > last_seq))
+                                    OR (NOT covered AND seq <= last_seq)
+            ORDER BY operation_id, seq""")
+        uncovered = _query(con, "SELECT source, count(*) AS events FROM placed WHERE NOT covered "
+                                "GROUP BY source ORDER BY source")
+    finally:
+        con.close()
+    for head in unmatched:
+        _head_finding(head, operations)
+    for row in misplaced:
+        _placement_finding(row, operations, files)
+    not_covered = sum(u["events"] for u in uncovered)
+    if not not_covered:
+        return [], 0
+    where = ", ".join(f"{u['events']} in {u['source']}" for u in uncovered[:5]) + (" ..." if len(uncovered) > 5 else "")
+    return [Finding(NOT_COVERED, "warning", f"{not_covered} events are newer than the latest checkpoint ({where}): "
+                    "not signed yet. The materializer signs them at its next checkpoint "
+                    "(`secureml-audit materialize --once`)")], not_covered
+
+
+def _query(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    return con.sql(sql, params=params).to_arrow_table().to_pylist()
+
+
+def _report(operations: dict[str, OperationReport], operation_id: str) -> OperationReport:
+    if operation_id not in operations:  # signed, yet no event of it is left in the lake
+        operations[operation_id] = OperationReport(operation_id, None, 0, None, False)
+    return operations[operation_id]
+
+
+def _head_finding(head: dict[str, Any], operations: dict[str, OperationReport]) -> None:
+    """The lake does not hold the chain head a checkpoint signed for an operation."""
+    op, last, number = head["operation_id"], head["last_seq"], head["checkpoint"]
+    signed = f"checkpoint #{number} signed its chain up to seq {last}{' (closed)' if head['closed'] else ''}"
+    if head["deleted"]:
+        kind, message = DELETED_OPERATION, f"{op}: deleted from the lake: {signed}, and no event of it is left"
+    elif head["lake_last"] < last:
+        kind, message = TRUNCATED, f"{op}: truncated: {signed}, but the lake ends at seq {head['lake_last']}"
+    elif not head["present"]:
+        kind, message = MISSING, f"{op}: {signed}, but that event is gone from the lake"
+    else:
+        kind, message = MODIFIED, (f"{op}: {signed}, but the lake's event at seq {last} has another hash: "
+                                   "the chain was rewritten with recomputed hashes")
+    _report(operations, op).findings.append(Finding(kind, "error", message, op, (last,), checkpoint=number))
+
+
+def _placement_finding(row: dict[str, Any], operations: dict[str, OperationReport], files: list[str]) -> None:
+    """A row inside signed positions that no checkpoint signed, or a signed event outside them."""
+    op, seq, where = row["operation_id"], row["seq"], f"{row['source']} offset {row['source_offset']}"
+    if row["covered"]:
+        kind = FOREIGN
+        message = (f"{op}: the event at seq {seq} ({where}) lies inside signed positions, yet no checkpoint "
+                   "signed it: it was inserted")
+    else:
+        kind = MISPLACED
+        message = (f"{op}: the event at seq {seq} lies at {where}, outside the positions signed for it "
+                   f"(checkpoint #{row['checkpoint']} covers its chain up to seq {row['last_seq']}): it was moved")
+    _report(operations, op).findings.append(
+        Finding(kind, "error", message, op, (seq,), source=row["source"], files=(files[row["file"]],)))

@@ -1,0 +1,110 @@
+"""``verify``: the lake checked against itself (hash chains) and against its signed checkpoints."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from secureml.audit.config import resolve_config
+from secureml.integrity.chains import check_chains
+from secureml.integrity.checkpoints import LAKE_PUBLIC_KEY, StoredCheckpoint, checkpoint_dir, stored_checkpoints
+from secureml.integrity.exceptions import IntegrityError
+from secureml.integrity.keys import load_public_key
+from secureml.integrity.result import (
+    NO_CHECKPOINT,
+    NO_PUBLIC_KEY,
+    UNTRUSTED_KEY,
+    Finding,
+    VerificationResult,
+)
+from secureml.integrity.scan import Progress, scan_lake
+from secureml.integrity.signed import check_checkpoints, check_heads, check_roots
+from secureml.lake.table import Lake
+
+PublicKey = str | os.PathLike[str] | Ed25519PublicKey
+
+
+def _trusted_key(lake: Lake, public_key: PublicKey | None) -> tuple[Ed25519PublicKey | None, str, list[Finding]]:
+    """The key to check signatures with, where it came from, and a warning when that is the lake itself."""
+    if isinstance(public_key, Ed25519PublicKey):
+        return public_key, "given", []
+    if public_key is not None:
+        return load_public_key(Path(public_key)), f"given: {public_key}", []
+    copy = checkpoint_dir(lake.root) / LAKE_PUBLIC_KEY
+    if copy.exists():
+        return load_public_key(copy), f"lake copy (untrusted): {copy}", [Finding(
+            UNTRUSTED_KEY, "warning", f"signatures were checked with the public key stored in the lake itself "
+            f"({copy}): whoever could rewrite the lake could have replaced it. Pass --public-key with the key "
+            "you received from the operator for proof")]
+    return None, "none", []
+
+
+def _up_to(stored: list[StoredCheckpoint], version: int | None) -> list[StoredCheckpoint]:
+    """The checkpoints of the chain up to the last one taken at or before a table version."""
+    kept: list[StoredCheckpoint] = []
+    for entry in stored:
+        taken_at = entry.checkpoint.table_version if entry.checkpoint is not None else None
+        if taken_at is not None and (version is None or taken_at > version):
+            break
+        kept.append(entry)
+    return kept
+
+
+def verify(
+    log_dir: str | os.PathLike[str] | None = None,
+    public_key: PublicKey | None = None,
+    operation_id: str | None = None,
+    progress: Progress | None = None,
+    as_of: int | str | dt.datetime | None = None,
+) -> VerificationResult:
+    """Verify the lake under ``log_dir``: every event, every operation's chain, every signed checkpoint.
+
+    ``public_key`` is a PEM file (or key) to check signatures with; without it the lake's own
+    copy is used, with a warning. ``operation_id`` verifies that operation only (its chain and
+    signed head; Merkle roots need the whole lake). ``progress(done, total)`` is called as
+    rows are read. ``as_of`` (a Delta version or a time) verifies the lake as it was then,
+    against the checkpoints taken up to that version. The result's ``ok`` is True only when
+    nothing is wrong.
+    """
+    started = time.perf_counter()
+    directory = resolve_config(log_dir=log_dir, bootstrap_servers="").log_dir
+    lake = Lake(directory)
+    if not lake.exists() and not checkpoint_dir(lake.root).is_dir():
+        raise IntegrityError(
+            f"no lake to verify at {lake.uri}: materialize the events first "
+            f"(`secureml-audit materialize --once --log-dir {directory}`), or pass the directory that holds lake/"
+        )
+    snapshot = lake.snapshot(as_of)
+    scan = scan_lake(lake, snapshot, operation_id, progress)
+    key, key_origin, findings = _trusted_key(lake, public_key)
+    stored = stored_checkpoints(lake.root)
+    if as_of is not None:  # the chain as it stood at that version: later checkpoints cover rows it lacks
+        stored = _up_to(stored, snapshot.version)
+    checkpoints, state = check_checkpoints(stored, key)
+    if not stored:
+        findings = [Finding(
+            NO_CHECKPOINT, "error" if public_key is not None else "warning",
+            "the lake has no signed checkpoint, so nothing is signed: deleted operations and consistently "
+            "rewritten chains cannot be detected. The materializer writes checkpoints; if it did, "
+            "someone removed lake/_checkpoints")]
+    elif key is None:
+        findings.append(Finding(NO_PUBLIC_KEY, "error", "no public key: pass --public-key with the key of the "
+                                "materializer that signed the checkpoints"))
+    operations = check_chains(scan.rows, scan.files)
+    if operation_id is None:
+        check_roots(scan.rows, stored, checkpoints)
+    head_findings, not_covered = check_heads(scan.rows, state, operations, scan.files, operation_id)
+    return VerificationResult(
+        log_dir=str(directory),
+        events=scan.rows.num_rows,
+        operations=sorted(operations.values(), key=lambda op: (op.status == "intact", op.operation_id)),
+        checkpoints=checkpoints,
+        findings=scan.findings + findings + head_findings,
+        public_key=key_origin,
+        events_not_covered=not_covered,
+        seconds=time.perf_counter() - started,
+    )

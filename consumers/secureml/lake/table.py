@@ -1,0 +1,448 @@
+"""The lake: a Delta Lake table of audit events, written exactly once by any number of materializers.
+
+Default location ``log_dir/lake/events``; any URI delta-rs supports (``s3://bucket/path``,
+``file:///...``) with ``storage_options`` (argument, or ``SECUREML_AUDIT_LAKE_URI`` and
+``SECUREML_AUDIT_LAKE_STORAGE_OPTIONS`` as JSON). Partitioned by ``event_date`` (UTC).
+
+Exactly once is the table's own commit protocol, as in kafka-delta-ingest: every commit
+carries, as Delta app transactions, the next position of each source it consumed
+(``kafka:<topic>/<partition>`` offsets, ``log/<segment>`` bytes) in the same atomic commit as
+the rows. A restarted materializer resumes from ``transaction_version(source)``. A commit is
+prepared against one table version; if another writer committed the same source meanwhile
+(a rebalance, a zombie that lost its partition), delta-rs refuses it (``CommitFailedError``)
+and the batch is trimmed against the new version before it is tried again, never blindly.
+Appends of different sources never conflict, so instances on many hosts share one table.
+
+Readers take one table version (``snapshot``) and read exactly its files, so a compaction
+(``optimize``, one commit) never shows an event twice or hides one; ``vacuum`` deletes
+superseded files only after a retention far longer than any query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, WriterProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from secureml.audit._fs import owner_only
+from secureml.audit.config import ENV_PREFIX
+from secureml.audit.exceptions import LakeError
+from secureml.lake.rows import PARTITION_KEY, table_schema, with_partition
+
+log = logging.getLogger(__name__)
+
+LAKE_DIR = "lake"
+EVENTS_DIR = "events"
+CATALOG = "audit.duckdb"
+PREVIOUS_FORMAT_MANIFEST = "_manifest.json"  # the lake before it was a Delta table (see migrate)
+URI_ENV = ENV_PREFIX + "LAKE_URI"
+STORAGE_OPTIONS_ENV = ENV_PREFIX + "LAKE_STORAGE_OPTIONS"
+# Small row groups let a query for one operation and time range skip most of a sorted file.
+ROW_GROUP_ROWS = 16_384
+WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
+COMPACT_SMALL_FILES = 16  # today's partition is compacted (unsorted) once it has this many files
+SORT_COLUMNS = ("operation_name", "timestamp")
+# Superseded files stay this long: far longer than any query, and time travel reaches as far.
+VACUUM_RETENTION_HOURS = 7 * 24
+# One writer at a time maintains the table (compaction); the lease is an app transaction.
+MAINTENANCE_LEASE = "secureml-audit:maintenance-lease"
+LEASE_SECONDS = 600
+_COMMIT_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class LakeFile:
+    """One data file of a table version."""
+
+    path: str  # as in the Delta log, relative to the table root
+    uri: str  # absolute path (local table) or object-store URI
+    rows: int
+    date: str
+    min_ts: int | None  # microseconds, from the file's statistics
+    max_ts: int | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One version of the table: its files and the positions its commits consumed."""
+
+    table: DeltaTable | None
+    files: tuple[LakeFile, ...]
+
+    @property
+    def version(self) -> int | None:
+        """The Delta version, or None when nothing was materialised yet."""
+        return None if self.table is None else self.table.version()
+
+    @property
+    def rows(self) -> int:
+        """Events in this version."""
+        return sum(f.rows for f in self.files)
+
+    def position(self, source: str) -> int | None:
+        """The next position of ``source`` this version holds everything before (None: never read)."""
+        return None if self.table is None else self.table.transaction_version(source)
+
+    def positions(self, sources: Iterable[str]) -> dict[str, int]:
+        """``position`` of each source that has one."""
+        held = {source: self.position(source) for source in sources}
+        return {source: position for source, position in held.items() if position is not None}
+
+    def uris(self, start_us: int | None = None, end_us: int | None = None) -> list[str]:
+        """Files whose statistics say they may hold events in [start_us, end_us]."""
+        return [
+            f.uri for f in self.files
+            if (start_us is None or f.max_ts is None or f.max_ts >= start_us)
+            and (end_us is None or f.min_ts is None or f.min_ts <= end_us)
+        ]
+
+
+def _due_partition(snapshot: Snapshot, today: str) -> tuple[str, bool] | None:
+    """The first partition due for compaction, and whether it is a closed day."""
+    by_date: dict[str, int] = {}
+    for f in snapshot.files:
+        by_date[f.date] = by_date.get(f.date, 0) + 1
+    for date, count in sorted(by_date.items()):
+        if date < today and count > 1:
+            return date, True
+        if count >= COMPACT_SMALL_FILES:
+            return date, False
+    return None
+
+
+def _micros(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return (value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+    return int(value)
+
+
+def _storage_options_from_env() -> dict[str, str]:
+    raw = os.environ.get(STORAGE_OPTIONS_ENV)
+    if not raw:
+        return {}
+    try:
+        options = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise LakeError(f"{STORAGE_OPTIONS_ENV} must be a JSON object of strings: {exc}") from exc
+    if not isinstance(options, dict):
+        raise LakeError(f"{STORAGE_OPTIONS_ENV} must be a JSON object of strings")
+    return {str(k): str(v) for k, v in options.items()}
+
+
+class Lake:
+    """The Delta table of one log directory (or of an explicit URI), for reading and writing."""
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str],
+        *,
+        uri: str | None = None,
+        storage_options: dict[str, str] | None = None,
+    ) -> None:
+        self.log_dir = Path(log_dir)
+        self.root = self.log_dir / LAKE_DIR  # local: checkpoints, the previous format's files
+        self.uri = uri or os.environ.get(URI_ENV) or str(self.root / EVENTS_DIR)
+        self.storage_options = dict(storage_options if storage_options is not None else _storage_options_from_env())
+        self.local = "://" not in self.uri or self.uri.startswith("file://")
+        self._local = threading.local()  # a DeltaTable per thread: the compactor and the committer share a Lake
+
+    @property
+    def events_dir(self) -> Path:
+        """Local directory of the table (only meaningful for a local lake)."""
+        return Path(self.uri.removeprefix("file://"))
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """True once the table has its first commit."""
+        return DeltaTable.is_deltatable(self.uri, self.storage_options or None)
+
+    def _load(self, as_of: int | str | dt.datetime | None = None) -> DeltaTable | None:
+        try:
+            if as_of is None:
+                return DeltaTable(self.uri, storage_options=self.storage_options or None)
+            if isinstance(as_of, int) and not isinstance(as_of, bool):
+                return DeltaTable(self.uri, version=as_of, storage_options=self.storage_options or None)
+            table = DeltaTable(self.uri, storage_options=self.storage_options or None)
+            table.load_as_version(as_of)
+            return table
+        except TableNotFoundError:
+            if as_of is not None:
+                raise LakeError(f"no lake at {self.uri} to travel back in: nothing was materialised yet") from None
+            return None
+        except (DeltaError, ValueError, OSError) as exc:
+            if as_of is not None:
+                raise LakeError(
+                    f"the lake at {self.uri} has no version {as_of!r} ({exc}): give a version number the "
+                    "table has, or a time after its first commit"
+                ) from exc
+            raise LakeError(f"cannot read the lake at {self.uri}: {exc}") from exc
+
+    @property
+    def _cached(self) -> DeltaTable | None:
+        return getattr(self._local, "table", None)
+
+    @_cached.setter
+    def _cached(self, table: DeltaTable | None) -> None:
+        self._local.table = table
+
+    def latest(self) -> DeltaTable | None:
+        """The newest version of the table, refreshed incrementally when this thread read it before."""
+        cached = self._cached
+        if cached is not None:
+            try:
+                cached.update_incremental()
+                return cached
+            except (DeltaError, OSError):
+                self._cached = None
+        self._cached = self._load()
+        return self._cached
+
+    def snapshot(self, as_of: int | str | dt.datetime | None = None) -> Snapshot:
+        """One version of the table (the newest, or the one at ``as_of``: a version number or a time)."""
+        if self.local and (self.root / PREVIOUS_FORMAT_MANIFEST).is_file():
+            raise LakeError(f"{self.root} is in the previous lake format: convert it once with "
+                            f"`secureml-audit migrate --log-dir {self.log_dir}` (a materializer does it by itself)")
+        table = self.latest() if as_of is None else self._load(as_of)
+        if table is None:
+            return Snapshot(None, ())
+        cached = getattr(self._local, "files", None)
+        if cached is not None and cached[0] == (table.version(), as_of is None):
+            return Snapshot(table, cached[1])  # a version's files never change: list them once
+        files = tuple(self._files(table))
+        self._local.files = ((table.version(), as_of is None), files)
+        return Snapshot(table, files)
+
+    def _files(self, table: DeltaTable) -> Iterator[LakeFile]:
+        actions = pa.table(table.get_add_actions(flatten=True))
+        columns = actions.column_names
+        paths = actions["path"].to_pylist()
+        rows = actions["num_records"].to_pylist()
+        dates = actions[f"partition.{PARTITION_KEY}"].to_pylist()
+        lows = actions["min.timestamp"].to_pylist() if "min.timestamp" in columns else [None] * len(paths)
+        highs = actions["max.timestamp"].to_pylist() if "max.timestamp" in columns else [None] * len(paths)
+        base = self.uri.rstrip("/")
+        for path, count, date, low, high in zip(paths, rows, dates, lows, highs):
+            relative = unquote(path)
+            uri = relative if "://" in relative else f"{base}/{relative}"
+            if self.local:
+                uri = uri.removeprefix("file://")
+            yield LakeFile(relative, uri, int(count or 0), str(date), _micros(low), _micros(high))
+
+    def batches(self, file: LakeFile, columns: list[str] | None = None, batch_size: int = 65_536
+                ) -> Iterator[pa.RecordBatch]:
+        """The rows of one data file, in batches (FileNotFoundError when it is gone)."""
+        if self.local:
+            yield from pq.ParquetFile(file.uri).iter_batches(batch_size=batch_size, columns=columns)
+            return
+        table = self.latest()
+        assert table is not None
+        dataset = table.to_pyarrow_dataset(file_pruning_predicate=None)
+        for fragment in dataset.get_fragments():
+            if fragment.path.endswith(file.path):
+                # One thread: pyarrow's pool over delta-rs's file system can abort the process at exit.
+                yield from fragment.to_batches(batch_size=batch_size, columns=columns, use_threads=False)
+                return
+        raise FileNotFoundError(file.uri)
+
+    def history(self) -> list[dict[str, Any]]:
+        """The table's commits, newest first (version, timestamp, operation)."""
+        table = self.latest()
+        return [] if table is None else list(table.history())
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def commit(self, tables: dict[str, pa.Table], ranges: dict[str, tuple[int, int]]) -> int:
+        """Store a batch read from sources, exactly once; returns the rows newly stored.
+
+        ``tables`` holds the rows read from each source; ``ranges`` maps each source to
+        ``(start, next)``: what was read from ``start`` up to (not including) ``next``, dead
+        letters included. Rows at positions the table already holds are dropped, so a replayed,
+        overlapping or zombie batch adds nothing twice.
+        """
+        for _attempt in range(_COMMIT_ATTEMPTS):
+            table = self.latest() or self._create()
+            parts: list[pa.Table] = []
+            transactions: list[Transaction] = []
+            for source, (start, nxt) in ranges.items():
+                held = None if table is None else table.transaction_version(source)
+                if held is not None and held >= nxt:
+                    continue  # already committed: by us before a crash, or by the partition's new owner
+                if held is not None and start > held:
+                    log.warning("%s: positions %d..%d were never read (deleted from the source?); continuing",
+                                source, held, start - 1)
+                first = start if held is None else max(start, held)
+                rows = tables.get(source)
+                if rows is not None and rows.num_rows:
+                    if first > start:
+                        rows = rows.filter(pc.greater_equal(rows["source_offset"], first))
+                    parts.append(rows)
+                transactions.append(Transaction(source, nxt))
+            if not transactions:
+                return 0
+            data = with_partition(pa.concat_tables(parts)) if parts else table_schema().empty_table()
+            try:
+                with owner_only():
+                    write_deltalake(
+                        table, data.cast(table_schema()), mode="append",
+                        partition_by=[PARTITION_KEY], storage_options=self.storage_options or None,
+                        writer_properties=WRITER, commit_properties=CommitProperties(app_transactions=transactions),
+                    )
+            except CommitFailedError:
+                self._cached = None  # another writer committed one of our sources: trim against its version
+                continue
+            except (DeltaError, OSError) as exc:
+                self._cached = None
+                raise LakeError(f"could not commit to the lake at {self.uri}: {exc}. Check that it is writable "
+                                "(permissions, disk space, object-store credentials) and restart") from exc
+            return data.num_rows
+        raise LakeError(f"could not commit to {self.uri}: other writers kept committing the same sources; "
+                        "is a second materializer group reading the same topic into this lake?")
+
+    def _create(self) -> DeltaTable:
+        """Create the empty table (version 0), or load it when another writer just did.
+
+        Data is never committed by a writer that did not first load a version: a creating
+        append could not be fenced against a concurrent one.
+        """
+        try:
+            with owner_only():
+                DeltaTable.create(self.uri, table_schema(), partition_by=[PARTITION_KEY], mode="ignore",
+                                  storage_options=self.storage_options or None)
+        except (DeltaError, OSError) as exc:
+            if not self.exists():
+                raise LakeError(f"cannot create the lake at {self.uri}: {exc}. Check that the location is "
+                                "writable (permissions, bucket, credentials)") from exc
+        table = self._load()
+        if table is None:
+            raise LakeError(f"the lake at {self.uri} vanished right after it was created")
+        self._cached = table
+        return table
+
+    def reset(self) -> None:
+        """Forget everything materialised, for a replay from the start of every source (one commit)."""
+        table = self.latest()
+        if table is None:
+            return
+        found = QueryBuilder().register("events", table).execute("SELECT DISTINCT source FROM events")
+        names = pa.table(found.read_all())["source"].to_pylist()
+        with owner_only():
+            write_deltalake(
+                table, table_schema().empty_table(), mode="overwrite", partition_by=[PARTITION_KEY],
+                storage_options=self.storage_options or None,
+                commit_properties=CommitProperties(app_transactions=[Transaction(s, 0) for s in names]),
+            )
+        self._cached = None
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    def compact(self, *, today: str | None = None) -> int:
+        """Compact one partition if one is due; returns the number of files it replaced.
+
+        A closed day (before ``today``, UTC) with more than one file is rewritten z-ordered by
+        operation and time; today's partition is merged (unsorted) once it has many small files.
+        Both are one Delta commit that changes no data, so concurrent appends are never lost.
+        delta-rs does not detect two optimizations of one partition racing each other (both
+        commit, and the rows are stored twice), so only the holder of the table's maintenance
+        lease optimizes; the other instances of a group skip their turn.
+        """
+        snapshot = self.snapshot()
+        if snapshot.table is None:
+            return 0
+        due = _due_partition(snapshot, today or dt.datetime.now(dt.UTC).date().isoformat())
+        if due is None or not self._take_lease():
+            return 0
+        date, closed = due
+        try:
+            table = self._fresh()
+            where = [(PARTITION_KEY, "=", date)]
+            with owner_only():
+                if closed:
+                    metrics = table.optimize.z_order(list(SORT_COLUMNS), partition_filters=where,
+                                                     writer_properties=WRITER)
+                else:
+                    metrics = table.optimize.compact(partition_filters=where, writer_properties=WRITER)
+            return int(metrics.get("numFilesRemoved", 0))
+        except CommitFailedError:
+            return 0  # a concurrent commit touched the partition: try again next time
+        finally:
+            self._release_lease()
+            self._cached = None
+
+    def _fresh(self) -> DeltaTable:
+        self._cached = None
+        table = self.latest()
+        if table is None:
+            raise LakeError(f"the lake at {self.uri} vanished")
+        return table
+
+    def _lease_commit(self, table: DeltaTable, held_until: int) -> None:
+        """A commit with no rows that records the maintenance lease's expiry (epoch seconds)."""
+        with owner_only():
+            write_deltalake(
+                table, table_schema().empty_table(), mode="append", partition_by=[PARTITION_KEY],
+                storage_options=self.storage_options or None,
+                commit_properties=CommitProperties(app_transactions=[Transaction(MAINTENANCE_LEASE, held_until)]),
+            )
+
+    def _take_lease(self) -> bool:
+        """Hold the table's maintenance lease for LEASE_SECONDS, unless another writer holds it.
+
+        The lease is an app transaction: of writers taking it at once, the commit protocol lets
+        exactly one through (the others get CommitFailedError), like any source position.
+        """
+        table = self._fresh()
+        now = int(time.time())
+        if (table.transaction_version(MAINTENANCE_LEASE) or 0) > now:
+            return False
+        try:
+            self._lease_commit(table, now + LEASE_SECONDS)
+        except CommitFailedError:
+            return False
+        finally:
+            self._cached = None
+        return True
+
+    def _release_lease(self) -> None:
+        try:
+            self._lease_commit(self._fresh(), int(time.time()))
+        except (CommitFailedError, DeltaError, OSError) as exc:  # it expires by itself
+            log.warning("could not release the lake's maintenance lease (it expires in %ds): %s", LEASE_SECONDS, exc)
+
+    def compact_all(self, *, today: str | None = None) -> int:
+        """Compact until nothing is due; returns the files replaced."""
+        total = 0
+        while merged := self.compact(today=today):
+            total += merged
+        return total
+
+    def vacuum(self, retention_hours: int = VACUUM_RETENTION_HOURS) -> int:
+        """Delete files no version of the last ``retention_hours`` reads; returns how many.
+
+        That includes files a crashed writer left uncommitted (a "full" vacuum): the retention
+        keeps them until no writer can still be about to commit them.
+        """
+        table = self.latest()
+        if table is None:
+            return 0
+        removed = table.vacuum(retention_hours=retention_hours, dry_run=False, full=True,
+                               enforce_retention_duration=retention_hours >= VACUUM_RETENTION_HOURS)
+        return len(removed)

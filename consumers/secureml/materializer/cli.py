@@ -1,0 +1,51 @@
+"""``secureml-audit materialize``: turn the event stream into the Delta lake (a service, or ``--once``)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from secureml.audit.config import DEFAULT_TOPIC
+from secureml.materializer.runner import DEFAULT_GROUP, materialize
+
+HELP = "materialise events into the Delta lake"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``secureml-audit materialize``."""
+    parser.add_argument("--log-dir", help="directory of the embedded log and the lake (default: "
+                        "$SECUREML_AUDIT_LOG_DIR or secureml_audit_logs)")
+    parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (default: "
+                        "$SECUREML_AUDIT_BOOTSTRAP_SERVERS; none = embedded log)")
+    parser.add_argument("--topic", help=f"Kafka topic (default: $SECUREML_AUDIT_TOPIC or {DEFAULT_TOPIC})")
+    parser.add_argument("--lake-uri", help="where the Delta table lives, e.g. s3://bucket/audit/events "
+                        "(default: $SECUREML_AUDIT_LAKE_URI or LOG_DIR/lake/events)")
+    parser.add_argument("--group", default=DEFAULT_GROUP, help="Kafka consumer group")
+    parser.add_argument("--instance-id", help="this instance's static member id in the group (default: host and "
+                        "lake); give each of several instances on one host its own")
+    parser.add_argument("--once", action="store_true", help="stop when caught up with the end seen at start")
+    parser.add_argument("--replay", action="store_true", help="rebuild the lake from the start of the log")
+    parser.add_argument("--batch-events", type=int, default=200_000, help="events per commit at most")
+    parser.add_argument("--commit-interval", type=float, default=0.5, help="seconds between commits")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Materialise until stopped (SIGINT/SIGTERM) or, with --once, until caught up."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stats = materialize(
+        args.log_dir, bootstrap_servers=args.bootstrap_servers, topic=args.topic, group=args.group,
+        once=args.once, replay=args.replay, stop=stop, progress=_stderr, lake_uri=args.lake_uri,
+        instance_id=args.instance_id,
+        batch_events=args.batch_events, commit_interval=args.commit_interval,
+    )
+    _stderr(f"done: {stats.events:,} events in {stats.seconds:.1f}s ({stats.rate:,.0f}/s), "
+            f"{stats.dead_letters} dead letters, {stats.compacted_files} files compacted")
+    return 0

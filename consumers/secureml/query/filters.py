@@ -1,0 +1,103 @@
+"""Event filters, shared by queries and reports: the one time parser and the one SQL WHERE clause.
+
+Every filter narrows the events (they combine with AND); time bounds are inclusive and naive
+times are UTC. A filter that cannot be used raises AuditValidationError naming it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from secureml.audit.exceptions import AuditValidationError
+from secureml.audit.timeutil import EPOCH
+
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def parse_time(value: object, field: str) -> dt.datetime:
+    """An aware UTC datetime from ISO 8601 text, a datetime or a date; naive values are taken as UTC."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise AuditValidationError(
+                field, f"must be an ISO 8601 time such as 2023-01-01T00:00:00 (UTC), got {value!r}"
+            ) from None
+    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime(value.year, value.month, value.day)
+    if not isinstance(value, dt.datetime):
+        raise AuditValidationError(field, f"must be an ISO 8601 string or a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The SQL WHERE clause (with its parameters) that a set of filters stands for, and its time bounds."""
+
+    where: str  # "" or " WHERE ...", to append to a query over the events
+    params: list[object]
+    start: dt.datetime | None
+    end: dt.datetime | None
+
+    @property
+    def start_micros(self) -> int | None:
+        """The start bound in microseconds since the epoch (for pruning files by their statistics)."""
+        return _micros(self.start)
+
+    @property
+    def end_micros(self) -> int | None:
+        """The end bound in microseconds since the epoch (for pruning files by their statistics)."""
+        return _micros(self.end)
+
+
+def select_events(
+    *,
+    operation_id: object = None,
+    operation_name: object = None,
+    start_time: object = None,
+    end_time: object = None,
+    event_type: object = None,
+    user: object = None,
+) -> Selection:
+    """Check the filters (None: not filtered on) and translate them into a Selection.
+
+    ``event_type`` is one type or a list of types; the other filters match exactly.
+    """
+    clauses: list[str] = []
+    params: list[object] = []
+    for column, value in (("operation_id", operation_id), ("operation_name", operation_name), ("user", user)):
+        if value is not None:
+            if not isinstance(value, str):
+                raise AuditValidationError(column, f"must be a string, got {type(value).__name__}")
+            clauses.append(f'"{column}" = ?')
+            params.append(value)
+    if event_type is not None:
+        clauses.append("event_type IN (SELECT unnest(?))")
+        params.append(_event_types(event_type))
+    start = None if start_time is None else parse_time(start_time, "start_time")
+    end = None if end_time is None else parse_time(end_time, "end_time")
+    if start is not None:
+        clauses.append('"timestamp" >= ?')
+        params.append(start)
+    if end is not None:
+        clauses.append('"timestamp" <= ?')
+        params.append(end)
+    return Selection(f" WHERE {' AND '.join(clauses)}" if clauses else "", params, start, end)
+
+
+def _event_types(value: object) -> list[str]:
+    """The event types a filter names: one string, or an iterable of strings."""
+    if isinstance(value, str):
+        return [value]
+    types = list(value) if isinstance(value, Iterable) else None
+    if types is None or not all(isinstance(t, str) for t in types):
+        raise AuditValidationError("event_type", f"must be a string or a list of strings, got {value!r}")
+    return types
+
+
+def _micros(moment: dt.datetime | None) -> int | None:
+    return None if moment is None else (moment - EPOCH) // _MICROSECOND

@@ -1,0 +1,308 @@
+"""Reading audit events back: ``get_audit_logs``, and ``connect`` for SQL over the whole lake.
+
+Readers never lock and never write. They read exactly one version of the Delta table (the
+newest, or ``as_of`` a version or time) and add the part of the embedded log not yet
+materialised, so in embedded mode every event logged before the call is visible at once,
+from any process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import os
+import threading
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from secureml.audit.codec import rejection
+from secureml.audit.config import resolve_config
+from secureml.audit.events import EVENT_FIELDS, envelope_fields, fields_of
+from secureml.audit.exceptions import AuditValidationError
+from secureml.audit.schema import JSON_FIELDS, TIMESTAMP_FIELDS
+from secureml.audit.transports.embedded import LogRecord, list_segments, read_segment
+from secureml.lake.catalog import events_sql
+from secureml.lake.rows import PARTITION_KEY, events_table, lake_schema
+from secureml.lake.table import Lake, Snapshot
+from secureml.query.filters import select_events
+
+ENVELOPE = envelope_fields()
+# Beyond this many unmaterialised embedded events, a reader materialises them first (if no
+# other writer is busy), so queries stay fast without a separate materializer process.
+AUTO_MATERIALIZE_EVENTS = 20_000
+ORDER_BY = "timestamp, seq, operation_id"
+ALERTS_FILE = Path("alerts") / "alerts.jsonl"
+_PAYLOAD = {event_type: fields_of(event_type) for event_type in EVENT_FIELDS}
+Output = Literal["dicts", "arrow", "pandas", "polars"]
+
+_local = threading.local()
+
+
+def _log_dir(log_dir: str | os.PathLike[str] | None) -> Path:
+    return resolve_config(log_dir=log_dir, bootstrap_servers="").log_dir
+
+
+AsOf = int | str | dt.datetime | None
+_lakes: dict[tuple[str, str | None], Lake] = {}
+
+
+def _lake(log_dir: Path) -> Lake:
+    """The lake of a log directory, kept per process so its table is refreshed incrementally."""
+    key = (str(log_dir), os.environ.get("SECUREML_AUDIT_LAKE_URI"))
+    lake = _lakes.get(key)
+    if lake is None:
+        lake = _lakes[key] = Lake(log_dir)
+    return lake
+
+
+def embedded_tail(log_dir: Path, snapshot: Snapshot) -> pa.Table:
+    """Events of the embedded log past the table's positions, decoded (corrupt records left out)."""
+    sources: list[str] = []
+    offsets: list[int] = []
+    versions: list[int] = []
+    values: list[bytes] = []
+    segments = list_segments(log_dir)
+    held = snapshot.positions(f"log/{segment.name}" for segment in segments)
+    for segment in segments:
+        source = f"log/{segment.name}"
+        start = held.get(source, 0)
+        if segment.stat().st_size <= start:
+            continue
+        for record in read_segment(segment, start):
+            if isinstance(record, LogRecord) and rejection(record.version, record.value) is None:
+                sources.append(source)
+                offsets.append(record.offset)
+                versions.append(record.version)
+                values.append(record.value)
+    if not values:
+        return lake_schema().empty_table()
+    return events_table(sources, offsets, versions, values)
+
+
+def _pending_embedded(log_dir: Path, snapshot: Snapshot) -> int:
+    segments = list_segments(log_dir)
+    held = snapshot.positions(f"log/{s.name}" for s in segments)
+    return sum(max(0, s.stat().st_size - held.get(f"log/{s.name}", 0)) for s in segments)
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = duckdb.connect(config={"threads": 2})
+        con.execute("SET TimeZone = 'UTC'")
+        _local.con = con
+    return con
+
+
+def _snapshot(log_dir: Path, as_of: AsOf) -> tuple[Lake, Snapshot, pa.Table]:
+    """One table version, and (for the newest) the embedded log's events it does not hold yet."""
+    lake = _lake(log_dir)
+    if as_of is not None:
+        return lake, lake.snapshot(as_of), lake_schema().empty_table()
+    snapshot = lake.snapshot()
+    # ~200 bytes per event on disk: materialise a large tail instead of decoding it every time.
+    if _pending_embedded(log_dir, snapshot) > AUTO_MATERIALIZE_EVENTS * 200:
+        from secureml.materializer import materialize_embedded
+
+        if materialize_embedded(log_dir, blocking=False) is not None:
+            snapshot = lake.snapshot()
+    return lake, snapshot, embedded_tail(log_dir, snapshot)
+
+
+def _union_sql(lake_sql: str | None, con: duckdb.DuckDBPyConnection, tail: pa.Table, *, hive: bool) -> str:
+    """SQL for all events: one table version UNION ALL the embedded tail."""
+    con.register("_tail_events", tail)
+    tail_sql = "SELECT * FROM _tail_events"
+    if hive:
+        tail_sql = f"SELECT *, CAST(\"timestamp\" AS DATE) AS {PARTITION_KEY} FROM _tail_events"
+    if lake_sql is None:
+        return tail_sql
+    if tail.num_rows == 0:
+        return lake_sql  # a union, even with nothing, keeps filters from reaching the Parquet scan
+    return f"{lake_sql} UNION ALL BY NAME {tail_sql}"
+
+
+def connect(log_dir: str | os.PathLike[str] | None = None, *, as_of: AsOf = None) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB connection with a view ``events`` over every event of the lake.
+
+    The view is a snapshot: call connect() again to see events logged later (``as_of``, a
+    Delta version or a time, shows the lake as it was then). Columns are the event fields
+    (timestamps as TIMESTAMPTZ, free-form fields as JSON text), ``source``, ``source_offset``
+    and ``event_date``. When ``log_dir/alerts/alerts.jsonl`` exists there is also a table
+    ``alerts`` (one row per compliance alert).
+    """
+    directory = _log_dir(log_dir)
+    lake, snapshot, tail = _snapshot(directory, as_of)
+    con = duckdb.connect(config={"threads": 2})
+    con.execute("SET TimeZone = 'UTC'")
+    lake_sql = events_sql(con, lake, snapshot, with_date=True)
+    con.execute(f"CREATE VIEW events AS {_union_sql(lake_sql, con, tail, hive=True)}")
+    alerts = directory / ALERTS_FILE
+    if alerts.is_file() and alerts.stat().st_size:
+        # The alerter's record in embedded mode (or its jsonl sink pointed here in Kafka mode).
+        path = str(alerts).replace("'", "''")
+        con.execute(
+            f"CREATE TABLE alerts AS SELECT * FROM read_json_auto('{path}', format = 'newline_delimited', "
+            "ignore_errors = true)"
+        )
+    return con
+
+
+def query_events(
+    operation_id: str | None = None,
+    operation_name: str | None = None,
+    start_time: str | dt.datetime | None = None,
+    end_time: str | dt.datetime | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+    *,
+    event_type: str | list[str] | None = None,
+    user: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    as_of: AsOf = None,
+) -> pa.Table:
+    """Matching events as an Arrow table in time order (then seq), with every lake column."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise AuditValidationError("limit", "must be an integer >= 0")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise AuditValidationError("offset", "must be an integer >= 0")
+    selection = select_events(
+        operation_id=operation_id, operation_name=operation_name, start_time=start_time, end_time=end_time,
+        event_type=event_type, user=user,
+    )
+    directory = _log_dir(log_dir)
+    page = (f" LIMIT {limit}" if limit is not None else "") + (f" OFFSET {offset}" if offset else "")
+    lake, snapshot, tail = _snapshot(directory, as_of)
+    con = _connection()
+    lake_sql = events_sql(con, lake, snapshot, start_us=selection.start_micros, end_us=selection.end_micros)
+    union = _union_sql(lake_sql, con, tail, hive=False)
+    sql = f"SELECT * FROM ({union}){selection.where} ORDER BY {ORDER_BY}{page}"
+    try:
+        return con.sql(sql, params=selection.params).to_arrow_table()
+    finally:
+        con.unregister("_tail_events")
+        if not lake.local:
+            con.unregister(f"lake_v{snapshot.version}")
+
+
+def _iso_utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """UTC timestamps as ISO 8601 text with microseconds (``2026-01-12T08:10:19.200000+00:00``).
+
+    Cast without the time zone, then reshaped: several times faster than strftime, which
+    converts every value through the zone database.
+    """
+    text = pc.cast(pc.cast(column, pa.timestamp("us")), pa.string())
+    return pc.binary_join_element_wise(pc.replace_substring(text, " ", "T", max_replacements=1), "+00:00", "")
+
+
+def _json_column(values: list[str | None]) -> list[Any]:
+    """JSON texts parsed, each distinct text once.
+
+    A repeated scalar is shared; a repeated flat object or array is copied for every row
+    (rows are the caller's to change); anything nested is parsed row by row.
+    """
+    parsed: dict[str, tuple[Any, Any]] = {}  # text -> (value, how to give each row its own)
+    loads = json.loads
+    out: list[Any] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+            continue
+        known = parsed.get(value)
+        if known is None:
+            result = loads(value)
+            copy: Any = None
+            if isinstance(result, dict):
+                flat = not any(isinstance(v, (dict, list)) for v in result.values())
+                copy = dict if flat else loads
+            elif isinstance(result, list):
+                copy = list if not any(isinstance(v, (dict, list)) for v in result) else loads
+            known = parsed[value] = (result if copy is not loads else value, copy)
+        base, copy = known
+        out.append(base if copy is None else copy(base))
+    return out
+
+
+def _to_logs(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows as the user guide's log dicts: envelope plus the payload fields of each event type.
+
+    Only the columns the rows' event types carry are converted (a payload column of another
+    type is all nulls, and converting it costs as much as the rest); each row is then one
+    ``dict(zip(...))`` over a tuple of its values.
+    """
+    if table.num_rows == 0:
+        return []
+    present = pc.unique(table["event_type"]).to_pylist()
+    payload = sorted({name for t in present for name in (_PAYLOAD.get(t) or fields_of(t))})
+    names = [*ENVELOPE, *(n for n in payload if n not in ENVELOPE)]
+    table = table.select(names)
+    for name in TIMESTAMP_FIELDS:
+        table = table.set_column(table.schema.get_field_index(name), name, _iso_utc(table[name]))
+    columns = table.to_pydict()
+    for name in JSON_FIELDS:
+        if name in columns:
+            columns[name] = _json_column(columns[name])
+    position = {name: i for i, name in enumerate(names)}
+    shapes = {}
+    for t in present:
+        keys = (*ENVELOPE, *(_PAYLOAD.get(t) or fields_of(t)))
+        shapes[t] = (keys, itemgetter(*(position[k] for k in keys)))
+    type_index = position["event_type"]
+    return [dict(zip(keys, pick(row))) for row in zip(*(columns[n] for n in names))
+            for keys, pick in (shapes[row[type_index]],)]
+
+
+def get_audit_logs(
+    operation_id: str | None = None,
+    operation_name: str | None = None,
+    start_time: str | dt.datetime | None = None,
+    end_time: str | dt.datetime | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+    *,
+    event_type: str | list[str] | None = None,
+    user: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    output: Output = "dicts",
+    as_of: AsOf = None,
+) -> Any:
+    """Audit events matching every given filter, in time order (then seq).
+
+    ``operation_name`` matches exactly; naive times are UTC. The default output is a list of
+    dicts: the envelope (``event_type``, ``timestamp`` as UTC ISO 8601 text, ``operation_id``,
+    ``seq``, ``user``, ``regulations``, ``context`` as a dict, ...) and the logging call's
+    arguments under their own names. ``output='arrow' | 'pandas' | 'polars'`` returns a table
+    with every column instead; ``limit``/``offset`` page through large results; ``as_of`` (a
+    Delta version number, or a time) returns what the lake held then.
+    """
+    table = query_events(
+        operation_id, operation_name, start_time, end_time, log_dir,
+        event_type=event_type, user=user, limit=limit, offset=offset, as_of=as_of,
+    )
+    if output == "dicts":
+        return _to_logs(table)
+    if output == "arrow":
+        return table
+    if output == "pandas":
+        if importlib.util.find_spec("pandas") is None:
+            raise AuditValidationError("output", "'pandas' needs pandas: pip install 'secureml-audit[pandas]' "
+                                       "(or use output='arrow' or 'polars')", where="get_audit_logs")
+        return table.to_pandas()
+    if output == "polars":
+        import polars as pl
+
+        return pl.from_arrow(table)
+    raise AuditValidationError("output", "must be one of 'dicts', 'arrow', 'pandas', 'polars'")
+
+
+def count_events(log_dir: str | os.PathLike[str] | None = None) -> int:
+    """Number of events stored: rows of the newest table version plus the unmaterialised embedded tail."""
+    directory = _log_dir(log_dir)
+    snapshot = _lake(directory).snapshot()
+    return snapshot.rows + embedded_tail(directory, snapshot).num_rows

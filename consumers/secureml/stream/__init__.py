@@ -1,0 +1,1 @@
+"""Reading the event stream: sources (Kafka partitions, embedded segments), decoding, dead letters."""

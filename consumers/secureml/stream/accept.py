@@ -1,0 +1,39 @@
+"""The one decision every reader of the stream makes per message: a sealed, decodable event, or why not.
+
+A message is refused when its source marked it corrupt, when its schema version is unknown,
+when its trailing SHA-256 does not match its bytes, or when it is sealed yet does not decode
+(forged). What happens to a refused message is the reader's choice: the materializer hands it
+to its source's dead-letter store, the alerter (which does not own that store) skips it and
+says why. Both refuse for exactly the same reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from secureml.audit.codec import rejection
+from secureml.stream.decode import decode_one
+from secureml.stream.sources import Batch, Item
+
+Refuse = Callable[[Item, str], None]
+
+
+def accepted_indexes(batch: Batch, refuse: Refuse) -> Iterator[int]:
+    """Indexes of the batch's sealed events of a known schema; every other message goes to ``refuse``."""
+    for index, (version, value) in enumerate(zip(batch.versions, batch.values)):
+        reason = batch.broken[index][1] if index in batch.broken else rejection(version, value)
+        if reason is None:
+            yield index
+        else:
+            refuse(batch.item(index), reason)
+
+
+def decoded(item: Item, refuse: Refuse) -> dict[str, Any] | None:
+    """The event an accepted item holds, or None once ``refuse`` has it (sealed, yet it does not decode)."""
+    assert item.version is not None and item.value is not None, "decode only what accepted_indexes() let through"
+    try:
+        return decode_one(item.value, item.version)
+    except Exception as exc:  # noqa: BLE001 - any failure of the decoder means the bytes are not an event
+        refuse(item, f"Avro decoding failed: {exc}")
+        return None

@@ -1,0 +1,181 @@
+"""Kafka source: a consumer group member that seeks to the lake's positions on every assignment."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from secureml.audit.config import AuditConfig
+from secureml.audit.exceptions import AuditTransportError
+from secureml.audit.schema import known_versions
+from secureml.audit.transports.kafka import PRODUCER_DEFAULTS, ensure_topic
+from secureml.stream.sources import Batch, Item, Source, header_version
+
+log = logging.getLogger(__name__)
+
+ASSIGNMENT_TIMEOUT = 60.0
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "auto.offset.reset": "earliest",
+    "enable.partition.eof": True,
+    "fetch.wait.max.ms": 50,
+    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    "queued.max.messages.kbytes": 131072,
+    "session.timeout.ms": 10_000,
+}
+
+
+# zigzag varint of a small schema version -> the version (1 -> 0x02, 2 -> 0x04, ...)
+_FIRST_BYTE_VERSION = {v << 1: v for v in known_versions()}
+
+
+def default_instance_id(config: AuditConfig) -> str:
+    """A consumer-group instance id that is stable across restarts of one materializer."""
+    digest = hashlib.sha1(f"{config.log_dir}|{config.topic}".encode()).hexdigest()[:12]
+    return f"{socket.gethostname()}-{digest}"
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic of a topic."""
+    return f"{topic}-dlq"
+
+
+class KafkaSource(Source):
+    """Reads ``config.topic`` in consumer group ``group``; bad messages go to ``<topic>-dlq``."""
+
+    def __init__(
+        self,
+        config: AuditConfig,
+        group: str,
+        *,
+        instance_id: str | None = None,
+        client_settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.topic = config.topic
+        ensure_topic(config)
+        ensure_topic(config, dlq_topic(self.topic), partitions=1)
+        common = {"bootstrap.servers": config.bootstrap_servers, **config.librdkafka_settings()}
+        # Static membership: a restarted materializer (same host, same lake) takes its partitions
+        # back at once instead of waiting for the group to notice that its old self died.
+        member = instance_id or default_instance_id(config)
+        self._consumer = Consumer({
+            **CONSUMER_DEFAULTS, **common, "group.id": group, "group.instance.id": member, **(client_settings or {})
+        })
+        self._dlq = Producer({**PRODUCER_DEFAULTS, **common})
+        self._dlq_failures: list[str] = []
+        self._positions: Callable[[list[str]], dict[str, int]] = lambda _sources: {}
+        self._next: dict[int, int] = {}
+        self._ends: dict[int, int] = {}
+        self._assigned = threading.Event()
+        self._started = time.monotonic()
+
+    def _source(self, partition: int) -> str:
+        return f"{self.topic}/{partition}"
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Asked anew on every assignment: another instance may have committed these partitions since.
+        held = self._positions([self._source(tp.partition) for tp in partitions])
+        for tp in partitions:
+            position = held.get(self._source(tp.partition))
+            tp.offset = OFFSET_BEGINNING if position is None else position
+            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            self._ends[tp.partition] = high
+            self._next[tp.partition] = low if position is None else position
+        consumer.assign(partitions)
+        self._assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._ends.pop(tp.partition, None)
+            self._next.pop(tp.partition, None)
+        consumer.unassign()
+
+    def start(self, positions: Callable[[list[str]], dict[str, int]]) -> None:
+        self._positions = positions
+        self._started = time.monotonic()
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def poll(self, max_items: int, timeout: float) -> list[Batch]:
+        batches: dict[int, Batch] = {}
+        for msg in self._consumer.consume(num_messages=max_items, timeout=timeout):
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("Kafka: %s", error.str())
+                continue
+            # A message without error always has a partition, an offset and a value.
+            partition, offset = cast(int, msg.partition()), cast(int, msg.offset())
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = Batch(self._source(partition), offset)
+            batch.positions.append(offset)
+            value = msg.value() or b""
+            # The schema version is also the record's first field: read it from there, and only
+            # look at the (costly) headers of a message whose first byte is not a known version.
+            batch.versions.append(_FIRST_BYTE_VERSION.get(value[0]) if value else None)
+            if batch.versions[-1] is None:
+                batch.versions[-1] = header_version(cast("list[tuple[str, bytes]] | None", msg.headers()))
+            batch.values.append(value)
+            batch.keys.append(msg.key())
+            batch.next_position = offset + 1
+        for partition, batch in batches.items():
+            self._next[partition] = batch.next_position
+        return list(batches.values())
+
+    def caught_up(self) -> bool:
+        if not self._assigned.is_set():
+            if time.monotonic() - self._started > ASSIGNMENT_TIMEOUT:
+                raise AuditTransportError(
+                    f"no partition of {self.topic!r} was assigned within {ASSIGNMENT_TIMEOUT:.0f}s: is the broker "
+                    f"at {self.config.bootstrap_servers} healthy, or do other members of the group hold them all?"
+                )
+            return False
+        return all(self._next.get(p, 0) >= end for p, end in self._ends.items())
+
+    def lag(self) -> int:
+        return sum(max(0, end - self._next.get(p, 0)) for p, end in self._ends.items())
+
+    def dead_letter(self, item: Item, reason: str) -> None:
+        partition = item.source.rsplit("/", 1)[1]
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                self._dlq_failures.append(err.str())
+
+        self._dlq.produce(
+            dlq_topic(self.topic), item.value, item.key,
+            headers=[("reason", reason.encode()), ("source-topic", self.topic.encode()),
+                     ("source-partition", partition.encode()), ("source-offset", str(item.position).encode())],
+            on_delivery=on_delivery,
+        )
+        self._dlq.poll(0)
+
+    def flush_dead_letters(self) -> None:
+        remaining = self._dlq.flush(60)
+        if remaining or self._dlq_failures:
+            failures, self._dlq_failures = self._dlq_failures, []
+            raise AuditTransportError(
+                f"could not store {remaining + len(failures)} dead letter(s) in {dlq_topic(self.topic)}: "
+                f"{failures[:3]}; the lake is not advanced past them, restart to retry"
+            )
+
+    def committed(self, positions: dict[str, int]) -> None:
+        offsets = [
+            TopicPartition(self.topic, int(source.rsplit("/", 1)[1]), position)
+            for source, position in positions.items()
+            if source.startswith(self.topic + "/") and int(source.rsplit("/", 1)[1]) in self._next
+        ]
+        if offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+
+    def close(self) -> None:
+        self._dlq.flush(30)
+        self._consumer.close()

@@ -1,0 +1,108 @@
+"""Files and directories of the audit trail: owner-only, written whole or not at all, locked across processes.
+
+The one home of these mechanisms; every package that writes under ``log_dir`` uses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+_thread_locks: dict[Path, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+_umask_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def owner_only() -> Iterator[None]:
+    """Files and directories created meanwhile by libraries that take no mode (delta-rs) are owner-only."""
+    with _umask_guard:
+        previous = os.umask(0o077)
+        try:
+            yield
+        finally:
+            os.umask(previous)
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create a directory (and missing parents) readable by its owner only."""
+    if not path.is_dir():
+        if not path.parent.is_dir():
+            make_private_dir(path.parent)
+        path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def replacing(path: Path, mode: int = 0o600, *, replace: bool = True) -> Iterator[Path]:
+    """A temporary path beside ``path``: what is written there becomes ``path``, whole and durable, or nothing.
+
+    On success the file is fsynced, given exactly ``mode`` and renamed over ``path`` (or, when
+    not ``replace``, linked to it: FileExistsError if the name is taken, even by a racing
+    writer); on an error the temporary file is removed and ``path`` is untouched.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)  # exact, whatever the umask
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o600, *, replace: bool = True) -> None:
+    """Write a durable file whole or not at all (see ``replacing``)."""
+    with replacing(path, mode, replace=replace) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on a file, against other processes (flock) and other threads.
+
+    Yields False instead of waiting when ``blocking`` is off and someone else holds it.
+    """
+    make_private_dir(path.parent)
+    with _thread_locks_guard:
+        thread_lock = _thread_locks.setdefault(path, threading.Lock())
+    if not thread_lock.acquire(blocking=blocking):
+        yield False
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the flock
+        thread_lock.release()

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: real services for the test session, started by the project's scripts."""

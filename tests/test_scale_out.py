@@ -1,0 +1,146 @@
+"""Scale-out: materializers in one consumer group write one Delta table at once, killed and added mid-run.
+
+Three instances start on a six-partition topic; while 50,000+ events stream in, instances are
+SIGKILLed (a zombie's half-done batch, a partition reassigned under it) and new ones join
+(rebalances). Every event must end in the table exactly once, on the local file system and on
+an S3 endpoint (object storage, commits fenced by conditional puts instead of renames).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+from support.s3 import S3Lake
+
+from conftest import Harness
+from secureml.audit import AuditTrail
+
+OPERATIONS = 240
+EVENTS_PER_OPERATION = 210  # + started and closed: 212 each, 50,880 in all
+TOTAL = OPERATIONS * (EVENTS_PER_OPERATION + 2)
+
+
+def _produce(harness: Harness, seconds: float) -> None:
+    """Log every operation at a pace that spreads the stream over about ``seconds``."""
+    pause = seconds / OPERATIONS
+    for op in range(OPERATIONS):
+        with AuditTrail(f"scale-{op % 9}", **harness.options()) as trail:
+            for i in range(EVENTS_PER_OPERATION):
+                trail.log_model_inference("m", f"req-{i}", i, 0.5)
+        time.sleep(pause)
+
+
+class Instances:
+    """Materializer processes of one consumer group, started and killed by the test."""
+
+    def __init__(self, harness: Harness, lake_uri: str, env: dict[str, str], logs: Path) -> None:
+        self.harness = harness
+        self.lake_uri = lake_uri
+        self.env = {**os.environ, **env}
+        self.logs = logs
+        self.group = f"scale-{harness.topic}"
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.started = 0
+
+    def add(self) -> str:
+        """Start one more instance (a rebalance follows)."""
+        self.started += 1
+        name = f"instance-{self.started}"
+        with open(self.logs / f"{name}.log", "ab") as out:
+            self.running[name] = subprocess.Popen(
+                [sys.executable, "-m", "secureml.audit.cli", "materialize", "--log-dir", str(self.harness.log_dir),
+                 "--bootstrap-servers", self.harness.bootstrap, "--topic", self.harness.topic,
+                 "--group", self.group, "--instance-id", name, "--lake-uri", self.lake_uri],
+                stdout=out, stderr=out, env=self.env,
+            )
+        return name
+
+    def kill(self, name: str) -> None:
+        """SIGKILL an instance mid-batch: no clean shutdown, no offsets committed, a zombie's half-done work."""
+        process = self.running.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+
+    def stop_all(self) -> None:
+        """SIGTERM what still runs and wait for it."""
+        for process in self.running.values():
+            process.send_signal(signal.SIGTERM)
+        for process in self.running.values():
+            process.wait(60)
+        self.running.clear()
+
+    def log_text(self) -> str:
+        """Everything the instances printed (for failure messages)."""
+        return "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted(self.logs.glob("*.log")))
+
+
+def _run(harness: Harness, lake_uri: str, storage_options: dict[str, str], tmp_path: Path) -> None:
+    env = {"SECUREML_AUDIT_LAKE_STORAGE_OPTIONS": json.dumps(storage_options)} if storage_options else {}
+    logs = tmp_path / "instance-logs"
+    logs.mkdir()
+    instances = Instances(harness, lake_uri, env, logs)
+    producer = threading.Thread(target=_produce, args=(harness, 25.0))
+    try:
+        for _ in range(3):
+            instances.add()
+        producer.start()
+        time.sleep(8)
+        instances.kill("instance-1")
+        instances.add()
+        time.sleep(6)
+        instances.kill("instance-2")
+        time.sleep(3)
+        instances.add()
+        instances.add()
+        time.sleep(5)
+        instances.kill("instance-5")
+        producer.join(300)
+        assert not producer.is_alive()
+        deadline = time.monotonic() + 180
+        count = -1
+        while time.monotonic() < deadline:
+            if DeltaTable.is_deltatable(lake_uri, storage_options or None):
+                count = DeltaTable(lake_uri, storage_options=storage_options or None).to_pyarrow_dataset().count_rows()
+                if count >= TOTAL:
+                    break
+            time.sleep(1)
+        time.sleep(3)  # anything a late duplicate would add arrives now
+    finally:
+        instances.stop_all()
+    assert instances.started == 6
+    table = DeltaTable(lake_uri, storage_options=storage_options or None).to_pyarrow_table(
+        columns=["event_id", "operation_id", "seq", "source", "source_offset"])
+    assert table.num_rows == TOTAL, f"{table.num_rows} rows, {TOTAL} logged\n{instances.log_text()}"
+    assert len(set(table["event_id"].to_pylist())) == TOTAL
+    positions = set(zip(table["source"].to_pylist(), table["source_offset"].to_pylist()))
+    assert len(positions) == TOTAL and len({s for s, _ in positions}) == 6
+    seqs: dict[str, list[int]] = {}
+    for op, seq in zip(table["operation_id"].to_pylist(), table["seq"].to_pylist()):
+        seqs.setdefault(op, []).append(seq)
+    assert len(seqs) == OPERATIONS
+    assert all(sorted(s) == list(range(EVENTS_PER_OPERATION + 2)) for s in seqs.values())
+
+
+def test_instances_killed_and_added_keep_exactly_once_on_local_files(
+    kafka: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six instances over the run (three at a time, three SIGKILLed): 50,880 events, each stored once."""
+    monkeypatch.setenv("SECUREML_AUDIT_PARTITIONS", "6")
+    _run(kafka, str(tmp_path / "shared-lake" / "events"), {}, tmp_path)
+
+
+def test_instances_killed_and_added_keep_exactly_once_on_s3(
+    kafka: Harness, s3_lake: S3Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same on an S3 endpoint: commits fenced by conditional puts, every event stored once."""
+    monkeypatch.setenv("SECUREML_AUDIT_PARTITIONS", "6")
+    _run(kafka, s3_lake.uri, s3_lake.storage_options, tmp_path)
