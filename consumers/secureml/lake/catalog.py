@@ -6,17 +6,19 @@ events"``): views ``events`` and ``operations`` that list the data files of one 
 table ``lake_version`` saying which version and table they show. The materializer rebuilds
 the file whenever it is missing, empty or stale, always into a new file renamed over the old
 one, so no long-lived writer ever holds it and a reader that has it open keeps a consistent
-view.
+view. Which version it shows is also stamped beside it (``.audit.duckdb.version``), so checking
+it never opens, and so never locks, the file a user's duckdb CLI may be opening.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import duckdb
 
-from secureml.audit._fs import make_private_dir, replacing
+from secureml.audit._fs import make_private_dir, replacing, write_atomically
 from secureml.lake.rows import PARTITION_KEY, table_schema
 from secureml.lake.table import CATALOG, Lake, Snapshot
 
@@ -74,22 +76,24 @@ def events_sql(
     return f"SELECT * FROM {name}" if with_date else f"SELECT * EXCLUDE ({PARTITION_KEY}) FROM {name}"
 
 
+def _stamp(path: Path) -> Path:
+    """The file beside the catalog that says which table version it shows."""
+    return path.with_name(f".{path.name}.version")
+
+
 def catalog_state(path: Path) -> tuple[str, int] | None:
-    """(table URI, version) a catalog file shows, or None when it is missing, empty or unreadable."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return None
+    """(table URI, version) a catalog file shows, or None when it is missing, empty or not ours.
+
+    Read from the stamp file the materializer writes beside it, never by opening the catalog:
+    a duckdb CLI opening it read-write must not find it locked by our check.
+    """
     try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error:
+        if path.stat().st_size == 0:
+            return None
+        stamp = json.loads(_stamp(path).read_text(encoding="utf-8"))
+        return str(stamp["uri"]), int(stamp["version"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    try:
-        row = con.execute("SELECT uri, version FROM lake_version").fetchone()
-        con.execute("SELECT * FROM events LIMIT 0")
-    except duckdb.Error:
-        return None
-    finally:
-        con.close()
-    return None if row is None else (str(row[0]), int(row[1]))
 
 
 def ensure_catalog(lake: Lake, snapshot: Snapshot | None = None) -> Path | None:
@@ -111,6 +115,7 @@ def ensure_catalog(lake: Lake, snapshot: Snapshot | None = None) -> Path | None:
         make_private_dir(lake.log_dir)  # a Kafka-mode log_dir may hold nothing else yet
         with replacing(path) as tmp:
             _write_catalog(tmp, lake, snapshot)
+        write_atomically(_stamp(path), json.dumps({"uri": lake.uri, "version": snapshot.version}).encode())
     except (duckdb.Error, OSError) as exc:
         log.warning("cannot write the DuckDB catalog %s: %s", path, exc)
         return None

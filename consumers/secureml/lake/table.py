@@ -41,6 +41,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from secureml.audit._fs import owner_only
 from secureml.audit.config import ENV_PREFIX
 from secureml.audit.exceptions import LakeError
+from secureml.audit.timeutil import datetime_to_micros
 from secureml.lake.rows import PARTITION_KEY, table_schema, with_partition
 
 log = logging.getLogger(__name__)
@@ -125,13 +126,10 @@ def _due_partition(snapshot: Snapshot, today: str) -> tuple[str, bool] | None:
 
 
 def _micros(value: Any) -> int | None:
+    """A statistics value (datetime or integer microseconds) as microseconds."""
     if value is None:
         return None
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return (value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
-    return int(value)
+    return datetime_to_micros(value) if isinstance(value, dt.datetime) else int(value)
 
 
 def _storage_options_from_env() -> dict[str, str]:

@@ -11,9 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from secureml.audit.exceptions import AuditValidationError
-from secureml.audit.timeutil import EPOCH
-
-_MICROSECOND = dt.timedelta(microseconds=1)
+from secureml.audit.timeutil import datetime_to_micros
 
 
 def parse_time(value: object, field: str) -> dt.datetime:
@@ -100,4 +98,4 @@ def _event_types(value: object) -> list[str]:
 
 
 def _micros(moment: dt.datetime | None) -> int | None:
-    return None if moment is None else (moment - EPOCH) // _MICROSECOND
+    return None if moment is None else datetime_to_micros(moment)

@@ -21,16 +21,17 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from secureml.audit.codec import rejection
 from secureml.audit.config import resolve_config
 from secureml.audit.events import EVENT_FIELDS, envelope_fields, fields_of
 from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.schema import JSON_FIELDS, TIMESTAMP_FIELDS
-from secureml.audit.transports.embedded import LogRecord, list_segments, read_segment
+from secureml.audit.transports.embedded import list_segments
 from secureml.lake.catalog import events_sql
 from secureml.lake.rows import PARTITION_KEY, events_table, lake_schema
 from secureml.lake.table import Lake, Snapshot
 from secureml.query.filters import select_events
+from secureml.stream.accept import accepted_indexes
+from secureml.stream.sources import EmbeddedSource, Item
 
 ENVELOPE = envelope_fields()
 # Beyond this many unmaterialised embedded events, a reader materialises them first (if no
@@ -62,27 +63,31 @@ def _lake(log_dir: Path) -> Lake:
 
 
 def embedded_tail(log_dir: Path, snapshot: Snapshot) -> pa.Table:
-    """Events of the embedded log past the table's positions, decoded (corrupt records left out)."""
+    """Events of the embedded log past the table's positions, decoded (what the materializer refuses left out).
+
+    Read by the materializer's own source and accept step, so a reader shows exactly what the
+    lake will hold once materialised.
+    """
+    source = EmbeddedSource(log_dir)
+    source.start(snapshot.positions)
     sources: list[str] = []
     offsets: list[int] = []
     versions: list[int] = []
     values: list[bytes] = []
-    segments = list_segments(log_dir)
-    held = snapshot.positions(f"log/{segment.name}" for segment in segments)
-    for segment in segments:
-        source = f"log/{segment.name}"
-        start = held.get(source, 0)
-        if segment.stat().st_size <= start:
-            continue
-        for record in read_segment(segment, start):
-            if isinstance(record, LogRecord) and rejection(record.version, record.value) is None:
-                sources.append(source)
-                offsets.append(record.offset)
-                versions.append(record.version)
-                values.append(record.value)
+    while batches := source.poll(AUTO_MATERIALIZE_EVENTS, 0):
+        for batch in batches:
+            for index in accepted_indexes(batch, refuse=_leave_out):
+                sources.append(batch.source)
+                offsets.append(batch.positions[index])
+                versions.append(batch.versions[index])  # type: ignore[arg-type]  # accepted: a known version
+                values.append(batch.values[index])
     if not values:
         return lake_schema().empty_table()
     return events_table(sources, offsets, versions, values)
+
+
+def _leave_out(_item: Item, _reason: str) -> None:
+    """A refused message is not shown (the materializer dead-letters it)."""
 
 
 def _pending_embedded(log_dir: Path, snapshot: Snapshot) -> int:

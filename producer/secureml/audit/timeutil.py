@@ -22,3 +22,10 @@ def micros_to_iso(micros: int) -> str:
     """ISO 8601 UTC text with microseconds, e.g. 2026-11-28T05:01:02.123456+00:00."""
     return micros_to_datetime(micros).isoformat(timespec="microseconds")
 
+
+
+def datetime_to_micros(moment: dt.datetime) -> int:
+    """Microseconds since the epoch of a datetime (naive = UTC), exact."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return (moment - EPOCH) // dt.timedelta(microseconds=1)
