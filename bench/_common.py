@@ -49,3 +49,17 @@ def secureml_031_audit() -> ModuleType:
 def median(values: list[float]) -> float:
     """Median of the samples."""
     return statistics.median(values)
+
+
+def log_inferences(events: int, log_dir: Path, broker: str, topic: str) -> None:
+    """Log ``events`` inference events in trails of 10,000 (13 operation names), into Kafka or the embedded log."""
+    from secureml.audit import AuditTrail
+
+    per_trail = 10_000
+    for start in range(0, events, per_trail):
+        trail = AuditTrail(f"op-{start // per_trail % 13}", log_dir=log_dir, bootstrap_servers=broker, topic=topic)
+        for i in range(min(per_trail, events - start) - 2):
+            trail.log_model_inference("credit_risk_v1", f"application_{i}", "low_risk", 0.87)
+        trail.close()
+        print(f"\rbench: logged {min(start + per_trail, events):,}/{events:,}", file=sys.stderr, end="")
+    print(file=sys.stderr)

@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import bootstrap, median, secureml_031_audit
+from _common import bootstrap, log_inferences, median, secureml_031_audit
 from secureml.audit import AuditTrail
 
 
@@ -49,12 +49,7 @@ def bench_materializer(broker: str, events: int, directory: Path) -> dict[str, f
     from secureml.materializer import materialize
 
     topic = f"bench-{uuid.uuid4().hex[:8]}"
-    per_trail = 10_000
-    for start in range(0, events, per_trail):
-        trail = AuditTrail(f"op-{start // per_trail % 13}", log_dir=directory, bootstrap_servers=broker, topic=topic)
-        for i in range(min(per_trail, events - start) - 2):
-            trail.log_model_inference("credit_risk_v1", f"application_{i}", "low_risk", 0.87)
-        trail.close()
+    log_inferences(events, directory, broker, topic)
     consumer = Consumer({"bootstrap.servers": broker, "group.id": f"plain-{topic}", "auto.offset.reset": "earliest",
                          "enable.partition.eof": True})
     consumer.subscribe([topic])

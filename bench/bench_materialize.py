@@ -20,8 +20,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from _common import bootstrap
-from secureml.audit import AuditTrail
+from _common import bootstrap, log_inferences
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST_WAVE = "21a2e7e"  # the last commit with the manifest lake
@@ -34,17 +33,6 @@ stats = materialize(sys.argv[1], bootstrap_servers=sys.argv[2] or "", topic=sys.
 print(json.dumps({"events": stats.events, "seconds": time.perf_counter() - began,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
-
-
-def log_events(events: int, log_dir: Path, broker: str, topic: str) -> None:
-    per_trail = 10_000
-    for start in range(0, events, per_trail):
-        trail = AuditTrail(f"op-{start // per_trail % 13}", log_dir=log_dir, bootstrap_servers=broker, topic=topic)
-        for i in range(min(per_trail, events - start) - 2):
-            trail.log_model_inference("credit_risk_v1", f"application_{i}", "low_risk", 0.87)
-        trail.close()
-        print(f"\rbench: logged {min(start + per_trail, events):,}/{events:,}", file=sys.stderr, end="")
-    print(file=sys.stderr)
 
 
 def run(pythonpath: str | None, log_dir: Path, broker: str, topic: str, key: Path) -> dict[str, float]:
@@ -72,7 +60,7 @@ def main() -> int:
                        check=True)
         try:
             source = root / "logged"
-            log_events(args.events, source, broker, topic)
+            log_inferences(args.events, source, broker, topic)
             dirs = {"first_wave": root / "first_wave", "delta": root / "delta"}
             for directory in dirs.values():
                 if args.source == "embedded":

@@ -278,6 +278,11 @@ def test_a_read_only_copy_queries_and_verifies_and_writes_nothing(
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert _tree(copy) == before
     assert not (tmp_path / "no-key-here").exists()
+    catalog = tmp_path / "auditor" / "audit.duckdb"
+    out = run_cli("catalog", "--log-dir", str(copy), "--output", str(catalog))
+    assert out.returncode == 0, out.stderr
+    assert _cli_count(catalog) == 9, "the duckdb CLI reads the copy through a catalog written beside it"
+    assert _tree(copy) == before
 
 
 def test_a_lake_of_the_previous_format_migrates_and_verifies(tmp_path: Path) -> None:

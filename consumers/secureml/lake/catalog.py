@@ -12,13 +12,17 @@ it never opens, and so never locks, the file a user's duckdb CLI may be opening.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import duckdb
 
 from secureml.audit._fs import make_private_dir, replacing, write_atomically
+from secureml.audit.config import resolve_config
+from secureml.audit.exceptions import LakeError
 from secureml.lake.rows import PARTITION_KEY, table_schema
 from secureml.lake.table import CATALOG, Lake, Snapshot
 
@@ -96,8 +100,8 @@ def catalog_state(path: Path) -> tuple[str, int] | None:
         return None
 
 
-def ensure_catalog(lake: Lake, snapshot: Snapshot | None = None) -> Path | None:
-    """Rebuild ``log_dir/audit.duckdb`` unless it already shows the newest version; returns its path.
+def ensure_catalog(lake: Lake, snapshot: Snapshot | None = None, path: Path | None = None) -> Path | None:
+    """Rebuild ``log_dir/audit.duckdb`` (or ``path``) unless it already shows the newest version; returns it.
 
     Returns None when there is no table yet or the directory cannot be written, and for a
     table on object storage: DuckDB would need its httpfs extension to read those files (where
@@ -108,11 +112,11 @@ def ensure_catalog(lake: Lake, snapshot: Snapshot | None = None) -> Path | None:
     snapshot = snapshot or lake.snapshot()
     if snapshot.version is None:
         return None
-    path = lake.log_dir / CATALOG
+    path = path or lake.log_dir / CATALOG
     if catalog_state(path) == (lake.uri, snapshot.version):
         return path
     try:
-        make_private_dir(lake.log_dir)  # a Kafka-mode log_dir may hold nothing else yet
+        make_private_dir(path.parent)  # a Kafka-mode log_dir may hold nothing else yet
         with replacing(path) as tmp:
             _write_catalog(tmp, lake, snapshot)
         write_atomically(_stamp(path), json.dumps({"uri": lake.uri, "version": snapshot.version}).encode())
@@ -137,3 +141,32 @@ def _write_catalog(path: Path, lake: Lake, snapshot: Snapshot) -> None:
         con.execute("INSERT INTO lake_version VALUES (?, ?)", [lake.uri, snapshot.version])
     finally:
         con.close()
+
+
+HELP = "write the DuckDB catalog (views events, operations) for the duckdb CLI, e.g. for a copy of a lake"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``secureml-audit catalog``."""
+    parser.add_argument("--log-dir", help="directory that holds lake/ (default: $SECUREML_AUDIT_LOG_DIR or "
+                        "secureml_audit_logs)")
+    parser.add_argument("--output", type=Path, help="where to write it (default: LOG_DIR/audit.duckdb); a path "
+                        "outside a read-only copy of a lake, e.g. /tmp/audit.duckdb")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the catalog of the newest table version and say where."""
+    lake = Lake(resolve_config(log_dir=args.log_dir, bootstrap_servers="").log_dir)
+    if not lake.local:
+        raise LakeError(f"the lake at {lake.uri} is on object storage: DuckDB needs its httpfs extension to read it; "
+                        "use secureml.audit.connect() instead, or delta_scan() where extensions can be installed")
+    snapshot = lake.snapshot()
+    if snapshot.version is None:
+        raise LakeError(f"no lake at {lake.uri} yet: materialize the events first "
+                        f"(`secureml-audit materialize --once --log-dir {lake.log_dir}`)")
+    path = ensure_catalog(lake, snapshot, args.output)
+    if path is None:
+        raise LakeError("cannot write the catalog there: give --output a writable path, e.g. /tmp/audit.duckdb")
+    print(f"{path}: views events and operations over table version {snapshot.version} "
+          f"({snapshot.rows:,} events); open it with: duckdb {path}", file=sys.stderr)
+    return 0
