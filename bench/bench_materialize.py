@@ -41,7 +41,9 @@ def run(pythonpath: str | None, log_dir: Path, broker: str, topic: str, key: Pat
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     out = subprocess.run([sys.executable, "-c", CHILD, str(log_dir), broker, topic, f"bench-{uuid.uuid4().hex[:8]}"],
-                         env=env, capture_output=True, text=True, check=True, timeout=3600)
+                         env=env, capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise SystemExit(f"bench: the materializer failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -70,7 +72,7 @@ def main() -> int:
             result: dict[str, object] = {"events": args.events, "source": args.source}
             old_path = f"{old_code / 'producer'}:{old_code / 'consumers'}"
             for name, pythonpath in (("first_wave", old_path), ("delta", None)):
-                measured = run(pythonpath, dirs[name], broker, topic, root / name / "key" / "signing_key.pem")
+                measured = run(pythonpath, dirs[name], broker, topic, root / f"{name}-key" / "signing_key.pem")
                 assert measured["events"] == args.events, measured
                 result[f"{name}_events_per_s"] = round(measured["events"] / measured["seconds"])
                 result[f"{name}_peak_rss_mb"] = round(measured["peak_rss_mb"])

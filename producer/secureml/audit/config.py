@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,41 +34,65 @@ def _number(name: str, value: Any, kind: type[int] | type[float], low: float, hi
     return number
 
 
-@dataclass(frozen=True)
 class AuditConfig:
-    """Resolved transport settings of an audit trail (validated on construction).
+    """Resolved transport settings of an audit trail (validated on construction, immutable).
 
     ``bootstrap_servers`` empty means the embedded local log under ``log_dir``.
     ``producer_config`` holds raw librdkafka settings (TLS, SASL, ...) passed through as given;
     secrets among them are masked in ``repr``.
     """
 
-    log_dir: Path = Path(DEFAULT_LOG_DIR)
-    bootstrap_servers: str | None = None
-    topic: str = DEFAULT_TOPIC
-    partitions: int = 6
-    replication_factor: int = 1
-    flush_timeout: float = 60.0
-    producer_config: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    __slots__ = ("log_dir", "bootstrap_servers", "topic", "partitions", "replication_factor", "flush_timeout",
+                 "producer_config")
+    log_dir: Path
+    bootstrap_servers: str | None
+    topic: str
+    partitions: int
+    replication_factor: int
+    flush_timeout: float
+    producer_config: tuple[tuple[str, str], ...]
 
-    def __post_init__(self) -> None:
-        # Absolute, so that a later chdir cannot send events of one configuration elsewhere.
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str] = DEFAULT_LOG_DIR,
+        bootstrap_servers: str | None = None,
+        topic: str = DEFAULT_TOPIC,
+        partitions: Any = 6,
+        replication_factor: Any = 1,
+        flush_timeout: Any = 60.0,
+        producer_config: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         set_ = object.__setattr__
         try:
-            set_(self, "log_dir", Path(self.log_dir).expanduser().absolute())
+            # Absolute, so that a later chdir cannot send events of one configuration elsewhere.
+            set_(self, "log_dir", Path(log_dir).expanduser().absolute())
         except TypeError:
             raise AuditConfigError(
-                f"invalid audit configuration: log_dir: must be a path, got {self.log_dir!r}") from None
-        servers = self.bootstrap_servers
-        if servers is not None and not isinstance(servers, str):
-            raise AuditConfigError(f"invalid audit configuration: bootstrap_servers: must be a string, got {servers!r}")
-        set_(self, "bootstrap_servers", (servers.strip() or None) if servers is not None else None)
-        if not isinstance(self.topic, str) or not _TOPIC_NAME.match(self.topic):
+                f"invalid audit configuration: log_dir: must be a path, got {log_dir!r}") from None
+        if bootstrap_servers is not None and not isinstance(bootstrap_servers, str):
+            raise AuditConfigError(
+                f"invalid audit configuration: bootstrap_servers: must be a string, got {bootstrap_servers!r}")
+        set_(self, "bootstrap_servers", (bootstrap_servers.strip() or None) if bootstrap_servers is not None else None)
+        if not isinstance(topic, str) or not _TOPIC_NAME.match(topic):
             raise AuditConfigError(f"invalid audit configuration: topic: must be 1-249 characters of letters, digits, "
-                                   f"'.', '_' and '-', got {self.topic!r}")
-        set_(self, "partitions", _number("partitions", self.partitions, int, 1, 10_000))
-        set_(self, "replication_factor", _number("replication_factor", self.replication_factor, int, 1, 16))
-        set_(self, "flush_timeout", _number("flush_timeout", self.flush_timeout, float, 0, None))
+                                   f"'.', '_' and '-', got {topic!r}")
+        set_(self, "topic", topic)
+        set_(self, "partitions", _number("partitions", partitions, int, 1, 10_000))
+        set_(self, "replication_factor", _number("replication_factor", replication_factor, int, 1, 16))
+        set_(self, "flush_timeout", _number("flush_timeout", flush_timeout, float, 0, None))
+        set_(self, "producer_config", tuple(producer_config))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"AuditConfig is immutable: cannot set {name!r}")
+
+    def _key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AuditConfig) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     @property
     def transport(self) -> str:

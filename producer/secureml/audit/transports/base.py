@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from secureml.audit.exceptions import AuditClosedError
 
 MAX_KEPT_ERRORS = 10
 
 
-@dataclass(frozen=True)
-class DeliveryReport:
+class DeliveryReport(NamedTuple):
     """What happened to the events of one trail: sent, stored, failed, still unconfirmed."""
 
     sent: int
@@ -58,18 +57,23 @@ class DeliveryReport:
         return self.failed == 0 and self.pending == 0
 
 
-@dataclass(eq=False)
 class DeliveryTracker:
     """Counts the fate of one trail's events; updated from the transport's delivery callbacks.
 
     Compared and hashed by identity: a transport may key its bookkeeping by tracker.
     """
 
-    sent: int = 0
-    delivered: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    __slots__ = ("sent", "delivered", "failed", "errors", "_lock")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.delivered = 0
+        self.failed = 0
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"DeliveryTracker(sent={self.sent}, delivered={self.delivered}, failed={self.failed})"
 
     def on_delivered(self, count: int = 1) -> None:
         """Record confirmed events."""
