@@ -101,6 +101,9 @@ def _connection() -> duckdb.DuckDBPyConnection:
     if con is None:
         con = duckdb.connect(config={"threads": 2})
         con.execute("SET TimeZone = 'UTC'")
+        # Data files of a Delta table never change in place (a new version writes new files), so
+        # their footers can be kept between queries: the cache checks each file's mtime anyway.
+        con.execute("SET parquet_metadata_cache = true")
         _local.con = con
     return con
 
