@@ -79,15 +79,15 @@ class LakeFile:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One version of the table: its files and the positions its commits consumed."""
+    """One version of the table: its files and the positions its commits consumed.
+
+    ``table`` is the thread's refreshed table object: read positions from a snapshot right
+    away, before this thread takes a newer one (``version`` and ``files`` never change).
+    """
 
     table: DeltaTable | None
     files: tuple[LakeFile, ...]
-
-    @property
-    def version(self) -> int | None:
-        """The Delta version, or None when nothing was materialised yet."""
-        return None if self.table is None else self.table.version()
+    version: int | None = None  # the Delta version, None when nothing was materialised yet
 
     @property
     def rows(self) -> int:
@@ -222,12 +222,13 @@ class Lake:
         table = self.latest() if as_of is None else self._load(as_of)
         if table is None:
             return Snapshot(None, ())
+        version = table.version()
         cached = getattr(self._local, "files", None)
-        if cached is not None and cached[0] == (table.version(), as_of is None):
-            return Snapshot(table, cached[1])  # a version's files never change: list them once
+        if cached is not None and cached[0] == (version, as_of is None):
+            return Snapshot(table, cached[1], version)  # a version's files never change: list them once
         files = tuple(self._files(table))
-        self._local.files = ((table.version(), as_of is None), files)
-        return Snapshot(table, files)
+        self._local.files = ((version, as_of is None), files)
+        return Snapshot(table, files, version)
 
     def _files(self, table: DeltaTable) -> Iterator[LakeFile]:
         actions = pa.table(table.get_add_actions(flatten=True))
