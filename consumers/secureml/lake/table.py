@@ -162,11 +162,6 @@ class Lake:
         self.local = "://" not in self.uri or self.uri.startswith("file://")
         self._local = threading.local()  # a DeltaTable per thread: the compactor and the committer share a Lake
 
-    @property
-    def events_dir(self) -> Path:
-        """Local directory of the table (only meaningful for a local lake)."""
-        return Path(self.uri.removeprefix("file://"))
-
     # -- reading --------------------------------------------------------------------------------
 
     def exists(self) -> bool:
@@ -261,11 +256,6 @@ class Lake:
                 yield from fragment.to_batches(batch_size=batch_size, columns=columns, use_threads=False)
                 return
         raise FileNotFoundError(file.uri)
-
-    def history(self) -> list[dict[str, Any]]:
-        """The table's commits, newest first (version, timestamp, operation)."""
-        table = self.latest()
-        return [] if table is None else list(table.history())
 
     # -- writing --------------------------------------------------------------------------------
 
