@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -63,6 +64,12 @@ VACUUM_RETENTION_HOURS = 7 * 24
 MAINTENANCE_LEASE = "secureml-audit:maintenance-lease"
 LEASE_SECONDS = 600
 _COMMIT_ATTEMPTS = 20
+WRITER_KEY = "secureml-audit.writer"  # commitInfo field naming the process that wrote a commit
+
+
+def _writer() -> dict[str, str]:
+    """Who commits: host and pid, kept in each commit's commitInfo (attributable, and for diagnosis)."""
+    return {WRITER_KEY: f"{socket.gethostname()}:{os.getpid()}"}
 
 
 @dataclass(frozen=True)
@@ -293,7 +300,8 @@ class Lake:
                     write_deltalake(
                         table, data.cast(table_schema()), mode="append",
                         partition_by=[PARTITION_KEY], storage_options=self.storage_options or None,
-                        writer_properties=WRITER, commit_properties=CommitProperties(app_transactions=transactions),
+                        writer_properties=WRITER, commit_properties=CommitProperties(app_transactions=transactions,
+                                                                           custom_metadata=_writer()),
                     )
             except CommitFailedError:
                 self._cached = None  # another writer committed one of our sources: trim against its version

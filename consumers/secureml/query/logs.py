@@ -13,7 +13,7 @@ import importlib.util
 import json
 import os
 import threading
-from operator import itemgetter
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -240,30 +240,37 @@ def _json_column(values: list[str | None]) -> list[Any]:
 def _to_logs(table: pa.Table) -> list[dict[str, Any]]:
     """Rows as the user guide's log dicts: envelope plus the payload fields of each event type.
 
-    Only the columns the rows' event types carry are converted (a payload column of another
-    type is all nulls, and converting it costs as much as the rest); each row is then one
-    ``dict(zip(...))`` over a tuple of its values.
+    Rows are converted per event type, only the columns that type carries (a payload column
+    of another type is all nulls, and converting it costs as much as the rest), each row one
+    ``dict(zip(keys, values))``; with several types each dict is then put back in its row's place.
     """
-    if table.num_rows == 0:
+    count = table.num_rows
+    if count == 0:
         return []
-    present = pc.unique(table["event_type"]).to_pylist()
-    payload = sorted({name for t in present for name in (_PAYLOAD.get(t) or fields_of(t))})
-    names = [*ENVELOPE, *(n for n in payload if n not in ENVELOPE)]
-    table = table.select(names)
-    for name in TIMESTAMP_FIELDS:
-        table = table.set_column(table.schema.get_field_index(name), name, _iso_utc(table[name]))
-    columns = table.to_pydict()
-    for name in JSON_FIELDS:
-        if name in columns:
-            columns[name] = _json_column(columns[name])
-    position = {name: i for i, name in enumerate(names)}
-    shapes = {}
-    for t in present:
-        keys = (*ENVELOPE, *(_PAYLOAD.get(t) or fields_of(t)))
-        shapes[t] = (keys, itemgetter(*(position[k] for k in keys)))
-    type_index = position["event_type"]
-    return [dict(zip(keys, pick(row))) for row in zip(*(columns[n] for n in names))
-            for keys, pick in (shapes[row[type_index]],)]
+    types = table["event_type"]
+    present = pc.unique(types).to_pylist()
+    if len(present) == 1:
+        return _logs_of_type(table, present[0])
+    logs: list[Any] = [None] * count
+    for event_type in present:
+        match = pc.equal(types, pa.scalar(event_type, types.type))
+        places = pc.indices_nonzero(match).to_pylist()
+        for place, log in zip(places, _logs_of_type(table.filter(match), event_type)):
+            logs[place] = log
+    return logs
+
+
+def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any]]:
+    """Rows that all have ``event_type``, as log dicts."""
+    keys = (*ENVELOPE, *(n for n in (_PAYLOAD.get(event_type) or fields_of(event_type)) if n not in ENVELOPE))
+    values: list[list[Any]] = []
+    for name in keys:
+        column = table[name]
+        if name in TIMESTAMP_FIELDS:
+            column = _iso_utc(column)
+        items = column.to_pylist()
+        values.append(_json_column(items) if name in JSON_FIELDS else items)
+    return list(map(dict, map(zip, repeat(keys), zip(*values))))
 
 
 def get_audit_logs(
