@@ -243,7 +243,12 @@ class Lake:
         base = self.uri.rstrip("/")
         for path, count, date, low, high in zip(paths, rows, dates, lows, highs):
             relative = unquote(path)
-            uri = relative if "://" in relative else f"{base}/{relative}"
+            if "://" in relative or relative.startswith("/") or ".." in relative.split("/"):
+                # The protocol allows absolute paths (shallow clones); this lake never writes one,
+                # and a reader following it would open whatever file the metadata names.
+                raise LakeError(f"the lake at {self.uri} names a data file outside itself ({relative!r}) in its "
+                                f"version {table.version()}: refusing to read it; the Delta log was altered")
+            uri = f"{base}/{relative}"
             if self.local:
                 uri = uri.removeprefix("file://")
             yield LakeFile(relative, uri, int(count or 0), str(date), _micros(low), _micros(high))
@@ -274,6 +279,7 @@ class Lake:
         letters included. Rows at positions the table already holds are dropped, so a replayed,
         overlapping or zombie batch adds nothing twice.
         """
+        self._refuse_links()
         for _attempt in range(_COMMIT_ATTEMPTS):
             table = self.latest() or self._create()
             parts: list[pa.Table] = []
@@ -313,6 +319,18 @@ class Lake:
             return data.num_rows
         raise LakeError(f"could not commit to {self.uri}: other writers kept committing the same sources; "
                         "is a second materializer group reading the same topic into this lake?")
+
+    def _refuse_links(self) -> None:
+        """The lake inside a log directory is written only where it is, never through a planted link."""
+        if not self.local or self.uri != str(self.root / EVENTS_DIR):
+            return  # a URI the user chose
+        events = self.root / EVENTS_DIR
+        inside = list(events.iterdir()) if events.is_dir() and not events.is_symlink() else []
+        for path in (self.root, events, *inside):
+            if path.is_symlink():
+                raise LakeError(f"{path} is a symbolic link: secureml-audit never writes the lake through links "
+                                f"inside its log directory (one planted there could redirect it). Remove the link "
+                                f"(it points to {os.readlink(path)})")
 
     def _create(self) -> DeltaTable:
         """Create the empty table (version 0), or load it when another writer just did.
@@ -361,6 +379,7 @@ class Lake:
         commit, and the rows are stored twice), so only the holder of the table's maintenance
         lease optimizes; the other instances of a group skip their turn.
         """
+        self._refuse_links()
         snapshot = self.snapshot()
         if snapshot.table is None:
             return 0
@@ -437,6 +456,7 @@ class Lake:
         That includes files a crashed writer left uncommitted (a "full" vacuum): the retention
         keeps them until no writer can still be about to commit them.
         """
+        self._refuse_links()
         table = self.latest()
         if table is None:
             return 0

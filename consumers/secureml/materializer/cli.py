@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from secureml.audit.config import DEFAULT_TOPIC
+from secureml.audit.config import DEFAULT_TOPIC, existing_log_dir, resolve_config
 from secureml.materializer.runner import DEFAULT_GROUP, materialize
 
 HELP = "materialise events into the Delta lake"
@@ -37,6 +37,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Materialise until stopped (SIGINT/SIGTERM) or, with --once, until caught up."""
+    if not resolve_config(log_dir=args.log_dir, bootstrap_servers=args.bootstrap_servers).bootstrap_servers:
+        existing_log_dir(args.log_dir, "materialize")  # the embedded log is read from there: it must exist
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -21,7 +21,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 
-from secureml.audit.exceptions import AuditError
+from secureml.audit.exceptions import AuditConfigError, AuditError, AuditValidationError
 
 COMMANDS_GROUP = "secureml_audit.commands"
 
@@ -119,11 +119,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(chosen if chosen in _commands() else "").parse_args(arguments)
     try:
         return int(args.handler(args))
+    except (AuditValidationError, AuditConfigError) as exc:  # bad input: what to change is in the message
+        _stderr(f"secureml-audit {args.command}: {exc}")
+        return 2
     except AuditError as exc:
         _stderr(f"secureml-audit {args.command}: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """The output's reader closed it (``query | head``): stop quietly, as a command killed by SIGPIPE would."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # so the final flush at exit does not fail once more
+    os.close(devnull)
+    return 141
 
 
 def console() -> None:
@@ -136,7 +149,10 @@ def console() -> None:
     """
     status = main()
     atexit._run_exitfuncs()
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        status = _reader_went_away()
     sys.stderr.flush()
     os._exit(status)
 
