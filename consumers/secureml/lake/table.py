@@ -63,6 +63,18 @@ VACUUM_RETENTION_HOURS = 7 * 24
 # One writer at a time maintains the table (compaction); the lease is an app transaction.
 MAINTENANCE_LEASE = "secureml-audit:maintenance-lease"
 LEASE_SECONDS = 600
+# Longer than any compaction must stay: a holder killed mid-compaction blocks the next one this long.
+LEASE_SECONDS_ENV = ENV_PREFIX + "MAINTENANCE_LEASE_SECONDS"
+
+
+def lease_seconds() -> int:
+    """How long a compaction's maintenance lease lasts (``SECUREML_AUDIT_MAINTENANCE_LEASE_SECONDS``, default 600)."""
+    raw = os.environ.get(LEASE_SECONDS_ENV)
+    if raw is None:
+        return LEASE_SECONDS
+    if not raw.isdigit() or int(raw) < 1:
+        raise LakeError(f"{LEASE_SECONDS_ENV} must be a whole number of seconds >= 1, got {raw!r}")
+    return int(raw)
 _COMMIT_ATTEMPTS = 20
 WRITER_KEY = "secureml-audit.writer"  # commitInfo field naming the process that wrote a commit
 
@@ -420,7 +432,7 @@ class Lake:
             )
 
     def _take_lease(self) -> bool:
-        """Hold the table's maintenance lease for LEASE_SECONDS, unless another writer holds it.
+        """Hold the table's maintenance lease for lease_seconds(), unless another writer holds it.
 
         The lease is an app transaction: of writers taking it at once, the commit protocol lets
         exactly one through (the others get CommitFailedError), like any source position.
@@ -430,7 +442,7 @@ class Lake:
         if (table.transaction_version(MAINTENANCE_LEASE) or 0) > now:
             return False
         try:
-            self._lease_commit(table, now + LEASE_SECONDS)
+            self._lease_commit(table, now + lease_seconds())
         except CommitFailedError:
             return False
         finally:
@@ -441,7 +453,7 @@ class Lake:
         try:
             self._lease_commit(self._fresh(), int(time.time()))
         except (CommitFailedError, DeltaError, OSError) as exc:  # it expires by itself
-            log.warning("could not release the lake's maintenance lease (it expires in %ds): %s", LEASE_SECONDS, exc)
+            log.warning("could not release the lake's maintenance lease (it expires in %ds): %s", lease_seconds(), exc)
 
     def compact_all(self, *, today: str | None = None) -> int:
         """Compact until nothing is due; returns the files replaced."""
