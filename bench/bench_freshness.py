@@ -1,0 +1,108 @@
+"""Bench: freshness in Kafka mode, from a log call to the event being visible in get_audit_logs.
+
+A producer logs ``--rate`` events/s for ``--seconds`` (one trail, flushed every 0.1 s as a
+model server's background flush would); a materializer service (its own process, ``--commit-
+interval`` seconds between commits) writes them into the lake; a reader polls
+``get_audit_logs(operation_id=...)`` for the newest seq it can see. Each event's latency is
+the time from its log call until the first poll that shows it. Runs once per commit
+interval given, on fresh topics, and reports p50/p99/max per interval.
+
+    .venv/bin/python bench/bench_freshness.py [--rate 10000] [--seconds 20] [--commit-interval 0.5 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from _common import bootstrap
+from secureml.audit import AuditTrail, get_audit_logs
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(broker: str, rate: int, seconds: float, commit_interval: float) -> dict[str, float]:
+    topic = f"bench-fresh-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        log_dir = Path(tmp) / "audit"
+        AuditTrail("warm-up", log_dir=log_dir, bootstrap_servers=broker, topic=topic).close()  # creates the topic
+        materializer = subprocess.Popen(
+            [sys.executable, "-m", "secureml.audit.cli", "materialize", "--log-dir", str(log_dir),
+             "--bootstrap-servers", broker, "--topic", topic, "--group", f"fresh-{topic}",
+             "--commit-interval", str(commit_interval)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while get_audit_logs(log_dir=log_dir, output="arrow").num_rows < 2:  # the service is up
+                assert time.monotonic() < deadline and materializer.poll() is None, "the materializer did not start"
+                time.sleep(0.1)
+            trail = AuditTrail("freshness", log_dir=log_dir, bootstrap_servers=broker, topic=topic)
+            logged: list[float] = [time.monotonic()]  # seq 0 (audit_started)
+            total = int(rate * seconds)
+            done = threading.Event()
+
+            def produce() -> None:
+                began = time.monotonic()
+                last_flush = began
+                for i in range(total):
+                    target = began + i / rate
+                    pause = target - time.monotonic()
+                    if pause > 0:
+                        time.sleep(pause)
+                    trail.log_model_inference("m", f"req-{i}", "ok", 0.5)
+                    logged.append(time.monotonic())
+                    if logged[-1] - last_flush >= 0.1:
+                        trail.flush(0)  # serve delivery reports; the producer sends on its own (linger 5 ms)
+                        last_flush = logged[-1]
+                trail.flush(30)
+                done.set()
+
+            producer = threading.Thread(target=produce)
+            producer.start()
+            latencies: list[float] = []
+            seen = 0  # seqs below this are visible
+            stop_at = time.monotonic() + seconds + 60
+            while (seen <= total) and time.monotonic() < stop_at:
+                table = get_audit_logs(operation_id=trail.operation_id, log_dir=log_dir, output="arrow")
+                now = time.monotonic()
+                newest = max(table["seq"].to_pylist(), default=-1) + 1
+                for seq in range(seen, min(newest, len(logged))):
+                    latencies.append(now - logged[seq])
+                seen = max(seen, min(newest, len(logged)))
+                time.sleep(0.02)
+            producer.join()
+            trail.close()
+        finally:
+            materializer.send_signal(signal.SIGTERM)
+            materializer.wait(120)
+    return {
+        "commit_interval_s": commit_interval, "events": len(latencies),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 1), "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "max_ms": round(max(latencies) * 1000, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=int, default=10_000, help="events per second")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--commit-interval", type=float, nargs="+", default=[0.5, 0.2])
+    args = parser.parse_args()
+    broker = bootstrap()
+    results = [run(broker, args.rate, args.seconds, interval) for interval in args.commit_interval]
+    print(json.dumps({"rate": args.rate, "seconds": args.seconds, "runs": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
