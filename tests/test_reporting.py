@@ -157,7 +157,7 @@ def test_report_shows_deadlines_and_hides_personal_data(sample_lake: Path, tmp_p
     secrets = f"contains(arguments, '{SECRET_ARGUMENT}') OR contains(output, '{SECRET_OUTPUT}')"
     in_lake = lake_count(sample_lake, secrets)
     assert in_lake == 6  # the values are in the lake, so their absence from the report means something
-    assert "2024-01-02 2024-02-01" in text.replace("\n", " ")  # received + 30 days (GDPR)
+    assert "2024-01-02 2024-02-02" in text.replace("\n", " ")  # received + one calendar month (GDPR Art. 12(3))
     assert "overdue" in text and "completed" in text
 
 
@@ -220,7 +220,7 @@ def test_integrity_comes_from_the_verifier(sample_lake: Path, tmp_path: Path, mo
 
 
 def test_integrity_without_verifier_says_so(sample_lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A verifier that raises, or events passed in memory: the report says 'not verified' and why."""
+    """A verifier that raises: the report says 'not verified' and why."""
     generator = ReportGenerator()
 
     def broken(log_dir: str, public_key: Path | None = None) -> FakeVerification:
@@ -230,8 +230,25 @@ def test_integrity_without_verifier_says_so(sample_lake: Path, tmp_path: Path, m
     monkeypatch.setattr("secureml.reporting.integrity.verify", broken)
     generator.generate_audit_report({"log_dir": str(sample_lake)}, tmp_path / "b.pdf", "T")
     assert "could not run: RuntimeError: checkpoint key missing" in pdf_text(tmp_path / "b.pdf")
-    generator.generate_audit_report(get_audit_logs(log_dir=sample_lake), tmp_path / "c.pdf", "T")
-    assert "not read from the lake" in pdf_text(tmp_path / "c.pdf")
+
+
+def test_a_report_from_a_list_of_logs_verifies_those_events(sample_lake: Path, tmp_path: Path) -> None:
+    """Events passed in memory are checked against their own hashes and chains; one altered value fails it."""
+    generator = ReportGenerator()
+    logs = get_audit_logs(log_dir=sample_lake)
+    generator.generate_audit_report(logs, tmp_path / "c.pdf", "T")
+    text = " ".join(pdf_text(tmp_path / "c.pdf").split())
+    assert f"Verified: each of the {len(logs)} events passed to the report matches its recorded hash" in text
+    assert "Integrity verified" in text and "list of" not in text
+    assert "only the lake's verifier can tell" in text  # honest: removals from the lake are not covered
+    subset = [log for log in logs if log["event_type"] != "model_inference"]
+    generator.generate_audit_report(subset, tmp_path / "d.pdf", "T")
+    assert "only partly in the list" in " ".join(pdf_text(tmp_path / "d.pdf").split())
+    altered = [dict(log) for log in logs]
+    altered[1]["user"] = "mallory"
+    generator.generate_audit_report(altered, tmp_path / "e.pdf", "T")
+    text = " ".join(pdf_text(tmp_path / "e.pdf").split())
+    assert "FAILED: 1 of the" in text and "Integrity FAILED" in text
 
 
 ALERTS = (
@@ -336,3 +353,52 @@ def test_pages_render_to_png(sample_lake: Path, tmp_path: Path) -> None:
         assert image.size[0] in (413, 414) and image.size[1] == 585  # A4 at 50 dpi
         low, high = image.getextrema()
         assert low < 100 and high == 255  # dark ink on white paper
+
+
+LONG_NAME = "customer_financial_data_anonymized_for_the_quarterly_credit_risk_review.v2"
+
+
+def test_identifiers_break_only_at_separators_and_never_get_a_hyphen(tmp_path: Path) -> None:
+    """A long dataset name, operation name and path: no hyphen inserted, and the name reads back whole."""
+    from secureml.audit import AuditTrail
+
+    log_dir = tmp_path / "audit_logs"
+    with AuditTrail("quarterly_credit_risk_model_training_with_anonymized_customer_data", log_dir=log_dir,
+                    user="analyst_with_a_rather_long_identifier_123") as trail:
+        trail.log_data_access(LONG_NAME, ["income"], 5000, "model_training")
+        trail.log_data_transformation("anonymization", "raw_customer_financial_data_export.parquet", LONG_NAME, {})
+    ReportGenerator().generate_audit_report({"log_dir": str(log_dir)}, tmp_path / "r.pdf", "T")
+    text = pdf_text(tmp_path / "r.pdf")
+    assert not re.search(r"[_./]-\n", text) and "_-" not in text and ".-" not in text, "a hyphen was inserted"
+    rejoined = re.sub(r"([_./])\n", r"\1", text)  # what a reader gets by joining the broken lines
+    assert LONG_NAME in rejoined and "quarterly_credit_risk_model_training_with_anonymized_customer_data" in rejoined
+
+
+def test_timeline_lists_each_operation_in_seq_order(tmp_path: Path) -> None:
+    """Interleaved operations: each one's rows in seq order, its audit_closed last, runs of one type as one row."""
+    from secureml.audit import AuditTrail
+    from secureml.reporting.audit_timeline import timeline_section
+    from secureml.reporting.source import open_scope
+
+    log_dir = tmp_path / "audit_logs"
+    first = AuditTrail("scoring", log_dir=log_dir)
+    second = AuditTrail("training", log_dir=log_dir)
+    for i in range(300):
+        first.log_model_inference("m", f"i{i}", i, 0.5)
+        if i == 150:
+            second.log_data_access("d", ["a"], 10, "p")
+            first.log_compliance_check("purpose", "GDPR", True, {})
+    second.close()
+    first.close()
+    scope = open_scope({"log_dir": str(log_dir)})
+    try:
+        table = next(b for b in timeline_section(scope.connection, scope.event_count).blocks if isinstance(b, Table))
+    finally:
+        scope.close()
+    rows = [(r[1], r[2], r[3]) for r in table.rows]  # operation (first row only), seq(s), event type
+    assert rows == [
+        ("scoring", "0", "audit_started"), ("", "1–151", "model_inference"), ("", "152", "compliance_check"),
+        ("", "153–301", "model_inference"), ("", "302", "audit_closed"),
+        ("training", "0", "audit_started"), ("", "1", "data_access"), ("", "2", "audit_closed"),
+    ]
+    assert table.rows[1][5].startswith("151 events: 1 model(s)")

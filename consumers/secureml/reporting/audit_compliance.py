@@ -14,8 +14,11 @@ from secureml.reporting.source import EVENTS_TABLE
 MAX_FAILED_CHECKS = 100
 MAX_REQUESTS = 100
 MAX_ALERTS = 100
-# Statutory answer periods from the request's first event: GDPR art. 12(3) one month, CCPA 45 days.
-DEADLINE_DAYS = {"GDPR": 30, "CCPA": 45}
+# Statutory answer periods from receipt, and how far an extension reaches (DuckDB intervals):
+# GDPR Art. 12(3) one (calendar) month, extendable by two further months; CCPA (Cal. Civ. Code
+# § 1798.130(a)(2)) 45 days, extendable once by 45 more. A request counts as extended when one of
+# its events has the status 'extended' or details.extended true.
+DEADLINES = {"GDPR": ("INTERVAL 1 MONTH", "INTERVAL 3 MONTH"), "CCPA": ("INTERVAL 45 DAY", "INTERVAL 90 DAY")}
 REQUEST_STATES = ("overdue", "open", "completed late", "completed", "no deadline")
 # Columns of an alerts table (secureml.alerting's Alert) worth showing, in order, and its time columns.
 _ALERT_COLUMNS = ("severity", "rule_id", "rule", "regulation", "article", "operation_name", "user_id", "message")
@@ -118,9 +121,11 @@ def requests_section(connection: duckdb.DuckDBPyConnection, as_of: datetime) -> 
         note=fmt.shown_of(len(rows), counts.total, "requests (overdue and open first)"),
     )
     explanation = Text(
-        f"Deadlines: GDPR {DEADLINE_DAYS['GDPR']} days, CCPA {DEADLINE_DAYS['CCPA']} days from the request "
-        f"(details.request_date, else its first event), as of {fmt.utc(as_of)} UTC; a 'completed' status "
-        "closes a request. Subjects are masked."
+        "Deadlines as the law sets them, from receipt (details.request_date, else the request's first event): "
+        "GDPR one month (Art. 12(3)), extendable by two further months; CCPA 45 days (Cal. Civ. Code "
+        "§ 1798.130), extendable once by 45 days. A request with the status 'extended' (or details.extended) "
+        f"has the extended deadline. As of {fmt.utc(as_of)} UTC; a 'completed' status closes a request. "
+        "Subjects are masked."
     )
     return Section("Data-subject requests", (chart, explanation, table), new_page=True), counts
 
@@ -180,9 +185,12 @@ def _as_timestamptz(column: str, sql_type: str) -> str:
 
 def _requests_sql() -> str:
     """SQL that builds _report_requests: one row per request, with its deadline state as of ?."""
-    deadline_cases = " ".join(f"WHEN '{reg}' THEN {days}" for reg, days in DEADLINE_DAYS.items())
+    deadline_cases = " ".join(
+        f"WHEN '{reg}' THEN CASE WHEN extended THEN received + {longer} ELSE received + {period} END"
+        for reg, (period, longer) in DEADLINES.items()
+    )
     regulation_cases = " ".join(
-        f"WHEN bool_or(list_contains(regulations, '{reg}')) THEN '{reg}'" for reg in DEADLINE_DAYS
+        f"WHEN bool_or(list_contains(regulations, '{reg}')) THEN '{reg}'" for reg in DEADLINES
     )
     return f"""
     CREATE OR REPLACE TEMP TABLE _report_requests AS
@@ -193,11 +201,13 @@ def _requests_sql() -> str:
                    AS received,
                min(ts) FILTER (status = 'completed') AS closed_at,
                arg_max(status, ts) AS last_status,
+               coalesce(bool_or(status = 'extended' OR json_extract_string(details, '$.extended') = 'true'), false)
+                   AS extended,
                coalesce(any_value(json_extract_string(details, '$.regulation')),
                         CASE {regulation_cases} END) AS regulation
         FROM {EVENTS_TABLE} WHERE event_type = 'user_request' GROUP BY request),
     dated AS (
-        SELECT *, received + to_days(CASE regulation {deadline_cases} END) AS deadline FROM grouped)
+        SELECT *, CASE regulation {deadline_cases} END AS deadline FROM grouped)
     SELECT *, CASE
         WHEN deadline IS NULL THEN CASE WHEN closed_at IS NULL THEN 'no deadline' ELSE 'completed' END
         WHEN closed_at IS NOT NULL THEN CASE WHEN closed_at <= deadline THEN 'completed' ELSE 'completed late' END

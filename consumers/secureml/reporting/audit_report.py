@@ -37,7 +37,7 @@ def build_audit_document(
     connection = scope.connection
     as_of = min(scope.end, generated_at) if scope.end is not None else generated_at
     summary = summarize(connection)
-    integrity, integrity_status = integrity_section(scope.from_lake, scope.log_dir)
+    integrity, integrity_status = integrity_section(scope.from_lake, scope.log_dir, scope.events)
     progress.step("verified integrity" if integrity_status != "not verified" else "summarised events")
     requests, request_counts = requests_section(connection, as_of)
     sections: tuple[Section, ...] = (

@@ -1,7 +1,9 @@
-"""The event timeline: events grouped per time bucket and event type, never a raw dump.
+"""The event timeline: each operation's events in seq order, consecutive events of a type as one row.
 
-A group of one event shows that event's details; a larger group shows what its events add up
-to. The bucket grows until the timeline fits MAX_TIMELINE_ROWS, then the newest rows are cut.
+Operations follow each other by their first event; within one, a run of consecutive events of
+the same type (5,000 inferences between a data access and a compliance check) is one row that
+says what the run adds up to, so `audit_closed` comes after the events it closes. A run of one
+event shows its details. Past MAX_TIMELINE_ROWS rows the newest are cut, and the table says so.
 Function arguments, return values and inference outputs are never shown; data subjects are masked.
 """
 
@@ -16,22 +18,11 @@ from secureml.reporting.document import Column, Section, Table, Text
 from secureml.reporting.source import EVENTS_TABLE
 
 MAX_TIMELINE_ROWS = 300
-# (bucket, how a bucket's start is written), finest first.
-_BUCKETS = (
-    ("1 second", "%Y-%m-%d %H:%M:%S"),
-    ("1 minute", "%Y-%m-%d %H:%M"),
-    ("15 minutes", "%Y-%m-%d %H:%M"),
-    ("1 hour", "%Y-%m-%d %H:%M"),
-    ("6 hours", "%Y-%m-%d %H:%M"),
-    ("1 day", "%Y-%m-%d"),
-    ("7 days", "%Y-%m-%d"),
-    ("30 days", "%Y-%m-%d"),
-)
 
 # Details of a single event, by type.
 _EVENT_DETAIL = """
 CASE event_type
-  WHEN 'data_access' THEN coalesce(dataset_name, '?') || ': ' || coalesce(CAST(num_records AS VARCHAR), '?')
+  WHEN 'data_access' THEN coalesce(dataset_name, '?') || ': ' || coalesce(format('{:,}', num_records), '?')
        || ' records, purpose ' || coalesce(nullif(trim(purpose), ''), 'NOT DECLARED')
   WHEN 'data_transformation' THEN coalesce(transformation_type, '?') || ': ' || coalesce(input_data, '?')
        || ' -> ' || coalesce(output_data, '?')
@@ -47,7 +38,7 @@ CASE event_type
        || coalesce(CAST(round(execution_time, 3) AS VARCHAR), '?') || ' s'
   WHEN 'error' THEN coalesce(error_type, '?') || ': ' || coalesce(message, '')
   WHEN 'audit_closed' THEN 'status ' || coalesce(status, '?') || ', '
-       || coalesce(CAST(event_count AS VARCHAR), '?') || ' events'
+       || coalesce(format('{:,}', event_count), '?') || ' events'
   ELSE '' END
 """
 
@@ -68,62 +59,60 @@ CASE event_type
 
 
 def timeline_section(connection: duckdb.DuckDBPyConnection, total_events: int) -> Section:
-    """The timeline at the finest bucket that fits, oldest first."""
-    bucket, label_format = _fitting_bucket(connection)
+    """The timeline: operations by their first event, each one's runs of events in seq order."""
     rows = connection.execute(
         f"""
-        WITH groups AS (
-            SELECT time_bucket(INTERVAL '{bucket}', ts) AS bucket, event_type, count(*) AS n, min(ts) AS first_ts,
-                   min(rowid) AS first_row, count(DISTINCT operation_name) AS operations,
-                   any_value(operation_name) AS some_operation, count(DISTINCT "user") AS users,
-                   any_value("user") AS some_user, {_GROUP_DETAIL} AS summary
-            FROM {EVENTS_TABLE} GROUP BY 1, 2),
+        WITH ordered AS (
+            SELECT *, rowid AS row_id,
+                   row_number() OVER (PARTITION BY operation_id ORDER BY seq)
+                   - row_number() OVER (PARTITION BY operation_id, event_type ORDER BY seq) AS run
+            FROM {EVENTS_TABLE}),
+        runs AS (
+            SELECT operation_id, any_value(operation_name) AS operation, event_type, count(*) AS n,
+                   min(seq) AS first_seq, max(seq) AS last_seq, min(ts) AS first_ts, max(ts) AS last_ts,
+                   count(DISTINCT "user") AS users, any_value("user") AS some_user, min(row_id) AS first_row,
+                   {_GROUP_DETAIL} AS summary
+            FROM ordered GROUP BY operation_id, event_type, run),
         shown AS (
-            SELECT *, count(*) OVER () AS total FROM groups ORDER BY bucket, first_ts, event_type
-            LIMIT {MAX_TIMELINE_ROWS})
-        SELECT bucket, event_type, n, first_ts, operations, some_operation, users, some_user, summary, total,
+            SELECT *, min(first_ts) OVER (PARTITION BY operation_id) AS operation_began, count(*) OVER () AS total
+            FROM runs ORDER BY operation_began, operation_id, first_seq LIMIT {MAX_TIMELINE_ROWS})
+        SELECT first_ts, last_ts, operation, operation_id, first_seq, last_seq, event_type, n, users, some_user,
+               summary, total,
                CASE WHEN n = 1 THEN (SELECT {_EVENT_DETAIL} FROM {EVENTS_TABLE} e WHERE e.rowid = shown.first_row)
                END AS detail
-        FROM shown ORDER BY bucket, first_ts, event_type
+        FROM shown ORDER BY operation_began, operation_id, first_seq
         """
     ).fetchall()
-    total_groups = rows[0][9] if rows else 0
+    total_rows = rows[0][11] if rows else 0
     table = Table(
         "Timeline",
         (
             Column("When (UTC)"),
             Column("Operation"),
+            Column("Seq", "right"),
             Column("Event"),
-            Column("Count", "right"),
             Column("User"),
             Column("Details", text=True),
         ),
-        [_timeline_row(r, label_format) for r in rows],
-        total_groups,
+        [_timeline_row(r, i == 0 or rows[i - 1][3] != r[3]) for i, r in enumerate(rows)],
+        total_rows,
         empty_text="No events in scope.",
-        note=fmt.shown_of(len(rows), total_groups, "timeline rows; narrow the time range to see the rest"),
+        note=fmt.shown_of(len(rows), total_rows, "timeline rows; narrow the time range to see the rest"),
     )
     intro = Text(
-        f"{fmt.count(total_events)} events grouped per {bucket} and event type; a group of one event shows "
-        "its exact time and details. Arguments, return values and model outputs are never shown."
+        f"{fmt.count(total_events)} events, operation by operation (named on its first row) in the order it "
+        "recorded them (seq). Consecutive events of one type are one row: how many, what they add up to, and "
+        "the time of the first. Arguments, return values and model outputs are never shown."
     )
     return Section("Event timeline", (intro, table), new_page=True)
 
 
-def _fitting_bucket(connection: duckdb.DuckDBPyConnection) -> tuple[str, str]:
-    """The finest bucket whose timeline has at most MAX_TIMELINE_ROWS rows, else the coarsest."""
-    counts = ", ".join(
-        f"count(DISTINCT (time_bucket(INTERVAL '{b}', ts), event_type))" for b, _ in _BUCKETS
-    )
-    row = connection.execute(f"SELECT {counts} FROM {EVENTS_TABLE}").fetchone() or ()
-    return next((b for b, n in zip(_BUCKETS, row) if n <= MAX_TIMELINE_ROWS), _BUCKETS[-1])
-
-
-def _timeline_row(row: tuple[Any, ...], label_format: str) -> tuple[str, ...]:
-    """One formatted timeline row from a group."""
-    bucket, event_type, n, first_ts, operations, some_operation, users, some_user, summary, _, detail = row
-    operation = fmt.truncate(some_operation, 60) if operations == 1 else f"{operations} operations"
-    who = fmt.truncate(some_user or "—", 40) if users <= 1 else f"{users} users"
-    if n == 1:
-        return (fmt.utc(first_ts), operation, str(event_type), "1", who, fmt.truncate(detail))
-    return (bucket.strftime(label_format), operation, str(event_type), fmt.count(n), who, fmt.truncate(summary or ""))
+def _timeline_row(row: tuple[Any, ...], first_of_operation: bool) -> tuple[str, ...]:
+    """One formatted timeline row from a run of events (the operation named on its first row only)."""
+    first_ts, _last, operation, _operation_id, first_seq, last_seq, event_type, n, users, some_user, summary, _, \
+        detail = row
+    name = fmt.truncate(operation, 60) if first_of_operation else ""
+    who = fmt.truncate(some_user or "—", 40) if users <= 1 else f"{fmt.count(users)} users"
+    seqs = fmt.count(first_seq) if first_seq == last_seq else f"{fmt.count(first_seq)}–{fmt.count(last_seq)}"
+    text = detail if n == 1 else f"{fmt.count(n)} events" + (f": {summary}" if summary else "")
+    return (fmt.utc(first_ts), name, seqs, str(event_type), who, fmt.truncate(text or ""))

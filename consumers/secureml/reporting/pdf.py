@@ -44,7 +44,7 @@ from secureml.reporting.pdf_style import (
     styles,
 )
 
-_BREAK_POINTS = re.compile(r"[_./](?=\w)")
+_BREAK_POINTS = re.compile(r"(?<=[_./])(?=\w)")  # after a separator that a word character follows
 PAGE_WIDTH, PAGE_HEIGHT = A4
 MARGIN = 1.5 * cm
 FRAME_WIDTH = PAGE_WIDTH - 2 * MARGIN
@@ -266,8 +266,9 @@ def _column_widths(block: Table) -> list[float]:
     Every column gets at least its longest word (free-text columns at most FREE_TEXT_MIN_WIDTH);
     when those do not fit side by side, only the longest words are cut down (and split). Short
     columns (dates, names, counts: at most SHORT_COLUMN_SHARE of the page) then get their whole
-    text, shortest first, while that fits; free-text columns then get up to FREE_TEXT_SHARE of
-    the page, and the room left fills the columns that lack the least first.
+    text, shortest first, while that fits beside the FREE_TEXT_SHARE of the page that free-text
+    columns are promised; free-text columns then get that share, and the room left fills the
+    columns that lack the least first.
     """
     pad = 2 * CELL_PADDING + 1  # +1: slack against rounding, so a fitting word is never split
     words: list[float] = []
@@ -283,12 +284,15 @@ def _column_widths(block: Table) -> list[float]:
         cap = _fill_level(words, FRAME_WIDTH)
         return [min(w, cap) for w in words]
     minimum = list(words)
+    free_text = [i for i, column in enumerate(block.columns) if column.text]
+    # The room free text is promised (its share of the page) is kept from the short columns.
+    promised = sum(max(0.0, min(preferred[i], FRAME_WIDTH * FREE_TEXT_SHARE / len(free_text)) - minimum[i])
+                   for i in free_text) if free_text else 0.0
     short = sorted((p, i) for i, p in enumerate(preferred) if p <= FRAME_WIDTH * SHORT_COLUMN_SHARE)
     for width, index in short:  # shortest first, while they fit
-        if sum(minimum) - minimum[index] + width > FRAME_WIDTH:
+        if sum(minimum) - minimum[index] + width + promised > FRAME_WIDTH:
             break
         minimum[index] = width
-    free_text = [i for i, column in enumerate(block.columns) if column.text]
     if free_text:  # free text shares FREE_TEXT_SHARE of the page, or what the other columns leave
         others = sum(m for i, m in enumerate(minimum) if i not in free_text)
         fair = min(FRAME_WIDTH * FREE_TEXT_SHARE, FRAME_WIDTH - others) / len(free_text)
@@ -314,12 +318,28 @@ def _fill_level(needs: list[float], room: float) -> float:
 def _cell(value: str, width: float, style: ParagraphStyle) -> str | Paragraph:
     """Plain text when it fits the column (fast), else a wrapping Paragraph.
 
-    Soft hyphens after '_', '.' and '/' let identifiers such as customer_data_anonymized
-    break between their parts rather than at an arbitrary letter.
+    A word too long for the column (an identifier such as customer_data_anonymized, a path, a
+    dotted name) is broken only after its separators ('_', '.', '/'), with no hyphen added, so
+    that what a reader copies is the identifier; a part with no separator is never split.
     """
-    if stringWidth(value, style.fontName, style.fontSize) <= width - 2 * CELL_PADDING:
+    room = width - 2 * CELL_PADDING
+    if stringWidth(value, style.fontName, style.fontSize) <= room:
         return value
-    return Paragraph(escape(_BREAK_POINTS.sub("\\g<0>\u00ad", value)), style)
+    words = []
+    for word in value.split(" "):
+        if stringWidth(word, style.fontName, style.fontSize) <= room:
+            words.append(escape(word))
+            continue
+        lines, line = [], ""
+        for part in _BREAK_POINTS.split(word):
+            if line and stringWidth(line + part, style.fontName, style.fontSize) > room:
+                lines.append(line)
+                line = part
+            else:
+                line += part
+        lines.append(line)
+        words.append("<br/>".join(escape(piece) for piece in lines))
+    return Paragraph(" ".join(words), style)
 
 
 def _chart(block: BarChart) -> list[Flowable]:

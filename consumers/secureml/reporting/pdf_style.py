@@ -54,7 +54,10 @@ def register_fonts() -> None:
 def styles() -> dict[str, ParagraphStyle]:
     """The named paragraph styles of the report."""
     register_fonts()
-    body = ParagraphStyle("body", fontName=BODY_FONT, fontSize=10, leading=13.5, textColor=INK, spaceAfter=6)
+    # Never cut a word at an arbitrary letter or hyphenate it: identifiers, paths and ids must copy
+    # out whole (table cells break long ones after their separators, pdf._cell).
+    body = ParagraphStyle("body", fontName=BODY_FONT, fontSize=10, leading=13.5, textColor=INK, spaceAfter=6,
+                          splitLongWords=0, hyphenationLang="")
     cell = ParagraphStyle("cell", parent=body, fontSize=TABLE_FONT_SIZE, leading=TABLE_LEADING, spaceAfter=0)
     return {
         "title": ParagraphStyle("title", parent=body, fontName=BOLD_FONT, fontSize=24, leading=30, textColor=ACCENT,

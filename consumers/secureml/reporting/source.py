@@ -8,6 +8,7 @@ temporary table `_report_events`, whose `ts` is a naive UTC TIMESTAMP.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -107,6 +108,7 @@ class EventScope:
     end: datetime | None
     event_count: int
     owns_connection: bool
+    events: Sequence[Mapping[str, Any]] | None = None  # the dicts a list-built report was given
 
     def close(self) -> None:
         """Drop what the report staged; close the connection if the scope opened it."""
@@ -166,7 +168,7 @@ def scope_from_connection(
     return _finish(
         connection,
         shown,
-        description or f"Parquet lake at {log_dir if log_dir is not None else 'the default log_dir'}",
+        description or f"the lake at {log_dir if log_dir is not None else 'the default log_dir'}",
         None if log_dir is None else str(log_dir),
         from_lake,
         selection,
@@ -214,7 +216,9 @@ def _scope_from_dicts(logs: Sequence[Any]) -> EventScope:
         f"CREATE TEMP VIEW events AS SELECT * REPLACE ({casts}) FROM _report_input"
     )
     connection.execute(_STAGE_SQL)
-    return _finish(connection, {}, f"list of {len(logs):,} event dicts", None, False, select_events(), True)
+    scope = _finish(connection, {}, f"{len(logs):,} events passed to the report (as get_audit_logs returns them)",
+                    None, False, select_events(), True)
+    return dataclasses.replace(scope, events=events)
 
 
 def _as_dicts(logs: Sequence[Any]) -> Sequence[Mapping[str, Any]]:
