@@ -18,6 +18,9 @@ HELP = "run a realistic ML workflow from the user guide, then query and verify i
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``secureml-audit demo``."""
+    parser.description = ("Run the user guide's credit-risk ML workflow (data access, anonymisation, training, "
+                          "predictions, compliance checks, a data-subject request, an audited function), "
+                          "materialise it into the lake, then query and verify it.")
     parser.add_argument("--log-dir", default="secureml_audit_demo", help="where to write (default: %(default)s)")
     parser.add_argument("--inferences", type=int, default=5000, help="predictions to log (default: %(default)s)")
 

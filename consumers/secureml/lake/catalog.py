@@ -148,6 +148,9 @@ HELP = "write the DuckDB catalog (views events, operations) for the duckdb CLI, 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``secureml-audit catalog``."""
+    parser.description = ("Write the DuckDB catalog (views events and operations over one version of the lake) "
+                          "for the duckdb CLI: `duckdb LOG_DIR/audit.duckdb \"SELECT count(*) FROM events\"`. "
+                          "Works on a read-only copy of a lake with --output elsewhere.")
     parser.add_argument("--log-dir", help="directory that holds lake/ (default: $SECUREML_AUDIT_LOG_DIR or "
                         "secureml_audit_logs)")
     parser.add_argument("--output", type=Path, help="where to write it (default: LOG_DIR/audit.duckdb); a path "

@@ -19,6 +19,9 @@ def _stderr(message: str) -> None:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``secureml-audit materialize``."""
+    parser.description = ("Turn the event stream (Kafka, or the embedded log) into the Delta lake, each event "
+                          "exactly once: a service until SIGINT/SIGTERM, or --once to catch up and stop. "
+                          "Several instances in one consumer group may write one lake.")
     parser.add_argument("--log-dir", help="directory of the embedded log and the lake (default: "
                         "$SECUREML_AUDIT_LOG_DIR or secureml_audit_logs)")
     parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (default: "

@@ -23,17 +23,24 @@ def _as_of(value: str) -> int | str:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``secureml-audit query``."""
-    parser.add_argument("--log-dir")
-    parser.add_argument("--operation-id")
-    parser.add_argument("--operation-name")
-    parser.add_argument("--start-time", help="ISO 8601, naive = UTC")
-    parser.add_argument("--end-time", help="ISO 8601, naive = UTC")
-    parser.add_argument("--event-type")
-    parser.add_argument("--user")
-    parser.add_argument("--limit", type=int)
+    parser.description = ("Print the audit events that match every filter given, in time order (then seq), as a "
+                          "table, JSON or CSV, from the lake and the embedded log's newest events.")
+    parser.add_argument("--log-dir", metavar="DIR",
+                        help="the folder the audit trail logs to (default $SECUREML_AUDIT_LOG_DIR or "
+                        "secureml_audit_logs)")
+    parser.add_argument("--operation-id", metavar="ID", help="events of this operation only")
+    parser.add_argument("--operation-name", metavar="NAME", help="events of operations with exactly this name")
+    parser.add_argument("--start", "--start-time", dest="start_time", metavar="TIME",
+                        help="first event time, ISO 8601, UTC when naive (--start-time still works)")
+    parser.add_argument("--end", "--end-time", dest="end_time", metavar="TIME",
+                        help="last event time, inclusive (--end-time still works)")
+    parser.add_argument("--event-type", metavar="TYPE", help="e.g. data_access, model_inference, user_request")
+    parser.add_argument("--user", metavar="USER", help="events logged for this user only")
+    parser.add_argument("--limit", type=int, metavar="N", help="at most N events")
     parser.add_argument("--as-of", type=_as_of, metavar="VERSION|TIME",
                         help="the lake as it was at a Delta version (a number) or a time (ISO 8601)")
-    parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    parser.add_argument("--format", choices=["table", "json", "csv"], default="table",
+                        help="table (default; control characters shown escaped), json or csv")
 
 
 # C0 and C1 controls (ESC starts terminal escape sequences) and the bidirectional overrides that

@@ -45,14 +45,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     schedule.add_argument("--grace", type=float, default=60.0, metavar="SECONDS",
                           help="wait this long after a period ends for late events (default 60)")
     selection = parser.add_argument_group("selection")
-    selection.add_argument("--start", metavar="TIME", help="first event time, ISO 8601, UTC when naive (with --output)")
-    selection.add_argument("--end", metavar="TIME", help="last event time, inclusive (with --output)")
-    selection.add_argument("--operation-name", metavar="NAME")
-    selection.add_argument("--operation-id", metavar="ID")
+    selection.add_argument("--start", "--start-time", dest="start", metavar="TIME",
+                           help="first event time, ISO 8601, UTC when naive (with --output)")
+    selection.add_argument("--end", "--end-time", dest="end", metavar="TIME",
+                           help="last event time, inclusive (with --output)")
+    selection.add_argument("--operation-name", metavar="NAME", help="operations with exactly this name")
+    selection.add_argument("--operation-id", metavar="ID", help="one operation")
     selection.add_argument("--event-type", metavar="TYPE", action="append", help="repeat for several types")
-    selection.add_argument("--user", metavar="USER")
+    selection.add_argument("--user", metavar="USER", help="events logged for this user")
     look = parser.add_argument_group("content")
-    look.add_argument("--title", default=DEFAULT_TITLE)
+    look.add_argument("--title", default=DEFAULT_TITLE, help="the cover's title (default: %(default)s)")
     look.add_argument("--logo", metavar="IMAGE", help="PNG or JPEG shown on the cover")
     look.add_argument("--no-charts", action="store_true", help="leave the charts out")
     look.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
