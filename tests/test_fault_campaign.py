@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from support.faults import OUTCOMES, Outcome
+from support.ports import free_port_pair
 
 from conftest import KAFKA_SCRIPT, Harness, unique_topic
 from secureml.audit import AuditDeliveryError, AuditError, AuditTrail, get_audit_logs, verify
@@ -27,24 +27,11 @@ from secureml.materializer import materialize
 from secureml.stream.sources import dead_letters
 
 
-def _free_port_pair() -> int:
-    while True:
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        with socket.socket() as b:
-            try:
-                b.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-
-
 class Broker:
     """A broker of this module's own (scripts/kafka-local on free ports), which the cases SIGKILL."""
 
     def __init__(self, data: Path) -> None:
-        self.env = {**os.environ, "KAFKA_LOCAL_PORT": str(_free_port_pair()), "KAFKA_LOCAL_DATA": str(data)}
+        self.env = {**os.environ, "KAFKA_LOCAL_PORT": str(free_port_pair()), "KAFKA_LOCAL_DATA": str(data)}
         self.data = data
         self.bootstrap = ""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from support.ports import free_port_pair
 
 from conftest import KAFKA_SCRIPT, Harness, unique_topic
 from secureml.audit import AuditTrail, count_events, get_audit_logs
@@ -110,23 +110,10 @@ def test_garbage_goes_to_the_dead_letter_topic(kafka: Harness) -> None:
     assert {log["operation_id"] for log in get_audit_logs(log_dir=kafka.log_dir)} >= set(ids)
 
 
-def _free_port_pair() -> int:
-    while True:
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        with socket.socket() as b:
-            try:
-                b.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-
-
 @pytest.fixture
 def private_broker(tmp_path: Path) -> tuple[str, dict[str, str]]:
     """A broker of this test's own, which it may stop and start."""
-    env = {**os.environ, "KAFKA_LOCAL_PORT": str(_free_port_pair()), "KAFKA_LOCAL_DATA": str(tmp_path / "kafka")}
+    env = {**os.environ, "KAFKA_LOCAL_PORT": str(free_port_pair()), "KAFKA_LOCAL_DATA": str(tmp_path / "kafka")}
     started = subprocess.run([str(KAFKA_SCRIPT), "start"], capture_output=True, text=True, env=env, timeout=600)
     assert started.returncode == 0, started.stderr
     yield started.stdout.strip().splitlines()[-1], env
