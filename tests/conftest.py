@@ -168,3 +168,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
         [sys.executable, "-m", "secureml.audit.cli", *args], capture_output=True, text=True,
         timeout=timeout, env={**os.environ, **(env or {})}, check=False,
     )
+
+
+def materializer_process(harness: Harness, group: str, log: Path) -> subprocess.Popen[bytes]:
+    """A `secureml-audit materialize` service on the harness's topic, its output appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "secureml.audit.cli", "materialize", "--log-dir", str(harness.log_dir),
+             "--bootstrap-servers", harness.bootstrap, "--topic", harness.topic, "--group", group],
+            stdout=out, stderr=out,
+        )

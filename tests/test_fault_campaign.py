@@ -20,7 +20,7 @@ import pytest
 from support.faults import OUTCOMES, Outcome
 from support.ports import free_port_pair
 
-from conftest import KAFKA_SCRIPT, Harness, unique_topic
+from conftest import KAFKA_SCRIPT, Harness, materializer_process, unique_topic
 from secureml.audit import AuditDeliveryError, AuditError, AuditTrail, get_audit_logs, verify
 from secureml.lake.table import LEASE_SECONDS_ENV, MAINTENANCE_LEASE, Lake
 from secureml.materializer import materialize
@@ -112,15 +112,6 @@ def test_broker_sigkilled_and_restarted_while_logging(broker: Broker, tmp_path: 
     assert verify(harness.log_dir).ok
 
 
-def _materializer(harness: Harness, log: Path, group: str) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "secureml.audit.cli", "materialize", "--log-dir", str(harness.log_dir),
-             "--bootstrap-servers", harness.bootstrap, "--topic", harness.topic, "--group", group],
-            stdout=out, stderr=out,
-        )
-
-
 def test_broker_sigkilled_and_restarted_while_materializing(broker: Broker, tmp_path: Path) -> None:
     """The materializer loses its broker mid-stream; once it is back (restarted if it gave up), all once."""
     harness = Harness("kafka", tmp_path / "audit_logs", broker.bootstrap, unique_topic("fault"))
@@ -133,7 +124,7 @@ def test_broker_sigkilled_and_restarted_while_materializing(broker: Broker, tmp_
     acknowledged = set().union(*(_event_ids_of(t, range(t.close().delivered)) for t in trails))
     log = tmp_path / "materializer.log"
     group = f"fault-{harness.topic}"
-    process = _materializer(harness, log, group)
+    process = materializer_process(harness, group, log)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (harness.log_dir / "lake" / "events" / "_delta_log").is_dir():
@@ -149,7 +140,7 @@ def test_broker_sigkilled_and_restarted_while_materializing(broker: Broker, tmp_
             if process.poll() is not None:  # it gave up on the broker: an operator restarts it
                 restarts += 1
                 assert restarts <= 3, log.read_text()[-3000:]
-                process = _materializer(harness, log, group)
+                process = materializer_process(harness, group, log)
             time.sleep(0.5)
         time.sleep(2)  # a late duplicate would arrive now
     finally:

@@ -6,7 +6,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from support.ports import free_port_pair
 
-from conftest import KAFKA_SCRIPT, Harness, unique_topic
+from conftest import KAFKA_SCRIPT, Harness, materializer_process, unique_topic
 from secureml.audit import AuditTrail, count_events, get_audit_logs
 from secureml.lake.table import COMPACT_SMALL_FILES, Lake
 from secureml.materializer import materialize
@@ -46,15 +45,6 @@ def _assert_exactly_once(log_dir: Path, operations: int, per_operation: int) -> 
     assert all(sorted(s) == list(range(per_operation)) for s in seqs.values())
 
 
-def _materializer_process(harness: Harness, group: str, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "secureml.audit.cli", "materialize", "--log-dir", str(harness.log_dir),
-             "--bootstrap-servers", harness.bootstrap, "--topic", harness.topic, "--group", group],
-            stdout=out, stderr=out,
-        )
-
-
 def test_sigkilled_materializer_keeps_exactly_once(kafka: Harness, tmp_path: Path) -> None:
     """12,000 events while the materializer is SIGKILLed five times: each is in the lake exactly once."""
     operations, per_op = 60, 200
@@ -66,7 +56,7 @@ def test_sigkilled_materializer_keeps_exactly_once(kafka: Harness, tmp_path: Pat
     lake = Lake(kafka.log_dir)
     while kills < 5:
         before = lake.snapshot().version
-        proc = _materializer_process(kafka, group, tmp_path / "materializer.log")
+        proc = materializer_process(kafka, group, tmp_path / "materializer.log")
         deadline = time.monotonic() + 30
         while lake.snapshot().version == before and time.monotonic() < deadline:
             time.sleep(0.1)  # started (imports, group join) and committing: kill it somewhere mid-run
