@@ -2,7 +2,8 @@
 
 Each turn polls the source (Kafka in consumer group ``secureml-audit-alerter``, or the
 embedded log), decodes the events, gives each to the rules that want its type (in time
-order), ticks the timers once the log is caught up, then delivers the turn's alerts (sinks
+order) after advancing the per-partition event-time watermarks (``watermark.py``), ticks
+the timers once the log is caught up, then delivers the turn's alerts (sinks
 first, then the alerts record) and only after that saves rule state and log positions in
 ``log_dir/alerts/state.json``. After a crash the next run resumes at that checkpoint; the
 alerts it regenerates have the same ids, and those already on the record are skipped.
@@ -15,20 +16,22 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from secureml.alerting.alert import Alert
 from secureml.alerting.config import load_rules
 from secureml.alerting.event import Event
-from secureml.alerting.exceptions import AlertingError, AlertStateError, RuleError
+from secureml.alerting.exceptions import AlertingError, AlertStateError, RuleConfigError, RuleError
 from secureml.alerting.rule import Rule, RuleContext
 from secureml.alerting.sinks import Sink
 from secureml.alerting.state import StateStore
 from secureml.alerting.topic import AlertRecord, FileAlertRecord, KafkaAlertRecord
+from secureml.alerting.watermark import Watermarks
 from secureml.audit.config import AuditConfig, resolve_config
 from secureml.audit.timeutil import now_micros
+from secureml.audit.transports.embedded import list_segments
 from secureml.stream.accept import accepted_indexes, decoded
 from secureml.stream.sources import Batch, EmbeddedSource, Item, Source
 
@@ -52,7 +55,8 @@ class AlertStats:
 class Alerter:
     """Runs rules over the audit event stream and publishes each alert exactly once.
 
-    ``rules`` default to every built-in rule with its defaults (see ``load_rules``). With
+    ``rules`` default to every built-in rule that needs no configuration (see ``load_rules``);
+    a rule given here that still needs options is refused with RuleConfigError. With
     ``bootstrap_servers`` (or ``SECUREML_AUDIT_BOOTSTRAP_SERVERS``) it reads Kafka ``topic``
     and publishes Avro alerts to ``alerts_topic``; without, it tails the embedded log of
     ``log_dir`` and appends alerts to ``log_dir/alerts/alerts.jsonl``. ``clock`` gives UTC
@@ -78,6 +82,11 @@ class Alerter:
         ids = [rule.rule_id for rule in self.rules]
         if len(set(ids)) != len(ids):
             raise AlertingError(f"rule ids must be unique, got {sorted(i for i in ids if ids.count(i) > 1)}")
+        for rule in self.rules:
+            missing = rule.options.missing()
+            if missing:
+                raise RuleConfigError(rule.needs(missing), rule=rule.rule_id, field=missing[0].split()[0],
+                                      call="Alerter(rules=...)")
         self.config: AuditConfig = resolve_config(log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic)
         self.alerts_topic = alerts_topic
         self.sinks = list(sinks)
@@ -88,6 +97,8 @@ class Alerter:
         self.stats = AlertStats()
         self._by_type: dict[str, list[tuple[Rule, RuleContext]]] = {}
         self._for_all: list[tuple[Rule, RuleContext]] = []
+        self._watermarks = Watermarks(clock)
+        self._admin: Any = None  # lists the topic's partitions for the watermark (Kafka)
 
     @property
     def source_name(self) -> str:
@@ -108,6 +119,8 @@ class Alerter:
                                       f"{self.source_name!r}: give this alerter its own --log-dir")
             record = self._open_record()
             published = record.published_since(None if state is None else state["alert_positions"])
+            self._watermarks = Watermarks(self.clock, self._partitions,
+                                          {} if state is None else state.get("watermarks", {}))
             contexts = self._contexts({} if state is None else state["rules"])
             positions: dict[str, int] = {} if state is None else dict(state["positions"])
             if state is None:  # the first checkpoint notes where the alerts record ends now
@@ -118,14 +131,16 @@ class Alerter:
                 batches = source.poll(self.max_batch, self.poll_timeout)
                 alerts = self._handle(self._events(batches))
                 caught_up = source.caught_up()
+                finishing = once and caught_up and not batches
                 if caught_up:
+                    self._watermarks.caught_up(final=finishing)
                     alerts += self._tick(contexts)
                 if batches or alerts:
                     self._deliver(alerts, published, record)
                     positions.update((b.source, b.next_position) for b in batches)
                     self._checkpoint(store, record, contexts, positions)
                     source.committed(positions)
-                if once and caught_up and not batches:
+                if finishing:
                     break
         finally:
             if source is not None:
@@ -150,8 +165,25 @@ class Alerter:
             return KafkaSource(self.config, self.group)
         return EmbeddedSource(self.config.log_dir)
 
+    def _partitions(self) -> Iterable[str]:
+        """Every partition of the log as a source name, including those nothing was read from yet."""
+        if self.config.transport == "kafka":
+            from confluent_kafka.admin import AdminClient
+
+            if self._admin is None:
+                self._admin = AdminClient({"bootstrap.servers": self.config.bootstrap_servers or "",
+                                           **self.config.librdkafka_settings()})
+            try:
+                topic = self._admin.list_topics(self.config.topic, timeout=5).topics.get(self.config.topic)
+            except Exception as exc:  # noqa: BLE001 - the next listing retries; known partitions still count
+                log.warning("alerts: cannot list the partitions of %r: %s", self.config.topic, exc)
+                return ()
+            return [] if topic is None else [f"{self.config.topic}/{p}" for p in topic.partitions]
+        return [f"log/{segment.name}" for segment in list_segments(self.config.log_dir)]
+
     def _contexts(self, saved: dict[str, dict[str, Any]]) -> dict[str, RuleContext]:
-        contexts = {rule.rule_id: RuleContext(rule, saved.get(rule.rule_id, {}), self.clock) for rule in self.rules}
+        contexts = {rule.rule_id: RuleContext(rule, saved.get(rule.rule_id, {}), self.clock, self._watermarks)
+                    for rule in self.rules}
         self._by_type, self._for_all = {}, []
         for rule in self.rules:
             pair = (rule, contexts[rule.rule_id])
@@ -166,10 +198,13 @@ class Alerter:
         """The readable events of the batches, in time order (each operation keeps its log order)."""
         events = []
         for batch in batches:
+            first = len(events)
             for index in accepted_indexes(batch, self._skip):
                 record = decoded(batch.item(index), self._skip)
                 if record is not None:
                     events.append(Event(record, batch.source, batch.positions[index]))
+            if len(events) > first:
+                self._watermarks.observe(batch.source, max(event.timestamp for event in events[first:]))
         events.sort(key=lambda event: event.timestamp)
         self.stats.events += len(events)
         return events
@@ -218,7 +253,8 @@ class Alerter:
                     positions: dict[str, int]) -> None:
         rules = {rule_id: ctx.state for rule_id, ctx in contexts.items()}
         state = {"source": self.source_name, "group": self.group, "positions": positions,
-                 "alert_positions": record.positions(), "rules": rules, "saved_at": self.clock()}
+                 "alert_positions": record.positions(), "rules": rules,
+                 "watermarks": self._watermarks.event_times, "saved_at": self.clock()}
         try:
             store.save(state)
         except (TypeError, ValueError) as exc:
