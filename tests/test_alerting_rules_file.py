@@ -13,9 +13,7 @@ from secureml.alerting import BUILTIN_RULES, Alerter, RuleConfigError, load_rule
 from secureml.alerting.builtin.access import SensitiveColumnAccess
 from secureml.alerting.builtin.volume import BulkAccess
 from secureml.alerting.config import configured_rules
-from secureml.audit import AuditError
-from secureml.audit import AuditTrail
-
+from secureml.audit import AuditError, AuditTrail
 
 NEEDS_FACTS = {"bulk_access": ["threshold"], "sensitive_column_access": ["column_roles or allowed_roles"],
                "access_outside_hours": ["timezone", "start", "end"]}
