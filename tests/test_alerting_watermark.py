@@ -175,3 +175,24 @@ def test_watermarks_survive_a_restart(kafka: Harness) -> None:
     clock.advance(3600)
     make_alerter(kafka, rules, clock=clock).run(once=True)
     assert [(a.rule_id, a.operation_id) for a in published(kafka)] == [("training_on_unprotected_data", t.operation_id)]
+
+
+def test_peek_reads_the_type_and_time_the_decoder_reads(embedded: Harness) -> None:
+    """Events no rule wants are routed by peek(): the same type and timestamp as a full decode, for every kind."""
+    from secureml.alerting.event import peek
+    from secureml.audit.transports.embedded import LogRecord, list_segments, read_segment
+    from secureml.stream.decode import decode_one
+
+    with AuditTrail("mixed", **embedded.options(), user="ü-ser", context={"role": "analyst"}) as t:
+        t.log_model_inference("churn-v1", "request-1", "stay", 0.9)
+        t.log_data_access("customers", ["age"], 10, "churn model")
+        t.log_data_transformation("anonymization", "raw", "anon", {"k": 5})
+        t.log_model_training("logreg", "anon", {"c": 1.0})
+        t.log_compliance_check("consent_recorded", "GDPR", True, None)
+        t.log_user_request("access", "subject-1", None, "received")
+    records = [r for s in list_segments(embedded.log_dir) for r in read_segment(s) if isinstance(r, LogRecord)]
+    assert len(records) == 8
+    for record in records:
+        event = decode_one(record.value, record.version)
+        assert peek(record.value, record.version) == (event["event_type"], event["timestamp"])
+    assert peek(records[0].value[:12], records[0].version) is None  # cut short: decode it fully instead

@@ -22,7 +22,7 @@ from typing import Any
 
 from secureml.alerting.alert import Alert
 from secureml.alerting.config import load_rules
-from secureml.alerting.event import Event
+from secureml.alerting.event import Event, peek
 from secureml.alerting.exceptions import AlertingError, AlertStateError, RuleConfigError, RuleError
 from secureml.alerting.rule import Rule, RuleContext
 from secureml.alerting.sinks import Sink
@@ -97,8 +97,9 @@ class Alerter:
         self.stats = AlertStats()
         self._by_type: dict[str, list[tuple[Rule, RuleContext]]] = {}
         self._for_all: list[tuple[Rule, RuleContext]] = []
+        self._wanted: frozenset[str] | None = None  # event types some rule wants (None: every type)
         self._watermarks = Watermarks(clock)
-        self._admin: Any = None  # lists the topic's partitions for the watermark (Kafka)
+        self._topic_partitions: TopicPartitions | None = None  # Kafka: the topic's partitions, for the watermark
 
     @property
     def source_name(self) -> str:
@@ -126,6 +127,8 @@ class Alerter:
             if state is None:  # the first checkpoint notes where the alerts record ends now
                 self._checkpoint(store, record, contexts, positions)
             source = self._open_source()
+            if self.config.transport == "kafka":
+                self._topic_partitions = TopicPartitions(self.config)
             source.start(lambda _sources: dict(positions))
             while not stop.is_set():
                 batches = source.poll(self.max_batch, self.poll_timeout)
@@ -143,6 +146,9 @@ class Alerter:
                 if finishing:
                     break
         finally:
+            if self._topic_partitions is not None:
+                self._topic_partitions.close()
+                self._topic_partitions = None
             if source is not None:
                 source.close()
             if record is not None:
@@ -167,18 +173,8 @@ class Alerter:
 
     def _partitions(self) -> Iterable[str]:
         """Every partition of the log as a source name, including those nothing was read from yet."""
-        if self.config.transport == "kafka":
-            from confluent_kafka.admin import AdminClient
-
-            if self._admin is None:
-                self._admin = AdminClient({"bootstrap.servers": self.config.bootstrap_servers or "",
-                                           **self.config.librdkafka_settings()})
-            try:
-                topic = self._admin.list_topics(self.config.topic, timeout=5).topics.get(self.config.topic)
-            except Exception as exc:  # noqa: BLE001 - the next listing retries; known partitions still count
-                log.warning("alerts: cannot list the partitions of %r: %s", self.config.topic, exc)
-                return ()
-            return [] if topic is None else [f"{self.config.topic}/{p}" for p in topic.partitions]
+        if self._topic_partitions is not None:
+            return self._topic_partitions()
         return [f"log/{segment.name}" for segment in list_segments(self.config.log_dir)]
 
     def _contexts(self, saved: dict[str, dict[str, Any]]) -> dict[str, RuleContext]:
@@ -192,19 +188,35 @@ class Alerter:
             else:
                 for event_type in rule.event_types:
                     self._by_type.setdefault(event_type, []).append(pair)
+        self._wanted = None if self._for_all else frozenset(self._by_type)
         return contexts
 
     def _events(self, batches: list[Batch]) -> list[Event]:
-        """The readable events of the batches, in time order (each operation keeps its log order)."""
+        """The readable events of the batches that some rule wants, in time order (operations keep their order).
+
+        Events no rule wants are not decoded beyond their type and time, which still advance the
+        watermark of their partition.
+        """
         events = []
+        wanted = self._wanted
         for batch in batches:
-            first = len(events)
+            first, newest, skipped = len(events), None, 0
             for index in accepted_indexes(batch, self._skip):
+                version, value = batch.versions[index], batch.values[index]
+                head = None if wanted is None or version is None else peek(value, version)
+                if head is not None and head[0] not in wanted:
+                    newest = head[1] if newest is None else max(newest, head[1])
+                    skipped += 1
+                    continue
                 record = decoded(batch.item(index), self._skip)
                 if record is not None:
                     events.append(Event(record, batch.source, batch.positions[index]))
             if len(events) > first:
-                self._watermarks.observe(batch.source, max(event.timestamp for event in events[first:]))
+                latest = max(event.timestamp for event in events[first:])
+                newest = latest if newest is None else max(newest, latest)
+            if newest is not None:
+                self._watermarks.observe(batch.source, newest)
+            self.stats.events += skipped
         events.sort(key=lambda event: event.timestamp)
         self.stats.events += len(events)
         return events
@@ -269,3 +281,45 @@ def _unserialisable(rules: dict[str, Any]) -> str:
         except (TypeError, ValueError):
             return rule_id
     return "?"
+
+
+class TopicPartitions:
+    """The partitions of the events topic as source names, listed now and then every few seconds in the background.
+
+    Listing asks the broker (tens of milliseconds on a busy machine): a thread does it, so the
+    alerting loop never waits for it; partitions added to the topic are found within seconds.
+    """
+
+    EVERY = 5.0
+
+    def __init__(self, config: AuditConfig) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self._topic = config.topic
+        self._admin = AdminClient({"bootstrap.servers": config.bootstrap_servers or "", **config.librdkafka_settings()})
+        self._names: list[str] = []
+        self._stop = threading.Event()
+        self._list()
+        self._thread = threading.Thread(target=self._run, name="alerter-partitions", daemon=True)
+        self._thread.start()
+
+    def __call__(self) -> list[str]:
+        return self._names
+
+    def _list(self) -> None:
+        try:
+            topic = self._admin.list_topics(self._topic, timeout=5).topics.get(self._topic)
+        except Exception as exc:  # noqa: BLE001 - the next listing retries; known partitions still count
+            log.warning("alerts: cannot list the partitions of %r: %s", self._topic, exc)
+            return
+        if topic is not None and topic.error is None:
+            self._names = [f"{self._topic}/{p}" for p in sorted(topic.partitions)]
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.EVERY):
+            self._list()
+
+    def close(self) -> None:
+        """Stop listing."""
+        self._stop.set()
+        self._thread.join(10)
