@@ -4,9 +4,11 @@ Each turn polls the source (Kafka in consumer group ``secureml-audit-alerter``, 
 embedded log), decodes the events, gives each to the rules that want its type (in time
 order) after advancing the per-partition event-time watermarks (``watermark.py``), ticks
 the timers once the log is caught up, then delivers the turn's alerts (sinks
-first, then the alerts record) and only after that saves rule state and log positions in
-``log_dir/alerts/state.json``. After a crash the next run resumes at that checkpoint; the
-alerts it regenerates have the same ids, and those already on the record are skipped.
+first, then the alerts record), and only after that, at most every ``checkpoint_every`` seconds
+and when it stops, saves rule state and log positions in ``log_dir/alerts/state.json`` (an
+fsync per turn would cost more latency than the alerts themselves). After a crash the next run
+resumes at that checkpoint; the alerts it regenerates have the same ids, and those already on
+the record are skipped.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class Alerter:
     and publishes Avro alerts to ``alerts_topic``; without, it tails the embedded log of
     ``log_dir`` and appends alerts to ``log_dir/alerts/alerts.jsonl``. ``clock`` gives UTC
     micros for timers (inject one in tests). Run one alerter per log_dir and group: rules
-    correlate events across partitions.
+    correlate events across partitions. ``checkpoint_every``: seconds between checkpoints.
     """
 
     def __init__(
@@ -75,8 +77,9 @@ class Alerter:
         sinks: Sequence[Sink] = (),
         group: str = DEFAULT_GROUP,
         clock: Callable[[], int] = now_micros,
-        poll_timeout: float = 0.02,
+        poll_timeout: float = 0.005,
         max_batch: int = 5000,
+        checkpoint_every: float = 1.0,
     ) -> None:
         self.rules = list(load_rules() if rules is None else rules)
         ids = [rule.rule_id for rule in self.rules]
@@ -94,6 +97,7 @@ class Alerter:
         self.clock = clock
         self.poll_timeout = poll_timeout
         self.max_batch = max_batch
+        self.checkpoint_every = checkpoint_every
         self.stats = AlertStats()
         self._by_type: dict[str, list[tuple[Rule, RuleContext]]] = {}
         self._for_all: list[tuple[Rule, RuleContext]] = []
@@ -130,6 +134,7 @@ class Alerter:
             if self.config.transport == "kafka":
                 self._topic_partitions = TopicPartitions(self.config)
             source.start(lambda _sources: dict(positions))
+            dirty, saved_at = False, time.monotonic()
             while not stop.is_set():
                 batches = source.poll(self.max_batch, self.poll_timeout)
                 alerts = self._handle(self._events(batches))
@@ -141,10 +146,16 @@ class Alerter:
                 if batches or alerts:
                     self._deliver(alerts, published, record)
                     positions.update((b.source, b.next_position) for b in batches)
+                    dirty = True
+                if dirty and (finishing or time.monotonic() - saved_at >= self.checkpoint_every):
                     self._checkpoint(store, record, contexts, positions)
                     source.committed(positions)
+                    dirty, saved_at = False, time.monotonic()
                 if finishing:
                     break
+            if dirty:  # stopped: keep what was delivered
+                self._checkpoint(store, record, contexts, positions)
+                source.committed(positions)
         finally:
             if self._topic_partitions is not None:
                 self._topic_partitions.close()
