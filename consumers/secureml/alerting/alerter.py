@@ -208,17 +208,19 @@ class Alerter:
         Events no rule wants are not decoded beyond their type and time, which still advance the
         watermark of their partition.
         """
-        events = []
+        events: list[Event] = []
         wanted = self._wanted
         for batch in batches:
-            first, newest, skipped = len(events), None, 0
+            first, skipped = len(events), 0
+            newest: int | None = None
             for index in accepted_indexes(batch, self._skip):
-                version, value = batch.versions[index], batch.values[index]
-                head = None if wanted is None or version is None else peek(value, version)
-                if head is not None and head[0] not in wanted:
-                    newest = head[1] if newest is None else max(newest, head[1])
-                    skipped += 1
-                    continue
+                version = batch.versions[index]
+                if wanted is not None and version is not None:
+                    head = peek(batch.values[index], version)
+                    if head is not None and head[0] not in wanted:
+                        newest = head[1] if newest is None else max(newest, head[1])
+                        skipped += 1
+                        continue
                 record = decoded(batch.item(index), self._skip)
                 if record is not None:
                     events.append(Event(record, batch.source, batch.positions[index]))

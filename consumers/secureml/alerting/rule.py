@@ -56,6 +56,9 @@ class RuleOptions(BaseModel):
         return set(self.model_fields_set) - {"enabled"}
 
 
+OptionsArg = RuleOptions | Mapping[str, Any] | None  # a rule's options: validated already, or a dict of them
+
+
 class RuleContext:
     """What a rule gets besides the event: its persistent ``state`` and the alert factory."""
 
@@ -124,7 +127,7 @@ class Rule:
     regulation: str = ""
     article: str = ""
 
-    def __init__(self, options: RuleOptions | Mapping[str, Any] | None = None, *, rule_id: str | None = None) -> None:
+    def __init__(self, options: OptionsArg = None, *, rule_id: str | None = None) -> None:
         """``options``: an ``Options`` instance, or a dict of them (validated: RuleConfigError names the field)."""
         self.rule_id = rule_id or self.id or type(self).__name__
         self.options = self._validated(options)
@@ -136,7 +139,7 @@ class Rule:
             raise RuleConfigError(self.needs(missing), rule=self.rule_id, field=missing[0].split()[0],
                                   call=f"{type(self).__name__}(...)")
 
-    def _validated(self, options: RuleOptions | Mapping[str, Any] | None) -> RuleOptions:
+    def _validated(self, options: OptionsArg) -> RuleOptions:
         if options is None:
             return self.Options()
         if isinstance(options, RuleOptions):

@@ -10,14 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import field_validator
 
 from secureml.alerting.alert import Alert
 from secureml.alerting.event import Event
-from secureml.alerting.rule import Rule, RuleContext, RuleOptions, who
+from secureml.alerting.rule import OptionsArg, Rule, RuleContext, RuleOptions, who
 from secureml.audit.timeutil import micros_to_datetime
 
 AUDIT_PURPOSE = "compliance_audit"  # the purpose ComplianceAuditor logs its reads with (compliance/trail.py)
@@ -45,7 +45,7 @@ class AccessOptions(RuleOptions):
 class AccessRule(Rule):
     """A rule on data accesses that leaves a compliance audit's own reads alone (unless ``audit_reads``)."""
 
-    Options = AccessOptions
+    Options: ClassVar[type[RuleOptions]] = AccessOptions
     options: AccessOptions
     event_types = frozenset({"data_access"})
 
@@ -149,7 +149,7 @@ class SensitiveColumnAccess(AccessRule):
     regulation = "GDPR"
     article = "Art. 9"
 
-    def __init__(self, options: RuleOptions | None = None, *, rule_id: str | None = None) -> None:
+    def __init__(self, options: OptionsArg = None, *, rule_id: str | None = None) -> None:
         super().__init__(options, rule_id=rule_id)
         patterns = [*self.options.columns, *self.options.column_roles]
         self._sensitive = re.compile("|".join(fnmatch.translate(c.lower()) for c in patterns) or "(?!)")
@@ -224,7 +224,7 @@ class AccessOutsideHours(AccessRule):
     regulation = "GDPR"
     article = "Art. 32(1)"
 
-    def __init__(self, options: RuleOptions | None = None, *, rule_id: str | None = None) -> None:
+    def __init__(self, options: OptionsArg = None, *, rule_id: str | None = None) -> None:
         super().__init__(options, rule_id=rule_id)
         self.event_types = frozenset(self.options.event_types)
         self._zone = ZoneInfo(self.options.timezone or "UTC")

@@ -12,7 +12,7 @@ from secureml.alerting import timers
 from secureml.alerting.alert import Alert, Trigger
 from secureml.alerting.event import Event
 from secureml.alerting.periods import Duration
-from secureml.alerting.rule import Rule, RuleContext, RuleOptions, who
+from secureml.alerting.rule import OptionsArg, Rule, RuleContext, RuleOptions, who
 from secureml.audit.timeutil import micros_to_iso
 
 PROTECTING_TRANSFORMATIONS = [
@@ -61,7 +61,7 @@ class TrainingOnUnprotectedData(Rule):
     regulation = "GDPR"
     article = "Art. 25(1)"
 
-    def __init__(self, options: RuleOptions | None = None, *, rule_id: str | None = None) -> None:
+    def __init__(self, options: OptionsArg = None, *, rule_id: str | None = None) -> None:
         super().__init__(options, rule_id=rule_id)
         self._protecting = frozenset(t.lower() for t in self.options.protecting_transformations)
 

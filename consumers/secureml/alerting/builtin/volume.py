@@ -10,7 +10,7 @@ from secureml.alerting.alert import Alert, Trigger
 from secureml.alerting.builtin.access import AccessOptions, AccessRule
 from secureml.alerting.event import Event
 from secureml.alerting.periods import Duration, Period
-from secureml.alerting.rule import RuleContext, RuleOptions
+from secureml.alerting.rule import OptionsArg, RuleContext
 from secureml.audit.timeutil import micros_to_iso
 
 _SLIDING_BUCKETS = 60  # a sliding window advances in 1/60 of its length: bounded state, 1.7% granularity
@@ -49,7 +49,7 @@ class BulkAccess(AccessRule):
     regulation = "GDPR"
     article = "Art. 5(1)(c)"
 
-    def __init__(self, options: RuleOptions | None = None, *, rule_id: str | None = None) -> None:
+    def __init__(self, options: OptionsArg = None, *, rule_id: str | None = None) -> None:
         super().__init__(options, rule_id=rule_id)
         window_us = round(self.options.window * 1_000_000)
         sliding = self.options.mode == "sliding"
