@@ -161,6 +161,7 @@ def test_cli_lists_the_builtin_rules(tmp_path: Path) -> None:
     done = run_cli("alerts", "--list-rules")
     assert done.returncode == 0
     out = done.stdout
+    assert out.startswith("Rules with no rules file (the defaults): 7 on, 3 off until configured, 0 switched off.")
     assert out.count("\n    Basis: GDPR") == 10
     assert "\nrequest_deadline_missed  ON\n" in out
     assert "\naccess_outside_hours  OFF, needs configuration: timezone, start, end\n" in out
@@ -171,5 +172,6 @@ def test_cli_lists_the_builtin_rules(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules:\n  bulk_access: {threshold: 5000}\n  operation_not_closed: {enabled: false}\n")
     under = run_cli("alerts", "--list-rules", "--rules", str(rules)).stdout
-    assert f"Rules under {rules}:" in under
+    assert f"Rules under {rules}: 7 on, 2 off until configured, 1 switched off." in under
+    assert "\n    Set: threshold=5000\n" in under
     assert "\nbulk_access  ON\n" in under and "\noperation_not_closed  OFF (enabled: false)\n" in under

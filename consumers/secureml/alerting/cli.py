@@ -14,6 +14,7 @@ import threading
 
 from secureml.alerting.alerter import DEFAULT_ALERTS_TOPIC, DEFAULT_GROUP, Alerter
 from secureml.alerting.config import configured_rules, load_rules
+from secureml.alerting.periods import Period, parse_seconds
 from secureml.alerting.rule import Rule
 from secureml.alerting.sinks import parse_sink
 from secureml.audit.config import DEFAULT_TOPIC
@@ -66,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
 def list_rules(rules: list[Rule], rules_file: str | None) -> str:
     """The --list-rules text: each rule's state, then what it finds, why, and how to configure it."""
     under = f"under {rules_file}" if rules_file else "with no rules file (the defaults)"
-    lines = [f"Rules {under}:", ""]
+    on = sum(rule.active for rule in rules)
+    waiting = sum(not rule.active and rule.options.enabled is not False for rule in rules)
+    lines = [f"Rules {under}: {on} on, {waiting} off until configured, {len(rules) - on - waiting} switched off.", ""]
     for rule in rules:
         missing = rule.options.missing()
         if rule.active:
@@ -78,12 +81,25 @@ def list_rules(rules: list[Rule], rules_file: str | None) -> str:
         lines += [f"{rule.rule_id}  {state}", f"    {rule.title}  [{rule.severity}, {rule.regulation} {rule.article}]"]
         if rule.basis:
             lines.append(f"    Basis: {rule.basis}")
+        given = rule.options.given()
+        if given:
+            lines.append(f"    Set: {', '.join(_option(rule, name) for name in sorted(given))}")
         if not rule.active and missing and rule.example:
             lines.append(f"    Configure it in the rules file:  rules: {{{rule.rule_id}: {rule.example}}}")
         lines.append("")
     lines += [
         "A rules file (--rules FILE) is YAML: 'rules:' maps built-in rule ids to their options, 'custom:' lists "
         "your own Rule subclasses.",
-        "Switch a rule off with {enabled: false}; every option is described in the README (Alerting).",
+        "Switch a rule off with {enabled: false}; every option is described in docs/rules.md.",
     ]
     return "\n".join(lines)
+
+
+def _option(rule: Rule, name: str) -> str:
+    """``name=value`` of an option as a rules file would write it (lengths of time as 30m, 2s, ...)."""
+    value = getattr(rule.options, name)
+    field = type(rule.options).model_fields[name]
+    if any(getattr(m, "func", None) is parse_seconds for m in field.metadata):
+        return f"{name}={Period(seconds=value)}"
+    shown = rule.options.model_dump(include={name}, mode="json")[name]
+    return f"{name}={shown}"
