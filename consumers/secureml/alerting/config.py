@@ -1,6 +1,6 @@
 """Rules files: YAML that enables, tunes and adds rules; errors name the call, file, line, field and rule.
 
-    rules:                      # built-in rules by id; each is on with its defaults unless changed
+    rules:                      # built-in rules by id: on with their defaults, or once given their facts
       bulk_access: {threshold: 5000, window: 30m}       # needs a threshold: off until it has one
       access_outside_hours: {timezone: Europe/Berlin, start: "08:00", end: "18:00"}
       operation_not_closed: {enabled: false}
