@@ -196,3 +196,34 @@ def test_peek_reads_the_type_and_time_the_decoder_reads(embedded: Harness) -> No
         event = decode_one(record.value, record.version)
         assert peek(record.value, record.version) == (event["event_type"], event["timestamp"])
     assert peek(records[0].value[:12], records[0].version) is None  # cut short: decode it fully instead
+
+
+def test_embedded_log_a_silent_segment_holds_lineage_until_idle(embedded: Harness) -> None:
+    """Embedded: another process's segment that has gone quiet holds a training back until idle_timeout, then not."""
+    import subprocess
+    import sys
+
+    child = ("import sys\nfrom secureml.audit import AuditTrail\n"
+             "with AuditTrail('prepare', log_dir=sys.argv[1], user='svc') as t:\n"
+             "    t.log_data_transformation('anonymization', 'raw', 'anon', None)\n")
+    subprocess.run([sys.executable, "-c", child, str(embedded.log_dir)], check=True, timeout=120)
+    clock = MovableClock()
+    rules = "rules: {training_on_unprotected_data: {idle_timeout: 1h}, operation_not_closed: {enabled: false}}"
+    alerter = make_alerter(embedded, rules, clock=clock)
+    stop = threading.Event()
+    runner = threading.Thread(target=alerter.run, kwargs={"stop": stop})
+    runner.start()
+    try:
+        with AuditTrail("train", **embedded.options(), user="bob") as t:
+            t.log_model_training("logreg", "anon", {"c": 1.0})  # protected: the other process anonymised it
+            t.log_model_training("logreg", "raw", {"c": 1.0})
+        assert eventually(lambda: alerter.stats.events == 3 + 4)
+        time.sleep(0.3)
+        assert published(embedded) == []  # the child's segment is silent, but not for an hour yet
+        clock.advance(3600)
+        assert eventually(lambda: len(published(embedded)) == 1)
+        (alert,) = published(embedded)
+        assert (alert.operation_id, alert.triggers[0].seq, alert.details["dataset_name"]) == (t.operation_id, 2, "raw")
+    finally:
+        stop.set()
+        runner.join(30)
