@@ -5,8 +5,9 @@ embedded log), decodes the events, gives each to the rules that want its type (i
 order) after advancing the per-partition event-time watermarks (``watermark.py``), ticks
 the timers once the log is caught up, then delivers the turn's alerts (sinks
 first, then the alerts record), and only after that, at most every ``checkpoint_every`` seconds
-and when it stops, saves rule state and log positions in ``log_dir/alerts/state.json`` (an
-fsync per turn would cost more latency than the alerts themselves). After a crash the next run
+and when it stops, saves rule state and log positions in ``log_dir/alerts/state.json`` (the
+state is serialised in the loop, then written and fsynced by a thread: an fsync in the loop
+would cost more latency than the alerts themselves). After a crash the next run
 resumes at that checkpoint; the alerts it regenerates have the same ids, and those already on
 the record are skipped.
 """
@@ -148,7 +149,7 @@ class Alerter:
                     positions.update((b.source, b.next_position) for b in batches)
                     dirty = True
                 if dirty and (finishing or time.monotonic() - saved_at >= self.checkpoint_every):
-                    self._checkpoint(store, record, contexts, positions)
+                    self._checkpoint(store, record, contexts, positions, background=not finishing)
                     source.committed(positions)
                     dirty, saved_at = False, time.monotonic()
                 if finishing:
@@ -275,13 +276,13 @@ class Alerter:
         self.stats.alerts += len(fresh)
 
     def _checkpoint(self, store: StateStore, record: AlertRecord, contexts: dict[str, RuleContext],
-                    positions: dict[str, int]) -> None:
+                    positions: dict[str, int], *, background: bool = False) -> None:
         rules = {rule_id: ctx.state for rule_id, ctx in contexts.items()}
         state = {"source": self.source_name, "group": self.group, "positions": positions,
                  "alert_positions": record.positions(), "rules": rules,
                  "watermarks": self._watermarks.event_times, "saved_at": self.clock()}
         try:
-            store.save(state)
+            store.save(state, background=background)
         except (TypeError, ValueError) as exc:
             raise AlertStateError(f"the state of rule {_unserialisable(rules)!r} is not JSON ({exc}): keep only "
                                   "dicts with str keys, lists, str, numbers, bools and None in ctx.state") from exc
