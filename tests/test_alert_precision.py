@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from pathlib import Path
 
@@ -63,3 +64,20 @@ def test_compliant_stream_is_silent_and_each_planted_violation_raises_exactly_it
     assert found(published(kafka)) == Counter({k: n for k, n in expected.items() if k[0] not in NEEDS_ORGANISATION})
     organisation.run(once=True)
     assert found(published(kafka, topic=f"{kafka.topic}-org-alerts")) == expected
+
+
+def test_the_user_guides_training_run_raises_nothing_on_a_saturday_night(
+    embedded: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guide's example (access with user and purpose, anonymisation, private training) on a Saturday night."""
+    from guide import CREATE_AND_LOG
+
+    simulated = SimulatedTime()
+    simulated.now = int(dt.datetime(2026, 11, 28, 23, 30, tzinfo=dt.UTC).timestamp() * 1_000_000)  # a Saturday
+    monkeypatch.setattr(trail_module, "now_micros", simulated)
+    monkeypatch.chdir(tmp_path)
+    exec(CREATE_AND_LOG, {})  # the guide's text, verbatim
+    alerter = Alerter(log_dir="audit_logs/", clock=MovableClock())
+    stats = alerter.run(once=True)
+    assert (stats.events, stats.alerts) == (8, 0)
+    assert not (tmp_path / "audit_logs" / "alerts" / "alerts.jsonl").exists()

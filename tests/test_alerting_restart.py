@@ -37,7 +37,7 @@ def log_operations(harness: Harness, first: int, count: int, pause: float = 0.0)
                 t.log_data_transformation("anonymization", "customers", "customers_anon", None)
                 t.log_model_training("logreg", "customers_anon", None, None, {"epsilon": 3})
             elif i % 6 == 3:
-                t.log_model_training("logreg", f"raw-{i}", None, None, {"epsilon": 0.5})
+                t.log_model_training("logreg", f"raw-{i}", None, None, None)
         if pause:
             time.sleep(pause)
 

@@ -167,6 +167,15 @@ def test_lineage_follows_dataset_names_across_operations() -> None:
     assert sorted(a.details["dataset_name"] for a in strict_alerts) == ["features", "late_anon", "raw"]
 
 
+def test_a_training_with_differential_privacy_protects_its_own_data() -> None:
+    """A training that declares an epsilon is private training: no lineage alert, unless private_training is off."""
+    events = [train(T0, "raw", "op-1", epsilon=1.0), train(T0, "raw", "op-2", epsilon=0), train(T0, "raw", "op-3")]
+    later = T0 + dt.timedelta(minutes=1)
+    assert [a.operation_id for a in feed(TrainingOnUnprotectedData(), events, now=later)] == ["op-2", "op-3"]
+    strict = TrainingOnUnprotectedData({"private_training": False})
+    assert sorted(a.operation_id for a in feed(strict, events, now=later)) == ["op-1", "op-2", "op-3"]
+
+
 def test_privacy_budget_adds_up_per_dataset() -> None:
     """Epsilons add up per dataset; the crossing training alerts once, per-dataset budgets override."""
     rule = PrivacyBudgetExceeded(PrivacyBudgetExceeded.Options(budget=5, datasets={"big": 20}))

@@ -27,6 +27,8 @@ class LineageOptions(RuleOptions):
     protecting_transformations: list[str] = PROTECTING_TRANSFORMATIONS  # case-insensitive
     inherit: bool = True  # any transformation of a protected dataset gives a protected dataset
     exempt_datasets: list[str] = []  # names or glob patterns of datasets with no personal data
+    private_training: bool = True  # a training with a differential-privacy epsilon protects its data itself
+    epsilon_parameter: str = "epsilon"  # key in privacy_parameters
     idle_timeout: Duration = 1.0  # a partition silent this long no longer holds the watermark back
 
     @model_validator(mode="before")
@@ -43,7 +45,9 @@ class TrainingOnUnprotectedData(Rule):
 
     Lineage is followed through dataset names across all operations: a ``data_transformation``
     whose type protects makes its ``output_data`` a protected dataset (from that time on), and
-    with ``inherit`` any transformation of a protected dataset does too. Events of other
+    with ``inherit`` any transformation of a protected dataset does too. With
+    ``private_training`` a training that declares a differential-privacy epsilon (DP-SGD and
+    the like, whose budget ``privacy_budget_exceeded`` watches) protects the data itself. Events of other
     operations may sit on other partitions, so a training is judged on event time: as soon as
     the watermark (``ctx.watermark``) has passed it, i.e. every partition of the log has been
     read past the training's time, and never before. A partition that sent nothing for
@@ -73,6 +77,9 @@ class TrainingOnUnprotectedData(Rule):
                     event.timestamp]
             if not any(p[0] == step[0] and p[1] == step[1] and p[2] <= step[2] for p in produced):
                 produced.append(step)
+            return []
+        if self.options.private_training and _positive_number(
+                event.json_object("privacy_parameters").get(self.options.epsilon_parameter)):
             return []
         dataset = str(event.get("dataset_name", ""))
         timers.schedule(ctx.state, event.event_id, {
@@ -111,6 +118,10 @@ class TrainingOnUnprotectedData(Rule):
             if self.options.inherit and source not in seen and self._protected(produced, source, at, seen):
                 return True
         return False
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 class BudgetOptions(RuleOptions):
