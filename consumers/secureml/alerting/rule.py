@@ -16,8 +16,8 @@ thresholds): their ``Options.missing()`` names what is not given yet, and such a
 off until it is configured (``active``); ``example`` shows how, for ``alerts --list-rules``.
 
 Both return alerts made with ``ctx.alert(...)``. A rule keeps everything it remembers in
-``ctx.state``, a JSON-serialisable dict that the alerter saves with the log positions after
-every batch, so state survives restarts; keep it bounded (prune what can no longer matter).
+``ctx.state``, a JSON-serialisable dict that the alerter saves with the log positions at every
+checkpoint, so state survives restarts; keep it bounded (prune what can no longer matter).
 Alert ids are derived from the rule id and the triggering event ids (or an explicit
 ``identity``), so a replay produces the same ids and the alerter publishes each alert once.
 """
