@@ -29,7 +29,6 @@ rules:
     allowed_users: [dpo]
     allowed_roles: [fraud_team]
   access_outside_hours: {{start: "00:00", end: "00:00", days: [{", ".join(days)}], timezone: UTC}}
-  training_on_unprotected_data: {{grace: 0}}
   privacy_budget_exceeded: {{budget: 10}}
   operation_not_closed: {{timeout: 2h}}
 """

@@ -37,7 +37,7 @@ def log_operations(harness: Harness, first: int, count: int, pause: float = 0.0)
                 t.log_data_transformation("anonymization", "customers", "customers_anon", None)
                 t.log_model_training("logreg", "customers_anon", None, None, {"epsilon": 3})
             elif i % 6 == 3:
-                t.log_model_training("logreg", f"raw-{i}", None, None, {"epsilon": 0.5})
+                t.log_model_training("logreg", f"raw-{i}", None, None, None)
         if pause:
             time.sleep(pause)
 
@@ -148,3 +148,24 @@ def test_a_second_alerter_on_the_same_state_is_refused(embedded: Harness) -> Non
     finally:
         stop.set()
         runner.join(10)
+
+
+def test_background_checkpoint_is_the_state_when_saved_and_its_failure_is_raised(tmp_path: Path) -> None:
+    """A checkpoint written by a thread holds the state as it was at save(); a failed write surfaces at wait()."""
+    from secureml.alerting import AlertStateError
+    from secureml.alerting.state import StateStore
+
+    store = StateStore(tmp_path / "alerts")
+    try:
+        state = {"positions": {"t/0": 5}}
+        store.save(state, background=True)
+        state["positions"]["t/0"] = 9  # the rules go on changing their state at once
+        store.wait()
+        assert store.load() == {"format": 1, "positions": {"t/0": 5}}
+        store.path.unlink()
+        store.path.mkdir()  # the rename over it now fails
+        store.save(state, background=True)
+        with pytest.raises(AlertStateError, match="cannot write"):
+            store.wait()
+    finally:
+        store.close()

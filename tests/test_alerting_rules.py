@@ -13,6 +13,7 @@ from secureml.alerting.builtin.deadlines import OperationNotClosed, RequestDeadl
 from secureml.alerting.builtin.lineage import PrivacyBudgetExceeded, TrainingOnUnprotectedData
 from secureml.alerting.builtin.volume import BulkAccess
 from secureml.alerting.periods import Period, parse_period
+from secureml.alerting.watermark import Watermarks
 
 T0 = dt.datetime(2026, 7, 6, 10, 0, tzinfo=dt.UTC)  # a Monday in summer time
 
@@ -38,13 +39,18 @@ def rule_of(rule_id: str, yaml_options: str = "{}") -> Rule:
 
 
 def feed(rule: Rule, events: list[Event], *, now: dt.datetime | None = None) -> list[Alert]:
-    """Alerts of a rule over events, then one tick at ``now``; the state goes through JSON after every step."""
-    ctx = RuleContext(rule, {}, lambda: micros(now or T0))
+    """Alerts of a rule over events, then one tick at ``now`` with the log read up to ``now`` (the watermark).
+
+    The state goes through JSON after every step.
+    """
+    watermarks = Watermarks(lambda: micros(now or T0))
+    ctx = RuleContext(rule, {}, lambda: micros(now or T0), watermarks)
     alerts: list[Alert] = []
     for e in events:
         alerts += rule.on_event(e, ctx)
         ctx.state = json.loads(json.dumps(ctx.state))
     if now is not None:
+        watermarks.observe("audit-events/0", micros(now))
         alerts += rule.on_tick(micros(now), ctx)
     return alerts
 
@@ -88,13 +94,14 @@ def test_tumbling_bulk_window_has_one_id_whatever_the_order() -> None:
 
 def test_hours_in_a_time_zone_and_overnight() -> None:
     """Working hours are judged in the configured zone; a window past midnight belongs to the day it starts."""
-    berlin = AccessOutsideHours(AccessOutsideHours.Options(timezone="Europe/Berlin"))
+    berlin = AccessOutsideHours(AccessOutsideHours.Options.model_validate(
+        {"timezone": "Europe/Berlin", "start": "07:00", "end": "19:00"}))
     morning = T0.replace(hour=5, minute=30)  # 07:30 in Berlin (CEST)
     evening = T0.replace(hour=17, minute=30)  # 19:30 in Berlin
     alerts = feed(berlin, [access(morning), access(evening)])
     assert len(alerts) == 1 and "Mon 19:30 Europe/Berlin" in alerts[0].message
     night = AccessOutsideHours(AccessOutsideHours.Options.model_validate(
-        {"start": "22:00", "end": "06:00", "days": ["fri"]}))
+        {"start": "22:00", "end": "06:00", "days": ["fri"], "timezone": "UTC"}))
     friday = dt.datetime(2026, 7, 10, tzinfo=dt.UTC)
     allowed = [friday.replace(hour=23), friday + dt.timedelta(days=1, hours=3)]
     refused = [friday.replace(hour=3), friday + dt.timedelta(days=1, hours=23)]
@@ -149,15 +156,24 @@ def test_lineage_follows_dataset_names_across_operations() -> None:
         transform(T0 + 5 * minute, "anonymization", "late", "late_anon", "op-f"),
         train(T0 + 4 * minute, "late_anon", "op-g"),  # trained before its anonymisation happened
     ]
-    options = {"exempt_datasets": ["public_*"], "grace": 30}
+    options = {"exempt_datasets": ["public_*"]}
     later = T0 + 10 * minute
     alerts = feed(TrainingOnUnprotectedData(TrainingOnUnprotectedData.Options(**options)), events, now=later)
     assert sorted(a.details["dataset_name"] for a in alerts) == ["late_anon", "raw"]
     assert feed(TrainingOnUnprotectedData(TrainingOnUnprotectedData.Options(**options)), events,
-                now=T0 + 3 * minute) == []  # within the grace period nothing is judged yet
+                now=T0 + 3 * minute) == []  # the log is read up to the trainings' time, not past it
     strict = TrainingOnUnprotectedData(TrainingOnUnprotectedData.Options(**options, inherit=False))
     strict_alerts = feed(strict, events, now=later)
     assert sorted(a.details["dataset_name"] for a in strict_alerts) == ["features", "late_anon", "raw"]
+
+
+def test_a_training_with_differential_privacy_protects_its_own_data() -> None:
+    """A training that declares an epsilon is private training: no lineage alert, unless private_training is off."""
+    events = [train(T0, "raw", "op-1", epsilon=1.0), train(T0, "raw", "op-2", epsilon=0), train(T0, "raw", "op-3")]
+    later = T0 + dt.timedelta(minutes=1)
+    assert [a.operation_id for a in feed(TrainingOnUnprotectedData(), events, now=later)] == ["op-2", "op-3"]
+    strict = TrainingOnUnprotectedData({"private_training": False})
+    assert sorted(a.operation_id for a in feed(strict, events, now=later)) == ["op-1", "op-2", "op-3"]
 
 
 def test_privacy_budget_adds_up_per_dataset() -> None:

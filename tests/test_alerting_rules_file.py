@@ -9,16 +9,61 @@ import pytest
 from support.alerting import make_alerter, published
 
 from conftest import Harness
-from secureml.alerting import BUILTIN_RULES, RuleConfigError, load_rules
-from secureml.audit import AuditTrail
+from secureml.alerting import BUILTIN_RULES, Alerter, RuleConfigError, load_rules
+from secureml.alerting.builtin.access import SensitiveColumnAccess
+from secureml.alerting.builtin.volume import BulkAccess
+from secureml.alerting.config import configured_rules
+from secureml.audit import AuditError, AuditTrail
+
+NEEDS_FACTS = {"bulk_access": ["threshold"], "sensitive_column_access": ["column_roles or allowed_roles"],
+               "access_outside_hours": ["timezone", "start", "end"]}
 
 
-def test_no_file_means_every_builtin_rule_with_defaults() -> None:
-    """Without a rules file every built-in rule runs with its documented defaults."""
+def test_no_file_means_every_builtin_rule_that_needs_no_facts() -> None:
+    """Without a rules file the built-ins run with their defaults, except those that need an organisation's facts."""
     rules = load_rules()
-    assert [r.rule_id for r in rules] == list(BUILTIN_RULES)
-    bulk = next(r for r in rules if r.rule_id == "bulk_access")
-    assert (bulk.options.threshold, bulk.options.window, bulk.severity) == (10_000, 3600.0, "high")
+    assert [r.rule_id for r in rules] == [r for r in BUILTIN_RULES if r not in NEEDS_FACTS]
+    off = {r.rule_id: r.options.missing() for r in configured_rules() if not r.active}
+    assert off == NEEDS_FACTS
+    lineage = next(r for r in rules if r.rule_id == "training_on_unprotected_data")
+    assert (lineage.options.idle_timeout, lineage.severity) == (1.0, "high")
+
+
+def test_giving_the_facts_turns_a_rule_on() -> None:
+    """A rule that needs facts runs once the file gives them, and only then."""
+    rules = {r.rule_id: r for r in load_rules(text=textwrap.dedent("""
+        rules:
+          bulk_access: {threshold: 5000}
+          sensitive_column_access: {column_roles: {ssn: [fraud_team]}}
+          access_outside_hours: {timezone: Europe/Berlin, start: "08:00", end: "18:00"}
+    """))}
+    assert set(NEEDS_FACTS) <= set(rules)
+    assert rules["bulk_access"].options.window == 3600.0
+    assert rules["access_outside_hours"].options.days == ["mon", "tue", "wed", "thu", "fri"]
+
+
+def test_a_rule_missing_facts_is_refused_where_it_is_built(tmp_path: Path) -> None:
+    """Given some facts but not all, or enabled without them: an AuditError naming the call, rule and field."""
+    with pytest.raises(RuleConfigError) as caught:
+        load_rules(text="rules:\n  access_outside_hours:\n    timezone: Europe/Berlin\n")
+    assert isinstance(caught.value, AuditError)
+    assert (caught.value.call, caught.value.rule, caught.value.field, caught.value.line) == (
+        "load_rules(text=...)", "access_outside_hours", "rules.access_outside_hours.start", 2)
+    assert "needs start, end" in str(caught.value) and "timezone: Europe/Berlin" in str(caught.value)
+    with pytest.raises(RuleConfigError, match=r"rules\.bulk_access\.threshold: needs threshold"):
+        load_rules(text="rules: {bulk_access: {enabled: true}}")
+    with pytest.raises(RuleConfigError) as caught:
+        BulkAccess(BulkAccess.Options(window=60))
+    assert (caught.value.call, caught.value.rule, caught.value.field) == ("BulkAccess(...)", "bulk_access",
+                                                                          "threshold")
+    with pytest.raises(RuleConfigError) as caught:
+        Alerter([SensitiveColumnAccess()], log_dir=tmp_path)
+    assert str(caught.value).startswith(
+        "Alerter(rules=...): rule 'sensitive_column_access': column_roles: needs column_roles or allowed_roles")
+    with pytest.raises(RuleConfigError, match=r"^BulkAccess\(\.\.\.\): rule 'bulk_access': threshold: Input should be "
+                                              r"greater than 0"):
+        BulkAccess({"threshold": 0})
+    assert BulkAccess({"threshold": 5000}).active
 
 
 def test_file_changes_defaults_and_disables_rules(tmp_path: Path) -> None:
@@ -52,6 +97,12 @@ BAD_FILES = [
     ("rules:\n  operation_not_closed:\n    timeout: soon\n", 3, "rules.operation_not_closed.timeout",
      "length of time such as 90s"),
     ("rules:\n  bulk_access:\n    window: 1mo\n", 3, "rules.bulk_access.window", "give days instead"),
+    ("rules:\n  training_on_unprotected_data:\n    grace: 2s\n", 2, "rules.training_on_unprotected_data",
+     "set idle_timeout"),
+    ("rules:\n  training_on_unprotected_data:\n    idle_timeout: 0\n", 3,
+     "rules.training_on_unprotected_data.idle_timeout", "positive length of time"),
+    ("rules:\n  sensitive_column_access:\n    column_roles: {ssn: fraud_team}\n", 3,
+     "rules.sensitive_column_access.column_roles.ssn", "valid list"),
     ("# hours\nrules:\n  access_outside_hours:\n    days: [mon, funday]\n", 4,
      "rules.access_outside_hours.days.1", "'mon', 'tue'"),
     ("rules:\n  access_outside_hours:\n    timezone: Mars/Olympus\n", 3, "rules.access_outside_hours.timezone",
@@ -78,12 +129,12 @@ def test_bad_rules_file_names_line_and_field(tmp_path: Path, text: str, line: in
         load_rules(path)
     assert (caught.value.line, caught.value.field) == (line, field), str(caught.value)
     assert problem in str(caught.value)
-    assert str(caught.value).startswith(f"{path}:{line}: {field}: ")
+    assert str(caught.value).startswith(f"load_rules({str(path)!r}): {path}:{line}: {field}: ")
 
 
 def test_yaml_syntax_error_names_the_line() -> None:
     """Broken YAML is refused with the line where the parser stopped."""
-    with pytest.raises(RuleConfigError, match=r"^<rules>:3: not valid YAML") as caught:
+    with pytest.raises(RuleConfigError, match=r"^load_rules\(text=\.\.\.\): <rules>:3: not valid YAML") as caught:
         load_rules(text="rules:\n  bulk_access: {threshold: 5\n  other: 1\n")
     assert caught.value.line == 3
 

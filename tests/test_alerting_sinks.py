@@ -14,7 +14,7 @@ import pytest
 from support.alerting import make_alerter, published
 
 from conftest import Harness, run_cli
-from secureml.alerting import AlertDeliveryError, JsonlSink, StdoutSink, WebhookSink
+from secureml.alerting import AlertDeliveryError, JsonlSink, StdoutSink, WebhookSink, load_rules
 from secureml.alerting.alert import load_alert_schema
 from secureml.alerting.sinks import parse_sink
 from secureml.audit import AuditTrail
@@ -156,9 +156,22 @@ def test_cli_reports_a_bad_rules_file(tmp_path: Path) -> None:
     assert f"{rules}:3: rules.bulk_access.threshold: Input should be a valid integer" in done.stderr
 
 
-def test_cli_lists_the_builtin_rules() -> None:
-    """--list-rules prints every built-in rule with its severity and legal basis."""
+def test_cli_lists_the_builtin_rules(tmp_path: Path) -> None:
+    """--list-rules says which rules are on, which need configuration and how to give it, and each legal basis."""
     done = run_cli("alerts", "--list-rules")
     assert done.returncode == 0
-    assert "request_deadline_missed  [critical, GDPR Art. 12(3)]" in done.stdout
-    assert done.stdout.count("\n    GDPR") == 10
+    out = done.stdout
+    assert out.startswith("Rules with no rules file (the defaults): 7 on, 3 off until configured, 0 switched off.")
+    assert out.count("\n    Basis: GDPR") == 10
+    assert "\nrequest_deadline_missed  ON\n" in out
+    assert "\naccess_outside_hours  OFF, needs configuration: timezone, start, end\n" in out
+    assert "\nbulk_access  OFF, needs configuration: threshold\n" in out
+    assert "Configure it in the rules file:  rules: {bulk_access: {threshold: 50000, window: 1h}}" in out
+    example = out.split("Configure it in the rules file:  ")[1].splitlines()[0]
+    assert "bulk_access" in {r.rule_id for r in load_rules(text=example)}  # the printed example is a rules file
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  bulk_access: {threshold: 5000}\n  operation_not_closed: {enabled: false}\n")
+    under = run_cli("alerts", "--list-rules", "--rules", str(rules)).stdout
+    assert f"Rules under {rules}: 7 on, 2 off until configured, 1 switched off." in under
+    assert "\n    Set: threshold=5000\n" in under
+    assert "\nbulk_access  ON\n" in under and "\noperation_not_closed  OFF (enabled: false)\n" in under

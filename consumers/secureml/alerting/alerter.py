@@ -2,10 +2,14 @@
 
 Each turn polls the source (Kafka in consumer group ``secureml-audit-alerter``, or the
 embedded log), decodes the events, gives each to the rules that want its type (in time
-order), ticks the timers once the log is caught up, then delivers the turn's alerts (sinks
-first, then the alerts record) and only after that saves rule state and log positions in
-``log_dir/alerts/state.json``. After a crash the next run resumes at that checkpoint; the
-alerts it regenerates have the same ids, and those already on the record are skipped.
+order) after advancing the per-partition event-time watermarks (``watermark.py``), ticks
+the timers once the log is caught up, then delivers the turn's alerts (sinks
+first, then the alerts record), and only after that, at most every ``checkpoint_every`` seconds
+and when it stops, saves rule state and log positions in ``log_dir/alerts/state.json`` (the
+state is serialised in the loop, then written and fsynced by a thread: an fsync in the loop
+would cost more latency than the alerts themselves). After a crash the next run
+resumes at that checkpoint; the alerts it regenerates have the same ids, and those already on
+the record are skipped.
 """
 
 from __future__ import annotations
@@ -15,20 +19,22 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from secureml.alerting.alert import Alert
 from secureml.alerting.config import load_rules
-from secureml.alerting.event import Event
-from secureml.alerting.exceptions import AlertingError, AlertStateError, RuleError
+from secureml.alerting.event import Event, peek
+from secureml.alerting.exceptions import AlertingError, AlertStateError, RuleConfigError, RuleError
 from secureml.alerting.rule import Rule, RuleContext
 from secureml.alerting.sinks import Sink
 from secureml.alerting.state import StateStore
 from secureml.alerting.topic import AlertRecord, FileAlertRecord, KafkaAlertRecord
+from secureml.alerting.watermark import Watermarks
 from secureml.audit.config import AuditConfig, resolve_config
 from secureml.audit.timeutil import now_micros
+from secureml.audit.transports.embedded import list_segments
 from secureml.stream.accept import accepted_indexes, decoded
 from secureml.stream.sources import Batch, EmbeddedSource, Item, Source
 
@@ -52,12 +58,13 @@ class AlertStats:
 class Alerter:
     """Runs rules over the audit event stream and publishes each alert exactly once.
 
-    ``rules`` default to every built-in rule with its defaults (see ``load_rules``). With
+    ``rules`` default to every built-in rule that needs no configuration (see ``load_rules``);
+    a rule given here that still needs options is refused with RuleConfigError. With
     ``bootstrap_servers`` (or ``SECUREML_AUDIT_BOOTSTRAP_SERVERS``) it reads Kafka ``topic``
     and publishes Avro alerts to ``alerts_topic``; without, it tails the embedded log of
     ``log_dir`` and appends alerts to ``log_dir/alerts/alerts.jsonl``. ``clock`` gives UTC
     micros for timers (inject one in tests). Run one alerter per log_dir and group: rules
-    correlate events across partitions.
+    correlate events across partitions. ``checkpoint_every``: seconds between checkpoints.
     """
 
     def __init__(
@@ -71,13 +78,19 @@ class Alerter:
         sinks: Sequence[Sink] = (),
         group: str = DEFAULT_GROUP,
         clock: Callable[[], int] = now_micros,
-        poll_timeout: float = 0.02,
+        poll_timeout: float = 0.005,
         max_batch: int = 5000,
+        checkpoint_every: float = 1.0,
     ) -> None:
         self.rules = list(load_rules() if rules is None else rules)
         ids = [rule.rule_id for rule in self.rules]
         if len(set(ids)) != len(ids):
             raise AlertingError(f"rule ids must be unique, got {sorted(i for i in ids if ids.count(i) > 1)}")
+        for rule in self.rules:
+            missing = rule.options.missing()
+            if missing:
+                raise RuleConfigError(rule.needs(missing), rule=rule.rule_id, field=missing[0].split()[0],
+                                      call="Alerter(rules=...)")
         self.config: AuditConfig = resolve_config(log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic)
         self.alerts_topic = alerts_topic
         self.sinks = list(sinks)
@@ -85,9 +98,13 @@ class Alerter:
         self.clock = clock
         self.poll_timeout = poll_timeout
         self.max_batch = max_batch
+        self.checkpoint_every = checkpoint_every
         self.stats = AlertStats()
         self._by_type: dict[str, list[tuple[Rule, RuleContext]]] = {}
         self._for_all: list[tuple[Rule, RuleContext]] = []
+        self._wanted: frozenset[str] | None = None  # event types some rule wants (None: every type)
+        self._watermarks = Watermarks(clock)
+        self._topic_partitions: TopicPartitions | None = None  # Kafka: the topic's partitions, for the watermark
 
     @property
     def source_name(self) -> str:
@@ -108,26 +125,42 @@ class Alerter:
                                       f"{self.source_name!r}: give this alerter its own --log-dir")
             record = self._open_record()
             published = record.published_since(None if state is None else state["alert_positions"])
+            self._watermarks = Watermarks(self.clock, self._partitions,
+                                          {} if state is None else state.get("watermarks", {}))
             contexts = self._contexts({} if state is None else state["rules"])
             positions: dict[str, int] = {} if state is None else dict(state["positions"])
             if state is None:  # the first checkpoint notes where the alerts record ends now
                 self._checkpoint(store, record, contexts, positions)
             source = self._open_source()
+            if self.config.transport == "kafka":
+                self._topic_partitions = TopicPartitions(self.config)
             source.start(lambda _sources: dict(positions))
+            dirty, saved_at = False, time.monotonic()
             while not stop.is_set():
                 batches = source.poll(self.max_batch, self.poll_timeout)
                 alerts = self._handle(self._events(batches))
                 caught_up = source.caught_up()
+                finishing = once and caught_up and not batches
                 if caught_up:
+                    self._watermarks.caught_up(final=finishing)
                     alerts += self._tick(contexts)
                 if batches or alerts:
                     self._deliver(alerts, published, record)
                     positions.update((b.source, b.next_position) for b in batches)
-                    self._checkpoint(store, record, contexts, positions)
+                    dirty = True
+                if dirty and (finishing or time.monotonic() - saved_at >= self.checkpoint_every):
+                    self._checkpoint(store, record, contexts, positions, background=not finishing)
                     source.committed(positions)
-                if once and caught_up and not batches:
+                    dirty, saved_at = False, time.monotonic()
+                if finishing:
                     break
+            if dirty:  # stopped: keep what was delivered
+                self._checkpoint(store, record, contexts, positions)
+                source.committed(positions)
         finally:
+            if self._topic_partitions is not None:
+                self._topic_partitions.close()
+                self._topic_partitions = None
             if source is not None:
                 source.close()
             if record is not None:
@@ -150,8 +183,15 @@ class Alerter:
             return KafkaSource(self.config, self.group)
         return EmbeddedSource(self.config.log_dir)
 
+    def _partitions(self) -> Iterable[str]:
+        """Every partition of the log as a source name, including those nothing was read from yet."""
+        if self._topic_partitions is not None:
+            return self._topic_partitions()
+        return [f"log/{segment.name}" for segment in list_segments(self.config.log_dir)]
+
     def _contexts(self, saved: dict[str, dict[str, Any]]) -> dict[str, RuleContext]:
-        contexts = {rule.rule_id: RuleContext(rule, saved.get(rule.rule_id, {}), self.clock) for rule in self.rules}
+        contexts = {rule.rule_id: RuleContext(rule, saved.get(rule.rule_id, {}), self.clock, self._watermarks)
+                    for rule in self.rules}
         self._by_type, self._for_all = {}, []
         for rule in self.rules:
             pair = (rule, contexts[rule.rule_id])
@@ -160,16 +200,37 @@ class Alerter:
             else:
                 for event_type in rule.event_types:
                     self._by_type.setdefault(event_type, []).append(pair)
+        self._wanted = None if self._for_all else frozenset(self._by_type)
         return contexts
 
     def _events(self, batches: list[Batch]) -> list[Event]:
-        """The readable events of the batches, in time order (each operation keeps its log order)."""
-        events = []
+        """The readable events of the batches that some rule wants, in time order (operations keep their order).
+
+        Events no rule wants are not decoded beyond their type and time, which still advance the
+        watermark of their partition.
+        """
+        events: list[Event] = []
+        wanted = self._wanted
         for batch in batches:
+            first, skipped = len(events), 0
+            newest: int | None = None
             for index in accepted_indexes(batch, self._skip):
+                version = batch.versions[index]
+                if wanted is not None and version is not None:
+                    head = peek(batch.values[index], version)
+                    if head is not None and head[0] not in wanted:
+                        newest = head[1] if newest is None else max(newest, head[1])
+                        skipped += 1
+                        continue
                 record = decoded(batch.item(index), self._skip)
                 if record is not None:
                     events.append(Event(record, batch.source, batch.positions[index]))
+            if len(events) > first:
+                latest = max(event.timestamp for event in events[first:])
+                newest = latest if newest is None else max(newest, latest)
+            if newest is not None:
+                self._watermarks.observe(batch.source, newest)
+            self.stats.events += skipped
         events.sort(key=lambda event: event.timestamp)
         self.stats.events += len(events)
         return events
@@ -215,12 +276,13 @@ class Alerter:
         self.stats.alerts += len(fresh)
 
     def _checkpoint(self, store: StateStore, record: AlertRecord, contexts: dict[str, RuleContext],
-                    positions: dict[str, int]) -> None:
+                    positions: dict[str, int], *, background: bool = False) -> None:
         rules = {rule_id: ctx.state for rule_id, ctx in contexts.items()}
         state = {"source": self.source_name, "group": self.group, "positions": positions,
-                 "alert_positions": record.positions(), "rules": rules, "saved_at": self.clock()}
+                 "alert_positions": record.positions(), "rules": rules,
+                 "watermarks": self._watermarks.event_times, "saved_at": self.clock()}
         try:
-            store.save(state)
+            store.save(state, background=background)
         except (TypeError, ValueError) as exc:
             raise AlertStateError(f"the state of rule {_unserialisable(rules)!r} is not JSON ({exc}): keep only "
                                   "dicts with str keys, lists, str, numbers, bools and None in ctx.state") from exc
@@ -233,3 +295,45 @@ def _unserialisable(rules: dict[str, Any]) -> str:
         except (TypeError, ValueError):
             return rule_id
     return "?"
+
+
+class TopicPartitions:
+    """The partitions of the events topic as source names, listed now and then every few seconds in the background.
+
+    Listing asks the broker (tens of milliseconds on a busy machine): a thread does it, so the
+    alerting loop never waits for it; partitions added to the topic are found within seconds.
+    """
+
+    EVERY = 5.0
+
+    def __init__(self, config: AuditConfig) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self._topic = config.topic
+        self._admin = AdminClient({"bootstrap.servers": config.bootstrap_servers or "", **config.librdkafka_settings()})
+        self._names: list[str] = []
+        self._stop = threading.Event()
+        self._list()
+        self._thread = threading.Thread(target=self._run, name="alerter-partitions", daemon=True)
+        self._thread.start()
+
+    def __call__(self) -> list[str]:
+        return self._names
+
+    def _list(self) -> None:
+        try:
+            topic = self._admin.list_topics(self._topic, timeout=5).topics.get(self._topic)
+        except Exception as exc:  # noqa: BLE001 - the next listing retries; known partitions still count
+            log.warning("alerts: cannot list the partitions of %r: %s", self._topic, exc)
+            return
+        if topic is not None and topic.error is None:
+            self._names = [f"{self._topic}/{p}" for p in sorted(topic.partitions)]
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.EVERY):
+            self._list()
+
+    def close(self) -> None:
+        """Stop listing."""
+        self._stop.set()
+        self._thread.join(10)

@@ -2,6 +2,7 @@
 
     secureml-audit alerts [--bootstrap-servers B | --log-dir D] [--topic T] [--rules rules.yaml]
                           [--sink stdout | jsonl:PATH | webhook:URL]... [--once] [--group G]
+    secureml-audit alerts --list-rules [--rules rules.yaml]
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import sys
 import threading
 
 from secureml.alerting.alerter import DEFAULT_ALERTS_TOPIC, DEFAULT_GROUP, Alerter
-from secureml.alerting.builtin import BUILTIN_RULES
-from secureml.alerting.config import load_rules
+from secureml.alerting.config import configured_rules, load_rules
+from secureml.alerting.periods import Period, parse_seconds
+from secureml.alerting.rule import Rule
 from secureml.alerting.sinks import parse_sink
 from secureml.audit.config import DEFAULT_TOPIC
 
@@ -38,14 +40,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="also send alerts to stdout, jsonl:PATH or webhook:URL (repeatable)")
     parser.add_argument("--group", default=DEFAULT_GROUP, help="Kafka consumer group (default: %(default)s)")
     parser.add_argument("--once", action="store_true", help="stop when caught up with the log as it was at start")
-    parser.add_argument("--list-rules", action="store_true", help="print the built-in rules and their legal basis")
+    parser.add_argument("--list-rules", action="store_true",
+                        help="print every rule, whether it is on (with --rules: under that file), what an off rule "
+                             "needs and how to configure it, and its legal basis")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the alerts subcommand; returns the process exit status."""
     if args.list_rules:
-        for rule in BUILTIN_RULES.values():
-            print(f"{rule.id}  [{rule.severity}, {rule.regulation} {rule.article}]\n    {rule.title}\n    {rule.basis}")
+        print(list_rules(configured_rules(args.rules), args.rules))
         return 0
     rules = load_rules(args.rules)
     alerter = Alerter(
@@ -59,3 +62,44 @@ def run(args: argparse.Namespace) -> int:
     print(f"done: {stats.events:,} events, {stats.alerts:,} alerts published, {stats.already_published} already "
           f"published before a restart, {stats.unreadable} unreadable, in {stats.seconds:.1f}s", file=sys.stderr)
     return 0
+
+
+def list_rules(rules: list[Rule], rules_file: str | None) -> str:
+    """The --list-rules text: each rule's state, then what it finds, why, and how to configure it."""
+    under = f"under {rules_file}" if rules_file else "with no rules file (the defaults)"
+    on = sum(rule.active for rule in rules)
+    waiting = sum(not rule.active and rule.options.enabled is not False for rule in rules)
+    lines = [f"Rules {under}: {on} on, {waiting} off until configured, {len(rules) - on - waiting} switched off.", ""]
+    for rule in rules:
+        missing = rule.options.missing()
+        if rule.active:
+            state = "ON"
+        elif rule.options.enabled is False:
+            state = "OFF (enabled: false)"
+        else:
+            state = f"OFF, needs configuration: {', '.join(missing)}"
+        lines += [f"{rule.rule_id}  {state}", f"    {rule.title}  [{rule.severity}, {rule.regulation} {rule.article}]"]
+        if rule.basis:
+            lines.append(f"    Basis: {rule.basis}")
+        given = rule.options.given()
+        if given:
+            lines.append(f"    Set: {', '.join(_option(rule, name) for name in sorted(given))}")
+        if not rule.active and missing and rule.example:
+            lines.append(f"    Configure it in the rules file:  rules: {{{rule.rule_id}: {rule.example}}}")
+        lines.append("")
+    lines += [
+        "A rules file (--rules FILE) is YAML: 'rules:' maps built-in rule ids to their options, 'custom:' lists "
+        "your own Rule subclasses.",
+        "Switch a rule off with {enabled: false}; every option is described in docs/rules.md.",
+    ]
+    return "\n".join(lines)
+
+
+def _option(rule: Rule, name: str) -> str:
+    """``name=value`` of an option as a rules file would write it (lengths of time as 30m, 2s, ...)."""
+    value = getattr(rule.options, name)
+    field = type(rule.options).model_fields[name]
+    if any(getattr(m, "func", None) is parse_seconds for m in field.metadata):
+        return f"{name}={Period(seconds=value)}"
+    shown = rule.options.model_dump(include={name}, mode="json")[name]
+    return f"{name}={shown}"

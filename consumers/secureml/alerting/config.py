@@ -1,8 +1,9 @@
-"""Rules files: YAML that enables, tunes and adds rules; errors name the file, line and field.
+"""Rules files: YAML that enables, tunes and adds rules; errors name the call, file, line, field and rule.
 
-    rules:                      # built-in rules by id; each is on with its defaults unless changed
-      bulk_access: {threshold: 5000, window: 30m}
-      access_outside_hours: {enabled: false}
+    rules:                      # built-in rules by id: on with their defaults, or once given their facts
+      bulk_access: {threshold: 5000, window: 30m}       # needs a threshold: off until it has one
+      access_outside_hours: {timezone: Europe/Berlin, start: "08:00", end: "18:00"}
+      operation_not_closed: {enabled: false}
     custom:                     # your own Rule subclasses, as module:Class, with their options
       - class: mycompany.alert_rules:LargeExport
         severity: critical
@@ -38,15 +39,16 @@ class RulesFile(BaseModel):
 class _Document:
     """A parsed rules file with its YAML node tree, to find the line of a field."""
 
-    def __init__(self, text: str, name: str) -> None:
+    def __init__(self, text: str, name: str, call: str) -> None:
         self.name = name
+        self.call = call
         try:
             self.root = yaml.compose(text, Loader=yaml.SafeLoader)
             self.data = yaml.safe_load(text)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             raise RuleConfigError(f"not valid YAML: {exc.problem or exc}", path=name,
-                                  line=mark.line + 1 if mark else None) from None
+                                  line=mark.line + 1 if mark else None, call=call) from None
 
     def line(self, loc: Location) -> int | None:
         """Line of the deepest node of ``loc`` present in the file (the key's line for mapping entries)."""
@@ -67,7 +69,9 @@ class _Document:
 
     def fail(self, problem: str, loc: Location) -> RuleConfigError:
         """An error at ``loc``, naming its line and dotted field path."""
-        return RuleConfigError(problem, path=self.name, line=self.line(loc), field=".".join(map(str, loc)) or None)
+        rule = str(loc[1]) if len(loc) > 1 and loc[0] == "rules" else None
+        return RuleConfigError(problem, path=self.name, line=self.line(loc), field=".".join(map(str, loc)) or None,
+                               rule=rule, call=self.call)
 
     def invalid(self, exc: ValidationError, prefix: Location) -> RuleConfigError:
         """The first pydantic error (and how many more) at its line."""
@@ -80,17 +84,28 @@ class _Document:
 
 
 def load_rules(path: str | os.PathLike[str] | None = None, *, text: str | None = None) -> list[Rule]:
-    """The rules a rules file (or YAML ``text``) configures; every built-in with its defaults when neither is given."""
+    """The rules that run under a rules file (or YAML ``text``); without either, every built-in that needs no facts.
+
+    Built-in rules are on with their defaults, except those that need the organisation's facts
+    (working hours, who may read sensitive columns, a bulk threshold): those run once the file
+    gives them. ``configured_rules`` also returns the rules that are off.
+    """
+    return [rule for rule in configured_rules(path, text=text) if rule.active]
+
+
+def configured_rules(path: str | os.PathLike[str] | None = None, *, text: str | None = None) -> list[Rule]:
+    """Every built-in rule (on or off) and every custom rule of a rules file, with their options."""
     if path is None and text is None:
         return [rule() for rule in BUILTIN_RULES.values()]
     name = str(path) if path is not None else "<rules>"
+    call = f"load_rules({name!r})" if path is not None else "load_rules(text=...)"
     if text is None:
         try:
             text = Path(name).read_text(encoding="utf-8")
         except OSError as exc:
             raise RuleConfigError(f"cannot read the rules file: {exc.strerror}; check the --rules path",
-                                  path=name) from None
-    doc = _Document(text, name)
+                                  path=name, call=call) from None
+    doc = _Document(text, name, call)
     if doc.data is not None and not isinstance(doc.data, dict):
         raise doc.fail("the rules file must be a mapping with 'rules:' and/or 'custom:'", ())
     try:
@@ -113,7 +128,7 @@ def load_rules(path: str | os.PathLike[str] | None = None, *, text: str | None =
             raise doc.fail(f"rule id {rule_id!r} is already used: give this rule another 'id'", (*where, "id"))
         taken.add(rule_id)
         rules.append(_build(doc, rule_class, options, where, str(rule_id)))
-    return [rule for rule in rules if rule.options.enabled]
+    return rules
 
 
 def _build(doc: _Document, rule_class: type[Rule], raw: dict[str, Any], where: Location,
@@ -124,6 +139,8 @@ def _build(doc: _Document, rule_class: type[Rule], raw: dict[str, Any], where: L
         raise doc.invalid(exc, where) from None
     try:
         return rule_class(options, rule_id=rule_id)
+    except RuleConfigError as exc:  # it needs options the file does not give
+        raise doc.fail(exc.problem, (*where, exc.field) if exc.field else where) from None
     except Exception as exc:  # noqa: BLE001 - a custom rule's constructor may raise anything
         raise doc.fail(f"{rule_class.__name__} rejected its options: {exc}", where) from None
 

@@ -10,17 +10,24 @@ class AlertingError(AuditError):
 
 
 class RuleConfigError(AlertingError, ValueError):
-    """A rules file (or a rule's options) is invalid; names the file, line and field when known."""
+    """A rules file (or a rule's options) is invalid; names the call, the rule, and the file, line and field.
+
+    ``call`` is what was called (``load_rules('rules.yaml')``, ``Alerter(rules=...)``,
+    ``BulkAccess(...)``); ``field`` is the dotted option path (from the file's top in a rules
+    file, so it names the rule there too).
+    """
 
     def __init__(self, problem: str, *, path: str | None = None, line: int | None = None,
-                 field: str | None = None) -> None:
+                 field: str | None = None, rule: str | None = None, call: str | None = None) -> None:
         self.problem = problem
         self.path = path
         self.line = line
         self.field = field
-        where = ":".join(str(p) for p in (path or "<rules>", line) if p is not None)
-        named = f"{field}: " if field else ""
-        super().__init__(f"{where}: {named}{problem}")
+        self.rule = rule
+        self.call = call
+        where = ":".join(str(p) for p in (path, line) if p is not None) if path or line else None
+        named_rule = f"rule {rule!r}" if rule and not (field and f".{rule}" in f".{field}") else None
+        super().__init__(": ".join(part for part in (call, where, named_rule, field, problem) if part))
 
 
 class RuleError(AlertingError, RuntimeError):

@@ -70,11 +70,5 @@ def parse_seconds(value: Any) -> float:
     return period.seconds
 
 
-def parse_grace(value: Any) -> float:
-    """Like parse_seconds, but 0 (no grace) is allowed."""
-    return 0.0 if value == 0 or value == "0" else parse_seconds(value)
-
-
 Deadline = Annotated[Period, PlainValidator(parse_period), PlainSerializer(str)]
 Duration = Annotated[float, PlainValidator(parse_seconds)]
-Grace = Annotated[float, PlainValidator(parse_grace)]

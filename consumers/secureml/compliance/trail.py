@@ -6,6 +6,7 @@ from the audited data, and never an exception message (it may quote one).
 
 from __future__ import annotations
 
+import getpass
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -15,9 +16,24 @@ from typing import Any
 from secureml.audit import AuditTrail
 from secureml.audit.config import ENV_PREFIX
 
+from .exceptions import InvalidArgumentError
 from .report import JSON, CheckResult, ComplianceReport
 
-AUDIT_PURPOSE = "compliance_audit"
+AUDIT_PURPOSE = "compliance_audit"  # the access rules of secureml.alerting recognise it
+UNKNOWN_AUDITOR = "secureml-compliance-auditor"
+
+
+def auditor_identity(user: str | None) -> str:
+    """Who an audit's reads are logged as: ``user`` when given, else the OS user running the audit."""
+    if user is not None:
+        if not isinstance(user, str) or not user.strip():
+            raise InvalidArgumentError(f"user must be a non-empty string naming the auditor, or None for the OS "
+                                       f"user; got {user!r}")
+        return user
+    try:
+        return getpass.getuser() or UNKNOWN_AUDITOR
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return UNKNOWN_AUDITOR
 
 
 @dataclass(frozen=True)
@@ -25,13 +41,13 @@ class TrailSettings:
     """Where audit trails go; recording is on when a log directory or Kafka brokers are given.
 
     Like AuditTrail, it also takes them from SECUREML_AUDIT_LOG_DIR and
-    SECUREML_AUDIT_BOOTSTRAP_SERVERS.
+    SECUREML_AUDIT_BOOTSTRAP_SERVERS. ``user`` is the auditor's identity on every event.
     """
 
     log_dir: str | os.PathLike[str] | None = None
     bootstrap_servers: str | None = None
     topic: str | None = None
-    user: str | None = None
+    user: str = UNKNOWN_AUDITOR
     producer_config: Mapping[str, Any] | None = None
 
     @property
@@ -63,7 +79,7 @@ def check_details(report: ComplianceReport, check: CheckResult) -> dict[str, JSO
 class Recording:
     """One audit being recorded on an open audit trail."""
 
-    def __init__(self, trail: AuditTrail, regulation: str, user: str | None) -> None:
+    def __init__(self, trail: AuditTrail, regulation: str, user: str) -> None:
         self._trail = trail
         self._regulation = regulation
         self._user = user
@@ -75,7 +91,7 @@ class Recording:
         return self._trail.operation_id
 
     def data_access(self, dataset_name: str, columns: Sequence[str], num_records: int) -> None:
-        """Record that the auditor reads every column of every record of the dataset."""
+        """Record that the auditor reads every column of every record, as itself and for a compliance audit."""
         self._trail.log_data_access(
             dataset_name=dataset_name,
             columns_accessed=list(columns),

@@ -11,7 +11,7 @@ from secureml.alerting import timers
 from secureml.alerting.alert import Alert, Trigger
 from secureml.alerting.event import Event
 from secureml.alerting.periods import Deadline, Duration, Period
-from secureml.alerting.rule import Rule, RuleContext, RuleOptions
+from secureml.alerting.rule import OptionsArg, Rule, RuleContext, RuleOptions
 from secureml.audit.timeutil import micros_to_iso
 
 _PRUNE_EVERY = 3600 * 1_000_000  # micros between sweeps of old completions
@@ -64,7 +64,7 @@ class RequestDeadlineMissed(Rule):
     regulation = "GDPR"
     article = "Art. 12(3)"
 
-    def __init__(self, options: RuleOptions | None = None, *, rule_id: str | None = None) -> None:
+    def __init__(self, options: OptionsArg = None, *, rule_id: str | None = None) -> None:
         super().__init__(options, rule_id=rule_id)
         self._closing = frozenset(s.lower() for s in self.options.closing_statuses)
         self._by_name = {name.lower(): name for name in self.options.deadlines}

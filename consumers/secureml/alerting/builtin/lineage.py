@@ -6,13 +6,13 @@ import fnmatch
 import math
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from secureml.alerting import timers
 from secureml.alerting.alert import Alert, Trigger
 from secureml.alerting.event import Event
-from secureml.alerting.periods import Grace
-from secureml.alerting.rule import Rule, RuleContext, RuleOptions, who
+from secureml.alerting.periods import Duration
+from secureml.alerting.rule import OptionsArg, Rule, RuleContext, RuleOptions, who
 from secureml.audit.timeutil import micros_to_iso
 
 PROTECTING_TRANSFORMATIONS = [
@@ -27,7 +27,17 @@ class LineageOptions(RuleOptions):
     protecting_transformations: list[str] = PROTECTING_TRANSFORMATIONS  # case-insensitive
     inherit: bool = True  # any transformation of a protected dataset gives a protected dataset
     exempt_datasets: list[str] = []  # names or glob patterns of datasets with no personal data
-    grace: Grace = 2.0  # wait this long for the transformation's event from another partition
+    private_training: bool = True  # a training with a differential-privacy epsilon protects its data itself
+    epsilon_parameter: str = "epsilon"  # key in privacy_parameters
+    idle_timeout: Duration = 1.0  # a partition silent this long no longer holds the watermark back
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_grace(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "grace" in data:
+            raise ValueError("'grace' is gone: the rule now judges a training once every partition has been read "
+                             "past its time; set idle_timeout (default 1s) for partitions that receive nothing")
+        return data
 
 
 class TrainingOnUnprotectedData(Rule):
@@ -35,9 +45,13 @@ class TrainingOnUnprotectedData(Rule):
 
     Lineage is followed through dataset names across all operations: a ``data_transformation``
     whose type protects makes its ``output_data`` a protected dataset (from that time on), and
-    with ``inherit`` any transformation of a protected dataset does too. Events of other
-    operations may sit on other partitions, so a training is judged ``grace`` after its time,
-    once the alerter has caught up with the log.
+    with ``inherit`` any transformation of a protected dataset does too. With
+    ``private_training`` a training that declares a differential-privacy epsilon (DP-SGD and
+    the like, whose budget ``privacy_budget_exceeded`` watches) protects the data itself. Events of other
+    operations may sit on other partitions, so a training is judged on event time: as soon as
+    the watermark (``ctx.watermark``) has passed it, i.e. every partition of the log has been
+    read past the training's time, and never before. A partition that sent nothing for
+    ``idle_timeout`` seconds counts as having passed the clock minus ``idle_timeout``.
     """
 
     id = "training_on_unprotected_data"
@@ -51,7 +65,7 @@ class TrainingOnUnprotectedData(Rule):
     regulation = "GDPR"
     article = "Art. 25(1)"
 
-    def __init__(self, options: RuleOptions | None = None, *, rule_id: str | None = None) -> None:
+    def __init__(self, options: OptionsArg = None, *, rule_id: str | None = None) -> None:
         super().__init__(options, rule_id=rule_id)
         self._protecting = frozenset(t.lower() for t in self.options.protecting_transformations)
 
@@ -64,17 +78,22 @@ class TrainingOnUnprotectedData(Rule):
             if not any(p[0] == step[0] and p[1] == step[1] and p[2] <= step[2] for p in produced):
                 produced.append(step)
             return []
+        if self.options.private_training and _positive_number(
+                event.json_object("privacy_parameters").get(self.options.epsilon_parameter)):
+            return []
         dataset = str(event.get("dataset_name", ""))
         timers.schedule(ctx.state, event.event_id, {
-            "due": event.timestamp + round(self.options.grace * 1_000_000), "dataset": dataset,
+            "due": event.timestamp, "dataset": dataset,
             "at": event.timestamp, "trigger": event.trigger().to_dict(), "who": who(event, start=True),
             "model_type": event.get("model_type"),
         })
         return []
 
     def on_tick(self, now: int, ctx: RuleContext) -> list[Alert]:
+        if not ctx.state.get("timers"):
+            return []
         alerts = []
-        for key, entry in timers.expired(ctx.state, now):
+        for key, entry in timers.expired(ctx.state, ctx.watermark(self.options.idle_timeout)):
             if self._protected(ctx.state.get("produced", {}), entry["dataset"], entry["at"], set()):
                 continue
             message = (f"{entry['who']} trained a {entry['model_type']} model on {entry['dataset']!r}, "
@@ -99,6 +118,10 @@ class TrainingOnUnprotectedData(Rule):
             if self.options.inherit and source not in seen and self._protected(produced, source, at, seen):
                 return True
         return False
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 class BudgetOptions(RuleOptions):

@@ -7,30 +7,35 @@ from typing import Any, Literal
 from pydantic import Field
 
 from secureml.alerting.alert import Alert, Trigger
+from secureml.alerting.builtin.access import AccessOptions, AccessRule
 from secureml.alerting.event import Event
 from secureml.alerting.periods import Duration, Period
-from secureml.alerting.rule import Rule, RuleContext, RuleOptions
+from secureml.alerting.rule import OptionsArg, RuleContext
 from secureml.audit.timeutil import micros_to_iso
 
 _SLIDING_BUCKETS = 60  # a sliding window advances in 1/60 of its length: bounded state, 1.7% granularity
 _NO_USER = "(no user)"
 
 
-class BulkOptions(RuleOptions):
-    """Options of bulk_access."""
+class BulkOptions(AccessOptions):
+    """Options of bulk_access: how many records one user may read within a window."""
 
-    threshold: int = Field(10_000, gt=0)  # records per user per window; more than this alerts
+    threshold: int | None = Field(None, gt=0)  # required: records per user per window; more than this alerts
     window: Duration = 3600.0
     mode: Literal["sliding", "tumbling"] = "sliding"
     exempt_users: list[str] = []
     max_triggers: int = Field(20, ge=1, le=1000)  # most recent accesses named in the alert
 
+    def missing(self) -> list[str]:
+        return ["threshold"] if self.threshold is None else []
 
-class BulkAccess(Rule):
+
+class BulkAccess(AccessRule):
     """Sums ``num_records`` per user over a sliding (or tumbling) window and alerts once per excess.
 
     A sliding window alerts at the access that crosses the threshold, then stays quiet for one
-    window; a tumbling window (aligned on the epoch) alerts at most once per window.
+    window; a tumbling window (aligned on the epoch) alerts at most once per window. Off until
+    the organisation sets its ``threshold``: what counts as bulk depends on its datasets.
     """
 
     id = "bulk_access"
@@ -39,12 +44,12 @@ class BulkAccess(Rule):
              "a sign of exfiltration that security measures must detect.")
     Options = BulkOptions
     options: BulkOptions
-    event_types = frozenset({"data_access"})
+    example = "{threshold: 50000, window: 1h}"
     severity = "high"
     regulation = "GDPR"
     article = "Art. 5(1)(c)"
 
-    def __init__(self, options: RuleOptions | None = None, *, rule_id: str | None = None) -> None:
+    def __init__(self, options: OptionsArg = None, *, rule_id: str | None = None) -> None:
         super().__init__(options, rule_id=rule_id)
         window_us = round(self.options.window * 1_000_000)
         sliding = self.options.mode == "sliding"
@@ -52,7 +57,8 @@ class BulkAccess(Rule):
         self._buckets = _SLIDING_BUCKETS if sliding else 1
         self._window_us = window_us
 
-    def on_event(self, event: Event, ctx: RuleContext) -> list[Alert]:
+    def on_access(self, event: Event, ctx: RuleContext) -> list[Alert]:
+        threshold = self.options.threshold or 0
         user = event.user or _NO_USER
         records = int(event.get("num_records", 0))
         if records == 0 or user in self.options.exempt_users:
@@ -70,7 +76,7 @@ class BulkAccess(Rule):
         recent.append({**event.trigger().to_dict(), "ts": event.timestamp})
         del recent[: -self.options.max_triggers]
         total = sum(buckets.values())
-        if total <= self.options.threshold or event.timestamp < entry["quiet_until"]:
+        if total <= threshold or event.timestamp < entry["quiet_until"]:
             return []
         first = (top - self._buckets + 1) * self._bucket_us
         if self._buckets == 1:
@@ -80,9 +86,9 @@ class BulkAccess(Rule):
             entry["quiet_until"] = event.timestamp + self._window_us
             identity = [user, event.event_id]
         window = Period(seconds=self.options.window)
-        message = (f"User {user!r} read {total:,} records within {window} (threshold {self.options.threshold:,}); "
+        message = (f"User {user!r} read {total:,} records within {window} (threshold {threshold:,}); "
                    f"the last access was {records:,} record(s) of {event.get('dataset_name')!r}.")
-        details = {"user": user, "total_records": total, "threshold": self.options.threshold,
+        details = {"user": user, "total_records": total, "threshold": threshold,
                    "window_seconds": self.options.window, "mode": self.options.mode,
                    "window_start": micros_to_iso(first), "window_end": micros_to_iso(event.timestamp)}
         triggers = [Trigger.from_dict(t) for t in recent if t["ts"] >= first]
