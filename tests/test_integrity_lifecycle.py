@@ -214,7 +214,7 @@ def test_kafka_without_a_signing_key_runs_without_checkpoints(
 
 
 def test_kafka_checkpoints_are_published_to_the_checkpoints_topic(kafka: Harness, signing_key: Keys) -> None:
-    """Every checkpoint stored in the lake is also on <topic>-checkpoints, byte for byte the same record."""
+    """Every checkpoint stored in the lake is also on <topic>-checkpoints: the same record, with its C2SP note."""
     grow(kafka, random.Random(12), rounds=2)
     consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": f"check-{kafka.topic}",
                          "auto.offset.reset": "earliest"})
@@ -229,7 +229,10 @@ def test_kafka_checkpoints_are_published_to_the_checkpoints_topic(kafka: Harness
                 break
     finally:
         consumer.close()
+    notes = [record.pop("note") for record in published]
     assert published == checkpoint_json(kafka.log_dir)
+    stored = sorted((kafka.log_dir / "lake" / "_checkpoints").glob("*.note"))
+    assert notes == [path.read_text() for path in stored]
     assert published[0]["key_id"] == key_id(load_public_key(signing_key.public))
 
 

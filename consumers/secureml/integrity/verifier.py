@@ -22,7 +22,7 @@ from secureml.integrity.result import (
     VerificationResult,
 )
 from secureml.integrity.scan import Progress, scan_lake
-from secureml.integrity.signed import check_checkpoints, check_heads, check_roots
+from secureml.integrity.signed import check_checkpoints, check_heads, check_log, check_roots
 from secureml.lake.table import Lake
 
 PublicKey = str | os.PathLike[str] | Ed25519PublicKey
@@ -97,6 +97,7 @@ def verify(
     operations = check_chains(scan.rows, scan.files)
     if operation_id is None:
         check_roots(scan.rows, stored, checkpoints)
+        check_log(scan.rows, stored, checkpoints)
     head_findings, not_covered = check_heads(scan.rows, state, operations, scan.files, operation_id)
     return VerificationResult(
         log_dir=str(directory),

@@ -33,6 +33,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay", action="store_true", help="rebuild the lake from the start of the log")
     parser.add_argument("--batch-events", type=int, default=200_000, help="events per commit at most")
     parser.add_argument("--commit-interval", type=float, default=0.5, help="seconds between commits")
+    parser.add_argument("--witness", nargs=2, action="append", metavar=("URL", "VKEY"),
+                        help="a witness to submit each checkpoint to: its URL and cosignature vkey (repeatable; "
+                        "default: $SECUREML_AUDIT_WITNESSES, URL VKEY pairs)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         args.log_dir, bootstrap_servers=args.bootstrap_servers, topic=args.topic, group=args.group,
         once=args.once, replay=args.replay, stop=stop, progress=_stderr, lake_uri=args.lake_uri,
         instance_id=args.instance_id,
+        witnesses=None if args.witness is None else [token for pair in args.witness for token in pair],
         batch_events=args.batch_events, commit_interval=args.commit_interval,
     )
     _stderr(f"done: {stats.events:,} events in {stats.seconds:.1f}s ({stats.rate:,.0f}/s), "
