@@ -117,6 +117,7 @@ class VerificationResult:
     findings: list[Finding]  # about the lake as a whole (files, sources, keys, coverage)
     public_key: str  # where the key that checked the signatures came from
     events_not_covered: int = 0
+    witnessed: str = "not checked"  # what was checked of witness cosignatures, in one line
     seconds: float = 0.0
 
     def all_findings(self) -> list[Finding]:
@@ -159,6 +160,7 @@ class VerificationResult:
             "errors": len(self.errors),
             "warnings": len(self.warnings),
             "public_key": self.public_key,
+            "witnessed": self.witnessed,
         }
 
     def to_dict(self) -> dict[str, Any]:

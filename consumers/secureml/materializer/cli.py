@@ -8,6 +8,7 @@ import sys
 import threading
 
 from secureml.audit.config import DEFAULT_TOPIC
+from secureml.audit.exceptions import AuditError
 from secureml.materializer.runner import DEFAULT_GROUP, materialize
 
 HELP = "materialise events into the Delta lake"
@@ -40,6 +41,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Materialise until stopped (SIGINT/SIGTERM) or, with --once, until caught up."""
+    witnesses = None if args.witness is None else [token for pair in args.witness for token in pair]
+    if witnesses is not None:
+        from secureml.integrity.cosigning import parse_witnesses
+
+        try:
+            parse_witnesses(witnesses)
+        except AuditError as exc:
+            _stderr(f"secureml-audit materialize: {exc}")
+            return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -47,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         args.log_dir, bootstrap_servers=args.bootstrap_servers, topic=args.topic, group=args.group,
         once=args.once, replay=args.replay, stop=stop, progress=_stderr, lake_uri=args.lake_uri,
         instance_id=args.instance_id,
-        witnesses=None if args.witness is None else [token for pair in args.witness for token in pair],
+        witnesses=witnesses,
         batch_events=args.batch_events, commit_interval=args.commit_interval,
     )
     _stderr(f"done: {stats.events:,} events in {stats.seconds:.1f}s ({stats.rate:,.0f}/s), "
