@@ -13,6 +13,7 @@ import shutil
 import stat
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,9 @@ from support.witness import WitnessProcess
 
 from conftest import Harness, run_cli
 from secureml.integrity import LakeCheckpointer, verify
-from secureml.integrity.checkpoints import note_path, read_note, stored_checkpoints
+from secureml.integrity.checkpoints import Checkpoint, note_path, read_note, stored_checkpoints
 from secureml.integrity.cosigning import SIZE_CONTENT_TYPE, WitnessClient, http, parse_witnesses, request_body
-from secureml.integrity.keys import load_public_key, load_signing_key
+from secureml.integrity.keys import load_public_key, load_signing_key, sign
 from secureml.integrity.logtree import ORIGIN_ENV
 from secureml.integrity.merkle import MerkleTree, consistency_proof_from, leaf_hashes
 from secureml.integrity.notes import parse_note, verified_by
@@ -294,3 +295,32 @@ def test_bad_witness_options_exit_2_with_one_line(
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0] and "Traceback" not in result.stderr
+
+
+def test_a_chain_begun_before_log_trees_gets_one_over_the_whole_lake(
+    embedded: Harness, signing_key: Keys, witness: WitnessProcess
+) -> None:
+    """Checkpoints of the earlier format (no log tree, no note): the next one builds the tree from every row."""
+    rng = random.Random(8)
+    grow(embedded, rng, [])
+    grow(embedded, rng, [])
+    lake = Lake(embedded.log_dir)
+    key = load_signing_key(signing_key.private)
+    previous = ""
+    for path in sorted((lake.root / "_checkpoints").glob("*.json")):
+        raw = json.loads(path.read_text())
+        raw.pop("log")
+        raw["prev_checkpoint_hash"] = previous
+        old = Checkpoint.from_dict(raw)
+        old = replace(old, signature=sign(key, old.signed_bytes()))
+        path.write_text(json.dumps(old.to_dict()))
+        previous = old.digest()
+    for path in (lake.root / "_checkpoints").glob("*.note"):
+        path.unlink()
+    events = verify(embedded.log_dir, signing_key.public).events
+    grow(embedded, rng, witness.pairs())
+    latest = stored_checkpoints(lake.root)[-1].checkpoint
+    assert latest is not None and latest.sequence == 2 and latest.log is not None
+    assert latest.log.tree_size == verify(embedded.log_dir, signing_key.public).events > events
+    result = checked(embedded, signing_key, witness)
+    assert result.ok, [f.message for f in result.errors]

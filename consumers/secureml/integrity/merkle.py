@@ -174,7 +174,8 @@ def consistency_proof_from(frontier: Sequence[bytes], old_size: int, new_leaves:
     Every node of such a proof lies wholly among the old leaves, where it is a run of frontier
     nodes, or wholly among the new ones.
     """
-    bounds, start = {}, 0
+    bounds: dict[int, int] = {}
+    start = 0
     for index in range(old_size.bit_length() - 1, -1, -1):
         if old_size >> index & 1:
             bounds[start] = len(bounds)

@@ -18,7 +18,6 @@ import hashlib
 import re
 import struct
 from dataclasses import dataclass
-from typing import Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -28,7 +27,6 @@ from secureml.integrity.exceptions import NoteError
 
 ED25519 = 0x01
 COSIGNATURE_V1 = 0x04
-KeyType = Literal[1, 4]
 DASH = "\u2014"
 MAX_SIGNATURES = 64  # the note spec asks for at least 16
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
@@ -49,11 +47,13 @@ class NoteKey:
 
     name: str
     public_key: Ed25519PublicKey
-    type: KeyType = ED25519
+    type: int = ED25519
 
     def __post_init__(self) -> None:
         if not valid_name(self.name):
             raise NoteError(f"NoteKey: name {self.name!r} is not a valid key name (non-empty, no spaces, no '+')")
+        if self.type not in (ED25519, COSIGNATURE_V1):
+            raise NoteError(f"NoteKey: type 0x{self.type:02x} is neither 0x01 (Ed25519 note) nor 0x04 (cosignature/v1)")
 
     @property
     def key_id(self) -> bytes:
@@ -65,12 +65,12 @@ class NoteKey:
         encoded = base64.b64encode(bytes([self.type]) + _raw(self.public_key)).decode()
         return f"{self.name}+{self.key_id.hex()}+{encoded}"
 
-    def as_type(self, key_type: KeyType) -> NoteKey:
+    def as_type(self, key_type: int) -> NoteKey:
         """The same public key and name under another signature type."""
         return NoteKey(self.name, self.public_key, key_type)
 
 
-def parse_vkey(vkey: str, *, expect: KeyType | None = None, where: str = "vkey") -> NoteKey:
+def parse_vkey(vkey: str, *, expect: int | None = None, where: str = "vkey") -> NoteKey:
     """A vkey string parsed and its key ID checked; ``expect`` demands one signature type."""
     parts = vkey.strip().split("+", 2)
     if len(parts) != 3:
@@ -88,7 +88,7 @@ def parse_vkey(vkey: str, *, expect: KeyType | None = None, where: str = "vkey")
                         + (" (a witness's cosignature/v1 key)" if expect == COSIGNATURE_V1 else " (a log's note key)"))
     if not valid_name(name):
         raise NoteError(f"{where}: {vkey!r} has an invalid key name")
-    key = NoteKey(name, Ed25519PublicKey.from_public_bytes(raw[1:]), raw[0])  # type: ignore[arg-type]
+    key = NoteKey(name, Ed25519PublicKey.from_public_bytes(raw[1:]), raw[0])
     if key.key_id != claimed:
         raise NoteError(f"{where}: {vkey!r}: the key ID {hash_hex} does not match its name and key "
                         f"({key.key_id.hex()})")

@@ -61,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"secureml-audit witness: {exc}", file=sys.stderr)
         return 2
     witness = Witness(args.name, key, logs, WitnessState(args.state.expanduser().absolute()))
-    server = serve(witness, *args.listen, prefix=args.prefix)
-    host, port = server.server_address[:2]
+    host, port = args.listen
+    server = serve(witness, host, port, prefix=args.prefix)
+    port = server.server_address[1]
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

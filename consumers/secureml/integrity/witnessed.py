@@ -97,11 +97,11 @@ def check_witnessed(
             "refused it because it does not extend what they cosigned (a rewritten, re-signed or forked log)")))
     summary = (f"latest checkpoint #{latest.sequence} cosigned by {len(valid)} of {len(policy.keys)} given witness "
                f"keys (at least {policy.min_witnesses} required)" + (f": {'; '.join(valid)}" if valid else ""))
-    for witness in policy.online:
-        finding, seen = _against_online(witness, chain, latest, key)
+    for endpoint in policy.online:
+        finding, seen = _against_online(endpoint, chain, latest, key)
         if finding is not None:
             findings.append(finding)
-        summary += f"; {witness.key.name}: {seen}"
+        summary += f"; {endpoint.key.name}: {seen}"
     return findings, summary
 
 
