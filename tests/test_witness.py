@@ -11,8 +11,10 @@ import json
 import random
 import shutil
 import stat
+import threading
 import urllib.parse
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,7 +40,7 @@ from secureml.integrity.merkle import MerkleTree, consistency_proof_from, leaf_h
 from secureml.integrity.notes import parse_note, verified_by
 from secureml.integrity.result import NOT_WITNESSED, NOTE_INVALID, ROLLED_BACK, VerificationResult
 from secureml.integrity.treehead import TreeHead, log_key, sign_tree_head
-from secureml.integrity.witness import parse_submission
+from secureml.integrity.witness import Witness, WitnessState, parse_submission
 from secureml.integrity.witnessed import WitnessPolicy
 from secureml.lake.table import Lake
 
@@ -111,6 +113,15 @@ def test_checkpoints_are_cosigned_and_verify_accepts_them_on_both_transports(
     refused = run_cli("verify", "--log-dir", str(harness.log_dir), "--public-key", str(signing_key.public),
                       "--witness-key", witness.vkey, "--witness-key", other.vkey, "--min-witnesses", "2")
     assert refused.returncode == 1 and NOT_WITNESSED in refused.stdout and "FAILED" in refused.stdout
+    proof = witness.home.parent / "consistency.json"
+    assert run_cli("prove", "--log-dir", str(harness.log_dir), "--consistency", "0", "latest",
+                   "--output", str(proof)).returncode == 0
+    cosigned = run_cli("verify-proof", str(proof), "--public-key", str(signing_key.public),
+                       "--witness-key", witness.vkey)
+    assert cosigned.returncode == 0 and "NEW cosigned by witness.test/w1" in cosigned.stdout, cosigned.stdout
+    uncosigned = run_cli("verify-proof", str(proof), "--public-key", str(signing_key.public), "--witness-key",
+                         other.vkey)
+    assert uncosigned.returncode == 1 and "0 valid cosignature(s) of the 1 required" in uncosigned.stdout
 
 
 def test_without_witness_options_nothing_is_claimed_about_witnesses(embedded: Harness, signing_key: Keys) -> None:
@@ -324,3 +335,26 @@ def test_a_chain_begun_before_log_trees_gets_one_over_the_whole_lake(
     assert latest.log.tree_size == verify(embedded.log_dir, signing_key.public).events > events
     result = checked(embedded, signing_key, witness)
     assert result.ok, [f.message for f in result.errors]
+
+
+def test_concurrent_submissions_cannot_roll_the_witness_back(tmp_path: Path) -> None:
+    """Eight clients submit trees of sizes 1..8 from 'old 0' at once: one is cosigned, the rest get 409 and its size."""
+    log_private = Ed25519PrivateKey.generate()
+    origin_key = log_key(ORIGIN, log_private.public_key())
+    state = WitnessState(tmp_path / "state")
+    witness = Witness("witness.test/threads", Ed25519PrivateKey.generate(), [origin_key], state)
+    tree = MerkleTree(leaf_hashes([f"{i:064x}" for i in range(8)]))
+    bodies = [request_body(0, [], sign_tree_head(TreeHead(ORIGIN, n, tree.root(n)), log_private)) for n in range(1, 9)]
+    start = threading.Barrier(len(bodies))
+
+    def submit(body: bytes) -> tuple[int, str]:
+        start.wait()
+        answer = witness.add_checkpoint(body)
+        return answer.status, answer.body
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(submit, bodies))
+    cosigned = [i + 1 for i, (status, _body) in enumerate(answers) if status == 200]
+    assert len(cosigned) == 1
+    assert {body for status, body in answers if status != 200} == {f"{cosigned[0]}\n"}
+    assert state.latest(ORIGIN)["size"] == cosigned[0]  # type: ignore[index]
