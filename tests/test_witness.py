@@ -358,3 +358,28 @@ def test_concurrent_submissions_cannot_roll_the_witness_back(tmp_path: Path) -> 
     assert len(cosigned) == 1
     assert {body for status, body in answers if status != 200} == {f"{cosigned[0]}\n"}
     assert state.latest(ORIGIN)["size"] == cosigned[0]  # type: ignore[index]
+
+
+def test_a_witness_reading_the_checkpoints_topic_cosigns_and_the_materializer_collects_it(
+    kafka: Harness, signing_key: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka mode, --witness kafka VKEY: the witness reads <topic>-checkpoints, its cosignatures reach the lake."""
+    monkeypatch.setenv(ORIGIN_ENV, ORIGIN)
+    process = WitnessProcess(tmp_path / "topic-witness", [log_key(ORIGIN, load_public_key(signing_key.public)).vkey()],
+                             extra=["--bootstrap-servers", kafka.bootstrap, "--topic", kafka.topic]).start()
+    try:
+        pairs = ["kafka", process.vkey]
+        rng = random.Random(9)
+        lake = Lake(kafka.log_dir)
+        for _round in range(2):
+            grow(kafka, rng, pairs)
+            latest = stored_checkpoints(lake.root)[-1].checkpoint
+            assert latest is not None and latest.log is not None
+            assert process.wait_cosigned(latest.log.tree_size) == latest.log.tree_size, process.stderr.read_text()
+        materialize(kafka, witnesses=pairs)  # nothing new: collects the latest cosignature
+        result = checked(kafka, signing_key, process)
+        assert result.ok, [f.message for f in result.errors]
+        first = read_note(lake.root, 0)
+        assert first is not None and verified_by(first, process.key) is not None
+    finally:
+        process.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -23,6 +24,7 @@ class WitnessProcess:
     home: Path
     log_vkeys: list[str]
     name: str = "witness.test/w1"
+    extra: list[str] = field(default_factory=list)  # more options, e.g. --bootstrap-servers
     url: str = ""
     process: subprocess.Popen[bytes] | None = None
     restarts: int = field(default=0)
@@ -50,6 +52,7 @@ class WitnessProcess:
                 str(self.key_path), "--state", str(self.state), "--listen", f"127.0.0.1:{port}"]
         for vkey in self.log_vkeys:
             args += ["--log", vkey]
+        args += self.extra
         with self.stderr.open("wb") as err:
             self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
         deadline = time.monotonic() + 60
@@ -76,6 +79,15 @@ class WitnessProcess:
         self.stop()
         self.restarts += 1
         return self.start(port)
+
+    def wait_cosigned(self, size: int, timeout: float = 120) -> int:
+        """Wait until the witness has cosigned a tree of at least ``size`` leaves; the size it holds then."""
+        deadline = time.monotonic() + timeout
+        held = 0
+        while held < size and time.monotonic() < deadline:
+            held = max([int(json.loads(p.read_text())["size"]) for p in self.state.glob("*.json")], default=0)
+            time.sleep(0.1)
+        return held
 
     def pairs(self) -> list[str]:
         """The materializer's --witness value: URL, VKEY."""

@@ -33,7 +33,8 @@ Three layers, each catching what the one before cannot:
    forks it, gets no cosignature. ``verify --witness-key`` (``witnessed``) demands N valid
    cosignatures on the latest checkpoint; ``verify --witness`` also asks the witness for the
    latest checkpoint it cosigned, which catches the newest checkpoints removed.
-   ``prove --consistency`` proves one checkpoint's log tree extends another's.
+   ``prove --consistency`` proves one checkpoint's log tree extends another's. In Kafka mode a
+   witness may read the checkpoints topic instead of HTTP (``topicwitness``).
 
 Keys (``keys``): ``secureml-audit keygen`` writes the private key (owner-only, outside the lake)
 to ``$SECUREML_AUDIT_SIGNING_KEY`` or ``~/.config/secureml-audit/keys/signing_key.pem`` and the

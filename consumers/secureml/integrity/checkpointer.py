@@ -16,6 +16,7 @@ again at the next one.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import time
@@ -49,7 +50,7 @@ from secureml.integrity.checkpoints import (
     write_note,
 )
 from secureml.integrity.cosigning import WitnessClient, parse_witnesses, witnesses_from_env
-from secureml.integrity.exceptions import CheckpointError, IntegrityError, SigningKeyError
+from secureml.integrity.exceptions import CheckpointError, IntegrityError, SigningKeyError, WitnessError
 from secureml.integrity.keys import (
     default_key_path,
     generate_key,
@@ -63,6 +64,7 @@ from secureml.integrity.keys import (
 from secureml.integrity.lakerows import by_source, grouped, snapshot_rows
 from secureml.integrity.merkle import consistency_proof_from, extend_frontier, leaf_hashes, root_of_frontier
 from secureml.integrity.notes import SignedNote, valid_name
+from secureml.integrity.topicwitness import KAFKA, collect_cosignatures
 from secureml.integrity.treehead import sign_tree_head
 from secureml.lake.table import Lake
 
@@ -89,6 +91,7 @@ class KafkaPublisher:
 
         from secureml.audit.transports.kafka import PRODUCER_DEFAULTS, ensure_topic
 
+        self.config = config
         self.topic = checkpoint_topic(config.topic)
         self._key = config.topic.encode()
         ensure_topic(config, self.topic, partitions=1)
@@ -96,15 +99,23 @@ class KafkaPublisher:
             {**PRODUCER_DEFAULTS, "bootstrap.servers": config.bootstrap_servers, **config.librdkafka_settings()}
         )
 
-    def publish(self, checkpoint: Checkpoint, note: SignedNote | None = None) -> None:
-        """Send one checkpoint (with its C2SP note) and wait for it; a failure is reported, the lake keeps its copy."""
+    def publish(
+        self, checkpoint: Checkpoint, note: SignedNote | None = None, consistency: tuple[int, list[bytes]] | None = None
+    ) -> None:
+        """Send one checkpoint and wait for it; a failure is reported, the lake keeps its copy.
+
+        With its C2SP note and the consistency proof from the previous checkpoint's log tree
+        (old size, nodes): what a witness reading the topic needs (``topicwitness``).
+        """
         errors: list[str] = []
 
         def on_delivery(err: Any, _msg: Any) -> None:
             if err is not None:
                 errors.append(err.str())
 
-        record = checkpoint.to_dict() | ({} if note is None else {"note": note.encode()})
+        record = checkpoint.to_dict() | ({} if note is None else {"note": note.encode()}) | ({} if consistency is None
+            else {"consistency": {"old_size": consistency[0],
+                                  "proof": [base64.b64encode(n).decode() for n in consistency[1]]}})
         self._producer.produce(self.topic, canonical_json(record), self._key, on_delivery=on_delivery)
         if self._producer.flush(30) or errors:
             log.warning("checkpoint #%d is stored in the lake but was not published to %s (%s); check the broker",
@@ -135,9 +146,9 @@ class LakeCheckpointer:
         self._last_run = time.monotonic()
         self._behind_noted = False
         self._chain: _Chain | None = None
-        # The newest checkpoint this process wrote, the one before it and the leaves it added: enough
-        # to prove consistency to a witness that cosigned the one before, without reading the lake.
-        self._fresh: tuple[Checkpoint, Checkpoint | None, list[bytes]] | None = None
+        # The newest checkpoint this process wrote and the consistency proof (old size, nodes) from the
+        # one before it: what a witness that cosigned the one before needs, without reading the lake.
+        self._fresh: tuple[Checkpoint, tuple[int, list[bytes]]] | None = None
 
     def after_commit(self, lake: Lake) -> None:
         """Checkpoint if the interval has passed since the last one."""
@@ -191,9 +202,11 @@ class LakeCheckpointer:
             write_lake_public_key(lake.root, public_pem(public))
             state.add(checkpoint)
             self._chain = _Chain(path.name, checkpoint, state)
-            self._fresh = (checkpoint, previous, new_leaves)
-        if self.publisher is not None:
-            self.publisher.publish(checkpoint, note)
+        if self.publisher is not None or self.witnesses is not None:
+            step = _step_proof(previous, new_leaves)
+            self._fresh = (checkpoint, step)
+            if self.publisher is not None:
+                self.publisher.publish(checkpoint, note, step)
         return checkpoint
 
     def _cosign_latest(self, lake: Lake) -> None:
@@ -208,30 +221,32 @@ class LakeCheckpointer:
         if note is None:
             raise CheckpointError(f"checkpoint #{checkpoint.sequence} has no note file to offer to witnesses")
         missing = [w for w in self.witnesses.witnesses if not note.by(w.key)]
+        by_topic = [w for w in missing if w.url == KAFKA]
+        if by_topic and self.publisher is not None:
+            collect_cosignatures(self.publisher.config, lake.root, by_topic)
+        missing = [w for w in missing if w.url != KAFKA]
         if not missing:
             return
-        fresh = self._fresh if self._fresh is not None and self._fresh[0].digest() == checkpoint.digest() else None
-        previous = fresh[1] if fresh is not None else None
+        fresh = self._fresh[1] if self._fresh is not None and self._fresh[0].digest() == checkpoint.digest() else None
         size = checkpoint.log.tree_size
         rows: list[pa.Table] = []
 
         def proof(old: int) -> list[bytes]:
             if old == 0 or old == size:
                 return []
-            if fresh is not None and previous is not None and previous.log is not None \
-                    and old == previous.log.tree_size:
-                return consistency_proof_from([bytes.fromhex(n) for n in previous.log.frontier], old, fresh[2])
-            if not rows:  # a witness that missed checkpoints: prove from the whole lake
+            if fresh is not None and old == fresh[0]:
+                return fresh[1]
+            if not rows:  # a witness that missed checkpoints: prove from the lake's rows (read once)
                 rows.append(logtree.lake_rows(lake))
             chain = [s.checkpoint for s in stored_checkpoints(lake.root)
                      if s.checkpoint is not None and s.checkpoint.sequence <= checkpoint.sequence]
             return logtree.consistency_proof(rows[0], chain, old, size)[2]
 
-        guess = previous.log.tree_size if previous is not None and previous.log is not None else 0
-        cosignatures = self.witnesses.cosign(note, guess, proof, only=missing)
+        cosignatures = self.witnesses.cosign(note, fresh[0] if fresh is not None else 0, proof, only=missing)
         if cosignatures:
-            current = read_note(lake.root, checkpoint.sequence) or note
-            write_note(lake.root, checkpoint.sequence, current.with_signatures(cosignatures))
+            with file_lock(checkpoint_dir(lake.root) / LOCK_FILE):  # another process may add its own meanwhile
+                current = read_note(lake.root, checkpoint.sequence) or note
+                write_note(lake.root, checkpoint.sequence, current.with_signatures(cosignatures))
 
     def _folded(self, lake_root: Path, public: Ed25519PublicKey) -> tuple[Checkpoint | None, ChainState]:
         """The last checkpoint (checked before the chain grows from it) and the whole chain folded."""
@@ -291,6 +306,14 @@ class LakeCheckpointer:
             table_version=snapshot.version,
             log=_log_tree(lake, previous, signer, new_leaves),
         ), new_leaves
+
+
+def _step_proof(previous: Checkpoint | None, new_leaves: list[bytes]) -> tuple[int, list[bytes]]:
+    """The previous checkpoint's log size and the consistency proof from it to the tree with ``new_leaves``."""
+    if previous is None or previous.log is None:
+        return 0, []
+    frontier = [bytes.fromhex(n) for n in previous.log.frontier]
+    return previous.log.tree_size, consistency_proof_from(frontier, previous.log.tree_size, new_leaves)
 
 
 def _log_tree(lake: Lake, previous: Checkpoint | None, signer: str, new_leaves: list[bytes]) -> LogTree:
@@ -364,6 +387,9 @@ def checkpointer_for(config: AuditConfig, witnesses: Sequence[str] | None = None
     interval = float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
     endpoints = witnesses_from_env() if witnesses is None else parse_witnesses(witnesses)
     client = WitnessClient(endpoints) if endpoints else None
+    if config.transport == "embedded" and any(w.url == KAFKA for w in endpoints):
+        raise WitnessError("--witness kafka: a witness reading the checkpoints topic needs Kafka mode "
+                           "(--bootstrap-servers); give an embedded lake's witnesses as http(s) URLs")
     if config.transport == "embedded":
         return LakeCheckpointer(key_path, create_key=True, interval=interval, witnesses=client)
     if not key_path.exists():

@@ -2,7 +2,8 @@
 
 A witness is configured as its submission URL and its cosignature/v1 vkey (type 0x04), from
 ``--witness URL VKEY`` or ``$SECUREML_AUDIT_WITNESSES`` (``URL VKEY`` pairs, whitespace
-separated). The client sends the old size it believes the witness holds, a consistency proof
+separated); the URL ``kafka`` names a witness that reads the checkpoints topic instead
+(``topicwitness``). The client sends the old size it believes the witness holds, a consistency proof
 from that size and the checkpoint note; on "409 Conflict" with the witness's size it proves
 again from that size, once. Only cosignatures that verify against the configured key are
 kept. A witness that is down or refuses is reported and skipped: ingestion goes on, and the
@@ -55,8 +56,9 @@ def parse_witnesses(tokens: Sequence[str], where: str = "--witness") -> list[Wit
         raise WitnessError(f"{where}: witnesses are given as URL VKEY pairs; {len(tokens)} values is not pairs")
     witnesses = []
     for url, vkey in zip(tokens[0::2], tokens[1::2]):
-        if not url.startswith(("http://", "https://")):
-            raise WitnessError(f"{where}: witness URL {url!r} must start with http:// or https://")
+        if url != "kafka" and not url.startswith(("http://", "https://")):
+            raise WitnessError(f"{where}: witness URL {url!r} must start with http:// or https:// (or be 'kafka' "
+                               "for a witness that reads the checkpoints topic)")
         witnesses.append(WitnessEndpoint(url.rstrip("/"), parse_vkey(vkey, expect=COSIGNATURE_V1, where=where)))
     return witnesses
 
@@ -105,6 +107,8 @@ class WitnessClient:
         head = TreeHead.parse(note.text)
         cosignatures = []
         for witness in self.witnesses if only is None else only:
+            if witness.url == "kafka":  # it reads the checkpoints topic; its cosignatures are collected
+                continue
             try:
                 cosignatures.append(self.submit(witness, note, head, self._known.get(witness.url, guess), proof))
             except IntegrityError as exc:

@@ -228,6 +228,8 @@ def serve(witness: Witness, host: str, port: int, prefix: str = "") -> Threading
             try:
                 length = int(self.headers.get("Content-Length", ""))
             except ValueError:
+                length = -1
+            if length < 0:
                 self._answer(Answer(HTTPStatus.LENGTH_REQUIRED, "Content-Length required\n"))
                 return
             if length > MAX_BODY:

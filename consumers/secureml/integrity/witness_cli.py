@@ -8,9 +8,11 @@ import sys
 import threading
 from pathlib import Path
 
+from secureml.audit.config import DEFAULT_TOPIC, AuditConfig, resolve_config
 from secureml.integrity.exceptions import IntegrityError, WitnessError
 from secureml.integrity.keys import load_signing_key
 from secureml.integrity.notes import COSIGNATURE_V1, ED25519, NoteKey, parse_vkey
+from secureml.integrity.topicwitness import witness_topic
 from secureml.integrity.witness import Witness, WitnessState, serve
 
 HELP = "run a witness that cosigns checkpoints after checking they extend what it cosigned"
@@ -38,6 +40,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="address to serve on (default 127.0.0.1:8443; port 0 picks a free one)")
     parser.add_argument("--prefix", default="", help="URL path prefix of the endpoints (default: none)")
     parser.add_argument("--print-vkey", action="store_true", help="print the witness's cosignature vkey and exit")
+    parser.add_argument("--bootstrap-servers", help="also cosign the checkpoints published to <topic>-checkpoints on "
+                        "this Kafka cluster, publishing cosignatures to <topic>-cosignatures")
+    parser.add_argument("--topic", help=f"the log's event topic (default: $SECUREML_AUDIT_TOPIC or {DEFAULT_TOPIC})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,10 +74,24 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     thread = threading.Thread(target=server.serve_forever, daemon=True, name="witness-http")
     thread.start()
+    reader = None
+    if args.bootstrap_servers:
+        config = resolve_config(bootstrap_servers=args.bootstrap_servers, topic=args.topic)
+        reader = threading.Thread(target=_read_topic, args=(witness, config, stop), daemon=True, name="witness-kafka")
+        reader.start()
     print(f"witness {cosigner.name} listening on http://{host}:{port}{args.prefix.rstrip('/')} for "
           f"{', '.join(sorted(witness.logs))}; vkey {cosigner.vkey()}", file=sys.stderr, flush=True)
     stop.wait()
     server.shutdown()
     server.server_close()
     thread.join()
+    if reader is not None:
+        reader.join()
     return 0
+
+
+def _read_topic(witness: Witness, config: AuditConfig, stop: threading.Event) -> None:
+    try:
+        witness_topic(witness, config, stop)
+    except Exception as exc:  # noqa: BLE001 - the HTTP side goes on; say why the topic side stopped
+        print(f"secureml-audit witness: stopped reading {config.topic}-checkpoints: {exc}", file=sys.stderr, flush=True)
