@@ -3,8 +3,9 @@
 Two sources of truth: the specifications' own examples (c2sp.org/signed-note, tlog-checkpoint,
 tlog-cosignature, tlog-witness), and vectors made once by the Go reference implementations
 (golang.org/x/mod/sumdb/note and tlog, github.com/transparency-dev/formats/note) with
-scripts/c2sp-vectors, committed as tests/data/c2sp_go_vectors.json (Go needs the module proxy,
-which CI does not have; rerun the script to regenerate them).
+scripts/c2sp-vectors, committed as tests/data/c2sp_go_vectors.json, and output of this code
+that the same Go packages verified (tests/data/c2sp_go_checked.json). Go needs the module proxy,
+which CI may not reach; rerun the script to regenerate or recheck them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from secureml.audit.exceptions import AuditError
-from secureml.integrity.exceptions import NoteError
+from secureml.integrity.exceptions import NoteError, ProofError
 from secureml.integrity.merkle import (
     MerkleTree,
     consistency_holds,
@@ -37,6 +38,7 @@ from secureml.integrity.notes import (
     parse_vkey,
     verified_by,
 )
+from secureml.integrity.proofs import verify_consistency_proof
 from secureml.integrity.treehead import TreeHead, log_key, open_checkpoint, sign_tree_head
 
 VECTORS: dict[str, Any] = json.loads((Path(__file__).parent / "data" / "c2sp_go_vectors.json").read_text())
@@ -179,3 +181,21 @@ def test_a_note_with_an_altered_text_or_an_unknown_key_does_not_open() -> None:
         open_checkpoint(VECTORS["signed_checkpoint"], [other])
     with pytest.raises(NoteError, match="no blank line"):
         parse_note(VECTORS["checkpoint_text"])
+
+
+def test_a_real_lake_and_witness_output_that_go_verified_still_verifies_here() -> None:
+    """Notes, a cosignature/v1 by the witness process and a consistency proof made here, verified once by Go.
+
+    tests/data/c2sp_go_checked.json came from a lake materialised with a real witness (3 rounds)
+    and `prove --consistency 0 latest`; `go run . check` in scripts/c2sp-vectors verified all of it
+    with golang.org/x/mod/sumdb/note, sumdb/tlog and transparency-dev/formats/note.
+    """
+    checked = json.loads((Path(__file__).parent / "data" / "c2sp_go_checked.json").read_text())
+    log = parse_vkey(checked["log_vkey"], expect=1)
+    old, new = verify_consistency_proof(checked["proof"], log.public_key)
+    assert (old.origin, old.size, new.size) == (log.name, 9, 30)
+    cosigned = parse_note(checked["proof"]["new"])
+    assert verified_by(cosigned, parse_vkey(checked["witness_vkeys"][0], expect=COSIGNATURE_V1)) is not None
+    altered = dict(checked["proof"], new=checked["proof"]["new"].replace("\n30\n", "\n31\n"))
+    with pytest.raises(ProofError):
+        verify_consistency_proof(altered, log.public_key)

@@ -4,6 +4,12 @@
 // (RFC 6962 tree hashes and consistency proofs). Its output is tests/data/c2sp_go_vectors.json:
 //
 //	cd scripts/c2sp-vectors && go run . > ../../tests/data/c2sp_go_vectors.json
+//
+// With the argument "check" it instead verifies, with the same packages, what secureml-audit
+// produced: a JSON object on stdin with "log_vkey", "witness_vkeys" and "proof" (the output of
+// `secureml-audit prove --consistency`, whose NEW note carries the witnesses' cosignatures):
+//
+//	go run . check < input.json
 package main
 
 import (
@@ -48,7 +54,59 @@ func (h hashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	return out, nil
 }
 
+func check() {
+	var in struct {
+		LogVkey      string   `json:"log_vkey"`
+		WitnessVkeys []string `json:"witness_vkeys"`
+		Proof        struct {
+			Old   string   `json:"old"`
+			New   string   `json:"new"`
+			Proof []string `json:"proof"`
+		} `json:"proof"`
+	}
+	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
+		panic(err)
+	}
+	verifiers := []note.Verifier{must(note.NewVerifier(in.LogVkey))}
+	for _, v := range in.WitnessVkeys {
+		verifiers = append(verifiers, must(fnote.NewVerifierForCosignatureV1(v)))
+	}
+	heads := []struct {
+		size int64
+		root tlog.Hash
+	}{}
+	for _, text := range []string{in.Proof.Old, in.Proof.New} {
+		n := must(note.Open([]byte(text), note.VerifierList(verifiers...)))
+		var origin, root string
+		var size int64
+		if _, err := fmt.Sscanf(n.Text, "%s\n%d\n%s\n", &origin, &size, &root); err != nil {
+			panic(err)
+		}
+		var h tlog.Hash
+		copy(h[:], must(base64.StdEncoding.DecodeString(root)))
+		heads = append(heads, struct {
+			size int64
+			root tlog.Hash
+		}{size, h})
+		fmt.Printf("note of %s size %d: %d verified signatures\n", origin, size, len(n.Sigs))
+	}
+	var proof tlog.TreeProof
+	for _, p := range in.Proof.Proof {
+		var h tlog.Hash
+		copy(h[:], must(base64.StdEncoding.DecodeString(p)))
+		proof = append(proof, h)
+	}
+	if err := tlog.CheckTree(proof, heads[1].size, heads[1].root, heads[0].size, heads[0].root); err != nil {
+		panic(err)
+	}
+	fmt.Printf("consistency proof %d -> %d verified by golang.org/x/mod/sumdb/tlog\n", heads[0].size, heads[1].size)
+}
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "check" {
+		check()
+		return
+	}
 	const logName = "example.com/secureml-audit/test-log"
 	const witnessName = "witness.example/w1"
 	logKey := seed("secureml-audit c2sp vectors: log key")
