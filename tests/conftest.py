@@ -39,6 +39,17 @@ def _docker_engine_answers() -> bool:
 _session_status = {"exit": 0}
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the fault campaign's table (case, acknowledged, stored, lost, duplicated, detected)."""
+    from support.faults import table
+
+    lines = table()
+    if lines:
+        terminalreporter.section("fault campaign")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remember the run's exit status for pytest_unconfigure."""
     _session_status["exit"] = int(exitstatus)

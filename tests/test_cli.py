@@ -36,9 +36,11 @@ def test_query_formats(embedded: Harness) -> None:
 
 
 def test_bad_filter_is_reported_not_raised(embedded: Harness) -> None:
-    """A bad --start-time exits 1 with a message naming the field."""
+    """A bad --start-time exits 2 (bad input) with one line naming the call and the field."""
+    AuditTrail("x", **embedded.options()).close()
     result = run_cli("query", "--log-dir", str(embedded.log_dir), "--start-time", "noon")
-    assert result.returncode == 1 and "start_time" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "get_audit_logs: invalid 'start_time'" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_materialize_once_embedded(embedded: Harness) -> None:

@@ -197,3 +197,43 @@ def kafka_config(harness: Harness):  # noqa: ANN201 - small test helper
     from secureml.audit.config import resolve_config
 
     return resolve_config(log_dir=harness.log_dir, bootstrap_servers=harness.bootstrap, topic=harness.topic)
+
+
+def _wait(condition, seconds: float, what: str) -> None:  # noqa: ANN001 - small test helper
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_rebalance_while_a_batch_is_pending_stores_nothing_twice(kafka: Harness) -> None:
+    """An instance gets its partitions back after a rebalance with a batch not yet committed.
+
+    It is told to start again from the lake's positions, which are behind what it holds: the
+    messages it reads a second time replace the pending ones instead of joining them.
+    """
+    _log_operations(kafka, 3, 200)  # 202 events each, on up to 3 partitions
+    group = f"rebalance-{kafka.topic}"
+    source = KafkaSource(kafka_config(kafka), group)
+    materializer = Materializer(Lake(kafka.log_dir), source, commit_interval=3600, background_compaction=False)
+    stop = threading.Event()
+    runner = threading.Thread(target=materializer.run, kwargs={"stop": stop})
+    runner.start()
+    try:
+        _wait(lambda: source._assigned.is_set() and source.caught_up(), 60, "the first read of the topic")
+        assert materializer.stats.commits == 0  # everything read is pending
+        source._assigned.clear()
+        # A second member joins the group and leaves again: two rebalances; the materializer is
+        # given the partitions back and seeks to the lake's (empty) positions.
+        joiner = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                           "enable.auto.commit": False})
+        joiner.subscribe([kafka.topic])
+        _wait(lambda: bool(joiner.poll(0.2) or joiner.assignment()), 60, "the second member's assignment")
+        joiner.close()
+        _wait(lambda: source._assigned.is_set() and source.caught_up(), 60, "the read after the rebalances")
+        time.sleep(1)
+    finally:
+        stop.set()
+        runner.join(60)
+    assert materializer.stats.commits == 1
+    _assert_exactly_once(kafka.log_dir, 3, 202)

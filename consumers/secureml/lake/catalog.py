@@ -116,7 +116,7 @@ def ensure_catalog(lake: Lake, snapshot: Snapshot | None = None, path: Path | No
     if catalog_state(path) == (lake.uri, snapshot.version):
         return path
     try:
-        make_private_dir(path.parent)  # a Kafka-mode log_dir may hold nothing else yet
+        make_private_dir(path.parent, link_ok=True)  # a Kafka-mode log_dir may hold nothing else yet
         with replacing(path) as tmp:
             _write_catalog(tmp, lake, snapshot)
         write_atomically(_stamp(path), json.dumps({"uri": lake.uri, "version": snapshot.version}).encode())

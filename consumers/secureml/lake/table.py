@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -62,7 +63,25 @@ VACUUM_RETENTION_HOURS = 7 * 24
 # One writer at a time maintains the table (compaction); the lease is an app transaction.
 MAINTENANCE_LEASE = "secureml-audit:maintenance-lease"
 LEASE_SECONDS = 600
+# Longer than any compaction must stay: a holder killed mid-compaction blocks the next one this long.
+LEASE_SECONDS_ENV = ENV_PREFIX + "MAINTENANCE_LEASE_SECONDS"
+
+
+def lease_seconds() -> int:
+    """How long a compaction's maintenance lease lasts (``SECUREML_AUDIT_MAINTENANCE_LEASE_SECONDS``, default 600)."""
+    raw = os.environ.get(LEASE_SECONDS_ENV)
+    if raw is None:
+        return LEASE_SECONDS
+    if not raw.isdigit() or int(raw) < 1:
+        raise LakeError(f"{LEASE_SECONDS_ENV} must be a whole number of seconds >= 1, got {raw!r}")
+    return int(raw)
 _COMMIT_ATTEMPTS = 20
+WRITER_KEY = "secureml-audit.writer"  # commitInfo field naming the process that wrote a commit
+
+
+def _writer() -> dict[str, str]:
+    """Who commits: host and pid, kept in each commit's commitInfo (attributable, and for diagnosis)."""
+    return {WRITER_KEY: f"{socket.gethostname()}:{os.getpid()}"}
 
 
 @dataclass(frozen=True)
@@ -236,7 +255,12 @@ class Lake:
         base = self.uri.rstrip("/")
         for path, count, date, low, high in zip(paths, rows, dates, lows, highs):
             relative = unquote(path)
-            uri = relative if "://" in relative else f"{base}/{relative}"
+            if "://" in relative or relative.startswith("/") or ".." in relative.split("/"):
+                # The protocol allows absolute paths (shallow clones); this lake never writes one,
+                # and a reader following it would open whatever file the metadata names.
+                raise LakeError(f"the lake at {self.uri} names a data file outside itself ({relative!r}) in its "
+                                f"version {table.version()}: refusing to read it; the Delta log was altered")
+            uri = f"{base}/{relative}"
             if self.local:
                 uri = uri.removeprefix("file://")
             yield LakeFile(relative, uri, int(count or 0), str(date), _micros(low), _micros(high))
@@ -267,6 +291,7 @@ class Lake:
         letters included. Rows at positions the table already holds are dropped, so a replayed,
         overlapping or zombie batch adds nothing twice.
         """
+        self._refuse_links()
         for _attempt in range(_COMMIT_ATTEMPTS):
             table = self.latest() or self._create()
             parts: list[pa.Table] = []
@@ -293,7 +318,8 @@ class Lake:
                     write_deltalake(
                         table, data.cast(table_schema()), mode="append",
                         partition_by=[PARTITION_KEY], storage_options=self.storage_options or None,
-                        writer_properties=WRITER, commit_properties=CommitProperties(app_transactions=transactions),
+                        writer_properties=WRITER, commit_properties=CommitProperties(app_transactions=transactions,
+                                                                           custom_metadata=_writer()),
                     )
             except CommitFailedError:
                 self._cached = None  # another writer committed one of our sources: trim against its version
@@ -305,6 +331,18 @@ class Lake:
             return data.num_rows
         raise LakeError(f"could not commit to {self.uri}: other writers kept committing the same sources; "
                         "is a second materializer group reading the same topic into this lake?")
+
+    def _refuse_links(self) -> None:
+        """The lake inside a log directory is written only where it is, never through a planted link."""
+        if not self.local or self.uri != str(self.root / EVENTS_DIR):
+            return  # a URI the user chose
+        events = self.root / EVENTS_DIR
+        inside = list(events.iterdir()) if events.is_dir() and not events.is_symlink() else []
+        for path in (self.root, events, *inside):
+            if path.is_symlink():
+                raise LakeError(f"{path} is a symbolic link: secureml-audit never writes the lake through links "
+                                f"inside its log directory (one planted there could redirect it). Remove the link "
+                                f"(it points to {os.readlink(path)})")
 
     def _create(self) -> DeltaTable:
         """Create the empty table (version 0), or load it when another writer just did.
@@ -353,6 +391,7 @@ class Lake:
         commit, and the rows are stored twice), so only the holder of the table's maintenance
         lease optimizes; the other instances of a group skip their turn.
         """
+        self._refuse_links()
         snapshot = self.snapshot()
         if snapshot.table is None:
             return 0
@@ -393,7 +432,7 @@ class Lake:
             )
 
     def _take_lease(self) -> bool:
-        """Hold the table's maintenance lease for LEASE_SECONDS, unless another writer holds it.
+        """Hold the table's maintenance lease for lease_seconds(), unless another writer holds it.
 
         The lease is an app transaction: of writers taking it at once, the commit protocol lets
         exactly one through (the others get CommitFailedError), like any source position.
@@ -403,7 +442,7 @@ class Lake:
         if (table.transaction_version(MAINTENANCE_LEASE) or 0) > now:
             return False
         try:
-            self._lease_commit(table, now + LEASE_SECONDS)
+            self._lease_commit(table, now + lease_seconds())
         except CommitFailedError:
             return False
         finally:
@@ -414,7 +453,7 @@ class Lake:
         try:
             self._lease_commit(self._fresh(), int(time.time()))
         except (CommitFailedError, DeltaError, OSError) as exc:  # it expires by itself
-            log.warning("could not release the lake's maintenance lease (it expires in %ds): %s", LEASE_SECONDS, exc)
+            log.warning("could not release the lake's maintenance lease (it expires in %ds): %s", lease_seconds(), exc)
 
     def compact_all(self, *, today: str | None = None) -> int:
         """Compact until nothing is due; returns the files replaced."""
@@ -429,6 +468,7 @@ class Lake:
         That includes files a crashed writer left uncommitted (a "full" vacuum): the retention
         keeps them until no writer can still be about to commit them.
         """
+        self._refuse_links()
         table = self.latest()
         if table is None:
             return 0

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from secureml.audit.config import DEFAULT_TOPIC
+from secureml.audit.config import DEFAULT_TOPIC, existing_log_dir, resolve_config
 from secureml.audit.exceptions import AuditError
 from secureml.materializer.runner import DEFAULT_GROUP, materialize
 
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         except AuditError as exc:
             _stderr(f"secureml-audit materialize: {exc}")
             return 2
+    if not resolve_config(log_dir=args.log_dir, bootstrap_servers=args.bootstrap_servers).bootstrap_servers:
+        existing_log_dir(args.log_dir, "materialize")  # the embedded log is read from there: it must exist
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

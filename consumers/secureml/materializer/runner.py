@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,9 +150,17 @@ class Materializer:
 
     def _accept(self, batch: Batch, pending: dict[str, Pending]) -> int:
         """Add a batch's valid messages to the pending commit, dead-letter the rest; returns the count added."""
+        first = batch.positions[0] if batch.positions else batch.next_position
         into = pending.get(batch.source)
         if into is None:
-            into = pending[batch.source] = Pending(batch.positions[0], batch.next_position)
+            into = pending[batch.source] = Pending(first, batch.next_position)
+        elif first < into.next_position:
+            # The source went back: a rebalance gave this instance the partition again and it
+            # seeks to the lake's position, behind what is pending. What it reads again replaces
+            # the pending messages from there on; kept as well, they would be stored twice.
+            keep = bisect_left(into.positions, first)
+            del into.positions[keep:], into.versions[keep:], into.values[keep:]
+            into.start = min(into.start, first)
         into.next_position = batch.next_position
         added = 0
         for index in accepted_indexes(batch, self.source.dead_letter):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from secureml.audit.config import existing_log_dir
 from secureml.query.logs import get_audit_logs
 
 HELP = "print audit events matching filters"
@@ -34,17 +36,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
 
 
+# C0 and C1 controls (ESC starts terminal escape sequences) and the bidirectional overrides that
+# reorder what a terminal shows: an event's text must never act on the terminal that prints it.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe_text(value: object) -> str:
+    """``str(value)`` with control characters shown as escapes (``\\x1b``), never sent to the terminal."""
+    text = "" if value is None else str(value)
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
-    widths = {c: min(40, max([len(c)] + [len(str(r.get(c, ""))) for r in rows])) for c in columns}
+    cells = [{c: safe_text(r.get(c)) for c in columns} for r in rows]
+    widths = {c: min(40, max([len(c)] + [len(cell[c]) for cell in cells])) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
-    for row in rows:
-        print("  ".join(str(row.get(c, ""))[: widths[c]].ljust(widths[c]) for c in columns))
+    for cell in cells:
+        print("  ".join(cell[c][: widths[c]].ljust(widths[c]) for c in columns))
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the matching events."""
+    log_dir = existing_log_dir(args.log_dir, "query")
     logs = get_audit_logs(
-        args.operation_id, args.operation_name, args.start_time, args.end_time, args.log_dir,
+        args.operation_id, args.operation_name, args.start_time, args.end_time, log_dir,
         event_type=args.event_type, user=args.user, limit=args.limit, as_of=args.as_of,
     )
     if args.format == "json":
@@ -55,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(sys.stdout, fieldnames=columns)
         writer.writeheader()
         for log in logs:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in log.items()})
+            writer.writerow({k: safe_text(json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in log.items()})
     else:
         _print_table(logs, ["timestamp", "operation_name", "seq", "event_type", "user"])
         print(f"{len(logs)} event(s)", file=sys.stderr)

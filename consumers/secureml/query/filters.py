@@ -14,22 +14,25 @@ from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.timeutil import datetime_to_micros
 
 
-def parse_time(value: object, field: str) -> dt.datetime:
+def parse_time(value: object, field: str, where: str | None = None) -> dt.datetime:
     """An aware UTC datetime from ISO 8601 text, a datetime or a date; naive values are taken as UTC."""
     if isinstance(value, str):
         try:
             value = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise AuditValidationError(
-                field, f"must be an ISO 8601 time such as 2023-01-01T00:00:00 (UTC), got {value!r}"
+                field, f"must be an ISO 8601 time such as 2023-01-01T00:00:00 (UTC), got {value[:100]!r}", where=where
             ) from None
     elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         value = dt.datetime(value.year, value.month, value.day)
     if not isinstance(value, dt.datetime):
-        raise AuditValidationError(field, f"must be an ISO 8601 string or a datetime, got {type(value).__name__}")
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
+        raise AuditValidationError(field, f"must be an ISO 8601 string or a datetime, got {type(value).__name__}",
+                                   where=where)
+    try:
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        raise AuditValidationError(field, f"must be a time between years 1 and 9999 in UTC, got {value}",
+                                   where=where) from None
 
 
 @dataclass(frozen=True)
@@ -60,24 +63,29 @@ def select_events(
     end_time: object = None,
     event_type: object = None,
     user: object = None,
+    where: str = "get_audit_logs",
 ) -> Selection:
     """Check the filters (None: not filtered on) and translate them into a Selection.
 
-    ``event_type`` is one type or a list of types; the other filters match exactly.
+    ``event_type`` is one type or a list of types; the other filters match exactly. ``where``
+    names the call in errors.
     """
     clauses: list[str] = []
     params: list[object] = []
     for column, value in (("operation_id", operation_id), ("operation_name", operation_name), ("user", user)):
         if value is not None:
             if not isinstance(value, str):
-                raise AuditValidationError(column, f"must be a string, got {type(value).__name__}")
+                raise AuditValidationError(column, f"must be a string, got {type(value).__name__}", where=where)
             clauses.append(f'"{column}" = ?')
             params.append(value)
     if event_type is not None:
         clauses.append("event_type IN (SELECT unnest(?))")
-        params.append(_event_types(event_type))
-    start = None if start_time is None else parse_time(start_time, "start_time")
-    end = None if end_time is None else parse_time(end_time, "end_time")
+        params.append(_event_types(event_type, where))
+    start = None if start_time is None else parse_time(start_time, "start_time", where)
+    end = None if end_time is None else parse_time(end_time, "end_time", where)
+    if start is not None and end is not None and start > end:
+        raise AuditValidationError("start_time", f"must not be after end_time ({start.isoformat()} > "
+                                   f"{end.isoformat()})", where=where)
     if start is not None:
         clauses.append('"timestamp" >= ?')
         params.append(start)
@@ -87,13 +95,14 @@ def select_events(
     return Selection(f" WHERE {' AND '.join(clauses)}" if clauses else "", params, start, end)
 
 
-def _event_types(value: object) -> list[str]:
+def _event_types(value: object, where: str) -> list[str]:
     """The event types a filter names: one string, or an iterable of strings."""
     if isinstance(value, str):
         return [value]
-    types = list(value) if isinstance(value, Iterable) else None
+    types = list(value) if isinstance(value, Iterable) and not isinstance(value, (bytes, dict)) else None
     if types is None or not all(isinstance(t, str) for t in types):
-        raise AuditValidationError("event_type", f"must be a string or a list of strings, got {value!r}")
+        raise AuditValidationError("event_type", f"must be a string or a list of strings, got {value!r:.100}",
+                                   where=where)
     return types
 
 

@@ -13,7 +13,7 @@ import importlib.util
 import json
 import os
 import threading
-from operator import itemgetter
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from secureml.audit.config import resolve_config
-from secureml.audit.events import EVENT_FIELDS, envelope_fields, fields_of
+from secureml.audit.events import EVENT_FIELDS, MAX_LONG, envelope_fields, fields_of
 from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.schema import JSON_FIELDS, TIMESTAMP_FIELDS
 from secureml.audit.transports.embedded import list_segments
@@ -41,12 +41,36 @@ ORDER_BY = "timestamp, seq, operation_id"
 ALERTS_FILE = Path("alerts") / "alerts.jsonl"
 _PAYLOAD = {event_type: fields_of(event_type) for event_type in EVENT_FIELDS}
 Output = Literal["dicts", "arrow", "pandas", "polars"]
+OUTPUTS = ("dicts", "arrow", "pandas", "polars")
 
 _local = threading.local()
 
 
-def _log_dir(log_dir: str | os.PathLike[str] | None) -> Path:
-    return resolve_config(log_dir=log_dir, bootstrap_servers="").log_dir
+def _log_dir(log_dir: str | os.PathLike[str] | None, where: str = "get_audit_logs") -> Path:
+    if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
+        raise AuditValidationError("log_dir", f"must be a path, got {type(log_dir).__name__}", where=where)
+    directory = resolve_config(log_dir=log_dir, bootstrap_servers="").log_dir
+    if directory.exists() and not directory.is_dir():
+        raise AuditValidationError("log_dir", f"{directory} is a file, not a directory: give the folder the "
+                                   "audit trail logs to (its AuditTrail's log_dir)", where=where)
+    return directory
+
+
+def _position_argument(value: object, field: str, where: str, *, optional: bool) -> None:
+    """A limit or offset: an integer from 0 to 2**63 - 1 (None too when optional)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LONG:
+        raise AuditValidationError(field, f"must be an integer from 0 to {MAX_LONG}, got {value!r:.40}", where=where)
+
+
+def _as_of_argument(value: object, where: str) -> None:
+    """``as_of``: a Delta version number (an int >= 0), an ISO 8601 time, or a datetime."""
+    if value is None or isinstance(value, (str, dt.datetime)):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LONG:
+        raise AuditValidationError("as_of", "must be a table version (an integer >= 0), an ISO 8601 time or a "
+                                   f"datetime, got {value!r:.40}", where=where)
 
 
 AsOf = int | str | dt.datetime | None
@@ -145,7 +169,8 @@ def connect(log_dir: str | os.PathLike[str] | None = None, *, as_of: AsOf = None
     and ``event_date``. When ``log_dir/alerts/alerts.jsonl`` exists there is also a table
     ``alerts`` (one row per compliance alert).
     """
-    directory = _log_dir(log_dir)
+    _as_of_argument(as_of, "connect")
+    directory = _log_dir(log_dir, "connect")
     lake, snapshot, tail = _snapshot(directory, as_of)
     con = duckdb.connect(config={"threads": 2})
     con.execute("SET TimeZone = 'UTC'")
@@ -174,17 +199,17 @@ def query_events(
     limit: int | None = None,
     offset: int = 0,
     as_of: AsOf = None,
+    where: str = "get_audit_logs",
 ) -> pa.Table:
     """Matching events as an Arrow table in time order (then seq), with every lake column."""
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise AuditValidationError("limit", "must be an integer >= 0")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise AuditValidationError("offset", "must be an integer >= 0")
+    _position_argument(limit, "limit", where, optional=True)
+    _position_argument(offset, "offset", where, optional=False)
+    _as_of_argument(as_of, where)
     selection = select_events(
         operation_id=operation_id, operation_name=operation_name, start_time=start_time, end_time=end_time,
-        event_type=event_type, user=user,
+        event_type=event_type, user=user, where=where,
     )
-    directory = _log_dir(log_dir)
+    directory = _log_dir(log_dir, where)
     page = (f" LIMIT {limit}" if limit is not None else "") + (f" OFFSET {offset}" if offset else "")
     lake, snapshot, tail = _snapshot(directory, as_of)
     con = _connection()
@@ -240,30 +265,37 @@ def _json_column(values: list[str | None]) -> list[Any]:
 def _to_logs(table: pa.Table) -> list[dict[str, Any]]:
     """Rows as the user guide's log dicts: envelope plus the payload fields of each event type.
 
-    Only the columns the rows' event types carry are converted (a payload column of another
-    type is all nulls, and converting it costs as much as the rest); each row is then one
-    ``dict(zip(...))`` over a tuple of its values.
+    Rows are converted per event type, only the columns that type carries (a payload column
+    of another type is all nulls, and converting it costs as much as the rest), each row one
+    ``dict(zip(keys, values))``; with several types each dict is then put back in its row's place.
     """
-    if table.num_rows == 0:
+    count = table.num_rows
+    if count == 0:
         return []
-    present = pc.unique(table["event_type"]).to_pylist()
-    payload = sorted({name for t in present for name in (_PAYLOAD.get(t) or fields_of(t))})
-    names = [*ENVELOPE, *(n for n in payload if n not in ENVELOPE)]
-    table = table.select(names)
-    for name in TIMESTAMP_FIELDS:
-        table = table.set_column(table.schema.get_field_index(name), name, _iso_utc(table[name]))
-    columns = table.to_pydict()
-    for name in JSON_FIELDS:
-        if name in columns:
-            columns[name] = _json_column(columns[name])
-    position = {name: i for i, name in enumerate(names)}
-    shapes = {}
-    for t in present:
-        keys = (*ENVELOPE, *(_PAYLOAD.get(t) or fields_of(t)))
-        shapes[t] = (keys, itemgetter(*(position[k] for k in keys)))
-    type_index = position["event_type"]
-    return [dict(zip(keys, pick(row))) for row in zip(*(columns[n] for n in names))
-            for keys, pick in (shapes[row[type_index]],)]
+    types = table["event_type"]
+    present = pc.unique(types).to_pylist()
+    if len(present) == 1:
+        return _logs_of_type(table, present[0])
+    logs: list[Any] = [None] * count
+    for event_type in present:
+        match = pc.equal(types, pa.scalar(event_type, types.type))
+        places = pc.indices_nonzero(match).to_pylist()
+        for place, log in zip(places, _logs_of_type(table.filter(match), event_type)):
+            logs[place] = log
+    return logs
+
+
+def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any]]:
+    """Rows that all have ``event_type``, as log dicts."""
+    keys = (*ENVELOPE, *(n for n in (_PAYLOAD.get(event_type) or fields_of(event_type)) if n not in ENVELOPE))
+    values: list[list[Any]] = []
+    for name in keys:
+        column = table[name]
+        if name in TIMESTAMP_FIELDS:
+            column = _iso_utc(column)
+        items = column.to_pylist()
+        values.append(_json_column(items) if name in JSON_FIELDS else items)
+    return list(map(dict, map(zip, repeat(keys), zip(*values))))
 
 
 def get_audit_logs(
@@ -289,6 +321,9 @@ def get_audit_logs(
     with every column instead; ``limit``/``offset`` page through large results; ``as_of`` (a
     Delta version number, or a time) returns what the lake held then.
     """
+    if output not in OUTPUTS:
+        raise AuditValidationError("output", f"must be one of {', '.join(map(repr, OUTPUTS))}, got {output!r:.40}",
+                                   where="get_audit_logs")
     table = query_events(
         operation_id, operation_name, start_time, end_time, log_dir,
         event_type=event_type, user=user, limit=limit, offset=offset, as_of=as_of,
@@ -306,11 +341,11 @@ def get_audit_logs(
         import polars as pl
 
         return pl.from_arrow(table)
-    raise AuditValidationError("output", "must be one of 'dicts', 'arrow', 'pandas', 'polars'")
+    raise AssertionError(output)  # checked above
 
 
 def count_events(log_dir: str | os.PathLike[str] | None = None) -> int:
     """Number of events stored: rows of the newest table version plus the unmaterialised embedded tail."""
-    directory = _log_dir(log_dir)
+    directory = _log_dir(log_dir, "count_events")
     snapshot = _lake(directory).snapshot()
     return snapshot.rows + embedded_tail(directory, snapshot).num_rows

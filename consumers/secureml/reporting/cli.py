@@ -40,7 +40,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="period length: 15m, 1h, 1d (aligned on UTC) or a 5-field cron expression in UTC, e.g. '0 6 * * mon'",
     )
     schedule.add_argument("--once", action="store_true", help="report the completed periods, then exit")
-    schedule.add_argument("--format", choices=("pdf", "html"), default="pdf", help="format of scheduled reports")
+    schedule.add_argument("--format", choices=("pdf", "html"), default=None,
+                          help="format of scheduled reports (default pdf); with --output it must match FILE's suffix")
     schedule.add_argument("--grace", type=float, default=60.0, metavar="SECONDS",
                           help="wait this long after a period ends for late events (default 60)")
     selection = parser.add_argument_group("selection")
@@ -92,6 +93,12 @@ def _usage_problem(args: argparse.Namespace) -> str:
         return "--start/--end select one report's events; scheduled reports cover their periods (use --output)"
     if args.grace < 0:
         return "--grace must be zero or more seconds"
+    if args.output is not None and args.format is not None:
+        suffix = Path(args.output).suffix.lower().lstrip(".")
+        if suffix != args.format:
+            return (f"--format {args.format} but --output {args.output} names a .{suffix or '(no suffix)'} file: "
+                    f"the suffix picks the format, so name it {Path(args.output).with_suffix('.' + args.format)} "
+                    "or drop --format")
     return ""
 
 
@@ -118,7 +125,7 @@ def _serve(args: argparse.Namespace, filters: dict[str, object]) -> int:
         title=args.title,
         logo_path=args.logo,
         include_charts=not args.no_charts,
-        extension=f".{args.format}",
+        extension=f".{args.format or 'pdf'}",
         grace=timedelta(seconds=args.grace),
         progress=False if args.quiet else None,
     )

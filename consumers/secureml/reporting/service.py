@@ -142,7 +142,7 @@ class ReportService:
     def _check_output_dir(self) -> None:
         """Create the output directory, or say why it cannot be used."""
         try:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.output_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as error:
             raise OutputNotWritableError(str(self.output_dir), error.strerror or str(error)) from error
         if not os.access(self.output_dir, os.W_OK | os.X_OK):

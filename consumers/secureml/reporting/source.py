@@ -189,7 +189,8 @@ def _selection(filters: Mapping[str, object]) -> Selection:
             f"Unknown filter(s) {', '.join(unknown)}: the report accepts {', '.join(FILTER_KEYS)}."
         )
     try:
-        return select_events(**{key: value for key, value in filters.items() if key != "log_dir"})
+        return select_events(**{key: value for key, value in filters.items() if key != "log_dir"},
+                             where="ReportGenerator")
     except AuditValidationError as error:
         raise InvalidFiltersError(str(error)) from error
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from secureml.audit._fs import make_private_dir, open_private
 from secureml.audit.schema import SCHEMA_HEADER, SCHEMA_VERSION
-from secureml.audit.transports.embedded import CorruptSpan, list_segments, make_private_dir, read_segment
+from secureml.audit.transports.embedded import CorruptSpan, list_segments, read_segment
 
 __all__ = ["Batch", "EmbeddedSource", "Item", "Source", "dead_letters", "header_version"]
 
@@ -157,7 +158,7 @@ class EmbeddedSource(Source):
         if not self._dlq:
             return
         directory = make_private_dir(self.log_dir / "dlq")
-        fd = os.open(directory / "dead-letters.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = open_private(directory / "dead-letters.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             os.write(fd, ("\n".join(self._dlq) + "\n").encode())
             os.fsync(fd)

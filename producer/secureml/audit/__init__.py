@@ -2,9 +2,9 @@
 
     from secureml.audit import AuditTrail, audit_function, get_audit_logs
 
-Importing this package loads only the producer side (what a model server needs). The
-readers (``get_audit_logs``, ``connect``, ``count_events``) and ``verify`` live with the
-consumers and are imported on first use.
+Importing this package loads only the exceptions; ``AuditTrail`` and ``audit_function`` (the
+producer side, what a model server needs) are imported on first use, and so are the readers
+(``get_audit_logs``, ``connect``, ``count_events``) and ``verify``, which live with the consumers.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from secureml.audit.decorator import audit_function
 from secureml.audit.exceptions import (
     AuditClosedError,
     AuditConfigError,
@@ -22,12 +21,14 @@ from secureml.audit.exceptions import (
     AuditValidationError,
     LakeError,
 )
-from secureml.audit.trail import AuditTrail
-from secureml.audit.transports.base import DeliveryReport
 from secureml.audit.version import __version__
 
-# name -> module that defines it: loaded on first access, so a model server never pays for them.
-_READERS = {
+# name -> module that defines it: loaded on first access, so a model server never pays for the
+# readers, and a command line tool importing an exception pays for nothing else.
+_LAZY = {
+    "AuditTrail": "secureml.audit.trail",
+    "audit_function": "secureml.audit.decorator",
+    "DeliveryReport": "secureml.audit.transports.base",
     "get_audit_logs": "secureml.query",
     "connect": "secureml.query",
     "count_events": "secureml.query",
@@ -37,7 +38,7 @@ _READERS = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _READERS.get(name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'secureml.audit' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
@@ -63,3 +64,7 @@ __all__ = [
     "get_audit_logs",
     "verify",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from secureml.audit.exceptions import AuditConfigError
+
 _thread_locks: dict[Path, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
 
@@ -31,13 +33,38 @@ def owner_only() -> Iterator[None]:
             os.umask(previous)
 
 
-def make_private_dir(path: Path) -> Path:
-    """Create a directory (and missing parents) readable by its owner only."""
+def make_private_dir(path: Path, *, link_ok: bool = False) -> Path:
+    """Create a directory (and missing parents) readable by its owner only.
+
+    A symbolic link in its place is refused: written through, a link planted inside the log
+    directory would send the audit trail (or overwrite files) wherever it points. ``link_ok``
+    is for a directory the user names themselves (a ``log_dir``, a report folder).
+    """
+    if path.is_symlink() and not link_ok:
+        raise AuditConfigError(
+            f"{path} is a symbolic link: secureml-audit never writes through links inside its folders (one planted "
+            f"there could redirect the audit trail). Remove the link (it points to {os.readlink(path)})"
+        )
     if not path.is_dir():
+        if path.exists() or path.is_symlink():
+            raise AuditConfigError(f"{path} exists and is not a directory: give log_dir a folder (or a path that "
+                                   "does not exist yet)")
         if not path.parent.is_dir():
-            make_private_dir(path.parent)
+            make_private_dir(path.parent, link_ok=True)
         path.mkdir(mode=0o700, exist_ok=True)
     return path
+
+
+def open_private(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` of a file inside a private directory, never through a symbolic link."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if path.is_symlink():
+            raise AuditConfigError(
+                f"{path} is a symbolic link: secureml-audit never writes through links inside its folders; "
+                "remove it") from None
+        raise exc
 
 
 def fsync_dir(path: Path) -> None:
@@ -89,13 +116,17 @@ def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
 
     Yields False instead of waiting when ``blocking`` is off and someone else holds it.
     """
-    make_private_dir(path.parent)
+    make_private_dir(path.parent, link_ok=True)
     with _thread_locks_guard:
         thread_lock = _thread_locks.setdefault(path, threading.Lock())
     if not thread_lock.acquire(blocking=blocking):
         yield False
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = open_private(path, os.O_RDWR | os.O_CREAT)
+    except BaseException:
+        thread_lock.release()
+        raise
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,20 @@ class AuditConfig:
                 f"flush_timeout={self.flush_timeout}, producer_config={masked!r})")
 
 
+def _settings(value: Any, name: str) -> dict[str, Any]:
+    """librdkafka settings: a mapping of setting names to scalar values."""
+    if not isinstance(value, Mapping):
+        raise AuditConfigError(f"{name} must be a dict of librdkafka settings (e.g. {{'security.protocol': "
+                               f"'SASL_SSL'}}), got {type(value).__name__}")
+    for key, setting in value.items():
+        if not isinstance(key, str) or not key:
+            raise AuditConfigError(f"{name}: setting names must be non-empty strings, got {key!r}")
+        if not isinstance(setting, (str, int, float, bool)):
+            raise AuditConfigError(f"{name}[{key!r}] must be a string, number or boolean, got "
+                                   f"{type(setting).__name__}")
+    return dict(value)
+
+
 def resolve_config(
     *,
     log_dir: str | os.PathLike[str] | None = None,
@@ -142,9 +157,22 @@ def resolve_config(
     }
     if (raw_json := env.get(ENV_PREFIX + "PRODUCER_CONFIG")) is not None:
         try:
-            settings.update(json.loads(raw_json))
+            from_env = json.loads(raw_json)
         except json.JSONDecodeError as exc:
             raise AuditConfigError(f"{ENV_PREFIX}PRODUCER_CONFIG must be a JSON object: {exc}") from exc
-    settings.update(producer_config or {})
+        settings.update(_settings(from_env, f"{ENV_PREFIX}PRODUCER_CONFIG"))
+    settings.update(_settings(producer_config or {}, "producer_config"))
     values["producer_config"] = tuple(sorted((str(k), str(v)) for k, v in settings.items()))
     return AuditConfig(**values)
+
+
+def existing_log_dir(log_dir: str | os.PathLike[str] | None, command: str) -> Path:
+    """The log directory a reading command names, which must exist (a typo must not read as "no events")."""
+    directory = resolve_config(log_dir=log_dir, bootstrap_servers="").log_dir
+    if not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "does not exist"
+        raise AuditConfigError(
+            f"{command}: the log directory {directory} {what}: give --log-dir the folder your AuditTrail writes "
+            f"to (its log_dir; default ${ENV_PREFIX}LOG_DIR or {DEFAULT_LOG_DIR})"
+        )
+    return directory

@@ -18,18 +18,38 @@ RETURN = "return"  # name to put in record_values to record the return value its
 
 
 def describe(value: Any) -> dict[str, Any]:
-    """Type and size of a value, never the value: what an audit may keep about arbitrary data."""
+    """Type and size of a value, never the value: what an audit may keep about arbitrary data.
+
+    Never raises: a value whose ``shape`` or ``len()`` fails is described as such (the call it
+    belongs to goes ahead either way).
+    """
     kind = type(value)
     described: dict[str, Any] = {
         "type": kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     }
-    shape = getattr(value, "shape", None)
-    if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
-        described["shape"] = list(shape)
-    else:
-        with contextlib.suppress(TypeError):
-            described["size"] = len(value)
+    try:
+        shape = getattr(value, "shape", None)
+        if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
+            described["shape"] = list(shape)
+        else:
+            with contextlib.suppress(TypeError):
+                size = len(value)
+                if isinstance(size, int):
+                    described["size"] = size
+    except Exception as exc:  # noqa: BLE001 - a user type's shape or __len__ may raise anything
+        described["undescribed"] = f"{type(exc).__name__} while reading its shape or size"
     return described
+
+
+def _recorded(value: Any, field: str) -> dict[str, Any]:
+    """``{"value": value}`` when the value can be recorded as JSON, else why it was not."""
+    try:
+        ev.json_value(value, field, "audit_function")
+    except ev.AuditValidationError as exc:
+        return {"unrecorded": exc.rule}
+    except Exception as exc:  # noqa: BLE001 - a default= conversion of a user type may raise anything
+        return {"unrecorded": f"{type(exc).__name__} while converting it to JSON"}
+    return {"value": value}
 
 
 def audit_function(
@@ -74,7 +94,7 @@ def audit_function(
             except TypeError:
                 bound = None  # the call itself will raise the right TypeError
             arguments = {} if bound is None else {
-                arg: {**describe(value), **({"value": value} if arg in allowed else {})}
+                arg: {**describe(value), **(_recorded(value, arg) if arg in allowed else {})}
                 for arg, value in bound.arguments.items()
             }
             trail._log_function("function_call", {
@@ -85,7 +105,7 @@ def audit_function(
             return trail, time.perf_counter()
 
         def succeed(trail: AuditTrail, began: float, result: Any) -> None:
-            returned = {**describe(result), **({"value": result} if RETURN in allowed else {})}
+            returned = {**describe(result), **(_recorded(result, RETURN) if RETURN in allowed else {})}
             trail._log_function("function_return", {
                 "function_name": func.__qualname__,
                 "module": func.__module__,

@@ -35,6 +35,15 @@ CUSTOM_EVENT_FIELDS = ("details",)
 LEVELS = {"CRITICAL": 50, "FATAL": 50, "ERROR": 40, "WARN": 30, "WARNING": 30, "INFO": 20, "DEBUG": 10, "NOTSET": 0}
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
+# Limits, the same whatever the transport (README, "Limits"): an event that passes them is
+# stored and reads back exactly; one that does not is refused at the call, before anything is
+# recorded. Kafka's default largest message (1 MiB, key and headers included) bounds the event.
+MAX_EVENT_BYTES = 900_000  # an encoded event
+MAX_DEPTH = 32  # nesting of dicts and lists inside a JSON value
+MAX_LIST_ITEMS = 10_000  # columns_accessed, regulations
+MAX_LONG = 2**63 - 1  # counts (num_records, ...): Avro long
+MAX_LEVEL = 2**31 - 1  # levels: Avro int
+
 _PAYLOAD_START = "dataset_name"
 _PAYLOAD_END = "prev_hash"  # exclusive
 
@@ -71,7 +80,19 @@ def text(value: Any, field: str, where: str) -> str:
         raise AuditValidationError(field, f"must be a string, got {type(value).__name__}", where=where)
     if not value.strip():
         raise AuditValidationError(field, "must not be empty", where=where)
+    if not value.isascii():
+        _utf8(value, field, where)
     return value
+
+
+def _utf8(value: str, field: str, where: str) -> None:
+    """Refuse text that has no UTF-8 form (lone surrogates such as '\\ud800')."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise AuditValidationError(
+            field, f"must be valid Unicode text: {value[exc.start:exc.end]!a} at index {exc.start} is a lone "
+            "surrogate (decode bytes with errors='replace' or 'backslashreplace' first)", where=where) from None
 
 
 def optional_text(value: Any, field: str, where: str) -> str | None:
@@ -79,8 +100,8 @@ def optional_text(value: Any, field: str, where: str) -> str | None:
     return None if value is None else text(value, field, where)
 
 
-def count(value: Any, field: str, where: str) -> int:
-    """A non-negative integer (booleans are not counts)."""
+def count(value: Any, field: str, where: str, limit: int = MAX_LONG) -> int:
+    """A non-negative integer up to ``limit`` (booleans are not counts)."""
     if isinstance(value, bool) or not isinstance(value, int):
         if hasattr(value, "__index__") and not isinstance(value, bool):
             value = value.__index__()  # numpy integers
@@ -88,6 +109,8 @@ def count(value: Any, field: str, where: str) -> int:
             raise AuditValidationError(field, f"must be an integer, got {type(value).__name__}", where=where)
     if value < 0:
         raise AuditValidationError(field, f"must be >= 0, got {value}", where=where)
+    if value > limit:
+        raise AuditValidationError(field, f"must be <= {limit}, got {value}", where=where)
     return int(value)
 
 
@@ -95,9 +118,13 @@ def text_list(value: Any, field: str, where: str) -> list[str]:
     """A list (or tuple) of non-empty strings."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise AuditValidationError(field, f"must be a list of strings, got {type(value).__name__}", where=where)
+    if len(value) > MAX_LIST_ITEMS:
+        raise AuditValidationError(field, f"must hold at most {MAX_LIST_ITEMS} items, got {len(value)}", where=where)
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item:
             raise AuditValidationError(f"{field}[{i}]", "must be a non-empty string", where=where)
+        if not item.isascii():
+            _utf8(item, f"{field}[{i}]", where)
     return list(value)
 
 
@@ -105,7 +132,9 @@ def probability(value: Any, field: str, where: str) -> float | None:
     """None or a real number in [0, 1]."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        raise AuditValidationError(field, "must be a number in [0, 1], got a boolean", where=where)
+    if not isinstance(value, (int, float)):
         try:
             value = float(value)  # numpy floats
         except (TypeError, ValueError):
@@ -133,7 +162,7 @@ def level(value: Any, field: str, where: str) -> int:
         if resolved is not None:
             return resolved
         raise AuditValidationError(field, f"unknown level name {value!r}", where=where)
-    return count(value, field, where)
+    return count(value, field, where, MAX_LEVEL)
 
 
 def seconds(value: Any, field: str, where: str) -> float:
@@ -171,15 +200,37 @@ def json_value(value: Any, field: str, where: str) -> str:
     """Any JSON-serialisable value as compact JSON text (keys sorted, so equal values give equal text)."""
     kind = type(value)
     if kind is str:
+        if not value.isascii():
+            _utf8(value, field, where)
         return _encode_json_string(value)
     if kind is bool or value is None:
         return _JSON_SCALARS[value]
     if kind is int:
         return int.__repr__(value)
+    if isinstance(value, (dict, list, tuple)):
+        _within_depth(value, field, where)
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False)
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise AuditValidationError(field, f"must be JSON-serialisable: {exc}", where=where) from None
+    except RecursionError:  # nesting built by a default= conversion (e.g. a deep dataclass)
+        raise AuditValidationError(field, f"must not nest dicts and lists deeper than {MAX_DEPTH}",
+                                   where=where) from None
+    if not text.isascii():
+        _utf8(text, field, where)
+    return text
+
+
+def _within_depth(value: dict[Any, Any] | list[Any] | tuple[Any, ...], field: str, where: str) -> None:
+    """Refuse dicts and lists nested deeper than MAX_DEPTH (walks containers only, without recursion)."""
+    level = [value]
+    for _depth in range(MAX_DEPTH):
+        inner = [v for c in level for v in (c.values() if isinstance(c, dict) else c)
+                 if isinstance(v, (dict, list, tuple))]
+        if not inner:
+            return
+        level = inner
+    raise AuditValidationError(field, f"must not nest dicts and lists deeper than {MAX_DEPTH}", where=where)
 
 
 _encode_json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]

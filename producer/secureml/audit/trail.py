@@ -26,6 +26,16 @@ _HOST = socket.gethostname()
 _MAX_MESSAGE_CHARS = 2000  # error messages are cut: they may quote data
 
 
+def _oversized(size: int, values: dict[str, Any], where: str) -> AuditValidationError:
+    """The error for an event over MAX_EVENT_BYTES, naming its largest value (or the trail's context)."""
+    sizes = {name: len(value) for name, value in values.items() if isinstance(value, str)}
+    field = max(sizes, key=sizes.__getitem__) if sizes and max(sizes.values()) > size // 2 else "context"
+    return AuditValidationError(
+        field, f"makes the event {size:,} bytes encoded, over the limit of {ev.MAX_EVENT_BYTES:,} bytes (the same for "
+        "every transport; Kafka's default largest message is 1 MiB): log a summary, a reference or a hash of "
+        "large values instead", where=where)
+
+
 def _uuid4() -> str:
     """A random (version 4) UUID as text: what ``str(uuid.uuid4())`` gives, without the uuid module."""
     raw = bytearray(os.urandom(16))
@@ -113,6 +123,7 @@ class AuditTrail:
         *,
         now: int | None = None,
         closing: bool = False,
+        where: str = "AuditTrail",
     ) -> str:
         with self._lock:
             if self._closed:
@@ -143,6 +154,8 @@ class AuditTrail:
                 )
             )
             message, digest = seal(prefix)
+            if len(message) > ev.MAX_EVENT_BYTES:
+                raise _oversized(len(message), values, where)
             self._transport.emit(self._key, message, self._tracker)
             self._seq = seq + 1
             self._last_ts = ts
@@ -164,7 +177,8 @@ class AuditTrail:
         resolved = default_level if level is None else ev.level(level, "level", where)
         if resolved < self.log_level:
             return None
-        return self._emit(event_type, ev.PLANS[event_type], values, resolved, self.user if user is None else user)
+        return self._emit(event_type, ev.PLANS[event_type], values, resolved, self.user if user is None else user,
+                          where=where)
 
     # -- the user guide's logging calls ---------------------------------------------------------
 
@@ -341,11 +355,12 @@ class AuditTrail:
         user = ev.optional_text(user, "user", w)
         if resolved < self.log_level:
             return None
-        return self._emit(event_type, ev.CUSTOM_PLAN, values, resolved, self.user if user is None else user)
+        return self._emit(event_type, ev.CUSTOM_PLAN, values, resolved, self.user if user is None else user,
+                          where=w)
 
     def _log_function(self, event_type: str, values: dict[str, Any]) -> str | None:
         """Record a function_call or function_return event (used by ``audit_function``)."""
-        return self._log(event_type, values, None, INFO, None, event_type)
+        return self._log(event_type, values, None, INFO, None, "audit_function")
 
     # -- delivery and lifecycle -------------------------------------------------------------------
 
@@ -368,7 +383,7 @@ class AuditTrail:
         if self._closed:
             return self._close_report or self._tracker.report()
         level = INFO if status == "completed" else WARNING
-        self._emit("audit_closed", ev.PLANS["audit_closed"], values, level, self.user, closing=True)
+        self._emit("audit_closed", ev.PLANS["audit_closed"], values, level, self.user, closing=True, where=w)
         report = self.flush(timeout)
         if report.ok:
             self._transport.release(self._key)

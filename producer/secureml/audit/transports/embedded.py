@@ -51,7 +51,7 @@ class EmbeddedTransport(Transport):
     """
 
     def __init__(self, log_dir: Path) -> None:
-        make_private_dir(Path(log_dir))
+        make_private_dir(Path(log_dir), link_ok=True)
         self._dir = make_private_dir(log_path(log_dir))
         self._lock = threading.Lock()
         self._fd = -1
