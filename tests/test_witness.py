@@ -31,9 +31,17 @@ from support.integrity import (  # noqa: F401 - signing_key_fixture is autouse
 from support.witness import WitnessProcess
 
 from conftest import Harness, run_cli
+from secureml.audit.exceptions import AuditConfigError
 from secureml.integrity import LakeCheckpointer, verify
 from secureml.integrity.checkpoints import Checkpoint, note_path, read_note, stored_checkpoints
-from secureml.integrity.cosigning import SIZE_CONTENT_TYPE, WitnessClient, http, parse_witnesses, request_body
+from secureml.integrity.cosigning import (
+    SIZE_CONTENT_TYPE,
+    WITNESSES_ENV,
+    WitnessClient,
+    http,
+    parse_witnesses,
+    request_body,
+)
 from secureml.integrity.keys import load_public_key, load_signing_key, sign
 from secureml.integrity.logtree import ORIGIN_ENV
 from secureml.integrity.merkle import MerkleTree, consistency_proof_from, leaf_hashes
@@ -383,3 +391,15 @@ def test_a_witness_reading_the_checkpoints_topic_cosigns_and_the_materializer_co
         assert first is not None and verified_by(first, process.key) is not None
     finally:
         process.stop()
+
+
+def test_a_topic_witness_needs_kafka_and_bad_witness_variables_are_config_errors(
+    embedded: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--witness kafka in embedded mode, or a malformed $SECUREML_AUDIT_WITNESSES: AuditConfigError naming it."""
+    vkey = WitnessProcess(embedded.log_dir.parent / "w", []).vkey
+    with pytest.raises(AuditConfigError, match="needs Kafka mode"):
+        materialize(embedded, witnesses=["kafka", vkey])
+    monkeypatch.setenv(WITNESSES_ENV, f"http://127.0.0.1:1 {vkey} http://127.0.0.1:2")
+    with pytest.raises(AuditConfigError, match=f"{WITNESSES_ENV}: witnesses are given as URL VKEY pairs"):
+        materialize(embedded)

@@ -50,7 +50,7 @@ from secureml.integrity.checkpoints import (
     write_note,
 )
 from secureml.integrity.cosigning import WitnessClient, parse_witnesses, witnesses_from_env
-from secureml.integrity.exceptions import CheckpointError, IntegrityError, SigningKeyError, WitnessError
+from secureml.integrity.exceptions import CheckpointError, IntegrityError, SigningKeyError, WitnessConfigError
 from secureml.integrity.keys import (
     default_key_path,
     generate_key,
@@ -388,7 +388,7 @@ def checkpointer_for(config: AuditConfig, witnesses: Sequence[str] | None = None
     endpoints = witnesses_from_env() if witnesses is None else parse_witnesses(witnesses)
     client = WitnessClient(endpoints) if endpoints else None
     if config.transport == "embedded" and any(w.url == KAFKA for w in endpoints):
-        raise WitnessError("--witness kafka: a witness reading the checkpoints topic needs Kafka mode "
+        raise WitnessConfigError("--witness kafka: a witness reading the checkpoints topic needs Kafka mode "
                            "(--bootstrap-servers); give an embedded lake's witnesses as http(s) URLs")
     if config.transport == "embedded":
         return LakeCheckpointer(key_path, create_key=True, interval=interval, witnesses=client)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from secureml.audit.config import ENV_PREFIX
-from secureml.integrity.exceptions import IntegrityError, NoteError, WitnessError
+from secureml.integrity.exceptions import IntegrityError, NoteError, WitnessConfigError, WitnessError
 from secureml.integrity.notes import (
     COSIGNATURE_V1,
     NoteKey,
@@ -53,13 +53,17 @@ class WitnessEndpoint:
 def parse_witnesses(tokens: Sequence[str], where: str = "--witness") -> list[WitnessEndpoint]:
     """Witnesses from ``URL VKEY`` pairs; AuditError naming the bad entry and the rule."""
     if len(tokens) % 2:
-        raise WitnessError(f"{where}: witnesses are given as URL VKEY pairs; {len(tokens)} values is not pairs")
+        raise WitnessConfigError(f"{where}: witnesses are given as URL VKEY pairs; {len(tokens)} values is not pairs")
     witnesses = []
     for url, vkey in zip(tokens[0::2], tokens[1::2]):
         if url != "kafka" and not url.startswith(("http://", "https://")):
-            raise WitnessError(f"{where}: witness URL {url!r} must start with http:// or https:// (or be 'kafka' "
+            raise WitnessConfigError(f"{where}: witness URL {url!r} must start with http:// or https:// (or be 'kafka' "
                                "for a witness that reads the checkpoints topic)")
-        witnesses.append(WitnessEndpoint(url.rstrip("/"), parse_vkey(vkey, expect=COSIGNATURE_V1, where=where)))
+        try:
+            key = parse_vkey(vkey, expect=COSIGNATURE_V1, where=where)
+        except NoteError as exc:
+            raise WitnessConfigError(str(exc)) from None
+        witnesses.append(WitnessEndpoint(url.rstrip("/"), key))
     return witnesses
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from secureml.audit.exceptions import AuditError
+from secureml.audit.exceptions import AuditConfigError, AuditError
 
 
 class IntegrityError(AuditError):
@@ -27,3 +27,7 @@ class NoteError(IntegrityError, ValueError):
 
 class WitnessError(IntegrityError, RuntimeError):
     """A witness refused a checkpoint, could not be reached, or its configuration is wrong."""
+
+
+class WitnessConfigError(WitnessError, AuditConfigError):
+    """Witnesses are configured wrongly (a malformed URL or vkey, a topic witness without Kafka)."""
