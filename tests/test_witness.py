@@ -297,6 +297,17 @@ def test_prove_consistency_and_verify_proof(embedded: Harness, signing_key: Keys
     assert altered.returncode == 1 and "does not extend" in altered.stdout
     backwards = run_cli("prove", "--log-dir", log_dir, "--consistency", "2", "0")
     assert backwards.returncode == 1 and "give the older checkpoint first" in backwards.stderr
+    head = TreeHead.parse(parse_note(saved.read_text()).text)
+    forked = tmp_path / "forked.note"
+    forked.write_text(sign_tree_head(TreeHead(head.origin, head.size, bytes(32)),
+                                     load_signing_key(signing_key.private)).encode())
+    fork = run_cli("prove", "--log-dir", log_dir, "--consistency", str(forked), "latest")
+    assert fork.returncode == 1 and "another root" in fork.stderr and "a fork" in fork.stderr
+    ahead = tmp_path / "ahead.note"
+    ahead.write_text(sign_tree_head(TreeHead(head.origin, 10_000, bytes(32)), load_signing_key(signing_key.private))
+                     .encode())
+    rolled_back = run_cli("prove", "--log-dir", log_dir, "--consistency", str(ahead), "latest")
+    assert rolled_back.returncode == 1 and "no checkpoint of the lake has a log tree of 10000" in rolled_back.stderr
 
 
 @pytest.mark.parametrize(("args", "named"), [
