@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from pathlib import Path
@@ -23,6 +24,7 @@ from secureml.audit import AuditTrail
 from secureml.integrity import VerificationResult, checkpointer_for, verify
 from secureml.integrity.checkpointer import INTERVAL_ENV, checkpoint_topic
 from secureml.integrity.keys import SIGNING_KEY_ENV, key_id, load_public_key
+from secureml.integrity.merkle import consistency_holds
 from secureml.integrity.result import (
     CHAIN_BROKEN,
     CHECKPOINT_UNREADABLE,
@@ -214,7 +216,7 @@ def test_kafka_without_a_signing_key_runs_without_checkpoints(
 
 
 def test_kafka_checkpoints_are_published_to_the_checkpoints_topic(kafka: Harness, signing_key: Keys) -> None:
-    """Every checkpoint stored in the lake is also on <topic>-checkpoints, byte for byte the same record."""
+    """Every checkpoint is also on <topic>-checkpoints: the same record, its C2SP note, a proof from the one before."""
     grow(kafka, random.Random(12), rounds=2)
     consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": f"check-{kafka.topic}",
                          "auto.offset.reset": "earliest"})
@@ -229,7 +231,15 @@ def test_kafka_checkpoints_are_published_to_the_checkpoints_topic(kafka: Harness
                 break
     finally:
         consumer.close()
+    notes = [record.pop("note") for record in published]
+    steps = [record.pop("consistency") for record in published]
     assert published == checkpoint_json(kafka.log_dir)
+    stored = sorted((kafka.log_dir / "lake" / "_checkpoints").glob("*.note"))
+    assert notes == [path.read_text() for path in stored]
+    first, second = (record["log"] for record in published)
+    assert steps[0] == {"old_size": 0, "proof": []} and steps[1]["old_size"] == first["tree_size"]
+    assert consistency_holds(first["tree_size"], second["tree_size"], bytes.fromhex(first["root"]),
+                             bytes.fromhex(second["root"]), [base64.b64decode(n) for n in steps[1]["proof"]])
     assert published[0]["key_id"] == key_id(load_public_key(signing_key.public))
 
 

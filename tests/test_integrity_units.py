@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,7 +25,7 @@ from secureml.audit.codec import canonical_bytes
 from secureml.audit.config import resolve_config
 from secureml.integrity import SigningKeyError, checkpointer_for
 from secureml.integrity.canonical import canonical_column
-from secureml.integrity.checkpoints import Checkpoint, OperationHead, SourceCoverage
+from secureml.integrity.checkpoints import Checkpoint, LogTree, OperationHead, SourceCoverage
 from secureml.integrity.keys import (
     generate_key,
     key_id,
@@ -34,9 +35,11 @@ from secureml.integrity.keys import (
     sign,
     signature_valid,
 )
+from secureml.integrity.logtree import consistency_proof, fold
 from secureml.integrity.merkle import (
     EMPTY_ROOT,
     MerkleTree,
+    consistency_ranges,
     extend_frontier,
     leaf_hashes,
     node_hash,
@@ -153,3 +156,27 @@ def test_checkpoint_record_round_trips_and_binds_its_operations(tmp_path: Path) 
     assert not altered.operations_intact()
     assert altered.signed_bytes() == checkpoint.signed_bytes()  # hence the separate digest check
     assert "operations" not in checkpoint.head()
+
+
+def test_the_log_tree_orders_leaves_by_checkpoint_then_source_then_offset() -> None:
+    """Two checkpoints over two sources: leaves go checkpoint by checkpoint, sources sorted, offsets ascending."""
+    def coverage(last: int) -> SourceCoverage:
+        return SourceCoverage(0, last, "", ())
+
+    hashes = {("b", o): hashlib.sha256(f"b{o}".encode()).hexdigest() for o in range(6)}
+    hashes |= {("a", o): hashlib.sha256(f"a{o}".encode()).hexdigest() for o in range(0, 10, 2)}
+    shuffled = list(hashes.items())
+    random.Random(1).shuffle(shuffled)
+    rows = pa.table({"source": [s for (s, _o), _h in shuffled], "source_offset": [o for (_s, o), _h in shuffled],
+                     "hash": [h for _k, h in shuffled]})
+    first = Checkpoint.new(0, "t", "k", {"b": coverage(2), "a": coverage(4)}, {}, "")
+    second = Checkpoint.new(1, "t", "k", {"a": coverage(8), "b": coverage(5)}, {}, "")
+    order = [("a", 0), ("a", 2), ("a", 4), ("b", 0), ("b", 1), ("b", 2),
+             ("a", 6), ("a", 8), ("b", 3), ("b", 4), ("b", 5)]
+    expected = MerkleTree(leaf_hashes([hashes[k] for k in order]))
+    sizes = [(checkpoint.sequence, tree.size, tree.root) for checkpoint, tree in fold(rows, [first, second])]
+    assert sizes == [(0, 6, expected.root(6)), (1, 11, expected.root(11))]
+    signed = replace(second, log=LogTree("o", 11, expected.root(11).hex(), ()))
+    old_root, new_root, proof = consistency_proof(rows, [first, signed], 6, 11)
+    assert (old_root, new_root) == (expected.root(6), expected.root(11))
+    assert proof == [expected._subtree(a, b) for a, b in consistency_ranges(6, 11)]

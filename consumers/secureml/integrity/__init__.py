@@ -24,6 +24,17 @@ Three layers, each catching what the one before cannot:
    and covers only what the lake's manifest held at that moment.
 3. **Inclusion proofs** (``proofs``): one event, its audit path and the signed checkpoint;
    checked with the public key alone.
+4. **Witnesses** (trust beyond the host that signs). Every checkpoint also signs one
+   append-only *log tree* over all rows (``logtree``) and stores its C2SP tlog-checkpoint note
+   (``treehead``, ``notes``) as ``<sequence>.note``. The materializer submits it to the
+   configured witnesses (``cosigning``) with an RFC 6962 consistency proof (``merkle``); a
+   witness (``witness``, ``secureml-audit witness``) run by another party cosigns only a tree
+   that extends what it cosigned before, so an operator who rewrites and re-signs the lake, or
+   forks it, gets no cosignature. ``verify --witness-key`` (``witnessed``) demands N valid
+   cosignatures on the latest checkpoint; ``verify --witness`` also asks the witness for the
+   latest checkpoint it cosigned, which catches the newest checkpoints removed.
+   ``prove --consistency`` proves one checkpoint's log tree extends another's. In Kafka mode a
+   witness may read the checkpoints topic instead of HTTP (``topicwitness``).
 
 Keys (``keys``): ``secureml-audit keygen`` writes the private key (owner-only, outside the lake)
 to ``$SECUREML_AUDIT_SIGNING_KEY`` or ``~/.config/secureml-audit/keys/signing_key.pem`` and the
@@ -32,9 +43,10 @@ mode needs one made beforehand (else it runs without checkpoints, and says so).
 
 ``verify`` (``verifier``) reports per operation (intact, modified seq, missing seqs,
 reordered, foreign events, truncated, deleted, never closed: a warning) and per checkpoint
-(signature, chain, Merkle roots), and names what no checkpoint covers yet (a warning). Limits:
-the newest checkpoints can be withheld without trace in the lake alone (compare with the Kafka
-topic or an earlier copy), and events newer than the last checkpoint are only chain-checked.
+(signature, chain, Merkle roots, log tree), and names what no checkpoint covers yet (a warning).
+Limits: the newest checkpoints can be withheld without trace in the lake alone (ask a witness,
+or compare with the Kafka topic or a checkpoint saved earlier), and events newer than the last
+checkpoint are only chain-checked.
 """
 
 from __future__ import annotations

@@ -6,13 +6,21 @@ Merkle frontiers and records the chain heads of the operations they touch. A loc
 ``_checkpoints`` keeps the chain linear when several materializers share the lake. While a
 replay rebuilds the lake, the lake holds less than the chain covered; no checkpoint is written
 until it has caught up again.
+
+Each checkpoint also extends the log tree (``logtree``) and stores its C2SP checkpoint note,
+signed by the same key, as ``<sequence>.note``; with witnesses configured (``cosigning``) the
+note is then submitted to each of them and their cosignatures are appended to it. A witness
+that is down or refuses costs a warning, never a checkpoint; the latest checkpoint is offered
+again at the next one.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,19 +32,25 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from secureml.audit._fs import file_lock, make_private_dir
 from secureml.audit.config import ENV_PREFIX, AuditConfig
 from secureml.audit.timeutil import micros_to_iso, now_micros
+from secureml.integrity import logtree
 from secureml.integrity.checkpoints import (
     ChainState,
     Checkpoint,
+    LogTree,
     OperationHead,
     SourceCoverage,
     canonical_json,
     checkpoint_dir,
     checkpoint_files,
     read_checkpoint,
+    read_note,
+    stored_checkpoints,
     write_checkpoint,
     write_lake_public_key,
+    write_note,
 )
-from secureml.integrity.exceptions import CheckpointError, IntegrityError, SigningKeyError
+from secureml.integrity.cosigning import WitnessClient, parse_witnesses, witnesses_from_env
+from secureml.integrity.exceptions import CheckpointError, IntegrityError, SigningKeyError, WitnessConfigError
 from secureml.integrity.keys import (
     default_key_path,
     generate_key,
@@ -48,7 +62,10 @@ from secureml.integrity.keys import (
     signature_valid,
 )
 from secureml.integrity.lakerows import by_source, grouped, snapshot_rows
-from secureml.integrity.merkle import extend_frontier, leaf_hashes, root_of_frontier
+from secureml.integrity.merkle import consistency_proof_from, extend_frontier, leaf_hashes, root_of_frontier
+from secureml.integrity.notes import SignedNote, valid_name
+from secureml.integrity.topicwitness import KAFKA, collect_cosignatures
+from secureml.integrity.treehead import sign_tree_head
 from secureml.lake.table import Lake
 
 # Its warnings are notes the user must see (a key created, a checkpoint not written): with no
@@ -74,6 +91,7 @@ class KafkaPublisher:
 
         from secureml.audit.transports.kafka import PRODUCER_DEFAULTS, ensure_topic
 
+        self.config = config
         self.topic = checkpoint_topic(config.topic)
         self._key = config.topic.encode()
         ensure_topic(config, self.topic, partitions=1)
@@ -81,15 +99,24 @@ class KafkaPublisher:
             {**PRODUCER_DEFAULTS, "bootstrap.servers": config.bootstrap_servers, **config.librdkafka_settings()}
         )
 
-    def publish(self, checkpoint: Checkpoint) -> None:
-        """Send one checkpoint and wait for it; a failure is reported, the lake keeps its copy."""
+    def publish(
+        self, checkpoint: Checkpoint, note: SignedNote | None = None, consistency: tuple[int, list[bytes]] | None = None
+    ) -> None:
+        """Send one checkpoint and wait for it; a failure is reported, the lake keeps its copy.
+
+        With its C2SP note and the consistency proof from the previous checkpoint's log tree
+        (old size, nodes): what a witness reading the topic needs (``topicwitness``).
+        """
         errors: list[str] = []
 
         def on_delivery(err: Any, _msg: Any) -> None:
             if err is not None:
                 errors.append(err.str())
 
-        self._producer.produce(self.topic, canonical_json(checkpoint.to_dict()), self._key, on_delivery=on_delivery)
+        record = checkpoint.to_dict() | ({} if note is None else {"note": note.encode()}) | ({} if consistency is None
+            else {"consistency": {"old_size": consistency[0],
+                                  "proof": [base64.b64encode(n).decode() for n in consistency[1]]}})
+        self._producer.produce(self.topic, canonical_json(record), self._key, on_delivery=on_delivery)
         if self._producer.flush(30) or errors:
             log.warning("checkpoint #%d is stored in the lake but was not published to %s (%s); check the broker",
                         checkpoint.sequence, self.topic, errors[0] if errors else "timed out")
@@ -109,15 +136,19 @@ class LakeCheckpointer:
 
     def __init__(
         self, key_path: Path, *, create_key: bool, interval: float = DEFAULT_INTERVAL,
-        publisher: KafkaPublisher | None = None,
+        publisher: KafkaPublisher | None = None, witnesses: WitnessClient | None = None,
     ) -> None:
         self.key_path = key_path
         self.create_key = create_key
         self.interval = interval
         self.publisher = publisher
+        self.witnesses = witnesses
         self._last_run = time.monotonic()
         self._behind_noted = False
         self._chain: _Chain | None = None
+        # The newest checkpoint this process wrote and the consistency proof (old size, nodes) from the
+        # one before it: what a witness that cosigned the one before needs, without reading the lake.
+        self._fresh: tuple[Checkpoint, tuple[int, list[bytes]]] | None = None
 
     def after_commit(self, lake: Lake) -> None:
         """Checkpoint if the interval has passed since the last one."""
@@ -134,6 +165,11 @@ class LakeCheckpointer:
             self.checkpoint(lake)
         except (IntegrityError, OSError, duckdb.Error) as exc:
             log.warning("checkpoint not written: %s", exc)
+            return
+        try:
+            self._cosign_latest(lake)
+        except (IntegrityError, OSError, duckdb.Error) as exc:
+            log.warning("checkpoint not offered to the witnesses: %s", exc)
 
     def _signing_key(self) -> Ed25519PrivateKey:
         if self.create_key and not self.key_path.exists():
@@ -154,17 +190,63 @@ class LakeCheckpointer:
         directory = make_private_dir(checkpoint_dir(lake.root))
         with file_lock(directory / LOCK_FILE):  # one chain, even with several materializers on this host
             previous, state = self._folded(lake.root, public)
-            unsigned = self._next(lake, previous, state, key_id(public))
-            if unsigned is None:
+            extension = self._next(lake, previous, state, key_id(public))
+            if extension is None:
                 return None
+            unsigned, new_leaves = extension
             checkpoint = replace(unsigned, signature=sign(key, unsigned.signed_bytes()))
             path = write_checkpoint(lake.root, checkpoint)
+            assert checkpoint.log is not None
+            note = sign_tree_head(checkpoint.log.head(), key)
+            write_note(lake.root, checkpoint.sequence, note)
             write_lake_public_key(lake.root, public_pem(public))
             state.add(checkpoint)
             self._chain = _Chain(path.name, checkpoint, state)
-        if self.publisher is not None:
-            self.publisher.publish(checkpoint)
+        if self.publisher is not None or self.witnesses is not None:
+            step = _step_proof(previous, new_leaves)
+            self._fresh = (checkpoint, step)
+            if self.publisher is not None:
+                self.publisher.publish(checkpoint, note, step)
         return checkpoint
+
+    def _cosign_latest(self, lake: Lake) -> None:
+        """Offer the newest checkpoint's note to every configured witness that has not cosigned it yet."""
+        if self.witnesses is None:
+            return
+        files = checkpoint_files(lake.root)
+        checkpoint = read_checkpoint(files[-1]).checkpoint if files else None
+        if checkpoint is None or checkpoint.log is None:
+            return
+        note = read_note(lake.root, checkpoint.sequence)
+        if note is None:
+            raise CheckpointError(f"checkpoint #{checkpoint.sequence} has no note file to offer to witnesses")
+        missing = [w for w in self.witnesses.witnesses if not note.by(w.key)]
+        by_topic = [w for w in missing if w.url == KAFKA]
+        if by_topic and self.publisher is not None:
+            collect_cosignatures(self.publisher.config, lake.root, by_topic)
+        missing = [w for w in missing if w.url != KAFKA]
+        if not missing:
+            return
+        fresh = self._fresh[1] if self._fresh is not None and self._fresh[0].digest() == checkpoint.digest() else None
+        size = checkpoint.log.tree_size
+        rows: list[pa.Table] = []
+
+        def proof(old: int) -> list[bytes]:
+            if old == 0 or old == size:
+                return []
+            if fresh is not None and old == fresh[0]:
+                return fresh[1]
+            if not rows:  # a witness that missed checkpoints: prove from the lake's rows (read once)
+                rows.append(logtree.lake_rows(lake))
+            chain = [s.checkpoint for s in stored_checkpoints(lake.root)
+                     if s.checkpoint is not None and s.checkpoint.sequence <= checkpoint.sequence]
+            return logtree.consistency_proof(rows[0], chain, old, size)[2]
+
+        cosignatures = self.witnesses.cosign(note, fresh[0] if fresh is not None else 0, proof, only=missing)
+        if cosignatures:
+            with file_lock(checkpoint_dir(lake.root) / LOCK_FILE):  # another process may add its own meanwhile
+                current = read_note(lake.root, checkpoint.sequence) or note
+                write_note(lake.root, checkpoint.sequence, current.with_signatures(cosignatures))
 
     def _folded(self, lake_root: Path, public: Ed25519PublicKey) -> tuple[Checkpoint | None, ChainState]:
         """The last checkpoint (checked before the chain grows from it) and the whole chain folded."""
@@ -194,8 +276,10 @@ class LakeCheckpointer:
                 state.add(stored.checkpoint)
         return checkpoint, state
 
-    def _next(self, lake: Lake, previous: Checkpoint | None, state: ChainState, signer: str) -> Checkpoint | None:
-        """The unsigned checkpoint that extends the chain with the rows added since it."""
+    def _next(
+        self, lake: Lake, previous: Checkpoint | None, state: ChainState, signer: str
+    ) -> tuple[Checkpoint, list[bytes]] | None:
+        """The unsigned checkpoint that extends the chain with the rows added since it, and the log leaves it adds."""
         covered = {source: coverage for source, (_seq, coverage) in state.sources.items()}
         snapshot, rows = snapshot_rows(
             lake, ("operation_id", "seq", "event_type", "hash", "source", "source_offset"),
@@ -211,31 +295,66 @@ class LakeCheckpointer:
             return None
         if rows.num_rows == 0:
             return None
+        sources, new_leaves = _extended(rows, covered)
         return Checkpoint.new(
             sequence=previous.sequence + 1 if previous else 0,
             created_at=micros_to_iso(now_micros()),
             key_id=signer,
-            sources=_extended(rows, covered),
+            sources=sources,
             operations=_heads(rows),
             prev_checkpoint_hash=previous.digest() if previous else "",
             table_version=snapshot.version,
-        )
+            log=_log_tree(lake, previous, signer, new_leaves),
+        ), new_leaves
 
 
-def _extended(rows: pa.Table, covered: dict[str, SourceCoverage]) -> dict[str, SourceCoverage]:
-    """New coverage of every source with rows past its old coverage."""
+def _step_proof(previous: Checkpoint | None, new_leaves: list[bytes]) -> tuple[int, list[bytes]]:
+    """The previous checkpoint's log size and the consistency proof from it to the tree with ``new_leaves``."""
+    if previous is None or previous.log is None:
+        return 0, []
+    frontier = [bytes.fromhex(n) for n in previous.log.frontier]
+    return previous.log.tree_size, consistency_proof_from(frontier, previous.log.tree_size, new_leaves)
+
+
+def _log_tree(lake: Lake, previous: Checkpoint | None, signer: str, new_leaves: list[bytes]) -> LogTree:
+    """The log tree with the new leaves appended (rebuilt from the lake when the chain began before log trees)."""
+    if previous is None:
+        origin, size, frontier = logtree.default_origin(signer), 0, []
+    elif previous.log is not None:
+        origin, size = previous.log.origin, previous.log.tree_size
+        frontier = [bytes.fromhex(n) for n in previous.log.frontier]
+    else:
+        chain = [s.checkpoint for s in stored_checkpoints(lake.root) if s.checkpoint is not None]
+        tree = logtree.grown(logtree.lake_rows(lake), chain)
+        origin, size, frontier = logtree.default_origin(signer), tree.size, tree.frontier
+        log.warning("the lake's checkpoints now also sign a log tree (%s, %d events so far) for witnesses",
+                    origin, size)
+    if not valid_name(origin):
+        raise CheckpointError(f"{logtree.ORIGIN_ENV}={origin!r}: a log origin must be non-empty, without spaces or "
+                              "'+' (it names the log's note key), e.g. example.com/audit/prod")
+    frontier = extend_frontier(frontier, size, new_leaves)
+    return LogTree(origin, size + len(new_leaves), root_of_frontier(frontier).hex(), tuple(n.hex() for n in frontier))
+
+
+def _extended(
+    rows: pa.Table, covered: dict[str, SourceCoverage]
+) -> tuple[dict[str, SourceCoverage], list[bytes]]:
+    """New coverage of every source with rows past its old coverage, and the leaves in log-tree order."""
     spans, offsets, hashes = by_source(rows)
     extended: dict[str, SourceCoverage] = {}
-    for source, (start, end) in spans.items():
+    new_leaves: list[bytes] = []
+    for source in sorted(spans):
+        start, end = spans[source]
         old = covered.get(source)
         size = old.tree_size if old else 0
-        frontier = extend_frontier([bytes.fromhex(n) for n in old.frontier] if old else [], size,
-                                   leaf_hashes(hashes.slice(start, end - start).to_pylist()))
+        leaves = leaf_hashes(hashes.slice(start, end - start).to_pylist())
+        new_leaves += leaves
+        frontier = extend_frontier([bytes.fromhex(n) for n in old.frontier] if old else [], size, leaves)
         extended[source] = SourceCoverage(
             size + end - start, int(offsets[end - 1]), root_of_frontier(frontier).hex(),
             tuple(n.hex() for n in frontier),
         )
-    return extended
+    return extended, new_leaves
 
 
 def _heads(rows: pa.Table) -> dict[str, OperationHead]:
@@ -251,10 +370,11 @@ def _heads(rows: pa.Table) -> dict[str, OperationHead]:
     }
 
 
-def checkpointer_for(config: AuditConfig) -> LakeCheckpointer | None:
+def checkpointer_for(config: AuditConfig, witnesses: Sequence[str] | None = None) -> LakeCheckpointer | None:
     """The checkpointer of a materializer configuration (None in Kafka mode without a signing key).
 
-    Embedded mode creates the key on first use. Kafka mode needs one made beforehand with
+    ``witnesses`` are ``URL VKEY`` pairs (default: ``$SECUREML_AUDIT_WITNESSES``) to submit each
+    checkpoint to. Embedded mode creates the key on first use. Kafka mode needs one made beforehand with
     ``secureml-audit keygen``: a key created inside a throwaway container would sign
     checkpoints nobody can verify later.
     """
@@ -265,11 +385,17 @@ def checkpointer_for(config: AuditConfig) -> LakeCheckpointer | None:
             "rewrite the lake could re-sign it. Move the key elsewhere and set SECUREML_AUDIT_SIGNING_KEY"
         )
     interval = float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
+    endpoints = witnesses_from_env() if witnesses is None else parse_witnesses(witnesses)
+    client = WitnessClient(endpoints) if endpoints else None
+    if config.transport == "embedded" and any(w.url == KAFKA for w in endpoints):
+        raise WitnessConfigError("--witness kafka: a witness reading the checkpoints topic needs Kafka mode "
+                           "(--bootstrap-servers); give an embedded lake's witnesses as http(s) URLs")
     if config.transport == "embedded":
-        return LakeCheckpointer(key_path, create_key=True, interval=interval)
+        return LakeCheckpointer(key_path, create_key=True, interval=interval, witnesses=client)
     if not key_path.exists():
         log.warning("no signing key at %s: the lake gets no signed checkpoints. Create one with "
                     "`secureml-audit keygen` (or set SECUREML_AUDIT_SIGNING_KEY) and restart the materializer",
                     key_path)
         return None
-    return LakeCheckpointer(key_path, create_key=False, interval=interval, publisher=KafkaPublisher(config))
+    return LakeCheckpointer(key_path, create_key=False, interval=interval, publisher=KafkaPublisher(config),
+                            witnesses=client)

@@ -6,9 +6,15 @@ A checkpoint's signed *body* is canonical JSON (sorted keys, no spaces, ASCII) o
      "sources": {source: {"tree_size", "last_offset", "root", "frontier"}},
      "operations_sha256": SHA-256 hex of the canonical JSON of "operations",
      "prev_checkpoint_hash": SHA-256 hex of the previous checkpoint's body ("" for n = 0),
-     "table_version": the Delta version of the lake the checkpoint was taken at}
+     "table_version": the Delta version of the lake the checkpoint was taken at,
+     "log": {"origin", "tree_size", "root", "frontier"}}
 
-(``table_version`` is absent from checkpoints written before the lake was a Delta table.)
+(``table_version`` is absent from checkpoints written before the lake was a Delta table,
+``log`` from those written before the log tree.) ``log`` is the lake-wide *log tree*
+(``logtree``): one append-only RFC 6962 tree over every row the chain covers, in the order the
+checkpoints covered them. Its C2SP tlog-checkpoint note (``treehead``), signed by the same key,
+is stored beside the checkpoint as ``<sequence>.note``, with the witnesses' cosignatures
+appended as they arrive.
 
 The file adds ``"signature"`` (base64 Ed25519 over the body) and ``"operations"``:
 ``{operation_id: {"last_seq", "head_hash", "closed"}}``, bound to the signature by its digest,
@@ -30,11 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from secureml.audit._fs import make_private_dir, write_atomically
+from secureml.integrity.exceptions import NoteError
+from secureml.integrity.notes import SignedNote, parse_note
+from secureml.integrity.treehead import TreeHead
 
 FORMAT_VERSION = 1
 CHECKPOINTS_DIR = "_checkpoints"
 LAKE_PUBLIC_KEY = "public_key.pem"
 SUFFIX = ".json"
+NOTE_SUFFIX = ".note"
 
 
 def canonical_json(value: Any) -> bytes:
@@ -50,6 +60,20 @@ class SourceCoverage:
     last_offset: int
     root: str
     frontier: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LogTree:
+    """What a checkpoint covers of the log tree: its origin, size, root and frontier (hex)."""
+
+    origin: str
+    tree_size: int
+    root: str
+    frontier: tuple[str, ...]
+
+    def head(self) -> TreeHead:
+        """The C2SP tree head of this log tree."""
+        return TreeHead(self.origin, self.tree_size, bytes.fromhex(self.root))
 
 
 @dataclass(frozen=True)
@@ -79,15 +103,17 @@ class Checkpoint:
     operations: dict[str, OperationHead] = field(default_factory=dict)
     signature: str = ""
     table_version: int | None = None
+    log: LogTree | None = None
 
     @classmethod
     def new(
         cls, sequence: int, created_at: str, key_id: str, sources: dict[str, SourceCoverage],
         operations: dict[str, OperationHead], prev_checkpoint_hash: str, table_version: int | None = None,
+        log: LogTree | None = None,
     ) -> Checkpoint:
         """An unsigned checkpoint."""
         return cls(sequence, created_at, key_id, sources, operations_digest(operations), prev_checkpoint_hash,
-                   operations, table_version=table_version)
+                   operations, table_version=table_version, log=log)
 
     def body(self) -> dict[str, Any]:
         """What the signature covers, as JSON values."""
@@ -99,7 +125,8 @@ class Checkpoint:
             "sources": {s: {**asdict(c), "frontier": list(c.frontier)} for s, c in self.sources.items()},
             "operations_sha256": self.operations_sha256,
             "prev_checkpoint_hash": self.prev_checkpoint_hash,
-        } | ({} if self.table_version is None else {"table_version": self.table_version})
+        } | ({} if self.table_version is None else {"table_version": self.table_version}) | (
+            {} if self.log is None else {"log": {**asdict(self.log), "frontier": list(self.log.frontier)}})
 
     def signed_bytes(self) -> bytes:
         """The bytes the signature covers."""
@@ -135,9 +162,12 @@ class Checkpoint:
             str(op): OperationHead(int(h["last_seq"]), str(h["head_hash"]), bool(h["closed"]))
             for op, h in raw.get("operations", {}).items()
         }
+        log = raw.get("log")
         return cls(int(raw["sequence"]), str(raw["created_at"]), str(raw["key_id"]), sources,
                    str(raw["operations_sha256"]), str(raw["prev_checkpoint_hash"]), operations, str(raw["signature"]),
-                   None if raw.get("table_version") is None else int(raw["table_version"]))
+                   None if raw.get("table_version") is None else int(raw["table_version"]),
+                   None if log is None else LogTree(str(log["origin"]), int(log["tree_size"]), str(log["root"]),
+                                                    tuple(str(n) for n in log["frontier"])))
 
 
 @dataclass
@@ -193,6 +223,30 @@ def write_checkpoint(lake_root: Path, checkpoint: Checkpoint) -> Path:
     path = make_private_dir(checkpoint_dir(lake_root)) / f"{checkpoint.sequence:012d}{SUFFIX}"
     write_atomically(path, canonical_json(checkpoint.to_dict()) + b"\n", 0o600, replace=False)
     return path
+
+
+def note_path(lake_root: Path, sequence: int) -> Path:
+    """Where the C2SP checkpoint note (with its cosignatures) of a checkpoint is kept."""
+    return checkpoint_dir(lake_root) / f"{sequence:012d}{NOTE_SUFFIX}"
+
+
+def write_note(lake_root: Path, sequence: int, note: SignedNote) -> Path:
+    """Store (or replace, when cosignatures were added) a checkpoint's note, owner-only, whole or not at all."""
+    make_private_dir(checkpoint_dir(lake_root))
+    path = note_path(lake_root, sequence)
+    write_atomically(path, note.encode().encode(), 0o600, replace=True)
+    return path
+
+
+def read_note(lake_root: Path, sequence: int) -> SignedNote | None:
+    """The stored note of a checkpoint; None when there is none. NoteError when it is malformed."""
+    path = note_path(lake_root, sequence)
+    try:
+        return parse_note(path.read_bytes(), str(path))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise NoteError(f"{path}: unreadable: {exc.strerror}") from None
 
 
 def write_lake_public_key(lake_root: Path, pem: bytes) -> Path:

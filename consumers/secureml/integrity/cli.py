@@ -8,8 +8,11 @@ import sys
 import time
 from typing import TextIO
 
+from secureml.integrity.cosigning import parse_witnesses
+from secureml.integrity.exceptions import NoteError, WitnessError
 from secureml.integrity.result import VerificationResult
 from secureml.integrity.verifier import verify
+from secureml.integrity.witnessed import WitnessPolicy, parse_witness_keys
 
 PROGRESS_FROM_ROWS = 100_000
 SHOWN_FINDINGS = 50
@@ -47,6 +50,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--operation-id", help="verify this operation only")
     parser.add_argument("--as-of", type=lambda v: int(v) if v.isdigit() else v, metavar="VERSION|TIME",
                         help="verify the lake as it was at a Delta version (a number) or a time (ISO 8601)")
+    parser.add_argument("--witness-key", action="append", default=[], metavar="VKEY|FILE",
+                        help="a witness's cosignature vkey (or a file holding it): the latest checkpoint must carry "
+                        "its valid cosignature; repeatable")
+    parser.add_argument("--min-witnesses", type=int, metavar="N",
+                        help="how many of the --witness-key witnesses must have cosigned (default 1)")
+    parser.add_argument("--witness", nargs=2, action="append", default=[], metavar=("URL", "VKEY"),
+                        help="also ask this witness for the latest checkpoint it cosigned (catches a lake whose "
+                        "newest checkpoints were removed); repeatable")
     parser.add_argument("--format", choices=["text", "json"], default="text")
 
 
@@ -58,6 +69,7 @@ def render(result: VerificationResult) -> str:
         f"{summary['operations']:,} operations, {summary['checkpoints']} checkpoints "
         f"(latest {summary['latest_checkpoint']}), verified in {result.seconds:.1f} s",
         f"public key: {result.public_key}",
+        f"witnesses: {result.witnessed}",
     ]
     findings = result.errors + result.warnings
     for finding in findings[:SHOWN_FINDINGS]:
@@ -74,10 +86,27 @@ def render(result: VerificationResult) -> str:
     return "\n".join(lines)
 
 
+def witness_policy(args: argparse.Namespace) -> WitnessPolicy:
+    """The witness options as a policy; NoteError/WitnessError naming the option and the rule."""
+    keys = parse_witness_keys(args.witness_key)
+    minimum = 1 if args.min_witnesses is None else args.min_witnesses
+    if args.min_witnesses is not None and not keys:
+        raise WitnessError("--min-witnesses: needs --witness-key (the keys whose cosignatures count)")
+    if not 1 <= minimum <= max(len(keys), 1):
+        raise WitnessError(f"--min-witnesses: {minimum} must be between 1 and the {len(keys)} --witness-key given")
+    online = tuple(parse_witnesses([token for pair in args.witness for token in pair]))
+    return WitnessPolicy(keys, minimum, online)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Verify and print; 0 when intact, 1 when anything is wrong."""
+    """Verify and print; 0 when intact, 1 when anything is wrong, 2 for bad options."""
+    try:
+        policy = witness_policy(args)
+    except (NoteError, WitnessError) as exc:
+        print(f"secureml-audit verify: {exc}", file=sys.stderr)
+        return 2
     progress = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
-    result = verify(args.log_dir, args.public_key, args.operation_id, progress, as_of=args.as_of)
+    result = verify(args.log_dir, args.public_key, args.operation_id, progress, as_of=args.as_of, witnesses=policy)
     if args.format == "json":
         json.dump(result.to_dict(), sys.stdout, indent=2)
         print()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from secureml.audit.exceptions import AuditError
+from secureml.audit.exceptions import AuditConfigError, AuditError
 
 
 class IntegrityError(AuditError):
@@ -19,3 +19,15 @@ class CheckpointError(IntegrityError, RuntimeError):
 
 class ProofError(IntegrityError, ValueError):
     """An inclusion proof could not be made, or does not hold."""
+
+
+class NoteError(IntegrityError, ValueError):
+    """A signed note, vkey or C2SP checkpoint is malformed, or a signature on it does not hold."""
+
+
+class WitnessError(IntegrityError, RuntimeError):
+    """A witness refused a checkpoint, could not be reached, or its configuration is wrong."""
+
+
+class WitnessConfigError(WitnessError, AuditConfigError):
+    """Witnesses are configured wrongly (a malformed URL or vkey, a topic witness without Kafka)."""

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from secureml.integrity.keys import SIGNING_KEY_ENV, default_key_path, generate_key, key_id, public_key_path
+from secureml.integrity.logtree import ORIGIN_ENV, default_origin
+from secureml.integrity.treehead import log_key
 
 HELP = "create the key pair that signs the lake's checkpoints"
 
@@ -27,4 +29,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"public key:  {public_key_path(path)} (give it to auditors: "
           f"secureml-audit verify --public-key {public_key_path(path)})")
     print(f"key id:      {key_id(key.public_key())}")
+    origin = default_origin(key_id(key.public_key()))
+    print(f"log vkey:    {log_key(origin, key.public_key()).vkey()} (the note key of log {origin}, "
+          f"from ${ORIGIN_ENV} or the key id: give it to witnesses: secureml-audit witness --log <vkey>)")
     return 0

@@ -137,3 +137,89 @@ def root_from_audit_path(leaf: bytes, index: int, size: int, path: Sequence[byte
         fn >>= 1
         sn >>= 1
     return root if sn == 0 else None
+
+
+def consistency_ranges(old_size: int, new_size: int) -> list[tuple[int, int]]:
+    """Leaf ranges ``[start, end)`` whose subtree hashes, in order, are the consistency proof old -> new.
+
+    RFC 6962 section 2.1.2 (SUBPROOF): empty when ``old_size`` is 0 or equals ``new_size``.
+    """
+    if not 0 <= old_size <= new_size:
+        raise IndexError(f"no consistency proof from a tree of {old_size} leaves to one of {new_size}")
+    ranges: list[tuple[int, int]] = []
+    if old_size == 0 or old_size == new_size:
+        return ranges
+
+    def subproof(m: int, start: int, end: int, complete: bool) -> None:
+        n = end - start
+        if m == n:
+            if not complete:
+                ranges.append((start, end))
+            return
+        k = 1 << (n - 1).bit_length() - 1
+        if m <= k:
+            subproof(m, start, start + k, complete)
+            ranges.append((start + k, end))
+        else:
+            subproof(m - k, start + k, end, False)
+            ranges.append((start, start + k))
+
+    subproof(old_size, 0, new_size, True)
+    return ranges
+
+
+def consistency_proof_from(frontier: Sequence[bytes], old_size: int, new_leaves: list[bytes]) -> list[bytes]:
+    """The consistency proof from a tree (given by its frontier) to it with ``new_leaves`` appended.
+
+    Every node of such a proof lies wholly among the old leaves, where it is a run of frontier
+    nodes, or wholly among the new ones.
+    """
+    bounds: dict[int, int] = {}
+    start = 0
+    for index in range(old_size.bit_length() - 1, -1, -1):
+        if old_size >> index & 1:
+            bounds[start] = len(bounds)
+            start += 1 << index
+    proof = []
+    for begin, end in consistency_ranges(old_size, old_size + len(new_leaves)):
+        if end <= old_size:
+            proof.append(root_of_frontier(frontier[bounds[begin]:]) if end == old_size else frontier[bounds[begin]])
+        else:
+            proof.append(MerkleTree(new_leaves[begin - old_size : end - old_size]).root(end - begin))
+    return proof
+
+
+def consistency_holds(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> bool:
+    """True when ``proof`` shows the tree of ``new_size`` leaves extends the one of ``old_size`` (RFC 9162 2.1.4.2)."""
+    if not 0 <= old_size <= new_size:
+        return False
+    if old_size == new_size:
+        return not proof and old_root == new_root
+    if old_size == 0:
+        return not proof
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:
+        path.insert(0, old_root)
+    if not path:
+        return False
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for node in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(node, fr)
+            sr = node_hash(node, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, node)
+        fn >>= 1
+        sn >>= 1
+    return fr == old_root and sr == new_root and sn == 0

@@ -17,6 +17,10 @@ DELETED_OPERATION = "deleted_operation"  # a signed operation has no event left 
 MISPLACED = "misplaced"  # an event sits outside the positions that were signed for it
 FILE_MISSING = "file_missing"  # a file the manifest lists is gone or unreadable
 MERKLE_MISMATCH = "merkle_mismatch"  # a source's rows do not hash to the signed root
+LOG_MISMATCH = "log_tree_mismatch"  # the lake's rows do not hash to a checkpoint's log tree root
+NOT_WITNESSED = "not_witnessed"  # the latest checkpoint lacks the cosignatures asked for
+ROLLED_BACK = "rolled_back"  # a witness cosigned more of the log than the lake's checkpoints hold
+NOTE_INVALID = "note_invalid"  # a checkpoint's C2SP note is missing, altered, or disagrees with it
 SIGNATURE_INVALID = "signature_invalid"
 CHAIN_BROKEN = "checkpoint_chain_broken"  # a checkpoint is missing or does not link to the previous one
 CHECKPOINT_UNREADABLE = "checkpoint_unreadable"
@@ -113,6 +117,7 @@ class VerificationResult:
     findings: list[Finding]  # about the lake as a whole (files, sources, keys, coverage)
     public_key: str  # where the key that checked the signatures came from
     events_not_covered: int = 0
+    witnessed: str = "not checked"  # what was checked of witness cosignatures, in one line
     seconds: float = 0.0
 
     def all_findings(self) -> list[Finding]:
@@ -155,6 +160,7 @@ class VerificationResult:
             "errors": len(self.errors),
             "warnings": len(self.warnings),
             "public_key": self.public_key,
+            "witnessed": self.witnessed,
         }
 
     def to_dict(self) -> dict[str, Any]:

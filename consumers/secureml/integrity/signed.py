@@ -13,12 +13,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from secureml.integrity.checkpoints import ChainState, Checkpoint, SourceCoverage, StoredCheckpoint
 from secureml.integrity.keys import key_id, signature_valid
 from secureml.integrity.lakerows import by_source
+from secureml.integrity.logtree import fold
 from secureml.integrity.merkle import extend_frontier, leaf_hashes, root_of_frontier
 from secureml.integrity.result import (
     CHAIN_BROKEN,
     CHECKPOINT_UNREADABLE,
     DELETED_OPERATION,
     FOREIGN,
+    LOG_MISMATCH,
     MERKLE_MISMATCH,
     MISPLACED,
     MISSING,
@@ -131,6 +133,30 @@ def check_roots(rows: pa.Table, stored: list[StoredCheckpoint], reports: list[Ch
             f"checkpoint #{number}: the lake's {size} events of {source} in {where} do not hash to the root "
             f"signed over {coverage.tree_size} events: events there were changed, removed, added or moved",
             source=source, checkpoint=number))
+
+
+def check_log(rows: pa.Table, stored: list[StoredCheckpoint], reports: list[CheckpointReport]) -> None:
+    """Rebuild the log tree from the lake and compare it with every checkpoint that signed one; name the first miss."""
+    chain = [(item.checkpoint, report) for item, report in zip(stored, reports) if item.checkpoint is not None]
+    by_sequence = {checkpoint.sequence: report for checkpoint, report in chain}
+    failed = False
+    for checkpoint, tree in fold(rows, [checkpoint for checkpoint, _report in chain]):
+        signed = checkpoint.log
+        if signed is None:
+            continue
+        if failed:
+            by_sequence[checkpoint.sequence].roots_match = False  # follows from the first
+            continue
+        if tree.size != signed.tree_size or tree.root.hex() != signed.root \
+                or tuple(n.hex() for n in tree.frontier) != signed.frontier:
+            failed = True
+            report = by_sequence[checkpoint.sequence]
+            report.roots_match = False
+            report.findings.append(Finding(
+                LOG_MISMATCH, "error",
+                f"checkpoint #{checkpoint.sequence}: the lake's {tree.size} events it covers do not hash to the log "
+                f"tree root it signed over {signed.tree_size} events (origin {signed.origin}): events were changed, "
+                "removed, added or moved", checkpoint=checkpoint.sequence))
 
 
 def check_heads(

@@ -22,7 +22,8 @@ from secureml.integrity.result import (
     VerificationResult,
 )
 from secureml.integrity.scan import Progress, scan_lake
-from secureml.integrity.signed import check_checkpoints, check_heads, check_roots
+from secureml.integrity.signed import check_checkpoints, check_heads, check_log, check_roots
+from secureml.integrity.witnessed import WitnessPolicy, check_witnessed
 from secureml.lake.table import Lake
 
 PublicKey = str | os.PathLike[str] | Ed25519PublicKey
@@ -60,6 +61,7 @@ def verify(
     operation_id: str | None = None,
     progress: Progress | None = None,
     as_of: int | str | dt.datetime | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> VerificationResult:
     """Verify the lake under ``log_dir``: every event, every operation's chain, every signed checkpoint.
 
@@ -67,8 +69,8 @@ def verify(
     copy is used, with a warning. ``operation_id`` verifies that operation only (its chain and
     signed head; Merkle roots need the whole lake). ``progress(done, total)`` is called as
     rows are read. ``as_of`` (a Delta version or a time) verifies the lake as it was then,
-    against the checkpoints taken up to that version. The result's ``ok`` is True only when
-    nothing is wrong.
+    against the checkpoints taken up to that version. ``witnesses`` demands cosignatures on the
+    latest checkpoint (``witnessed``). The result's ``ok`` is True only when nothing is wrong.
     """
     started = time.perf_counter()
     directory = resolve_config(log_dir=log_dir, bootstrap_servers="").log_dir
@@ -97,7 +99,12 @@ def verify(
     operations = check_chains(scan.rows, scan.files)
     if operation_id is None:
         check_roots(scan.rows, stored, checkpoints)
+        check_log(scan.rows, stored, checkpoints)
     head_findings, not_covered = check_heads(scan.rows, state, operations, scan.files, operation_id)
+    witnessed = "not checked (pass --witness-key)"
+    if witnesses is not None and witnesses.active:
+        witness_findings, witnessed = check_witnessed(lake.root, stored, key, witnesses)
+        findings += witness_findings
     return VerificationResult(
         log_dir=str(directory),
         events=scan.rows.num_rows,
@@ -106,5 +113,6 @@ def verify(
         findings=scan.findings + findings + head_findings,
         public_key=key_origin,
         events_not_covered=not_covered,
+        witnessed=witnessed,
         seconds=time.perf_counter() - started,
     )

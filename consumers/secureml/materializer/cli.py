@@ -8,6 +8,7 @@ import sys
 import threading
 
 from secureml.audit.config import DEFAULT_TOPIC, existing_log_dir, resolve_config
+from secureml.audit.exceptions import AuditError
 from secureml.materializer.runner import DEFAULT_GROUP, materialize
 
 HELP = "materialise events into the Delta lake"
@@ -36,10 +37,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay", action="store_true", help="rebuild the lake from the start of the log")
     parser.add_argument("--batch-events", type=int, default=200_000, help="events per commit at most")
     parser.add_argument("--commit-interval", type=float, default=0.5, help="seconds between commits")
+    parser.add_argument("--witness", nargs=2, action="append", metavar=("URL", "VKEY"),
+                        help="a witness to submit each checkpoint to: its URL and cosignature vkey (repeatable; "
+                        "default: $SECUREML_AUDIT_WITNESSES, URL VKEY pairs)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Materialise until stopped (SIGINT/SIGTERM) or, with --once, until caught up."""
+    witnesses = None if args.witness is None else [token for pair in args.witness for token in pair]
+    if witnesses is not None:
+        from secureml.integrity.cosigning import parse_witnesses
+
+        try:
+            parse_witnesses(witnesses)
+        except AuditError as exc:
+            _stderr(f"secureml-audit materialize: {exc}")
+            return 2
     if not resolve_config(log_dir=args.log_dir, bootstrap_servers=args.bootstrap_servers).bootstrap_servers:
         existing_log_dir(args.log_dir, "materialize")  # the embedded log is read from there: it must exist
     stop = threading.Event()
@@ -49,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         args.log_dir, bootstrap_servers=args.bootstrap_servers, topic=args.topic, group=args.group,
         once=args.once, replay=args.replay, stop=stop, progress=_stderr, lake_uri=args.lake_uri,
         instance_id=args.instance_id,
+        witnesses=witnesses,
         batch_events=args.batch_events, commit_interval=args.commit_interval,
     )
     _stderr(f"done: {stats.events:,} events in {stats.seconds:.1f}s ({stats.rate:,.0f}/s), "

@@ -70,11 +70,11 @@ class Checkpointer(Protocol):
         """Called once when the run ends, after the last commit and compaction."""
 
 
-def default_checkpointer(config: AuditConfig) -> Checkpointer | None:
-    """The integrity layer's checkpointer for a configuration."""
+def default_checkpointer(config: AuditConfig, witnesses: list[str] | None = None) -> Checkpointer | None:
+    """The integrity layer's checkpointer for a configuration (``witnesses``: URL VKEY pairs to cosign)."""
     from secureml.integrity import checkpointer_for
 
-    return checkpointer_for(config)
+    return checkpointer_for(config, witnesses)
 
 
 class Materializer:
@@ -239,6 +239,7 @@ def materialize(
     lake_uri: str | None = None,
     storage_options: dict[str, str] | None = None,
     instance_id: str | None = None,
+    witnesses: list[str] | None = None,
     **options: Any,
 ) -> MaterializeStats:
     """Materialise Kafka (with bootstrap servers) or the embedded log of ``log_dir`` into its lake.
@@ -246,6 +247,7 @@ def materialize(
     ``lake_uri``/``storage_options`` put the Delta table elsewhere (``s3://...``); the default
     is ``log_dir/lake/events`` (or ``SECUREML_AUDIT_LAKE_URI``). ``instance_id`` names this
     member of the consumer group (static membership); give each instance on one host its own.
+    ``witnesses`` (``URL VKEY`` pairs; default ``$SECUREML_AUDIT_WITNESSES``) cosign each checkpoint.
     """
     config = resolve_config(log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic)
     lake = Lake(config.log_dir, uri=lake_uri, storage_options=storage_options)
@@ -260,7 +262,7 @@ def materialize(
     else:
         source = EmbeddedSource(config.log_dir)
     return Materializer(
-        lake, source, progress=progress, checkpointer=default_checkpointer(config), **options
+        lake, source, progress=progress, checkpointer=default_checkpointer(config, witnesses), **options
     ).run(once=once, stop=stop)
 
 
