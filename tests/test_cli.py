@@ -49,3 +49,28 @@ def test_materialize_once_embedded(embedded: Harness) -> None:
         trail.log_model_inference("m", "r", 1)
     result = run_cli("materialize", "--log-dir", str(embedded.log_dir), "--once", "--bootstrap-servers", "")
     assert result.returncode == 0 and "done: 3 events" in result.stderr
+
+
+def test_every_subcommand_has_a_description_and_every_option_a_help_text() -> None:
+    """`secureml-audit CMD --help` explains the command and each option; --start/--end wherever times are taken."""
+    import argparse
+
+    from secureml.audit.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(sub.choices) >= 12
+    problems = []
+    for name, command in sorted(sub.choices.items()):
+        if not command.description:
+            problems.append(f"{name}: no description")
+        for action in command._actions:
+            if not isinstance(action, argparse._HelpAction) and not action.help:
+                problems.append(f"{name} {'/'.join(action.option_strings) or action.dest}: no help")
+        flags = {flag for action in command._actions for flag in action.option_strings}
+        problems += [f"{name}: {old} without {new}" for old, new in (("--start-time", "--start"),
+                                                                       ("--end-time", "--end"))
+                     if old in flags and new not in flags]
+    assert not problems, problems
+    helps = [choice.help for choice in sub._choices_actions]
+    assert all(helps) and len(helps) == len(sub.choices)

@@ -43,6 +43,8 @@ HELP = "verify hash chains and signed checkpoints of a lake"
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the verify options."""
+    parser.description = ("Check every event's hash, every operation's chain and every signed checkpoint of a "
+                          "lake (and, with --witness-key, the witnesses' cosignatures); exit 0 only when intact.")
     parser.add_argument("--log-dir", help="directory that holds lake/ (default: $SECUREML_AUDIT_LOG_DIR or "
                         "secureml_audit_logs)")
     parser.add_argument("--public-key", help="PEM public key of the materializer that signed the checkpoints "
@@ -58,7 +60,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--witness", nargs=2, action="append", default=[], metavar=("URL", "VKEY"),
                         help="also ask this witness for the latest checkpoint it cosigned (catches a lake whose "
                         "newest checkpoints were removed); repeatable")
-    parser.add_argument("--format", choices=["text", "json"], default="text")
+    parser.add_argument("--format", choices=["text", "json"], default="text",
+                        help="text (default) or json: the whole result, for scripts and dashboards")
 
 
 def render(result: VerificationResult) -> str:

@@ -14,6 +14,8 @@ HELP = "create the key pair that signs the lake's checkpoints"
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the keygen options."""
+    parser.description = ("Create the Ed25519 key pair that signs the lake's checkpoints, outside the log "
+                          "directory, owner-only; prints where the public key is and the log's vkey for witnesses.")
     parser.add_argument("--key", type=Path, help=f"private key file to create (default: ${SIGNING_KEY_ENV} or "
                         "~/.config/secureml-audit/keys/signing_key.pem); keep it outside the lake")
     parser.add_argument("--force", action="store_true", help="replace an existing key (old checkpoints then "

@@ -13,6 +13,9 @@ HELP = "print an inclusion proof of an event, or a consistency proof between two
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the prove options."""
+    parser.description = ("Print a proof that an event is covered by a signed checkpoint (an inclusion proof), or "
+                          "with --consistency OLD NEW that the lake's log only grew between two checkpoints; "
+                          "check either with verify-proof and the public key alone.")
     parser.add_argument("--log-dir", help="directory that holds lake/ (default: $SECUREML_AUDIT_LOG_DIR or "
                         "secureml_audit_logs)")
     which = parser.add_mutually_exclusive_group(required=True)

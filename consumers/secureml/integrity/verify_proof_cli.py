@@ -39,6 +39,8 @@ HELP = "check an inclusion or consistency proof with the public key alone"
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the verify-proof options."""
+    parser.description = ("Check a proof written by `secureml-audit prove` with nothing but the public key (and "
+                          "the witnesses' keys): no lake, no network.")
     parser.add_argument("proof", help="proof file written by `secureml-audit prove` ('-' reads stdin)")
     parser.add_argument("--public-key", required=True, type=Path,
                         help="PEM public key of the materializer that signed the checkpoints")

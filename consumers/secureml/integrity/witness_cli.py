@@ -27,6 +27,10 @@ def _listen(value: str) -> tuple[str, int]:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the witness options."""
+    parser.description = ("Run a witness: a small service another party runs with its own key and state. It "
+                          "cosigns a log's checkpoint only after checking a consistency proof that the log only "
+                          "grew since the last one it cosigned, and refuses forks and rollbacks (C2SP "
+                          "tlog-witness over HTTP, or from the <topic>-checkpoints topic).")
     parser.add_argument("--name", required=True, help="the witness's key name, a schema-less URL such as "
                         "witness.example.org/w1")
     parser.add_argument("--key", required=True, type=Path, help="the witness's own Ed25519 private key (PEM, "
