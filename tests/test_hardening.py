@@ -26,6 +26,7 @@ from secureml.audit import (
     AuditValidationError,
     audit_function,
     get_audit_logs,
+    verify,
 )
 from secureml.audit.events import MAX_DEPTH, MAX_EVENT_BYTES, MAX_LEVEL, MAX_LIST_ITEMS, MAX_LONG
 from secureml.audit.testing import capture_events
@@ -392,3 +393,57 @@ def test_query_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
     process.stdout.close()
     stderr = process.stderr.read().decode()
     assert process.wait(120) == 141 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+# -- honest integrity claims ---------------------------------------------------------------------
+
+
+def test_without_a_signing_key_nothing_claims_to_be_signed(kafka: Harness, tmp_path: Path) -> None:
+    """Kafka mode, no key: materialize says NOT SIGNED, verify exits 1 unless --allow-unsigned, the demo's words."""
+    env = {"SECUREML_AUDIT_SIGNING_KEY": str(tmp_path / "no-such-key.pem")}
+    with AuditTrail("unsigned", **kafka.options()) as trail:
+        trail.log_model_inference("m", "i", 1)
+    done = run_cli("materialize", "--once", "--log-dir", str(kafka.log_dir), "--bootstrap-servers", kafka.bootstrap,
+                   "--topic", kafka.topic, env=env)
+    assert done.returncode == 0 and "NOT SIGNED" in done.stderr, done.stderr
+    verified = run_cli("verify", "--log-dir", str(kafka.log_dir), env=env)
+    assert verified.returncode == 1 and verified.stdout.startswith("INTACT, NOT SIGNED:"), verified.stdout
+    assert "--allow-unsigned" in verified.stderr and "signed checkpoints" not in verified.stdout.splitlines()[0]
+    allowed = run_cli("verify", "--log-dir", str(kafka.log_dir), "--allow-unsigned", env=env)
+    assert allowed.returncode == 0 and allowed.stdout.startswith("INTACT, NOT SIGNED:")
+    result = verify(kafka.log_dir)
+    assert result.ok and not result.signed and result.verdict == "intact, not signed"
+    assert result.summary()["status"] == "intact, not signed"
+
+
+def _embedded_lake(tmp_path: Path) -> tuple[Path, Path]:
+    log_dir = tmp_path / "audit_logs"
+    with AuditTrail("segments", log_dir=log_dir) as trail:
+        for i in range(200):
+            trail.log_model_inference("m", f"i{i}", i)
+    materialize(log_dir, once=True)
+    (segment,) = sorted((log_dir / "log").glob("*.seg"))
+    return log_dir, segment
+
+
+def test_verify_reports_a_truncated_or_deleted_embedded_segment(tmp_path: Path) -> None:
+    """The lake recorded what it read from each segment: a segment shorter than that, or gone, is tampering."""
+    log_dir, segment = _embedded_lake(tmp_path)
+    assert verify(log_dir).ok
+    data = segment.read_bytes()
+    segment.write_bytes(data[: len(data) // 2])
+    truncated = verify(log_dir)
+    assert not truncated.ok and [f.kind for f in truncated.errors] == ["log_truncated"]
+    assert segment.name in truncated.errors[0].message
+    segment.unlink()
+    deleted = verify(log_dir)
+    assert not deleted.ok and [f.kind for f in deleted.errors] == ["log_deleted"]
+
+
+def test_a_copy_of_the_lake_without_its_log_is_only_said_to_be_so(tmp_path: Path) -> None:
+    """An auditor's copy of lake/ alone: verify passes and says the log was not compared."""
+    log_dir, _segment = _embedded_lake(tmp_path)
+    copy = tmp_path / "auditor"
+    shutil.copytree(log_dir / "lake", copy / "lake")
+    result = verify(copy)
+    assert result.ok and "log_absent" in [f.kind for f in result.warnings]

@@ -107,6 +107,9 @@ def private_broker(tmp_path: Path) -> tuple[str, dict[str, str]]:
     started = subprocess.run([str(KAFKA_SCRIPT), "start"], capture_output=True, text=True, env=env, timeout=600)
     assert started.returncode == 0, started.stderr
     yield started.stdout.strip().splitlines()[-1], env
+    from secureml.audit.transports import factory
+
+    factory._close_all()  # the test's producers, while their broker still answers (or they retry until exit)
     subprocess.run([str(KAFKA_SCRIPT), "stop"], capture_output=True, env=env, timeout=120)
 
 

@@ -199,24 +199,30 @@ def test_duckdb_connection_is_a_source(sample_lake: Path, tmp_path: Path) -> Non
 class FakeVerification:
     """Stands for the result of secureml.integrity.verify(log_dir)."""
 
-    def __init__(self, ok: bool) -> None:
+    def __init__(self, ok: bool, signed: bool = True) -> None:
         """A verdict with a fixed summary."""
         self.ok = ok
+        self.signed = signed
+        self.checkpoints: list[object] = []
 
     def summary(self) -> dict[str, object]:
         """What the verifier checked."""
         return {"events_checked": 24, "broken_chains": 0 if self.ok else 1}
 
 
-@pytest.mark.parametrize(("ok", "verdict"), [(True, "Verified"), (False, "FAILED")])
+@pytest.mark.parametrize(("ok", "signed", "verdict", "cover"), [
+    (True, True, "Verified", "verified"), (False, True, "FAILED", "FAILED"),
+    (True, False, "Not signed", "intact, not signed"),
+])
 def test_integrity_comes_from_the_verifier(sample_lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                           ok: bool, verdict: str) -> None:
-    """The verifier's verdict and summary are printed; its failure is never hidden."""
-    monkeypatch.setattr("secureml.reporting.integrity.verify", lambda log_dir, public_key=None: FakeVerification(ok))
+                                           ok: bool, signed: bool, verdict: str, cover: str) -> None:
+    """The verifier's verdict and summary are printed; its failure is never hidden, nor a missing signature."""
+    monkeypatch.setattr("secureml.reporting.integrity.verify",
+                        lambda log_dir, public_key=None: FakeVerification(ok, signed))
     ReportGenerator().generate_audit_report({"log_dir": str(sample_lake)}, tmp_path / "r.pdf", "T")
     text = pdf_text(tmp_path / "r.pdf")
     assert f"Integrity\n{verdict}" in text and fact(text, "Events checked") == 24
-    assert ("Integrity\nverified" if ok else "Integrity\nFAILED") in text  # the cover
+    assert f"Integrity\n{cover}" in text  # the cover
 
 
 def test_integrity_without_verifier_says_so(sample_lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

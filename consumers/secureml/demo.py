@@ -110,7 +110,9 @@ def run_demo(log_dir: str | Path, *, inferences: int = 5000, out: Callable[[str]
 
     public_key = public_key_path(default_key_path())
     integrity = verify(log_dir, public_key=public_key if public_key.is_file() else None)
-    out(f"  integrity: {'intact' if integrity.ok else 'FAILED'} (hash chains and signed checkpoints; "
-        f"secureml-audit verify --log-dir {log_dir})")
+    checked = ("hash chains and signed checkpoints" if integrity.signed else
+               "hash chains only: NOT SIGNED, no signed checkpoint; give the materializer a key with "
+               "secureml-audit keygen")
+    out(f"  integrity: {integrity.verdict} ({checked}; secureml-audit verify --log-dir {log_dir})")
     out(f"  query it yourself: secureml-audit query --log-dir {log_dir} --event-type compliance_check")
     return Counter(by_type)

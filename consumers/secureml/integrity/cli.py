@@ -60,6 +60,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--witness", nargs=2, action="append", default=[], metavar=("URL", "VKEY"),
                         help="also ask this witness for the latest checkpoint it cosigned (catches a lake whose "
                         "newest checkpoints were removed); repeatable")
+    parser.add_argument("--allow-unsigned", action="store_true",
+                        help="exit 0 for intact hash chains even when no signed checkpoint covers them")
     parser.add_argument("--format", choices=["text", "json"], default="text",
                         help="text (default) or json: the whole result, for scripts and dashboards")
 
@@ -68,7 +70,7 @@ def render(result: VerificationResult) -> str:
     """The result as text: the verdict, what is wrong and where, then the counts."""
     summary = result.summary()
     lines = [
-        f"{'INTACT' if result.ok else 'FAILED'}: {result.log_dir}: {result.events:,} events, "
+        f"{result.verdict.upper()}: {result.log_dir}: {result.events:,} events, "
         f"{summary['operations']:,} operations, {summary['checkpoints']} checkpoints "
         f"(latest {summary['latest_checkpoint']}), verified in {result.seconds:.1f} s",
         f"public key: {result.public_key}",
@@ -115,4 +117,9 @@ def run(args: argparse.Namespace) -> int:
         print()
     else:
         print(render(result))
+    if result.ok and not result.signed and result.events and not args.allow_unsigned:
+        print("secureml-audit verify: NOT SIGNED: no signed checkpoint covers these events, so a consistent rewrite "
+              "or a deleted operation would go unnoticed. Give the materializer a signing key (`secureml-audit "
+              "keygen`), or pass --allow-unsigned to accept intact chains alone", file=sys.stderr)
+        return 1
     return 0 if result.ok else 1

@@ -15,6 +15,9 @@ FOREIGN = "foreign"  # an event no producer logged and no checkpoint signed (ins
 TRUNCATED = "truncated"  # the lake ends before the head a checkpoint signed
 DELETED_OPERATION = "deleted_operation"  # a signed operation has no event left in the lake
 MISPLACED = "misplaced"  # an event sits outside the positions that were signed for it
+LOG_DELETED = "log_deleted"  # an embedded log segment the lake read from is gone
+LOG_TRUNCATED = "log_truncated"  # an embedded log segment is shorter than what the lake read from it
+LOG_ABSENT = "log_absent"  # warning: the embedded log is not beside the lake (a copy?), so it was not compared
 FILE_MISSING = "file_missing"  # a file the manifest lists is gone or unreadable
 MERKLE_MISMATCH = "merkle_mismatch"  # a source's rows do not hash to the signed root
 LOG_MISMATCH = "log_tree_mismatch"  # the lake's rows do not hash to a checkpoint's log tree root
@@ -140,6 +143,19 @@ class VerificationResult:
         """True when every event, chain and checkpoint checked out."""
         return not self.errors
 
+    @property
+    def signed(self) -> bool:
+        """True when signed checkpoints were checked: without one, intact chains prove nothing against
+        whoever rewrote them consistently or deleted whole operations."""
+        return bool(self.checkpoints)
+
+    @property
+    def verdict(self) -> str:
+        """'intact' (and signed), 'intact, not signed', or 'FAILED': what may honestly be claimed."""
+        if not self.ok:
+            return "FAILED"
+        return "intact" if self.signed else "intact, not signed"
+
     def operation(self, operation_id: str) -> OperationReport | None:
         """The report of one operation."""
         return next((op for op in self.operations if op.operation_id == operation_id), None)
@@ -148,7 +164,7 @@ class VerificationResult:
         """Headline numbers, flat, for reports and dashboards."""
         latest = self.checkpoints[-1] if self.checkpoints else None
         return {
-            "status": "intact" if self.ok else "FAILED",
+            "status": self.verdict,
             "events": self.events,
             "operations": len(self.operations),
             "operations_failed": sum(op.status == "failed" for op in self.operations),
@@ -166,7 +182,8 @@ class VerificationResult:
     def to_dict(self) -> dict[str, Any]:
         """Everything, as JSON values."""
         return {
-            "ok": self.ok, "log_dir": self.log_dir, "seconds": round(self.seconds, 3), "summary": self.summary(),
+            "ok": self.ok, "signed": self.signed, "log_dir": self.log_dir, "seconds": round(self.seconds, 3),
+            "summary": self.summary(),
             "findings": [f.to_dict() for f in self.findings],
             "operations": [op.to_dict() for op in self.operations],
             "checkpoints": [c.to_dict() for c in self.checkpoints],

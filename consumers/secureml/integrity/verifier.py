@@ -7,14 +7,20 @@ import os
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from secureml.audit.config import resolve_config
+from secureml.audit.transports.embedded import log_path
 from secureml.integrity.chains import check_chains
 from secureml.integrity.checkpoints import LAKE_PUBLIC_KEY, StoredCheckpoint, checkpoint_dir, stored_checkpoints
 from secureml.integrity.exceptions import IntegrityError
 from secureml.integrity.keys import load_public_key
 from secureml.integrity.result import (
+    LOG_ABSENT,
+    LOG_DELETED,
+    LOG_TRUNCATED,
     NO_CHECKPOINT,
     NO_PUBLIC_KEY,
     UNTRUSTED_KEY,
@@ -24,7 +30,7 @@ from secureml.integrity.result import (
 from secureml.integrity.scan import Progress, scan_lake
 from secureml.integrity.signed import check_checkpoints, check_heads, check_log, check_roots
 from secureml.integrity.witnessed import WitnessPolicy, check_witnessed
-from secureml.lake.table import Lake
+from secureml.lake.table import Lake, Snapshot
 
 PublicKey = str | os.PathLike[str] | Ed25519PublicKey
 
@@ -96,6 +102,7 @@ def verify(
     elif key is None:
         findings.append(Finding(NO_PUBLIC_KEY, "error", "no public key: pass --public-key with the key of the "
                                 "materializer that signed the checkpoints"))
+    findings += _embedded_log_findings(lake, snapshot, scan.rows)
     operations = check_chains(scan.rows, scan.files)
     if operation_id is None:
         check_roots(scan.rows, stored, checkpoints)
@@ -116,3 +123,33 @@ def verify(
         witnessed=witnessed,
         seconds=time.perf_counter() - started,
     )
+
+
+def _embedded_log_findings(lake: Lake, snapshot: Snapshot, rows: pa.Table) -> list[Finding]:
+    """The embedded log's segments against what the lake recorded as read from them.
+
+    Segments are never deleted or shortened by secureml-audit, so a segment the lake read up to
+    byte N that is gone, or now shorter than N, was tampered with (events not materialised yet
+    went with it). A lake copied without its log is only said to be so.
+    """
+    if not lake.local or rows.num_rows == 0:
+        return []
+    sources = sorted(s for s in pc.unique(rows.column("source")).to_pylist() if s and s.startswith("log/"))
+    if not sources:
+        return []
+    directory = log_path(lake.log_dir)
+    if not directory.is_dir():
+        return [Finding(LOG_ABSENT, "warning", f"the embedded log ({directory}) is not beside this lake (a copy of "
+                        "the lake alone?): whether it was truncated or deleted was not checked")]
+    findings = []
+    for source, held in snapshot.positions(sources).items():
+        segment = directory / source.removeprefix("log/")
+        if not segment.is_file():
+            findings.append(Finding(LOG_DELETED, "error", f"the embedded log segment {segment.name}, which the lake "
+                                    f"read up to byte {held:,}, is gone: deleted after it was materialised (events "
+                                    "logged after that position went with it)", source=source))
+        elif (size := segment.stat().st_size) < held:
+            findings.append(Finding(LOG_TRUNCATED, "error", f"the embedded log segment {segment.name} is {size:,} "
+                                    f"bytes, shorter than the {held:,} bytes the lake read from it: truncated",
+                                    source=source))
+    return findings

@@ -66,5 +66,6 @@ def run(args: argparse.Namespace) -> int:
         batch_events=args.batch_events, commit_interval=args.commit_interval,
     )
     _stderr(f"done: {stats.events:,} events in {stats.seconds:.1f}s ({stats.rate:,.0f}/s), "
-            f"{stats.dead_letters} dead letters, {stats.compacted_files} files compacted")
+            f"{stats.dead_letters} dead letters, {stats.compacted_files} files compacted"
+            + ("" if stats.signed is not False else "; NOT SIGNED (no signing key: secureml-audit keygen)"))
     return 0

@@ -38,6 +38,7 @@ class MaterializeStats:
     commits: int = 0
     compacted_files: int = 0
     seconds: float = 0.0
+    signed: bool | None = None  # whether checkpoints were signed (None: not known to this run)
 
     @property
     def rate(self) -> float:
@@ -261,9 +262,14 @@ def materialize(
         source = KafkaSource(config, group, instance_id=instance_id)
     else:
         source = EmbeddedSource(config.log_dir)
-    return Materializer(
-        lake, source, progress=progress, checkpointer=default_checkpointer(config, witnesses), **options
-    ).run(once=once, stop=stop)
+    checkpointer = default_checkpointer(config, witnesses)
+    if checkpointer is None and progress is not None:
+        progress("NOT SIGNED: no signing key, so the lake gets no signed checkpoints and `verify` can vouch for "
+                 "the hash chains only; create one with `secureml-audit keygen` and restart")
+    stats = Materializer(lake, source, progress=progress, checkpointer=checkpointer, **options).run(
+        once=once, stop=stop)
+    stats.signed = checkpointer is not None
+    return stats
 
 
 def materialize_embedded(log_dir: str | os.PathLike[str], *, blocking: bool = True) -> MaterializeStats | None:

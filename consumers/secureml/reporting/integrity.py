@@ -39,9 +39,15 @@ def integrity_section(from_lake: bool, log_dir: str | None,
     where = log_dir if log_dir is not None else "the default log_dir"
     facts = Facts(tuple((str(k).replace("_", " ").capitalize(), _fact(k, v, result))
                         for k, v in result.summary().items()))
-    if result.ok:
-        verdict = Text(f"Verified: the hash chains of the whole lake at {where} are intact and complete.", "good")
+    if result.ok and result.signed:
+        verdict = Text(f"Verified: the hash chains of the whole lake at {where} are intact and complete, and signed "
+                       "checkpoints cover them.", "good")
         return Section("Integrity", (verdict, facts)), "verified"
+    if result.ok:
+        verdict = Text(f"Not signed: the hash chains of the lake at {where} are intact, but no signed checkpoint "
+                       "covers them, so a consistent rewrite or a deleted operation would not show. Give the "
+                       "materializer a signing key (secureml-audit keygen).", "bad")
+        return Section("Integrity", (verdict, facts)), "intact, not signed"
     verdict = Text(f"FAILED: the verifier found altered, missing or out-of-order events in {where}.", "bad")
     return Section("Integrity", (verdict, facts)), "FAILED"
 
