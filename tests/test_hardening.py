@@ -447,3 +447,22 @@ def test_a_copy_of_the_lake_without_its_log_is_only_said_to_be_so(tmp_path: Path
     shutil.copytree(log_dir / "lake", copy / "lake")
     result = verify(copy)
     assert result.ok and "log_absent" in [f.kind for f in result.warnings]
+
+
+@pytest.mark.parametrize("how", ["dotdot", "symlink"])
+def test_the_signing_key_may_not_hide_inside_log_dir_behind_dots_or_links(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          how: str) -> None:
+    """`log_dir/../log_dir/key.pem` and a link into log_dir are inside log_dir: refused, nothing signed with it."""
+    log_dir = tmp_path / "audit_logs"
+    with AuditTrail("x", log_dir=log_dir) as trail:
+        trail.log_model_inference("m", "i", 1)
+    if how == "dotdot":
+        key = log_dir / ".." / "audit_logs" / "keys" / "signing_key.pem"
+    else:
+        (tmp_path / "keys-link").symlink_to(log_dir, target_is_directory=True)
+        key = tmp_path / "keys-link" / "signing_key.pem"
+    monkeypatch.setenv("SECUREML_AUDIT_SIGNING_KEY", str(key))
+    with pytest.raises(AuditError, match="inside the audit log directory"):
+        materialize(log_dir, once=True)
+    assert not (log_dir / "keys").exists() and not (log_dir / "signing_key.pem").exists()

@@ -379,7 +379,8 @@ def checkpointer_for(config: AuditConfig, witnesses: Sequence[str] | None = None
     checkpoints nobody can verify later.
     """
     key_path = default_key_path()
-    if key_path.is_relative_to(config.log_dir):
+    # Resolved first: "log_dir/../log_dir/key.pem" or a symlinked folder must not slip past the rule.
+    if key_path.resolve().is_relative_to(config.log_dir.resolve()):
         raise SigningKeyError(
             f"the signing key {key_path} is inside the audit log directory {config.log_dir}: whoever can "
             "rewrite the lake could re-sign it. Move the key elsewhere and set SECUREML_AUDIT_SIGNING_KEY"
