@@ -466,3 +466,29 @@ def test_the_signing_key_may_not_hide_inside_log_dir_behind_dots_or_links(tmp_pa
     with pytest.raises(AuditError, match="inside the audit log directory"):
         materialize(log_dir, once=True)
     assert not (log_dir / "keys").exists() and not (log_dir / "signing_key.pem").exists()
+
+
+def test_a_lost_data_file_costs_its_rows_only_and_is_named(tmp_path: Path) -> None:
+    """Delete one of the version's files: readers serve the others with a warning naming it; verify locates it."""
+    import pyarrow.parquet as pq
+
+    from secureml.audit.exceptions import LakeDamageWarning
+
+    log_dir = tmp_path / "audit_logs"
+    trails = []
+    for name in ("first", "second"):
+        with AuditTrail(name, log_dir=log_dir) as trail:
+            trail.log_model_inference("m", "i", 1)
+        trails.append(trail)
+        materialize(log_dir, once=True)
+    files = sorted((log_dir / "lake" / "events").rglob("*.parquet"))
+    assert len(files) == 2  # one commit each, not compacted yet (fewer than 16 files today)
+    first_file = next(f for f in files
+                      if trails[0].operation_id in pq.read_table(f, columns=["operation_id"]).column(0).to_pylist())
+    first_file.unlink()
+    with pytest.warns(LakeDamageWarning, match=first_file.name):
+        logs = get_audit_logs(log_dir=log_dir)
+    assert {log["operation_id"] for log in logs} == {trails[1].operation_id}
+    result = verify(log_dir)
+    assert not result.ok and any(f.kind == "file_missing" and first_file.name in " ".join(f.files) + f.message
+                                 for f in result.errors)

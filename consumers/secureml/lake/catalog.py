@@ -15,14 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import duckdb
 
 from secureml.audit._fs import make_private_dir, replacing, write_atomically
 from secureml.audit.config import resolve_config
-from secureml.audit.exceptions import LakeError
+from secureml.audit.exceptions import LakeDamageWarning, LakeError
 from secureml.lake.rows import PARTITION_KEY, table_schema
 from secureml.lake.table import CATALOG, Lake, Snapshot
 
@@ -74,7 +76,14 @@ def events_sql(
         return None
     if lake.local:
         uris = snapshot.uris(start_us, end_us)
-        return parquet_sql(uris, with_date=with_date) if uris else None
+        present = [uri for uri in uris if os.path.exists(uri)]
+        if len(present) < len(uris):
+            gone = [Path(uri).name for uri in uris if uri not in set(present)]
+            warnings.warn(LakeDamageWarning(
+                f"{len(gone)} data file(s) of version {snapshot.version} of the lake at {lake.uri} are missing "
+                f"({', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}): serving the rows of the other files. "
+                "`secureml-audit verify` names what was lost"), stacklevel=3)
+        return parquet_sql(present, with_date=with_date) if present else None
     name = f"lake_v{snapshot.version}"
     con.register(name, snapshot.table.to_pyarrow_dataset(as_large_types=True))
     return f"SELECT * FROM {name}" if with_date else f"SELECT * EXCLUDE ({PARTITION_KEY}) FROM {name}"

@@ -49,4 +49,8 @@ class AuditDeliveryError(AuditTransportError):
 
 
 class LakeError(AuditError, RuntimeError):
-    """The Parquet lake under log_dir is missing, locked or inconsistent."""
+    """The lake under log_dir is missing, locked or inconsistent."""
+
+
+class LakeDamageWarning(UserWarning):
+    """Part of the lake is gone (a data file of the version read): readers serve the rest and name what is missing."""
