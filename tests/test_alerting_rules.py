@@ -6,6 +6,8 @@ import datetime as dt
 import json
 from typing import Any
 
+import pytest
+
 from secureml.alerting import Alert, Event, Rule, RuleContext, load_rules
 from secureml.alerting.builtin.access import AccessOutsideHours, AccessWithoutPurpose, SensitiveColumnAccess
 from secureml.alerting.builtin.checks import FailedComplianceCheck
@@ -183,6 +185,18 @@ def test_privacy_budget_adds_up_per_dataset() -> None:
     alerts = feed(rule, events)
     assert [(a.details["dataset_name"], a.details["epsilon_spent"]) for a in alerts] == [("small", 6)]
     assert [t.operation_id for t in alerts[0].triggers] == ["op-0", "op-1", "op-2"]
+
+
+@pytest.mark.parametrize("bad", [-3.0, float("nan"), float("inf"), -float("inf"), "2", [1]])
+def test_an_invalid_epsilon_is_an_alert_never_a_bypass(bad: Any) -> None:
+    """A negative epsilon would give budget back and NaN/inf escape the sum: each is an alert of its own."""
+    rule = PrivacyBudgetExceeded(PrivacyBudgetExceeded.Options(budget=5))
+    events = [train(T0, "d", "op-1", 4), train(T0, "d", "op-2", bad), train(T0, "d", "op-3", 4)]  # type: ignore[arg-type]
+    alerts = feed(rule, events)
+    invalid = [a for a in alerts if "declared_epsilon" in a.details]
+    assert len(invalid) == 1 and invalid[0].triggers[0].operation_id == "op-2"
+    spent = [a.details["epsilon_spent"] for a in alerts if "epsilon_spent" in a.details]
+    assert spent == [8]  # 4 + 4: the bad declaration neither added nor took away budget
 
 
 def request(at: dt.datetime, status: str, op: str, user_id: str = "subject-1", kind: str = "access",

@@ -203,3 +203,36 @@ def test_custom_rule_from_module_and_class(embedded: Harness, tmp_path: Path, mo
         load_rules(text="custom:\n  - class: my_alert_rules:EveryNthInference\n    id: nth\n    every: 0\n")
     with pytest.raises(RuleConfigError, match=r"<rules>:3: custom\.0\.id: rule id 'bulk_access' is already used"):
         load_rules(text="custom:\n  - class: my_alert_rules:EveryNthInference\n    id: bulk_access\n")
+
+
+BILLION_LAUGHS = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+rules: {bulk_access: {threshold: *h}}
+"""
+
+
+def test_a_billion_laughs_rules_file_is_refused_before_it_expands(tmp_path: Path) -> None:
+    """Anchors and aliases are refused at the first one, with its line; nothing is expanded or echoed."""
+    path = tmp_path / "laughs.yaml"
+    path.write_text(BILLION_LAUGHS)
+    with pytest.raises(RuleConfigError) as caught:
+        load_rules(path)
+    message = str(caught.value)
+    assert "anchors and aliases" in message and ":1" in message and len(message) < 400 and "lol" not in message
+
+
+def test_an_oversized_rules_file_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    """A rules file past the size limit: one clear error naming the file."""
+    path = tmp_path / "huge.yaml"
+    path.write_text("# " + "x" * 5_000_000 + "\n")
+    with pytest.raises(RuleConfigError, match="over the limit"):
+        load_rules(path)
+    with pytest.raises(RuleConfigError, match="over the limit"):
+        load_rules(text="# " + "y" * 2_000_000)

@@ -25,6 +25,7 @@ from secureml.alerting.exceptions import RuleConfigError
 from secureml.alerting.rule import Rule, RuleOptions
 
 Location = tuple[str | int, ...]
+MAX_RULES_FILE_CHARS = 1_000_000
 
 
 class RulesFile(BaseModel):
@@ -42,7 +43,15 @@ class _Document:
     def __init__(self, text: str, name: str, call: str) -> None:
         self.name = name
         self.call = call
+        if len(text) > MAX_RULES_FILE_CHARS:
+            raise RuleConfigError(f"is {len(text):,} characters, over the limit of {MAX_RULES_FILE_CHARS:,} for "
+                                  "a rules file", path=name, call=call)
         try:
+            for parsed in yaml.parse(text, Loader=yaml.SafeLoader):  # events only: nothing expanded yet
+                if isinstance(parsed, yaml.AliasEvent) or getattr(parsed, "anchor", None):
+                    raise RuleConfigError("anchors and aliases (&name, *name) are not allowed in a rules file "
+                                          "(they can expand a small file into gigabytes); write the values out",
+                                          path=name, line=parsed.start_mark.line + 1, call=call)
             self.root = yaml.compose(text, Loader=yaml.SafeLoader)
             self.data = yaml.safe_load(text)
         except yaml.MarkedYAMLError as exc:
@@ -101,6 +110,9 @@ def configured_rules(path: str | os.PathLike[str] | None = None, *, text: str | 
     call = f"load_rules({name!r})" if path is not None else "load_rules(text=...)"
     if text is None:
         try:
+            if Path(name).stat().st_size > 4 * MAX_RULES_FILE_CHARS:  # never read a huge file whole to refuse it
+                raise RuleConfigError(f"is {Path(name).stat().st_size:,} bytes, over the limit for a rules file",
+                                      path=name, call=call)
             text = Path(name).read_text(encoding="utf-8")
         except OSError as exc:
             raise RuleConfigError(f"cannot read the rules file: {exc.strerror}; check the --rules path",

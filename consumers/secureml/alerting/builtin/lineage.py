@@ -151,9 +151,21 @@ class PrivacyBudgetExceeded(Rule):
     article = "Art. 25(1)"
 
     def on_event(self, event: Event, ctx: RuleContext) -> list[Alert]:
-        epsilon = event.json_object("privacy_parameters").get(self.options.parameter)
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon):
+        declared = event.json_object("privacy_parameters")
+        if self.options.parameter not in declared:
             return []
+        epsilon = declared[self.options.parameter]
+        dataset = str(event.get("dataset_name", ""))
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon) \
+                or epsilon < 0:
+            # Never a silent bypass: a negative epsilon would give budget back, NaN or infinity would
+            # escape the sum. The declaration itself is the finding.
+            message = (f"A training on {dataset!r} by {who(event)} declares {self.options.parameter} = "
+                       f"{epsilon!r:.40}, which is no privacy budget (it must be a finite number >= 0): its spend "
+                       "cannot be counted.")
+            return [ctx.alert(message, [event.trigger()], event_time=event.timestamp,
+                              identity=[dataset, "invalid", event.event_id],
+                              details={"dataset_name": dataset, "declared_epsilon": repr(epsilon)[:40]})]
         dataset = str(event.get("dataset_name", ""))
         spent = ctx.state.setdefault(dataset, {"epsilon": 0.0, "recent": [], "alerted": False})
         spent["epsilon"] += float(epsilon)
