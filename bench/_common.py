@@ -63,3 +63,8 @@ def log_inferences(events: int, log_dir: Path, broker: str, topic: str) -> None:
         trail.close()
         print(f"\rbench: logged {min(start + per_trail, events):,}/{events:,}", file=sys.stderr, end="")
     print(file=sys.stderr)
+
+
+def percentiles(values: list[float]) -> list[float]:
+    """The 1st to 99th percentiles (NaN when there are too few values)."""
+    return statistics.quantiles(values, n=100) if len(values) > 1 else [float("nan")] * 99

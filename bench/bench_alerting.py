@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from _common import bootstrap
+from _common import bootstrap, percentiles
 from secureml.alerting import Alert
 from secureml.audit import AuditTrail
 from secureml.audit.config import resolve_config
@@ -118,11 +117,6 @@ def passed_at(times: dict[int, list[int]], t: int) -> int | None:
             return None
         firsts.append(series[index])
     return max(firsts)
-
-
-def percentiles(values: list[float]) -> list[float]:
-    """The 1st to 99th percentiles (NaN when there are too few values)."""
-    return statistics.quantiles(values, n=100) if len(values) > 1 else [float("nan")] * 99
 
 
 def main() -> int:

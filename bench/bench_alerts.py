@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer
 
-from _common import bootstrap
+from _common import bootstrap, percentiles
 from secureml.alerting import Alert
 from secureml.audit import AuditTrail
 from secureml.audit.config import resolve_config
@@ -66,11 +65,6 @@ def produce(trail: AuditTrail, rate: float, seconds: float, alert_every: int) ->
         else:
             trail.log_model_inference("churn-v1", f"request-{i}", "stay", 0.9)
     return total, alerts, total / (time.perf_counter() - began)
-
-
-def percentiles(values: list[float]) -> list[float]:
-    """The 1st to 99th percentiles (NaN when there are too few values)."""
-    return statistics.quantiles(values, n=100) if len(values) > 1 else [float("nan")] * 99
 
 
 def main() -> int:
