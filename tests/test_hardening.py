@@ -492,3 +492,20 @@ def test_a_lost_data_file_costs_its_rows_only_and_is_named(tmp_path: Path) -> No
     result = verify(log_dir)
     assert not result.ok and any(f.kind == "file_missing" and first_file.name in " ".join(f.files) + f.message
                                  for f in result.errors)
+
+
+def test_audit_function_runs_the_function_whatever_size_its_recorded_values_have(tmp_path: Path) -> None:
+    """Recorded arguments and return values too large for one event are described, not recorded; the call runs."""
+
+    @audit_function(log_dir=tmp_path, record_values=["a", "b", "c", "d", "e", "return"])
+    def concat(a: str, b: str, c: str, d: str, e: str) -> str:
+        return a + b + c + d + e
+
+    result = concat(*["z" * 200_000] * 5)
+    assert len(result) == 1_000_000
+    logs = get_audit_logs(log_dir=tmp_path)
+    call = next(log for log in logs if log["event_type"] == "function_call")
+    returned = next(log for log in logs if log["event_type"] == "function_return")
+    assert all("unrecorded" in call["arguments"][name] for name in "abcde")
+    assert "too large to record" in returned["return_value"]["unrecorded"]
+    assert logs[-1]["status"] == "completed"

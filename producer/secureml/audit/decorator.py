@@ -44,11 +44,14 @@ def describe(value: Any) -> dict[str, Any]:
 def _recorded(value: Any, field: str) -> dict[str, Any]:
     """``{"value": value}`` when the value can be recorded as JSON, else why it was not."""
     try:
-        ev.json_value(value, field, "audit_function")
+        text = ev.json_value(value, field, "audit_function")
     except ev.AuditValidationError as exc:
         return {"unrecorded": exc.rule}
     except Exception as exc:  # noqa: BLE001 - a default= conversion of a user type may raise anything
         return {"unrecorded": f"{type(exc).__name__} while converting it to JSON"}
+    if len(text) > ev.MAX_EVENT_BYTES // 4:  # the event must stay within its limit whatever the function got
+        return {"unrecorded": f"{len(text):,} characters as JSON, too large to record (limit "
+                              f"{ev.MAX_EVENT_BYTES // 4:,})"}
     return {"value": value}
 
 
@@ -97,11 +100,15 @@ def audit_function(
                 arg: {**describe(value), **(_recorded(value, arg) if arg in allowed else {})}
                 for arg, value in bound.arguments.items()
             }
-            trail._log_function("function_call", {
-                "function_name": func.__qualname__,
-                "module": func.__module__,
-                "arguments": ev.json_value(arguments, "arguments", "audit_function"),
-            })
+            call = {"function_name": func.__qualname__, "module": func.__module__}
+            try:
+                trail._log_function("function_call", {
+                    **call, "arguments": ev.json_value(arguments, "arguments", "audit_function")})
+            except ev.AuditValidationError as exc:  # the recorded values together are too large: keep the rest
+                described = {arg: {**describe(value), **({"unrecorded": exc.rule} if arg in allowed else {})}
+                             for arg, value in (bound.arguments.items() if bound is not None else ())}
+                trail._log_function("function_call", {
+                    **call, "arguments": ev.json_value(described, "arguments", "audit_function")})
             return trail, time.perf_counter()
 
         def succeed(trail: AuditTrail, began: float, result: Any) -> None:
