@@ -6,7 +6,7 @@ import io
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 
 import fastavro
@@ -14,7 +14,7 @@ import pytest
 from support.alerting import make_alerter, published
 
 from conftest import Harness, run_cli
-from secureml.alerting import AlertDeliveryError, JsonlSink, StdoutSink, WebhookSink, load_rules
+from secureml.alerting import JsonlSink, StdoutSink, WebhookSink, load_rules
 from secureml.alerting.alert import load_alert_schema
 from secureml.alerting.sinks import parse_sink
 from secureml.audit import AuditTrail
@@ -82,17 +82,56 @@ def test_every_sink_gets_every_alert(harness: Harness, tmp_path: Path, receiver:
     assert (tmp_path / "sink" / "alerts.jsonl").stat().st_mode & 0o077 == 0
 
 
-def test_webhook_down_stops_before_the_checkpoint(embedded: Harness, receiver: Receiver) -> None:
-    """A failing webhook stops the alerter before its checkpoint; the next run delivers each alert once."""
+def test_a_failing_webhook_holds_up_nothing_and_later_gets_each_alert_once(embedded: Harness, receiver: Receiver,
+                                                                          tmp_path: Path) -> None:
+    """The webhook refuses: the run ends, the record and the jsonl sink have every alert, the webhook's stay
+    owed on disk; the next run delivers each once to it, and the jsonl sink gets nothing twice."""
     log_violations(embedded)
-    receiver.fail = 100
-    with pytest.raises(AlertDeliveryError, match="HTTP 503"):
-        make_alerter(embedded, QUIET_HOURS, sinks=(WebhookSink(receiver.url, attempts=2),)).run(once=True)
-    assert published(embedded) == []
-    receiver.fail = 1  # one more failure, then the retry gets through
-    stats = make_alerter(embedded, QUIET_HOURS, sinks=(WebhookSink(receiver.url),)).run(once=True)
-    assert stats.alerts == 3
-    assert len(receiver.bodies) == 3 and len(published(embedded)) == 3
+    receiver.fail = 10**6
+    jsonl = tmp_path / "sink" / "alerts.jsonl"
+
+    def sinks() -> tuple[JsonlSink, WebhookSink]:
+        return JsonlSink(jsonl), WebhookSink(receiver.url, attempts=1)
+
+    stats = make_alerter(embedded, QUIET_HOURS, sinks=sinks(), sink_wait=1.0).run(once=True)
+    assert stats.alerts == 3 and stats.owed == 3
+    assert len(published(embedded)) == 3 and len(jsonl.read_text().splitlines()) == 3 and receiver.bodies == []
+    receiver.fail = 0
+    stats = make_alerter(embedded, QUIET_HOURS, sinks=sinks()).run(once=True)
+    assert stats.alerts == 0 and stats.owed == 0
+    ids = sorted(a.alert_id for a in published(embedded))
+    assert sorted(str(b["alert_id"]) for b in receiver.bodies) == ids and len(receiver.bodies) == 3
+    assert sorted(json.loads(line)["alert_id"] for line in jsonl.read_text().splitlines()) == ids
+
+
+def test_a_webhook_that_never_answers_blocks_neither_the_stream_nor_the_other_sinks(
+    embedded: Harness, tmp_path: Path
+) -> None:
+    """A receiver that holds every request open: the run finishes while it still hangs, the jsonl sink has all."""
+    release = threading.Event()
+
+    class Hanging(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            release.wait(120)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hanging)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        log_violations(embedded)
+        jsonl = tmp_path / "sink" / "alerts.jsonl"
+        hook = WebhookSink(f"http://127.0.0.1:{server.server_port}/alerts", timeout=60, attempts=1)
+        stats = make_alerter(embedded, QUIET_HOURS, sinks=(hook, JsonlSink(jsonl)), sink_wait=1.0).run(once=True)
+        assert not release.is_set()  # the run is over while the webhook still holds its first request
+        assert stats.alerts == 3 and stats.owed == 3 and len(jsonl.read_text().splitlines()) == 3
+        assert len(published(embedded)) == 3
+    finally:
+        release.set()
+        server.shutdown()
 
 
 def test_sink_specs() -> None:
@@ -175,3 +214,17 @@ def test_cli_lists_the_builtin_rules(tmp_path: Path) -> None:
     assert f"Rules under {rules}: 7 on, 2 off until configured, 1 switched off." in under
     assert "\n    Set: threshold=5000\n" in under
     assert "\nbulk_access  ON\n" in under and "\noperation_not_closed  OFF (enabled: false)\n" in under
+
+
+def test_a_link_planted_as_the_alerts_record_is_refused(embedded: Harness, tmp_path: Path) -> None:
+    """log_dir/alerts/alerts.jsonl -> elsewhere: the alerter refuses it and leaves the target untouched."""
+    from secureml.alerting import AlertingError
+
+    log_violations(embedded)
+    target = tmp_path / "elsewhere.jsonl"
+    target.write_text("mine\n")
+    (embedded.log_dir / "alerts").mkdir(parents=True, exist_ok=True)
+    (embedded.log_dir / "alerts" / "alerts.jsonl").symlink_to(target)
+    with pytest.raises(AlertingError, match="symbolic link"):
+        make_alerter(embedded, QUIET_HOURS).run(once=True)
+    assert target.read_text() == "mine\n"

@@ -37,7 +37,7 @@ def alerts_topic(harness: Harness) -> str:
 
 
 def make_alerter(harness: Harness, rules_yaml: str | None = None, *, clock: Any = None, topic: str | None = None,
-                 log_dir: Path | None = None, sinks: tuple[Sink, ...] = ()) -> Alerter:
+                 log_dir: Path | None = None, sinks: tuple[Sink, ...] = (), **settings: Any) -> Alerter:
     """An alerter on the harness's transport (a consumer group of its own per alerts topic)."""
     options = harness.options()
     topic = topic or alerts_topic(harness)
@@ -45,7 +45,7 @@ def make_alerter(harness: Harness, rules_yaml: str | None = None, *, clock: Any 
         None if rules_yaml is None else load_rules(text=rules_yaml),
         log_dir=log_dir or options["log_dir"], bootstrap_servers=options["bootstrap_servers"],
         topic=options["topic"], alerts_topic=topic, group=f"alerter-{topic}",
-        clock=clock or MovableClock(), sinks=sinks,
+        clock=clock or MovableClock(), sinks=sinks, **settings,
     )
 
 

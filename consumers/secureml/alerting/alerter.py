@@ -28,7 +28,7 @@ from secureml.alerting.config import load_rules
 from secureml.alerting.event import Event, peek
 from secureml.alerting.exceptions import AlertingError, AlertStateError, RuleConfigError, RuleError
 from secureml.alerting.rule import Rule, RuleContext
-from secureml.alerting.sinks import Sink
+from secureml.alerting.sinks import Outbox, Sink, outbox_name
 from secureml.alerting.state import StateStore
 from secureml.alerting.topic import AlertRecord, FileAlertRecord, KafkaAlertRecord
 from secureml.alerting.watermark import Watermarks
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "secureml-audit-alerter"
 DEFAULT_ALERTS_TOPIC = "audit-alerts"
+# How long a --once run waits at its end for slow sinks; what they have not taken by then stays owed.
+SINK_DRAIN_SECONDS = 15.0
 
 
 @dataclass
@@ -52,6 +54,7 @@ class AlertStats:
     alerts: int = 0
     already_published: int = 0  # regenerated after a restart and skipped
     unreadable: int = 0
+    owed: int = 0  # alerts on the record not yet delivered to some sink when the run ended (kept on disk)
     seconds: float = 0.0
 
 
@@ -81,6 +84,7 @@ class Alerter:
         poll_timeout: float = 0.005,
         max_batch: int = 5000,
         checkpoint_every: float = 1.0,
+        sink_wait: float = SINK_DRAIN_SECONDS,
     ) -> None:
         self.rules = list(load_rules() if rules is None else rules)
         ids = [rule.rule_id for rule in self.rules]
@@ -94,6 +98,7 @@ class Alerter:
         self.config: AuditConfig = resolve_config(log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic)
         self.alerts_topic = alerts_topic
         self.sinks = list(sinks)
+        self.sink_wait = sink_wait
         self.group = group
         self.clock = clock
         self.poll_timeout = poll_timeout
@@ -117,6 +122,7 @@ class Alerter:
         began = time.monotonic()
         store = StateStore(self.config.log_dir / "alerts")
         record: AlertRecord | None = None
+        outboxes: list[Outbox] = []
         source: Source | None = None
         try:
             state = store.load()
@@ -124,6 +130,8 @@ class Alerter:
                 raise AlertStateError(f"{store.path} belongs to source {state.get('source')!r}, not "
                                       f"{self.source_name!r}: give this alerter its own --log-dir")
             record = self._open_record()
+            outboxes = [Outbox(sink, self.config.log_dir / "alerts" / "outbox", outbox_name(sink))
+                        for sink in self.sinks]
             published = record.published_since(None if state is None else state["alert_positions"])
             self._watermarks = Watermarks(self.clock, self._partitions,
                                           {} if state is None else state.get("watermarks", {}))
@@ -145,7 +153,7 @@ class Alerter:
                     self._watermarks.caught_up(final=finishing)
                     alerts += self._tick(contexts)
                 if batches or alerts:
-                    self._deliver(alerts, published, record)
+                    self._deliver(alerts, published, record, outboxes)
                     positions.update((b.source, b.next_position) for b in batches)
                     dirty = True
                 if dirty and (finishing or time.monotonic() - saved_at >= self.checkpoint_every):
@@ -165,8 +173,7 @@ class Alerter:
                 source.close()
             if record is not None:
                 record.close()
-            for sink in self.sinks:
-                sink.close()
+            self._close_outboxes(outboxes, self.sink_wait if once else min(self.sink_wait, 1.0))
             store.close()
             self.stats.seconds = time.monotonic() - began
         return self.stats
@@ -263,17 +270,31 @@ class Alerter:
                                 "in the rules file, then restart") from exc
         return alerts
 
-    def _deliver(self, alerts: list[Alert], published: set[str], record: AlertRecord) -> None:
-        """Sinks first, then the record: an alert on the record was delivered everywhere."""
+    def _deliver(self, alerts: list[Alert], published: set[str], record: AlertRecord, outboxes: list[Outbox]) -> None:
+        """Owed to every sink first (durably, without waiting for them), then the record: an alert on
+        the record is delivered, or owed on disk, everywhere."""
         fresh = [alert for alert in alerts if alert.alert_id not in published]
         self.stats.already_published += len(alerts) - len(fresh)
         if not fresh:
             return
-        for destination in (*self.sinks, record):
-            for alert in fresh:
-                destination.add(alert)
-            destination.flush()
+        for outbox in outboxes:
+            outbox.put(fresh)
+        for alert in fresh:
+            record.add(alert)
+        record.flush()
         self.stats.alerts += len(fresh)
+
+    def _close_outboxes(self, outboxes: list[Outbox], wait: float) -> None:
+        """Give the sinks up to ``wait`` seconds in all to take what they are owed; the rest stays owed."""
+        deadline = time.monotonic() + wait
+        for outbox in outboxes:
+            left = outbox.drain(max(0.0, deadline - time.monotonic()))
+            if left:
+                self.stats.owed += left
+                log.warning("alert sink %s still owed %d alert(s) (%s): kept in %s, delivered by the next run",
+                            outbox.sink.describe(), left, outbox.failure or "slow to answer",
+                            self.config.log_dir / "alerts" / "outbox")
+            outbox.close()
 
     def _checkpoint(self, store: StateStore, record: AlertRecord, contexts: dict[str, RuleContext],
                     positions: dict[str, int], *, background: bool = False) -> None:

@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     stats = alerter.run(once=args.once, stop=stop)
     print(f"done: {stats.events:,} events, {stats.alerts:,} alerts published, {stats.already_published} already "
-          f"published before a restart, {stats.unreadable} unreadable, in {stats.seconds:.1f}s", file=sys.stderr)
+          f"published before a restart, {stats.unreadable} unreadable, in {stats.seconds:.1f}s"
+          + (f"; {stats.owed:,} still owed to slow or failing sinks (kept, delivered by the next run)"
+             if stats.owed else ""), file=sys.stderr)
     return 0
 
 

@@ -1,26 +1,38 @@
 """Where alerts go besides the alerts topic: stdout, a JSON-lines file, a webhook.
 
 A sink has ``add(alert)`` and ``flush()``; ``flush`` returns only when every alert added is
-delivered, else raises AlertDeliveryError (then the alerter does not checkpoint, and the
-alerts come again after a restart: sinks are at-least-once, with ``alert_id`` as the key to
-drop repeats; the alerts topic itself is exactly-once).
+delivered, else raises AlertDeliveryError. The alerter never calls a sink from its loop: each
+sink has an Outbox, which keeps the alerts owed to it on disk and delivers them from a thread
+of its own, in order, each once (a ledger of what was delivered survives restarts), so a slow
+or dead sink holds up neither the stream nor the other sinks. A webhook also gets
+``Idempotency-Key: <alert_id>``, for the one case a ledger cannot cover (killed mid-request).
 """
 
 from __future__ import annotations
 
+import base64
+import collections
+import contextlib
+import hashlib
 import json
+import logging
 import os
+import re
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
 from secureml.alerting.alert import Alert
 from secureml.alerting.exceptions import AlertDeliveryError, AlertingError
-from secureml.audit._fs import make_private_dir
+from secureml.audit._fs import make_private_dir, open_private
+
+log = logging.getLogger(__name__)
 
 
 def alert_line(alert: Alert) -> str:
@@ -31,7 +43,7 @@ def alert_line(alert: Alert) -> str:
 def append_durably(path: Path, data: bytes) -> None:
     """Append to a file (created owner-only, with its directory) and fsync it."""
     make_private_dir(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
         out.flush()
@@ -52,6 +64,10 @@ class Sink(ABC):
     def close(self) -> None:
         """Release files and connections."""
 
+    def describe(self) -> str:
+        """What the sink delivers to, stable across runs (its outbox is named after it)."""
+        return type(self).__qualname__
+
 
 class StdoutSink(Sink):
     """Prints one JSON line per alert."""
@@ -65,6 +81,9 @@ class StdoutSink(Sink):
     def flush(self) -> None:
         (self.stream or sys.stdout).flush()
 
+    def describe(self) -> str:
+        return "stdout"
+
 
 class JsonlSink(Sink):
     """Appends one JSON line per alert to a file readable by its owner only, fsynced on flush."""
@@ -75,6 +94,9 @@ class JsonlSink(Sink):
 
     def add(self, alert: Alert) -> None:
         self._lines.append(alert_line(alert) + "\n")
+
+    def describe(self) -> str:
+        return f"jsonl:{self.path.absolute()}"
 
     def flush(self) -> None:
         if not self._lines:
@@ -98,6 +120,9 @@ class WebhookSink(Sink):
 
     def add(self, alert: Alert) -> None:
         self._pending.append(alert)
+
+    def describe(self) -> str:
+        return f"webhook:{self.url}"
 
     def flush(self) -> None:
         while self._pending:
@@ -138,3 +163,112 @@ def parse_sink(spec: str) -> Sink:
     if kind == "webhook" and target.startswith(("http://", "https://")):
         return WebhookSink(target)
     raise AlertingError(f"unknown sink {spec!r}: use stdout, jsonl:PATH or webhook:http(s)://HOST/PATH")
+
+
+class Outbox:
+    """The alerts on their way to one sink: kept on disk, delivered by a thread of the sink's own, each once.
+
+    ``put`` appends alerts durably and returns at once, so a slow or dead sink never holds up the
+    stream or the other sinks. The thread hands them to the sink in order; after each delivery
+    the alert's id is appended to the sink's ledger, which is read back on start, so a rerun
+    delivers what is still owed and nothing twice. A delivery that fails is retried after a
+    pause that doubles up to RETRY_MAX seconds, for as long as the alerter runs (and on the
+    next run: the alerts stay owed).
+    """
+
+    RETRY_MAX = 30.0
+
+    def __init__(self, sink: Sink, directory: Path, name: str) -> None:
+        self.sink = sink
+        self.name = name
+        directory = make_private_dir(directory)
+        self._pending_path = directory / f"{name}.pending"
+        self._delivered_path = directory / f"{name}.delivered"
+        self._delivered = set(_lines(self._delivered_path))
+        owed = [Alert.from_avro(base64.b64decode(line)) for line in _lines(self._pending_path)]
+        self._owed: collections.deque[Alert] = collections.deque(a for a in owed if a.alert_id not in self._delivered)
+        self._known = self._delivered | {a.alert_id for a in self._owed}
+        self._cond = threading.Condition()
+        self._stop = False
+        self.failure = ""  # the last delivery problem, while alerts are owed
+        self._thread = threading.Thread(target=self._deliver_loop, name=f"sink-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def owed(self) -> int:
+        """Alerts put and not yet delivered."""
+        with self._cond:
+            return len(self._owed)
+
+    def put(self, alerts: Iterable[Alert]) -> None:
+        """Owe these alerts to the sink (durably), unless they were owed or delivered before."""
+        fresh = [a for a in alerts if a.alert_id not in self._known]
+        if not fresh:
+            return
+        append_durably(self._pending_path, b"".join(base64.b64encode(a.to_avro()) + b"\n" for a in fresh))
+        with self._cond:
+            self._known.update(a.alert_id for a in fresh)
+            self._owed.extend(fresh)
+            self._cond.notify()
+
+    def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the owed alerts to be delivered; returns how many are still owed."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._owed and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(min(left, 0.05))
+            return len(self._owed)
+
+    def close(self) -> None:
+        """Stop the thread (what is owed stays owed, on disk) and close the sink."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=1.0)  # a delivery under way may outlive this; it is a daemon thread
+        if not self._owed:  # everything delivered: start the next run with empty files
+            for path in (self._pending_path, self._delivered_path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        self.sink.close()
+
+    def _deliver_loop(self) -> None:
+        pause = 0.5
+        while True:
+            with self._cond:
+                while not self._owed and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                alert = self._owed[0]
+            try:
+                self.sink.add(alert)
+                self.sink.flush()
+            except Exception as exc:  # noqa: BLE001 - any sink failure: keep it owed, say so, retry later
+                self.failure = str(exc)
+                log.warning("alert sink %s: %s; retrying in %.0f s (%d alert(s) owed, kept on disk)",
+                            self.name, exc, pause, self.owed)
+                with self._cond:
+                    if not self._stop:
+                        self._cond.wait(pause)
+                pause = min(pause * 2, self.RETRY_MAX)
+                continue
+            append_durably(self._delivered_path, alert.alert_id.encode() + b"\n")
+            pause, self.failure = 0.5, ""
+            with self._cond:
+                self._delivered.add(alert.alert_id)
+                self._owed.popleft()
+                self._cond.notify_all()
+
+
+def outbox_name(sink: Sink) -> str:
+    """A file name for a sink's outbox: its kind and a digest of what it delivers to."""
+    described = sink.describe()
+    kind = re.sub(r"[^a-z0-9]+", "-", described.split(":", 1)[0].lower()).strip("-") or "sink"
+    return f"{kind}-{hashlib.sha256(described.encode()).hexdigest()[:12]}"
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return [line for line in path.read_text(encoding="ascii").splitlines() if line]
+    except FileNotFoundError:
+        return []

@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from secureml.alerting.alert import ALERT_SCHEMA_VERSION, Alert
-from secureml.alerting.exceptions import AlertDeliveryError, AlertStateError
+from secureml.alerting.exceptions import AlertDeliveryError, AlertingError, AlertStateError
 from secureml.alerting.sinks import JsonlSink, Sink
 from secureml.audit._fs import make_private_dir
 from secureml.audit.config import AuditConfig
@@ -141,6 +141,9 @@ class FileAlertRecord(AlertRecord):
 
     def __init__(self, directory: Path) -> None:
         self.path = make_private_dir(directory) / self.NAME
+        if self.path.is_symlink():  # it would be read, truncated and appended to wherever it points
+            raise AlertingError(f"{self.path} is a symbolic link: secureml-audit never writes through links inside "
+                                f"its log directory (it points to {os.readlink(self.path)}); remove it")
         self._file = JsonlSink(self.path)
         self._end = self._size()
 
