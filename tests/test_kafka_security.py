@@ -170,8 +170,8 @@ def _refused_write(cluster: Cluster, tmp_path: Path, user: str, topic: str) -> A
         trail = _log_events(cluster, tmp_path, user, topic, 3)
         trail.close(timeout=WAIT_S)
     if isinstance(caught.value, AuditDeliveryError):
-        report = caught.value.report
-        assert report.failed > 0 and report.delivered == 0, report
+        report = caught.value.report  # (after a fatal error, one event may stay pending: see KafkaTransport._raised)
+        assert report.failed > 0 and report.delivered == 0 and report.failed + report.pending == report.sent, report
     return caught.value
 
 

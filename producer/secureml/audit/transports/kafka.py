@@ -151,7 +151,12 @@ class KafkaTransport(Transport):
         self._closed = False
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        tracker = self._trackers.get(msg.key())
+        try:
+            key = msg.key()
+        except SystemError as exc:  # called with librdkafka's fatal exception still pending: see _raised
+            self._raised(exc)
+            key = msg.key()
+        tracker = self._trackers.get(key)
         if tracker is None:
             return
         if err is None:
@@ -190,13 +195,18 @@ class KafkaTransport(Transport):
         return reason
 
     def _raised(self, exc: KafkaException | SystemError) -> None:
-        """Note the fatal error that poll()/flush() raised once. confluent-kafka then calls the next
-        callback with that exception still pending, which turns it into a SystemError caused by it
-        (and loses that one delivery report: its event stays unconfirmed, never falsely stored)."""
+        """Note the fatal error that poll()/flush() raise once. confluent-kafka calls the next
+        delivery callback with that exception still pending, which turns the callback's first call
+        into a SystemError caused by it: the callback notes it here and carries on. Now and then
+        that one delivery report is lost all the same: its event stays unconfirmed (reported as
+        pending by flush/close, never as stored)."""
         cause = exc if isinstance(exc, KafkaException) else exc.__cause__
-        if not isinstance(cause, KafkaException):
+        if isinstance(cause, KafkaException):
+            reason = self._fatal(cause.args[0])
+        elif self._refusal is not None:  # flush() then fails "without setting an exception": already noted
+            reason = self._refusal
+        else:
             raise exc
-        reason = self._fatal(cause.args[0])
         for tracker in self._trackers.values():  # events dropped before the reason was known
             tracker.errors[:] = [reason if e == _DROPPED else e for e in tracker.errors]
 
