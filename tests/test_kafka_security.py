@@ -51,6 +51,7 @@ EXPECTED = {
     ("materializer", "write DLQ topic (materialize)"): "allowed",
     ("materializer", "write checkpoint topic (materialize)"): "allowed",
     ("materializer", "write audit topic (AuditTrail)"): "refused",
+    ("materializer", "read in a group it has no ACL for (materialize)"): "refused",
     ("reader", "read audit topic (Consumer)"): "allowed",
     ("reader", "write audit topic (AuditTrail)"): "refused",
     ("reader", "write DLQ topic (Producer)"): "refused",
@@ -287,6 +288,22 @@ def test_materializer_cannot_write_the_audit_topic(cluster: Cluster, tmp_path: P
     assert isinstance(error, AuditDeliveryError), "the materializer sees the topic: the refusal comes with the events"
     assert "User:materializer" in message and f"WRITE on topic '{cluster.topic}'" in message
     record("materializer", "write audit topic (AuditTrail)", "refused", message)
+
+
+def test_materializer_is_refused_a_group_it_has_no_acl_for(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """READ on the topic is not enough: another group stops the materializer with the ACL to grant."""
+    cluster.env(monkeypatch, "materializer")
+    began = time.monotonic()
+    with pytest.raises(AuditTransportError) as caught:
+        materialize(tmp_path / "lake", bootstrap_servers=cluster.bootstrap, topic=cluster.topic,
+                    group="someone-elses-group", once=True)
+    message = str(caught.value)
+    assert "User:materializer" in message and "GROUP_AUTHORIZATION_FAILED" in message
+    assert "READ on group 'someone-elses-group'" in message
+    record("materializer", "read in a group it has no ACL for (materialize)", "refused",
+           f"after {time.monotonic() - began:.0f}s: {message}")
 
 
 def test_reader_reads_the_audit_topic(cluster: Cluster, tmp_path: Path):
