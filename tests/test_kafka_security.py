@@ -30,6 +30,7 @@ from support.kafka_secure import (
     wait_until_authenticates,
 )
 
+from secureml.alerting import Alerter
 from secureml.audit import AuditDeliveryError, AuditError, AuditTrail, AuditTransportError, get_audit_logs
 from secureml.audit.config import resolve_config
 from secureml.audit.transports.kafka import KafkaTransport, ensure_topic
@@ -52,6 +53,8 @@ EXPECTED = {
     ("materializer", "write checkpoint topic (materialize)"): "allowed",
     ("materializer", "write audit topic (AuditTrail)"): "refused",
     ("materializer", "read in a group it has no ACL for (materialize)"): "refused",
+    ("alerter", "read audit topic, publish alerts (Alerter)"): "allowed",
+    ("alerter", "write audit topic (AuditTrail)"): "refused",
     ("reader", "read audit topic (Consumer)"): "allowed",
     ("reader", "write audit topic (AuditTrail)"): "refused",
     ("reader", "write DLQ topic (Producer)"): "refused",
@@ -78,6 +81,7 @@ class Cluster:
     broker: SecureBroker
     topic: str
     group: str
+    alerter_group: str
     reader_group_prefix: str
     passwords: dict[str, str]
 
@@ -92,6 +96,10 @@ class Cluster:
     @property
     def checkpoints(self) -> str:
         return f"{self.topic}-checkpoints"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.topic}-alerts"
 
     def settings(self, user: str, password: str | None = None) -> dict[str, str]:
         return self.broker.settings(user, self.passwords[user] if password is None else password)
@@ -134,6 +142,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         print(f"\nsecure broker at {broker.bootstrap} ready in {broker.started_in:.0f}s (data {broker.data_dir})")
         topic = f"sec-audit-{uuid.uuid4().hex[:8]}"
         group = f"materializer-{uuid.uuid4().hex[:8]}"
+        alerter_group = f"alerter-{uuid.uuid4().hex[:8]}"
         reader_prefix = "reader-"
         grants = [
             Grant("producer", "WRITE", "topic", topic),
@@ -141,12 +150,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             Grant("materializer", "READ", "group", group),
             Grant("materializer", "WRITE", "topic", f"{topic}-dlq"),
             Grant("materializer", "WRITE", "topic", f"{topic}-checkpoints"),
+            Grant("alerter", "READ", "topic", topic),
+            Grant("alerter", "READ", "group", alerter_group),
+            Grant("alerter", "DESCRIBE", "topic", f"{topic}-dlq"),
+            Grant("alerter", "WRITE", "topic", f"{topic}-alerts"),
+            Grant("alerter", "READ", "topic", f"{topic}-alerts"),
+            Grant("alerter", "READ", "group", "secureml-alerter-readback-", prefixed=True),
             Grant("reader", "READ", "topic", topic),
             Grant("reader", "READ", "group", reader_prefix, prefixed=True),
         ]
-        passwords = provision(broker, ["producer", "materializer", "reader"],
-                              {topic: 3, f"{topic}-dlq": 1, f"{topic}-checkpoints": 1}, grants)
-        made = Cluster(broker, topic, group, reader_prefix, passwords)
+        passwords = provision(broker, ["producer", "materializer", "alerter", "reader"],
+                              {topic: 3, f"{topic}-dlq": 1, f"{topic}-checkpoints": 1, f"{topic}-alerts": 3}, grants)
+        made = Cluster(broker, topic, group, alerter_group, reader_prefix, passwords)
         for user in passwords:
             wait_until_authenticates(broker, made.settings(user), topic)
         yield made
@@ -304,6 +319,34 @@ def test_materializer_is_refused_a_group_it_has_no_acl_for(
     assert "READ on group 'someone-elses-group'" in message
     record("materializer", "read in a group it has no ACL for (materialize)", "refused",
            f"after {time.monotonic() - began:.0f}s: {message}")
+
+
+def test_alerter_reads_the_audit_topic_and_publishes_alerts(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The alerter principal turns a data access without a purpose into an alert on its topic."""
+    trail = AuditTrail("security-alerter", log_dir=tmp_path / "producer", bootstrap_servers=cluster.bootstrap,
+                       topic=cluster.topic, producer_config=cluster.settings("producer"), user="alice")
+    trail.log_data_access(dataset_name="patients", columns_accessed=["age"], num_records=3, purpose=None)
+    assert trail.close(timeout=WAIT_S).ok
+    cluster.env(monkeypatch, "alerter")
+
+    stats = Alerter(log_dir=tmp_path / "alerter", bootstrap_servers=cluster.bootstrap, topic=cluster.topic,
+                    alerts_topic=cluster.alerts, group=cluster.alerter_group).run(once=True)
+
+    mine = [v for v in cluster.admin_read(cluster.alerts) if trail.operation_id.encode() in v]
+    record("alerter", "read audit topic, publish alerts (Alerter)", "allowed" if mine else "refused",
+           f"{stats.events} events read, {stats.alerts} alert(s) published, {len(mine)} about this trail")
+    assert any(b"access_without_purpose" in v for v in mine)
+
+
+def test_alerter_cannot_write_the_audit_topic(cluster: Cluster, tmp_path: Path):
+    """Writing alerts does not let the alerter write audit events."""
+    error = _refused_write(cluster, tmp_path, "alerter", cluster.topic)
+    message = str(error)
+    assert isinstance(error, AuditDeliveryError)
+    assert "User:alerter" in message and f"WRITE on topic '{cluster.topic}'" in message
+    record("alerter", "write audit topic (AuditTrail)", "refused", message)
 
 
 def test_reader_reads_the_audit_topic(cluster: Cluster, tmp_path: Path):

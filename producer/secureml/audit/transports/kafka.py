@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -142,6 +143,7 @@ class KafkaTransport(Transport):
         # Set once the broker refuses this producer for good (credentials, ACLs): the reason
         # every event failed since, instead of librdkafka's bare purge or fatal code.
         self._refusal: str | None = None
+        self._reports: deque[tuple[KafkaError | None, Any]] = deque()
         self._producer = Producer(settings)
         self._produce = self._producer.produce
         self._poll = self._producer.poll
@@ -151,18 +153,23 @@ class KafkaTransport(Transport):
         self._closed = False
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        try:
-            key = msg.key()
-        except SystemError as exc:  # called with librdkafka's fatal exception still pending: see _raised
-            self._raised(exc)
-            key = msg.key()
-        tracker = self._trackers.get(key)
-        if tracker is None:
-            return
-        if err is None:
-            tracker.on_delivered()
-        else:
-            tracker.on_failed(self._explain(err))
+        # Only note the report; _settle counts it once poll()/flush() returned. After a fatal error
+        # confluent-kafka runs this with its exception pending, when every C call in here raises
+        # SystemError after taking effect (a tracker's lock would stay held): one append is safe.
+        self._reports.append((err, msg))
+
+    def _settle(self) -> None:
+        """Count the delivery reports noted since the last call in their trails' trackers."""
+        reports = self._reports
+        while reports:
+            err, msg = reports.popleft()
+            tracker = self._trackers.get(msg.key())
+            if tracker is None:
+                continue
+            if err is None:
+                tracker.on_delivered()
+            else:
+                tracker.on_failed(self._explain(err))
 
     def _explain(self, err: KafkaError) -> str:
         """Why an event failed, saying what to do when the broker refused this principal."""
@@ -197,14 +204,22 @@ class KafkaTransport(Transport):
     def _raised(self, exc: KafkaException | SystemError) -> None:
         """Note the fatal error that poll()/flush() raise once. confluent-kafka calls the next
         delivery callback with that exception still pending, which turns the callback's first call
-        into a SystemError caused by it: the callback notes it here and carries on. Now and then
-        that one delivery report is lost all the same: its event stays unconfirmed (reported as
-        pending by flush/close, never as stored)."""
+        into a SystemError caused by it, raised here. When the logging of the FATAL line swallows
+        the exception instead, flush() fails "without setting an exception" and the reason is
+        inferred."""
         cause = exc if isinstance(exc, KafkaException) else exc.__cause__
         if isinstance(cause, KafkaException):
             reason = self._fatal(cause.args[0])
         elif self._refusal is not None:  # flush() then fails "without setting an exception": already noted
             reason = self._refusal
+        elif "without setting an exception" in str(exc):
+            # The pending exception was swallowed on the way (by the logging of librdkafka's FATAL line).
+            reason = self._refusal = (
+                f"the Kafka producer for topic {self._topic!r} failed for good (librdkafka's fatal error is logged "
+                f"as FATAL by {__name__}); under ACLs that is usually {principal(self.config)} refused an idempotent "
+                f"producer id (CLUSTER_AUTHORIZATION_FAILED) because it may write to no topic: ask the cluster's "
+                f"operator to grant it WRITE on topic {self._topic!r}")
+            logger.error("%s", reason)
         else:
             raise exc
         for tracker in self._trackers.values():  # events dropped before the reason was known
@@ -216,6 +231,8 @@ class KafkaTransport(Transport):
             self._poll(timeout)
         except (KafkaException, SystemError) as exc:
             self._raised(exc)
+        finally:
+            self._settle()
 
     def emit(self, key: bytes, value: bytes, tracker: DeliveryTracker) -> None:
         if self._closed:
@@ -266,6 +283,8 @@ class KafkaTransport(Transport):
         except (KafkaException, SystemError) as exc:
             self._raised(exc)
             return int(self._producer.flush(max(0.0, deadline - time.monotonic())))
+        finally:
+            self._settle()
 
     def release(self, key: bytes) -> None:
         self._trackers.pop(key, None)
