@@ -204,3 +204,25 @@ def test_stop_ends_the_process_and_status_then_exits_3(local_broker: LocalKafka)
     again = local_broker.run("stop", timeout=60)
     assert again.returncode == 0
     assert "not running" in again.stderr
+
+
+def test_secure_start_is_refused_on_a_plaintext_data_dir(local_broker: LocalKafka):
+    """start --secure on a data dir formatted for a plaintext broker fails and starts nothing."""
+    pid_before = local_broker.pid()
+    proc = local_broker.run("start", "--secure", timeout=60)
+    assert proc.returncode == 1
+    assert "formatted for a plaintext broker, not sasl_ssl" in proc.stderr
+    assert proc.stdout == ""
+    assert local_broker.pid() == pid_before
+
+
+def test_unknown_security_mode_and_start_flag_are_refused(tmp_path: Path):
+    """KAFKA_LOCAL_SECURITY must be plaintext or sasl_ssl; start takes no flag but --secure."""
+    broker = LocalKafka(_free_port_pair(), tmp_path / "data")
+    broker.env["KAFKA_LOCAL_SECURITY"] = "tls-please"
+    bad_mode = broker.run("start", timeout=60)
+    assert bad_mode.returncode == 1 and "bad KAFKA_LOCAL_SECURITY: tls-please" in bad_mode.stderr
+    del broker.env["KAFKA_LOCAL_SECURITY"]
+    bad_flag = broker.run("start", "--insecure", timeout=60)
+    assert bad_flag.returncode == 2 and bad_flag.stdout == ""
+    assert not (tmp_path / "data" / "kafka-local.env").exists(), "nothing was formatted"

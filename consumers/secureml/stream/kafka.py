@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from secureml.audit.config import AuditConfig
 from secureml.audit.exceptions import AuditTransportError
 from secureml.audit.schema import known_versions
-from secureml.audit.transports.kafka import PRODUCER_DEFAULTS, ensure_topic
+from secureml.audit.transports.kafka import AUTHORIZATION_ERRORS, PRODUCER_DEFAULTS, ensure_topic, refused
 from secureml.stream.sources import Batch, Item, Source, header_version
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class KafkaSource(Source):
     ) -> None:
         self.config = config
         self.topic = config.topic
+        self.group = group
         ensure_topic(config)
         ensure_topic(config, dlq_topic(self.topic), partitions=1)
         common = {"bootstrap.servers": config.bootstrap_servers, **config.librdkafka_settings()}
@@ -108,6 +109,10 @@ class KafkaSource(Source):
         for msg in self._consumer.consume(num_messages=max_items, timeout=timeout):
             error = msg.error()
             if error is not None:
+                if error.code() in AUTHORIZATION_ERRORS:  # an ACL is missing: waiting cannot help
+                    raise AuditTransportError(refused(
+                        self.config, error, f"reading topic {self.topic!r} in consumer group {self.group!r}",
+                        f"READ on topic {self.topic!r} and READ on group {self.group!r}"))
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("Kafka: %s", error.str())
                 continue
@@ -148,18 +153,31 @@ class KafkaSource(Source):
 
         def on_delivery(err: KafkaError | None, _msg: Any) -> None:
             if err is not None:
-                self._dlq_failures.append(err.str())
+                self._dlq_failed(err)
 
-        self._dlq.produce(
-            dlq_topic(self.topic), item.value, item.key,
-            headers=[("reason", reason.encode()), ("source-topic", self.topic.encode()),
-                     ("source-partition", partition.encode()), ("source-offset", str(item.position).encode())],
-            on_delivery=on_delivery,
-        )
-        self._dlq.poll(0)
+        try:
+            self._dlq.produce(
+                dlq_topic(self.topic), item.value, item.key,
+                headers=[("reason", reason.encode()), ("source-topic", self.topic.encode()),
+                         ("source-partition", partition.encode()), ("source-offset", str(item.position).encode())],
+                on_delivery=on_delivery,
+            )
+            self._dlq.poll(0)
+        except KafkaException as exc:  # refused at once (no ACL), or librdkafka's one-time fatal error
+            self._dlq_failed(exc.args[0])
+
+    def _dlq_failed(self, err: KafkaError) -> None:
+        topic = dlq_topic(self.topic)
+        self._dlq_failures.append(
+            refused(self.config, err, f"writing to topic {topic!r}", f"WRITE on topic {topic!r}")
+            if err.code() in AUTHORIZATION_ERRORS else err.str())
 
     def flush_dead_letters(self) -> None:
-        remaining = self._dlq.flush(60)
+        try:
+            remaining = self._dlq.flush(60)
+        except KafkaException as exc:
+            self._dlq_failed(exc.args[0])
+            remaining = self._dlq.flush(60)
         if remaining or self._dlq_failures:
             failures, self._dlq_failures = self._dlq_failures, []
             raise AuditTransportError(

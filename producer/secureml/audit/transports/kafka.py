@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -29,21 +30,73 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 # A full local queue means the broker has been unreachable for long: wait this long, then fail.
 _QUEUE_FULL_WAIT = 30.0
+# The reason of an event librdkafka dropped after a fatal error, until that error is known.
+_DROPPED = "the Kafka producer failed for good and dropped the event"
+# How long ensure_topic waits for the broker's metadata before it gives up.
+_METADATA_WAIT = 15.0
+# Refusals by the broker's authorizer: the principal lacks an ACL (never cured by retrying).
+AUTHORIZATION_ERRORS = frozenset({
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+})
 
 logger = logging.getLogger(__name__)
 
 
+def principal(config: AuditConfig) -> str:
+    """The Kafka principal a configuration authenticates as (``User:ANONYMOUS`` without SASL)."""
+    settings = config.librdkafka_settings()
+    if "sasl" not in settings.get("security.protocol", "plaintext").lower():
+        return "User:ANONYMOUS"
+    return f"User:{settings.get('sasl.username', '?')}"
+
+
+def refused(config: AuditConfig, error: KafkaError, what: str, acl: str) -> str:
+    """Explains an authorization refusal: who was refused what, and which ACL would allow it."""
+    return (f"Kafka at {config.bootstrap_servers} refused {principal(config)} {what} ({error.name()}): "
+            f"the principal lacks an ACL; ask the cluster's operator to grant it {acl} "
+            "(kafka-acls --add --allow-principal ...; see README: Kafka security)")
+
+
+def unauthenticated(config: AuditConfig, error: KafkaError) -> str:
+    """Explains a failed SASL/TLS handshake with the broker."""
+    settings = config.librdkafka_settings()
+    return (f"Kafka at {config.bootstrap_servers} refused the connection of {principal(config)} "
+            f"(security.protocol={settings.get('security.protocol', 'plaintext')}, "
+            f"sasl.mechanisms={settings.get('sasl.mechanisms', '-')}): {error.str()}. Check sasl.username and "
+            "sasl.password (SECUREML_AUDIT_KAFKA_SASL_USERNAME/_PASSWORD) and ssl.ca.location")
+
+
 def ensure_topic(config: AuditConfig, topic: str | None = None, *, partitions: int | None = None) -> None:
-    """Create the topic if it is missing (infinite retention, never compacted)."""
+    """Create the topic if it is missing (infinite retention, never compacted).
+
+    A topic the principal may not DESCRIBE looks missing; creating it then needs CREATE, and the
+    refusal says so. A broker refusing the credentials fails at once, not after the wait.
+    """
     name = topic or config.topic
-    admin = AdminClient({"bootstrap.servers": config.bootstrap_servers or "", **config.librdkafka_settings()})
-    try:
-        existing = admin.list_topics(timeout=15).topics
-    except KafkaException as exc:
-        raise AuditTransportError(
-            f"cannot reach Kafka at {config.bootstrap_servers}: {exc}. Start a broker "
-            "(scripts/kafka-local start) or unset SECUREML_AUDIT_BOOTSTRAP_SERVERS for the embedded log."
-        ) from exc
+    problems: list[KafkaError] = []
+    settings: dict[str, Any] = {"bootstrap.servers": config.bootstrap_servers or "", **config.librdkafka_settings(),
+                                "error_cb": problems.append}
+    admin = AdminClient(settings)
+    deadline = time.monotonic() + _METADATA_WAIT
+    while True:
+        try:
+            existing = admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic()))).topics
+            break
+        except KafkaException as exc:
+            admin.poll(0)  # serves error_cb
+            failed = next((e for e in problems if e.code() == KafkaError._AUTHENTICATION), None)
+            if failed is not None:
+                raise AuditTransportError(unauthenticated(config, failed)) from exc
+            if time.monotonic() < deadline:
+                continue
+            last = f" (last error: {problems[-1].str()})" if problems else ""
+            raise AuditTransportError(
+                f"cannot reach Kafka at {config.bootstrap_servers} within {_METADATA_WAIT:.0f}s: {exc}{last}. Start "
+                "a broker (scripts/kafka-local start); for a TLS/SASL listener, which drops plaintext and anonymous "
+                "clients, check security.protocol, sasl.username/sasl.password and ssl.ca.location; or unset "
+                "SECUREML_AUDIT_BOOTSTRAP_SERVERS for the embedded log."
+            ) from exc
     if name in existing:
         return
     new = NewTopic(
@@ -56,7 +109,13 @@ def ensure_topic(config: AuditConfig, topic: str | None = None, *, partitions: i
         try:
             future.result()
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            error = exc.args[0]
+            if error.code() in AUTHORIZATION_ERRORS:
+                raise AuditTransportError(refused(
+                    config, error, f"creating the missing topic {name!r}",
+                    f"CREATE on topic {name!r}, or create the topic as an admin and grant it DESCRIBE and "
+                    f"WRITE (producer) or READ (consumer) on {name!r}")) from exc
+            if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise AuditTransportError(f"cannot create Kafka topic {name!r}: {exc}") from exc
 
 
@@ -78,8 +137,13 @@ class KafkaTransport(Transport):
             "bootstrap.servers": config.bootstrap_servers,
             **config.librdkafka_settings(),
             "on_delivery": self._on_delivery,
+            "error_cb": self._on_error,
             "logger": logger,  # librdkafka's own diagnostics go to logging, not straight to stderr
         }
+        # Set once the broker refuses this producer for good (credentials, ACLs): the reason
+        # every event failed since, instead of librdkafka's bare purge or fatal code.
+        self._refusal: str | None = None
+        self._reports: deque[tuple[KafkaError | None, Any]] = deque()
         self._producer = Producer(settings)
         self._produce = self._producer.produce
         self._poll = self._producer.poll
@@ -89,13 +153,86 @@ class KafkaTransport(Transport):
         self._closed = False
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        tracker = self._trackers.get(msg.key())
-        if tracker is None:
-            return
-        if err is None:
-            tracker.on_delivered()
+        # Only note the report; _settle counts it once poll()/flush() returned. After a fatal error
+        # confluent-kafka runs this with its exception pending, when every C call in here raises
+        # SystemError after taking effect (a tracker's lock would stay held): one append is safe.
+        self._reports.append((err, msg))
+
+    def _settle(self) -> None:
+        """Count the delivery reports noted since the last call in their trails' trackers."""
+        reports = self._reports
+        while reports:
+            err, msg = reports.popleft()
+            tracker = self._trackers.get(msg.key())
+            if tracker is None:
+                continue
+            if err is None:
+                tracker.on_delivered()
+            else:
+                tracker.on_failed(self._explain(err))
+
+    def _explain(self, err: KafkaError) -> str:
+        """Why an event failed, saying what to do when the broker refused this principal."""
+        code = err.code()
+        if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            return refused(self.config, err, f"writing to topic {self._topic!r}", f"WRITE on topic {self._topic!r}")
+        if code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+            return refused(self.config, err, "an idempotent producer id (it may write to no topic)",
+                           f"WRITE on topic {self._topic!r}")
+        if err.fatal() or code in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT, KafkaError._FATAL):
+            # librdkafka may report these before poll()/flush() raise the fatal error that explains them.
+            return self._refusal or _DROPPED
+        return f"{err.name()}: {err.str()}"
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._AUTHENTICATION:
+            # Refused credentials do not heal by retrying: fail the queued events now, with the
+            # reason, rather than after message.timeout.ms.
+            self._refusal = unauthenticated(self.config, err)
+            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+        elif err.fatal():
+            self._fatal(err)
         else:
-            tracker.on_failed(f"{err.name()}: {err.str()}")
+            logger.debug("Kafka producer: %s", err.str())
+
+    def _fatal(self, err: KafkaError) -> str:
+        """The producer is unusable from now on (e.g. its idempotent producer id was refused): why."""
+        reason = self._refusal = self._explain(err)
+        logger.error("the Kafka producer for %s failed for good: %s", self._topic, reason)
+        return reason
+
+    def _raised(self, exc: KafkaException | SystemError) -> None:
+        """Note the fatal error that poll()/flush() raise once. confluent-kafka calls the next
+        delivery callback with that exception still pending, which turns the callback's first call
+        into a SystemError caused by it, raised here. When the logging of the FATAL line swallows
+        the exception instead, flush() fails "without setting an exception" and the reason is
+        inferred."""
+        cause = exc if isinstance(exc, KafkaException) else exc.__cause__
+        if isinstance(cause, KafkaException):
+            reason = self._fatal(cause.args[0])
+        elif self._refusal is not None:  # flush() then fails "without setting an exception": already noted
+            reason = self._refusal
+        elif "without setting an exception" in str(exc):
+            # The pending exception was swallowed on the way (by the logging of librdkafka's FATAL line).
+            reason = self._refusal = (
+                f"the Kafka producer for topic {self._topic!r} failed for good (librdkafka's fatal error is logged "
+                f"as FATAL by {__name__}); under ACLs that is usually {principal(self.config)} refused an idempotent "
+                f"producer id (CLUSTER_AUTHORIZATION_FAILED) because it may write to no topic: ask the cluster's "
+                f"operator to grant it WRITE on topic {self._topic!r}")
+            logger.error("%s", reason)
+        else:
+            raise exc
+        for tracker in self._trackers.values():  # events dropped before the reason was known
+            tracker.errors[:] = [reason if e == _DROPPED else e for e in tracker.errors]
+
+    def _serve(self, timeout: float) -> None:
+        """Serve delivery reports; librdkafka raises its fatal error from here once."""
+        try:
+            self._poll(timeout)
+        except (KafkaException, SystemError) as exc:
+            self._raised(exc)
+        finally:
+            self._settle()
 
     def emit(self, key: bytes, value: bytes, tracker: DeliveryTracker) -> None:
         if self._closed:
@@ -107,18 +244,22 @@ class KafkaTransport(Transport):
         except BufferError:
             self._wait_for_room(key, value, tracker)
         except KafkaException as exc:  # refused before sending (e.g. larger than message.max.bytes)
-            tracker.on_failed(f"the Kafka producer refused the event: {exc}")
+            error = exc.args[0]
+            if self._refusal is None and error.code() not in AUTHORIZATION_ERRORS:
+                tracker.on_failed(f"the Kafka producer refused the event: {exc}")
+            else:
+                tracker.on_failed(self._explain(error))
             return
         self._unpolled += 1
         if self._unpolled >= 64:  # serve delivery reports now and then, not on every call
             self._unpolled = 0
-            self._poll(0)
+            self._serve(0)
 
     def _wait_for_room(self, key: bytes, value: bytes, tracker: DeliveryTracker) -> None:
         """The local queue is full (broker away for long): serve reports until there is room, bounded."""
         deadline = time.monotonic() + _QUEUE_FULL_WAIT
         while True:
-            self._poll(0.05)
+            self._serve(0.05)
             try:
                 self._produce(self._topic, value, key, headers=_HEADERS)
                 return
@@ -132,7 +273,18 @@ class KafkaTransport(Transport):
 
     def flush(self, timeout: float) -> None:
         if not self._closed:  # a closed transport's producer is gone: nothing left to wait for
-            self._producer.flush(timeout)
+            self._flush(timeout)
+
+    def _flush(self, timeout: float) -> int:
+        """flush() that turns librdkafka's one-time fatal exception into failed events, bounded."""
+        deadline = time.monotonic() + timeout
+        try:
+            return int(self._producer.flush(timeout))
+        except (KafkaException, SystemError) as exc:
+            self._raised(exc)
+            return int(self._producer.flush(max(0.0, deadline - time.monotonic())))
+        finally:
+            self._settle()
 
     def release(self, key: bytes) -> None:
         self._trackers.pop(key, None)
@@ -141,7 +293,7 @@ class KafkaTransport(Transport):
         if self._closed:
             return
         self._closed = True
-        remaining = self._producer.flush(timeout)
+        remaining = self._flush(timeout)
         if remaining:
             logger.warning(
                 "%d audit event(s) were not confirmed by Kafka at %s within %.0fs of closing the transport; "
