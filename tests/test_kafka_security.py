@@ -166,6 +166,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             wait_until_authenticates(broker, made.settings(user), topic)
         yield made
     finally:
+        from secureml.audit.transports import factory
+
+        factory._close_all()  # the trails' producers, while their broker still answers (or they retry until exit)
         broker.stop()
 
 
