@@ -9,37 +9,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from support.ports import free_port_pair
 
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "kafka-local"
 START_TIMEOUT_S = 300  # first use may fetch the jars from Maven Central
-
-
-def _free_port_pair() -> int:
-    """A free port P on 127.0.0.1 whose neighbour P+1 (the controller port) is free too."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as s1, socket.socket() as s2:
-                s1.bind(("127.0.0.1", port))
-                s2.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free pair of adjacent ports")
 
 
 class LocalKafka:
@@ -91,7 +73,7 @@ def _is_our_broker(pid: int, data_dir: Path) -> bool:
 @pytest.fixture(scope="module")
 def local_broker(tmp_path_factory: pytest.TempPathFactory):
     """One broker for the whole module, always stopped at the end."""
-    broker = LocalKafka(_free_port_pair(), tmp_path_factory.mktemp("kafka-local") / "data")
+    broker = LocalKafka(free_port_pair(), tmp_path_factory.mktemp("kafka-local") / "data")
     try:
         yield broker
     finally:
@@ -218,7 +200,7 @@ def test_secure_start_is_refused_on_a_plaintext_data_dir(local_broker: LocalKafk
 
 def test_unknown_security_mode_and_start_flag_are_refused(tmp_path: Path):
     """KAFKA_LOCAL_SECURITY must be plaintext or sasl_ssl; start takes no flag but --secure."""
-    broker = LocalKafka(_free_port_pair(), tmp_path / "data")
+    broker = LocalKafka(free_port_pair(), tmp_path / "data")
     broker.env["KAFKA_LOCAL_SECURITY"] = "tls-please"
     bad_mode = broker.run("start", timeout=60)
     assert bad_mode.returncode == 1 and "bad KAFKA_LOCAL_SECURITY: tls-please" in bad_mode.stderr

@@ -24,11 +24,11 @@ from support.kafka_secure import (
     MatrixRow,
     SecureBroker,
     SecureBrokerError,
-    free_port_pair,
     matrix_table,
     provision,
     wait_until_authenticates,
 )
+from support.ports import free_port_pair
 
 from secureml.alerting import Alerter
 from secureml.audit import AuditDeliveryError, AuditError, AuditTrail, AuditTransportError, get_audit_logs

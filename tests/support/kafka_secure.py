@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -39,24 +38,6 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "kafka-local"
 START_TIMEOUT_S = 300  # first use may fetch the jars from Maven Central
 WAIT_S = 30.0  # the longest any step here waits for the broker
-
-
-def free_port_pair() -> int:
-    """A free port P on 127.0.0.1 whose neighbour P+1 (the controller port) is free too."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port >= 65535 or port in (9092, 9093):
-            continue
-        try:
-            with socket.socket() as s1, socket.socket() as s2:
-                s1.bind(("127.0.0.1", port))
-                s2.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free pair of adjacent ports on 127.0.0.1")
 
 
 class SecureBrokerError(RuntimeError):
