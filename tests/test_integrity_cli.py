@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import random
 from pathlib import Path
@@ -18,7 +17,6 @@ from support.integrity import (  # noqa: F401 - signing_key_fixture is autouse
 
 from conftest import Harness
 from secureml.audit import cli
-from secureml.integrity.cli import ProgressBar
 
 
 @pytest.fixture
@@ -81,13 +79,3 @@ def test_prove_then_verify_proof(
     assert capsys.readouterr().out.startswith("VALID")
     assert cli.main([*args, "--event-id", f"{lake[2]}:3"]) == 1
     assert capsys.readouterr().out.startswith("INVALID")
-
-
-def test_progress_bar_draws_on_large_lakes_only() -> None:
-    """The bar stays silent below 100k events and ends its line when done."""
-    stream = io.StringIO()
-    bar = ProgressBar(stream)
-    bar(10, 50)
-    assert stream.getvalue() == ""
-    bar(200_000, 200_000)
-    assert stream.getvalue().endswith("200,000/200,000 events\n")

@@ -5,37 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from typing import TextIO
 
 from secureml.integrity.cosigning import parse_witnesses
 from secureml.integrity.exceptions import NoteError, WitnessError
 from secureml.integrity.result import VerificationResult
 from secureml.integrity.verifier import verify
 from secureml.integrity.witnessed import WitnessPolicy, parse_witness_keys
+from secureml.progress import Progress
 
-PROGRESS_FROM_ROWS = 100_000
 SHOWN_FINDINGS = 50
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal, redrawn at most ten times a second."""
-
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
-        self.stream = stream
-        self.width = width
-        self._drawn = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if total < PROGRESS_FROM_ROWS or (now - self._drawn < 0.1 and done < total):
-            return
-        self._drawn = now
-        filled = self.width * done // max(total, 1)
-        self.stream.write(f"\rverifying [{'#' * filled}{'.' * (self.width - filled)}] {done:,}/{total:,} events")
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 HELP = "verify hash chains and signed checkpoints of a lake"
@@ -62,6 +40,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "newest checkpoints were removed); repeatable")
     parser.add_argument("--allow-unsigned", action="store_true",
                         help="exit 0 for intact hash chains even when no signed checkpoint covers them")
+    parser.add_argument("--progress", action="store_true",
+                        help="show progress on stderr (about once a second) even when it is not a terminal")
     parser.add_argument("--format", choices=["text", "json"], default="text",
                         help="text (default) or json: the whole result, for scripts and dashboards")
 
@@ -110,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     except (NoteError, WitnessError) as exc:
         print(f"secureml-audit verify: {exc}", file=sys.stderr)
         return 2
-    progress = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    progress = Progress("verify", True if args.progress else None)  # on a terminal, or when asked
     result = verify(args.log_dir, args.public_key, args.operation_id, progress, as_of=args.as_of, witnesses=policy)
     if args.format == "json":
         json.dump(result.to_dict(), sys.stdout, indent=2)

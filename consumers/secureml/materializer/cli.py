@@ -37,6 +37,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay", action="store_true", help="rebuild the lake from the start of the log")
     parser.add_argument("--batch-events", type=int, default=200_000, help="events per commit at most")
     parser.add_argument("--commit-interval", type=float, default=0.5, help="seconds between commits")
+    parser.add_argument("--progress", action="store_true", help="report progress every second (default: every 5 s)")
     parser.add_argument("--witness", nargs=2, action="append", metavar=("URL", "VKEY"),
                         help="a witness to submit each checkpoint to: its URL and cosignature vkey (repeatable; "
                         "default: $SECUREML_AUDIT_WITNESSES, URL VKEY pairs)")
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         instance_id=args.instance_id,
         witnesses=witnesses,
         batch_events=args.batch_events, commit_interval=args.commit_interval,
+        report_interval=1.0 if args.progress else 5.0,
     )
     _stderr(f"done: {stats.events:,} events in {stats.seconds:.1f}s ({stats.rate:,.0f}/s), "
             f"{stats.dead_letters} dead letters, {stats.compacted_files} files compacted"

@@ -92,6 +92,7 @@ class Materializer:
         background_compaction: bool = True,
         checkpointer: Checkpointer | None = None,
         compaction_interval: float = 2.0,
+        report_interval: float = 5.0,
     ) -> None:
         self.lake = lake
         self.source = source
@@ -101,6 +102,7 @@ class Materializer:
         self.background_compaction = background_compaction
         self.checkpointer = checkpointer
         self.compaction_interval = compaction_interval
+        self.report_interval = report_interval
         self.stats = MaterializeStats()
         self._catalog_built = 0.0
 
@@ -127,7 +129,7 @@ class Materializer:
                                 or (once and caught_up)):
                     self._commit(pending)
                     pending, count, last_commit = {}, 0, time.monotonic()
-                if self.progress and now - last_report >= 5:
+                if self.progress and now - last_report >= self.report_interval:
                     self._report(began)
                     last_report = now
                 if once and caught_up and not pending:
