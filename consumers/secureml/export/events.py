@@ -41,7 +41,8 @@ def event_dicts(rows: pa.Table) -> list[dict[str, Any]]:
 
 
 def _page_sql(where: str) -> str:
-    return f"SELECT * FROM events WHERE source = ? AND source_offset > ?{where} ORDER BY source_offset LIMIT ?"
+    return (f"SELECT * FROM events WHERE source = ? AND source_offset >= ? AND source_offset < ?{where} "
+            "ORDER BY source_offset LIMIT ?")
 
 
 @dataclass
@@ -69,20 +70,35 @@ class LakeReader:
         return total
 
     def batches(self, done: Positions) -> Iterator[EventBatch]:
-        """Batches of at most ``batch_events`` events; each top-N page keeps memory bounded by the batch."""
-        sources = [s for (s,) in self._con.sql("SELECT DISTINCT source FROM events ORDER BY source").fetchall()]
+        """Batches of at most ``batch_events`` events, in position order per source.
+
+        Each page is a top-N query over a window of positions: the window keeps the scan to the
+        files (and row groups) that hold it, the limit keeps memory to the batch. The window
+        narrows after a full page and widens after a sparse one.
+        """
         sql = _page_sql(self._where)
-        for source in sources:
-            last = done.get(source, -1)
-            while True:
-                params = [source, last, *self._selection.params, self.batch_events]
+        for source, low, high, count in self._con.sql(
+                f"SELECT source, min(source_offset), max(source_offset), count(*) FROM events "
+                f"WHERE TRUE{self._where} GROUP BY source ORDER BY source", params=self._selection.params).fetchall():
+            start = max(low, done.get(source, -1) + 1)
+            width = max(1, (high - low + 1) * self.batch_events // max(count, 1))
+            while start <= high:
+                end = start + width
+                params = [source, start, end, *self._selection.params, self.batch_events]
                 rows = self._con.sql(sql, params=params).to_arrow_table()
                 if rows.num_rows == 0:
-                    break
+                    start, width = end, width * 2
+                    continue
                 last = int(rows["source_offset"][-1].as_py())
+                if rows.num_rows == self.batch_events:
+                    if last + 1 < end:  # the window held more than a batch: go on inside it, narrower
+                        width = max(1, width // 2)
+                    start = last + 1
+                else:
+                    start = end
+                    if rows.num_rows < self.batch_events // 2:
+                        width *= 2
                 yield EventBatch(event_dicts(rows), {source: last})
-                if rows.num_rows < self.batch_events:
-                    break
 
     def close(self) -> None:
         """Release the DuckDB connection."""
