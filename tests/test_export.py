@@ -201,9 +201,11 @@ def test_http_sink_does_not_retry_a_refusal(embedded: Harness) -> None:
     (("--since", "noon"), "export: invalid 'start_time': must be an ISO 8601 time"),
     (("--start", "2026-02-01", "--until", "2026-01-01"), "must not be after end_time"),
     (("--sink", "kafka:out"), "needs a Kafka broker"),
+    (("--batch-events", "0"), "export: invalid 'batch_events': must be a positive integer"),
+    (("--http-batch", "0"), "export: invalid 'http_batch': must be a positive integer"),
 ])
 def test_bad_input_is_one_line_and_exit_2(embedded: Harness, args: tuple[str, ...], message: str) -> None:
-    """Unknown format, bad sink spec, bad time: one line on stderr naming the field, exit 2, no traceback."""
+    """Unknown format, bad sink spec, bad time or size: one line on stderr naming the field, exit 2, no traceback."""
     log_trail(embedded.options())
     result = run_cli("export", "--log-dir", str(embedded.log_dir), *args)
     assert result.returncode == 2, result.stderr

@@ -140,6 +140,12 @@ class Exporter:
         if isinstance(batch_events, bool) or not isinstance(batch_events, int) or batch_events < 1:
             raise AuditValidationError("batch_events", f"must be a positive integer, got {batch_events!r:.40}",
                                        where="export")
+        if isinstance(http_chunk, bool) or not isinstance(http_chunk, int) or http_chunk < 1:
+            raise AuditValidationError("http_batch", f"must be a positive integer, got {http_chunk!r:.40}",
+                                       where="export")
+        if not http_deadline > 0:
+            raise AuditValidationError("http_timeout", f"must be > 0 seconds, got {http_deadline!r:.40}",
+                                       where="export")
         parse_sink(sink)
         self.keep = _time_filter(start_time, end_time)
         self.format = export_format
@@ -151,12 +157,12 @@ class Exporter:
         self.instance_id = instance_id or default_instance_id(self.config, export_format, sink)
         self.group = group or f"secureml-audit-export-{export_format}-{hashlib.sha1(sink.encode()).hexdigest()[:8]}"
         self.progress = progress or Progress("export", enabled=False)
-        self.http = {"http_deadline": http_deadline, "http_chunk": http_chunk}
+        self.http_deadline, self.http_chunk = http_deadline, http_chunk
         self.stats = ExportStats()
 
     def _open(self, *, from_kafka: bool) -> Sink:
         return open_sink(self.sink_spec, self.format, self.config, instance_id=self.instance_id,
-                         from_kafka=from_kafka, **self.http)  # type: ignore[arg-type]
+                         from_kafka=from_kafka, http_deadline=self.http_deadline, http_chunk=self.http_chunk)
 
     def _deliver(self, sink: Sink, batch: EventBatch, consumer: Any = None) -> None:
         events = batch.events if self.keep is None else [e for e in batch.events if self.keep(e)]
@@ -219,9 +225,4 @@ class Exporter:
             follower.close()
             sink.close()
         return self.stats
-
-
-def export(export_format: str, sink: str, **options: Any) -> ExportStats:
-    """Export one version of the lake (see ``Exporter``)."""
-    return Exporter(export_format, sink, **options).run_batch()
 
