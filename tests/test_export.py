@@ -112,6 +112,30 @@ def test_time_bounds_select_events(embedded: Harness, tmp_path: Path) -> None:
     assert [r["event_id"] for r in read_lines(path)] == [e["event_id"] for e in events[2:6]]
 
 
+def test_lake_reader_batches_are_bounded_and_in_position_order(harness: Harness) -> None:
+    """Batches hold at most batch_events events, in position order per source; together every event once."""
+    from secureml.export.events import LakeReader
+
+    for _ in range(3):
+        log_trail(harness.options(), inferences=7)
+    harness.sync()
+    reader = LakeReader(str(harness.log_dir), batch_events=4)
+    try:
+        batches = list(reader.batches({}))
+        assert reader.pending({}) == 48
+    finally:
+        reader.close()
+    assert all(1 <= len(batch.events) <= 4 for batch in batches)
+    ids = [event["event_id"] for batch in batches for event in batch.events]
+    assert sorted(ids) == sorted(e["event_id"] for e in get_audit_logs(log_dir=harness.log_dir))
+    assert len(ids) == len(set(ids)) == 48
+    last: dict[str, int] = {}
+    for batch in batches:
+        ((source, position),) = batch.done.items()
+        assert position > last.get(source, -1)
+        last[source] = position
+
+
 def test_file_sink_resumes_and_drops_a_torn_batch(embedded: Harness, tmp_path: Path) -> None:
     """A second export appends only new events; bytes of a batch torn by a crash are cut, nothing is doubled."""
     log_trail(embedded.options())
