@@ -40,7 +40,10 @@ class Record:
 
     def json(self) -> bytes:
         """The value as compact UTF-8 JSON (one line)."""
-        return json.dumps(self.value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+        return _ENCODER.encode(self.value).encode()
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 # -- JSONL -------------------------------------------------------------------------------------
@@ -104,25 +107,24 @@ def _failed(value: object) -> bool:
     return isinstance(value, str) and any(word in value.lower() for word in _FAILED_WORDS)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MS = dt.timedelta(milliseconds=1)
+
+
 def _epoch_ms(timestamp: str) -> int:
-    moment = dt.datetime.fromisoformat(timestamp)
-    return (moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)
-
-
-def _payload(event: dict[str, Any], envelope: set[str]) -> dict[str, Any]:
-    return {k: v for k, v in event.items() if k not in envelope and v is not None}
+    return (dt.datetime.fromisoformat(timestamp) - _EPOCH) // _MS
 
 
 _ENVELOPE = {"schema_version", "event_id", "operation_id", "operation_name", "operation_start", "seq", "event_type",
              "level", "timestamp", "user", "regulations", "context", "producer_host", "producer_pid",
              "producer_version", "prev_hash", "hash"}
+_NOT_UNMAPPED = _ENVELOPE | _MAPPED
 
 
 def to_ocsf(event: dict[str, Any]) -> list[Record]:
     """One OCSF event of the closest class (see docs/exports.md for the mapping and the reasons)."""
     event_type = event["event_type"]
     class_uid, activity_id, activity = OCSF_ACTIVITY.get(event_type, CUSTOM_ACTIVITY)
-    payload = _payload(event, _ENVELOPE)
     if event_type == "user_request":
         class_uid = DATASTORE_ACTIVITY
         activity_id, activity = _REQUEST_ACTIVITY.get(str(event.get("request_type", "")).lower(), (99, "Other"))
@@ -158,7 +160,7 @@ def to_ocsf(event: dict[str, Any]) -> list[Record]:
         "unmapped": {
             "event_type": event_type, "operation_name": event["operation_name"], "seq": event["seq"],
             "context": event.get("context"), "hash": event["hash"], "prev_hash": event["prev_hash"],
-            **{k: v for k, v in payload.items() if k not in _MAPPED},
+            **{k: v for k, v in event.items() if k not in _NOT_UNMAPPED and v is not None},
         },
     }
     if status_text is not None:
