@@ -83,7 +83,7 @@ class LakeReader:
             start = max(low, done.get(source, -1) + 1)
             width = max(1, (high - low + 1) * self.batch_events // max(count, 1))
             while start <= high:
-                end = start + width
+                end = min(start + width, high + 1)  # never past the last position (nor int64)
                 params = [source, start, end, *self._selection.params, self.batch_events]
                 rows = self._con.sql(sql, params=params).to_arrow_table()
                 if rows.num_rows == 0:
