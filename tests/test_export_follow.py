@@ -98,7 +98,7 @@ def test_follow_into_kafka_is_exactly_once_across_sigkill(kafka: Harness, tmp_pa
             time.sleep(3)  # anything more (a duplicate) would show now
         finally:
             second.send_signal(signal.SIGTERM)
-            second.wait(60)
+            second.wait(120)
     finally:
         stop_logging.set()
         writer.join(60)
@@ -117,7 +117,7 @@ def test_follow_into_a_file_resumes_after_sigkill(kafka: Harness, tmp_path: Path
     path = tmp_path / "events.jsonl"
     log = tmp_path / "exporter.log"
     first = exporter(kafka, f"file:{path}", log)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240
     while not (path.exists() and path.stat().st_size > 20_000):
         assert time.monotonic() < deadline and first.poll() is None, log.read_text()[-3000:]
         time.sleep(0.05)
@@ -125,14 +125,14 @@ def test_follow_into_a_file_resumes_after_sigkill(kafka: Harness, tmp_path: Path
     first.wait(30)
     second = exporter(kafka, f"file:{path}", log)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while len(path.read_bytes().splitlines()) < 2002:
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         time.sleep(2)
     finally:
         second.send_signal(signal.SIGTERM)
-        second.wait(60)
+        second.wait(120)
     ids = [json.loads(line)["event_id"] for line in path.read_bytes().splitlines()]
     assert len(ids) == len(set(ids)) == 2002
 
@@ -159,24 +159,24 @@ def test_follow_into_http_commits_offsets_after_delivery(kafka: Harness, tmp_pat
     with http_receiver(failures=2) as (url, received):
         first = exporter(kafka, f"http:{url}", log)
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 240
             while len(received.records()) < 12:
                 assert time.monotonic() < deadline and first.poll() is None, log.read_text()[-3000:]
                 time.sleep(0.1)
         finally:
             first.send_signal(signal.SIGTERM)
-            first.wait(60)
+            first.wait(120)
         log_trail(kafka.options(), inferences=1)
         second = exporter(kafka, f"http:{url}", log)
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 240
             while len(received.records()) < 22:
                 assert time.monotonic() < deadline and second.poll() is None, log.read_text()[-3000:]
                 time.sleep(0.1)
             time.sleep(2)
         finally:
             second.send_signal(signal.SIGTERM)
-            second.wait(60)
+            second.wait(120)
     ids = [record["event_id"] for record in received.records()]
     assert len(ids) == len(set(ids)) == 22  # a clean stop loses and repeats nothing
     assert first.returncode == second.returncode == 0
