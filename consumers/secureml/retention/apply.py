@@ -1,0 +1,290 @@
+"""``retention apply``: delete expired events from the lake in one Delta commit, vacuum them, sign a record.
+
+Order of work, so that a crash at any step leaves a lake that verifies or says what to do:
+the removed events' file is written, then the Delta delete commits (its commitInfo names the
+record), then the signed record is stored, then the removed data files are vacuumed and fully
+expired embedded-log segments deleted. A crash after the commit and before the record leaves
+the commit without record; the next ``apply`` completes the record from the version before the
+delete (still readable: nothing was vacuumed yet).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, QueryBuilder
+from deltalake.exceptions import CommitFailedError, DeltaError
+
+from secureml.audit._fs import file_lock, owner_only
+from secureml.audit.config import resolve_config
+from secureml.audit.timeutil import micros_to_iso, now_micros
+from secureml.audit.transports.embedded import log_path
+from secureml.integrity.exceptions import SigningKeyError
+from secureml.integrity.keys import default_key_path, key_id, load_signing_key, sign
+from secureml.integrity.merkle import extend_frontier, leaf_hashes, root_of_frontier
+from secureml.integrity.scan import _skeleton as skeleton
+from secureml.lake.catalog import ensure_catalog
+from secureml.lake.rows import table_schema
+from secureml.lake.table import Lake
+from secureml.retention.exceptions import RetentionError
+from secureml.retention.holds import HOLDS_FILE, LOCK_FILE, Hold, held_sql, read_holds, retention_dir
+from secureml.retention.policy import RetentionPolicy, load_policy, quote
+from secureml.retention.records import (
+    COMMIT_KEY,
+    FORMAT_VERSION,
+    REMOVED_SCHEMA,
+    RetentionRecord,
+    stored_records,
+    write_record,
+    write_removed,
+)
+
+log = logging.getLogger(__name__)
+
+_ATTEMPTS = 10
+LEAF_CHUNK = 1 << 16
+
+
+@dataclass
+class RetentionResult:
+    """What one ``apply`` did (or, with ``dry_run``, would do)."""
+
+    events: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    first: str | None = None  # time of the oldest removed event
+    last: str | None = None
+    dry_run: bool = False
+    record: Path | None = None
+    signed: bool = False
+    table_version_before: int | None = None
+    table_version_after: int | None = None
+    files_vacuumed: int = 0
+    segments_removed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for people."""
+        what = ", ".join(f"{n:,} {t}" for t, n in sorted(self.counts.items())) or "nothing"
+        if self.dry_run:
+            return f"dry run: {self.events:,} events would expire ({what}); nothing was changed"
+        if not self.events:
+            return "nothing has expired under the policy; the lake is unchanged"
+        signed = "signed" if self.signed else "NOT SIGNED (no signing key: the record proves nothing to verify)"
+        return (f"expired {self.events:,} events ({what}) from {self.first} to {self.last}; table version "
+                f"{self.table_version_before} -> {self.table_version_after}; record {self.record} ({signed}); "
+                f"{self.files_vacuumed} data files vacuumed, {len(self.segments_removed)} log segments deleted")
+
+
+def _signing_key(log_dir: Path) -> Any:
+    """The checkpoints' signing key, or None when there is none (the record is then not signed)."""
+    path = default_key_path()
+    if path.resolve().is_relative_to(log_dir.resolve()):
+        raise SigningKeyError(f"the signing key {path} is inside the audit log directory {log_dir}: move it "
+                              "elsewhere and set SECUREML_AUDIT_SIGNING_KEY")
+    if not path.exists():
+        log.warning("no signing key at %s: the retention record is NOT SIGNED, so verify cannot tell this expiry "
+                    "from tampering. Create one with `secureml-audit keygen`", path)
+        return None
+    return load_signing_key(path)
+
+
+def _positions_sql(table: DeltaTable) -> str:
+    """Rows at positions this version's commits consumed, per source (what a concurrent append cannot change)."""
+    found = QueryBuilder().register("events", table).execute("SELECT DISTINCT source FROM events")
+    sources = pa.table(found.read_all())["source"].to_pylist()
+    terms = [f"(source = {quote(s)} AND source_offset < {table.transaction_version(s)})" for s in sorted(sources)
+             if table.transaction_version(s) is not None]
+    return "(" + " OR ".join(terms) + ")" if terms else "false"
+
+
+def _expired_rows(table: DeltaTable, predicate: str) -> pa.Table:
+    """The removed events' skeleton rows (REMOVED_SCHEMA), in (source, offset) order."""
+    found = QueryBuilder().register("events", table).execute(f"SELECT * FROM events WHERE {predicate}")
+    rows = pa.table(found.read_all())
+    if rows.num_rows == 0:
+        return REMOVED_SCHEMA.empty_table()
+    rows = rows.select(table_schema().names).cast(table_schema())
+    parts = []
+    for batch in rows.to_batches(max_chunksize=LEAF_CHUNK):
+        bones = skeleton(batch, 0)
+        parts.append(pa.RecordBatch.from_arrays(
+            [bones.column(n) if n in bones.schema.names else batch.column(n) for n in REMOVED_SCHEMA.names],
+            schema=REMOVED_SCHEMA))
+    return pa.Table.from_batches(parts, REMOVED_SCHEMA).sort_by([("source", "ascending"),
+                                                                  ("source_offset", "ascending")])
+
+
+def merkle_root(hashes: pa.ChunkedArray) -> str:
+    """RFC 6962 root of the leaf hashes of event hashes, in order (hex)."""
+    frontier: list[bytes] = []
+    for start in range(0, len(hashes), LEAF_CHUNK):
+        frontier = extend_frontier(frontier, start, leaf_hashes(hashes.slice(start, LEAF_CHUNK).to_pylist()))
+    return root_of_frontier(frontier).hex()
+
+
+def _counts(rows: pa.Table) -> dict[str, int]:
+    grouped = rows.group_by("event_type").aggregate([("event_type", "count")])
+    return dict(zip(grouped["event_type"].to_pylist(), grouped["event_type_count"].to_pylist()))
+
+
+def _iso(value: Any) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _finished_segments(lake: Lake, table: DeltaTable, removed: pa.Table) -> list[dict[str, Any]]:
+    """Embedded-log segments every event of which is removed now, read to their end, whose writer has finished."""
+    directory = log_path(lake.log_dir)
+    if not lake.local or not directory.is_dir():
+        return []
+    found = QueryBuilder().register("events", table).execute(
+        "SELECT source, count(*) AS n FROM events WHERE source LIKE 'log/%' GROUP BY source")
+    held = pa.table(found.read_all()).to_pylist()
+    gone = _counts(removed.select(["source"]).rename_columns(["event_type"])) if removed.num_rows else {}
+    names = [p.name for p in directory.iterdir()]
+    segments = []
+    for entry in held:
+        source, name = entry["source"], entry["source"].removeprefix("log/")
+        path = directory / name
+        if gone.get(source, 0) != entry["n"] or not path.is_file():
+            continue
+        size = path.stat().st_size
+        if table.transaction_version(source) != size or not _writer_finished(name, names):
+            continue
+        segments.append({"name": name, "bytes": size})
+    return segments
+
+
+def _writer_finished(name: str, names: list[str]) -> bool:
+    """True when the process that wrote a segment (``<time>-<host>-<pid>-<token>.seg``) can write it no more."""
+    try:
+        stamp_host, pid, _token = name.removesuffix(".seg").rsplit("-", 2)
+        stamp, host = stamp_host.split("-", 1)
+        process = int(pid)
+    except ValueError:
+        return False
+    prefix = f"-{host}-{pid}-"
+    if any(prefix in other and other > name for other in names):
+        return True  # the writer rolled over to a newer segment
+    if host != socket.gethostname():
+        return False  # another host's writer: its liveness cannot be told from here
+    try:
+        os.kill(process, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def apply_retention(
+    log_dir: str | os.PathLike[str] | None = None,
+    policy: str | os.PathLike[str] | Mapping[str, Any] | RetentionPolicy | None = None,
+    *,
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+    lake_uri: str | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> RetentionResult:
+    """Delete the events of the lake under ``log_dir`` that expired under ``policy`` and no legal hold keeps.
+
+    ``policy``: a YAML/JSON file, a dict or a RetentionPolicy (default: ``DEFAULT_POLICY``).
+    ``now`` is when expiry is judged (default: the current time). With ``dry_run`` only counts.
+    """
+    rules = load_policy(policy)
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    directory = resolve_config(log_dir=log_dir, bootstrap_servers="").log_dir
+    lake = Lake(directory, uri=lake_uri, storage_options=storage_options)
+    if not lake.exists():
+        raise RetentionError(f"no lake at {lake.uri}: materialize the events first "
+                             f"(`secureml-audit materialize --once --log-dir {directory}`)")
+    root = retention_dir(directory)
+    key = None if dry_run else _signing_key(directory)
+    with file_lock(root / LOCK_FILE):
+        holds = read_holds(root / HOLDS_FILE)
+        stored = stored_records(root)
+        broken = [s for s in stored if s.record is None]
+        if broken:
+            raise RetentionError(f"the retention record {broken[0].path} is unreadable ({broken[0].problem}): "
+                                 "restore it from a backup before applying retention again")
+        return _apply(lake, root, rules, holds, moment, dry_run, key, stored[-1].record if stored else None)
+
+
+def _apply(lake: Lake, root: Path, rules: RetentionPolicy, holds: list[Hold], moment: dt.datetime, dry_run: bool,
+           key: Any, previous: RetentionRecord | None) -> RetentionResult:
+    sequence = previous.sequence + 1 if previous else 0
+    for _attempt in range(_ATTEMPTS):
+        table = lake.latest()
+        assert table is not None
+        before = table.version()
+        predicate = (f"({rules.expired_sql(moment, 'datafusion')}) AND NOT {held_sql(holds)} "
+                     f"AND {_positions_sql(table)}")
+        log.info("retention: finding events expired at %s in table version %d", _iso(moment), before)
+        removed = _expired_rows(table, predicate)
+        result = RetentionResult(removed.num_rows, _counts(removed) if removed.num_rows else {}, dry_run=dry_run,
+                                 table_version_before=before)
+        if removed.num_rows:
+            times = pc.min_max(removed["timestamp"])
+            result.first, result.last = _iso(times["min"].as_py()), _iso(times["max"].as_py())
+        if dry_run or not removed.num_rows:
+            return result
+        segments = _finished_segments(lake, table, removed)
+        name, digest = write_removed(root, sequence, removed)
+        log.info("retention: deleting %d expired events in one commit", removed.num_rows)
+        try:
+            with owner_only():
+                metrics = table.delete(predicate, commit_properties=CommitProperties(
+                    custom_metadata={COMMIT_KEY: str(sequence)}))
+        except CommitFailedError:
+            log.info("retention: another writer changed the same files meanwhile: judging again")
+            continue
+        except (DeltaError, OSError) as exc:
+            raise RetentionError(f"could not delete expired events from {lake.uri}: {exc}. Nothing was deleted; "
+                                 "check that the lake is writable and try again") from exc
+        deleted = int(metrics.get("num_deleted_rows", -1))
+        after = table.version()
+        if deleted != removed.num_rows:
+            raise RetentionError(f"the delete commit (table version {after}) removed {deleted} events, not the "
+                                 f"{removed.num_rows} judged expired: run `secureml-audit verify` and restore the "
+                                 f"lake to version {before} if it reports missing events")
+        body = {
+            "version": FORMAT_VERSION, "sequence": sequence, "created_at": micros_to_iso(now_micros()),
+            "evaluated_at": _iso(moment), "key_id": key_id(key.public_key()) if key is not None else "",
+            "prev_record_hash": previous.digest() if previous else "", "policy": rules.to_dict(),
+            "holds": [{"kind": h.kind, "value": h.value} for h in holds],
+            "events": removed.num_rows, "counts": result.counts, "range": {"first": result.first, "last": result.last},
+            "table_version_before": before, "table_version_after": after,
+            "removed": {"file": name, "sha256": digest, "rows": removed.num_rows,
+                        "merkle_root": merkle_root(removed["hash"])},
+            "segments": segments,
+        }
+        unsigned = RetentionRecord(body)
+        record = RetentionRecord(body, sign(key, unsigned.signed_bytes()) if key is not None else "")
+        result.record, result.signed, result.table_version_after = write_record(root, record), key is not None, after
+        result.files_vacuumed = lake.vacuum(0, full=False)
+        result.segments_removed = _remove_segments(lake, segments)
+        ensure_catalog(lake)
+        log.info("retention: %s", result.summary())
+        return result
+    raise RetentionError(f"could not delete expired events from {lake.uri}: other writers kept changing the same "
+                         "files; try again when compaction is idle")
+
+
+def _remove_segments(lake: Lake, segments: list[dict[str, Any]]) -> list[str]:
+    """Delete the segments a record lists (already materialised and wholly expired)."""
+    removed = []
+    for entry in segments:
+        path = log_path(lake.log_dir) / entry["name"]
+        try:
+            path.unlink()
+            removed.append(entry["name"])
+        except FileNotFoundError:
+            pass
+    return removed
