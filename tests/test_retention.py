@@ -358,3 +358,46 @@ def test_fully_expired_segments_of_finished_writers_are_deleted_and_verify_accep
         [f.message for f in verified.errors]
     (embedded.log_dir / "log" / sorted(segments - set(result.segments_removed))[0]).unlink()
     assert any(f.kind == LOG_DELETED for f in verify(embedded.log_dir, public_key=signing_key.public).errors)
+
+
+def test_inclusion_and_consistency_proofs_still_hold_after_expiry(
+    embedded: Harness, mixed: Logged, signing_key: Keys
+) -> None:
+    """A kept event whose source lost expired events still gets an inclusion proof; log-tree consistency too."""
+    from secureml.integrity.keys import load_public_key
+    from secureml.integrity.proofs import prove, prove_consistency, verify_consistency_proof, verify_proof
+
+    trail = AuditTrail("later", **embedded.options())
+    trail.close()
+    materialize(embedded)  # a second checkpoint, so there is a consistency proof to make
+    apply_retention(embedded.log_dir, POLICY)
+    kept = get_audit_logs(operation_id=mixed.old, event_type="compliance_check", log_dir=embedded.log_dir)[0]
+    public = load_public_key(signing_key.public)
+    assert verify_proof(prove(embedded.log_dir, kept["event_id"]), public, event_id=kept["event_id"])
+    old, new = verify_consistency_proof(prove_consistency(embedded.log_dir, "0", "latest"), public)
+    assert old.size < new.size
+
+
+def test_an_apply_interrupted_after_its_delete_is_completed_by_the_next(
+    embedded: Harness, mixed: Logged, signing_key: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the delete commit and the record: verify fails and says so; the next apply signs the record."""
+    import secureml.retention.apply as apply_module
+
+    def crash(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    original = apply_module.write_record
+    monkeypatch.setattr(apply_module, "write_record", crash)
+    with pytest.raises(KeyboardInterrupt):
+        apply_retention(embedded.log_dir, POLICY)
+    assert len(rows_of(embedded.log_dir, mixed.old)) == 3  # the delete committed
+    verified = verify(embedded.log_dir, public_key=signing_key.public)
+    assert not verified.ok and any("interrupted" in f.message for f in verified.warnings)
+    monkeypatch.setattr(apply_module, "write_record", original)
+    assert apply_retention(embedded.log_dir, POLICY).events == 0
+    [record] = stored_records(retention_root(embedded.log_dir))
+    assert record.record.body["events"] == 5 and record.record.signature
+    verified = verify(embedded.log_dir, public_key=signing_key.public)
+    assert verified.ok and verified.expired_events == 5 and not verified.warnings, \
+        [f.message for f in verified.all_findings()]

@@ -18,7 +18,7 @@ from secureml.lake.catalog import ensure_catalog
 from secureml.lake.migrate import migrate_if_needed
 from secureml.lake.rows import events_table
 from secureml.lake.table import Lake
-from secureml.retention.replay import without_expired
+from secureml.retention.positions import without_expired
 from secureml.stream.accept import accepted_indexes, decoded
 from secureml.stream.sources import Batch, EmbeddedSource, Item, Source
 

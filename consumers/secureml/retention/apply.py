@@ -1,16 +1,17 @@
 """``retention apply``: delete expired events from the lake in one Delta commit, vacuum them, sign a record.
 
 Order of work, so that a crash at any step leaves a lake that verifies or says what to do:
-the removed events' file is written, then the Delta delete commits (its commitInfo names the
-record), then the signed record is stored, then the removed data files are vacuumed and fully
-expired embedded-log segments deleted. A crash after the commit and before the record leaves
-the commit without record; the next ``apply`` completes the record from the version before the
-delete (still readable: nothing was vacuumed yet).
+the removed events' file and the record-to-be (``pending.json``) are written, then the Delta
+delete commits (its commitInfo names the record), then the signed record is stored, then the
+removed data files are vacuumed and fully expired embedded-log segments deleted. A crash
+between the commit and the record leaves ``pending.json``: the next ``apply`` finds the commit
+that names it and completes the record (or drops it when the delete never committed).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import socket
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, QueryBuilder
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from secureml.audit._fs import file_lock, owner_only
+from secureml.audit._fs import file_lock, owner_only, write_atomically
 from secureml.audit.config import resolve_config
 from secureml.audit.timeutil import micros_to_iso, now_micros
 from secureml.audit.transports.embedded import log_path
@@ -41,8 +42,10 @@ from secureml.retention.policy import RetentionPolicy, load_policy, quote
 from secureml.retention.records import (
     COMMIT_KEY,
     FORMAT_VERSION,
+    PENDING_FILE,
     REMOVED_SCHEMA,
     RetentionRecord,
+    records_dir,
     stored_records,
     write_record,
     write_removed,
@@ -214,6 +217,9 @@ def apply_retention(
         if broken:
             raise RetentionError(f"the retention record {broken[0].path} is unreadable ({broken[0].problem}): "
                                  "restore it from a backup before applying retention again")
+        if not dry_run:
+            _complete_interrupted(lake, root, key, [s.record for s in stored if s.record is not None])
+            stored = stored_records(root)
         return _apply(lake, root, rules, holds, moment, dry_run, key, stored[-1].record if stored else None)
 
 
@@ -237,6 +243,18 @@ def _apply(lake: Lake, root: Path, rules: RetentionPolicy, holds: list[Hold], mo
             return result
         segments = _finished_segments(lake, table, removed)
         name, digest = write_removed(root, sequence, removed)
+        body = {
+            "version": FORMAT_VERSION, "sequence": sequence, "evaluated_at": _iso(moment),
+            "prev_record_hash": previous.digest() if previous else "", "policy": rules.to_dict(),
+            "holds": [{"kind": h.kind, "value": h.value} for h in holds],
+            "events": removed.num_rows, "counts": result.counts, "range": {"first": result.first, "last": result.last},
+            "table_version_before": before,
+            "removed": {"file": name, "sha256": digest, "rows": removed.num_rows,
+                        "merkle_root": merkle_root(removed["hash"])},
+            "segments": segments,
+        }
+        # Written before the delete: an apply interrupted after it completes the record from this.
+        write_atomically(root / PENDING_FILE, json.dumps(body).encode(), 0o600, replace=True)
         log.info("retention: deleting %d expired events in one commit", removed.num_rows)
         try:
             with owner_only():
@@ -246,6 +264,7 @@ def _apply(lake: Lake, root: Path, rules: RetentionPolicy, holds: list[Hold], mo
             log.info("retention: another writer changed the same files meanwhile: judging again")
             continue
         except (DeltaError, OSError) as exc:
+            (root / PENDING_FILE).unlink(missing_ok=True)
             raise RetentionError(f"could not delete expired events from {lake.uri}: {exc}. Nothing was deleted; "
                                  "check that the lake is writable and try again") from exc
         deleted = int(metrics.get("num_deleted_rows", -1))
@@ -254,27 +273,53 @@ def _apply(lake: Lake, root: Path, rules: RetentionPolicy, holds: list[Hold], mo
             raise RetentionError(f"the delete commit (table version {after}) removed {deleted} events, not the "
                                  f"{removed.num_rows} judged expired: run `secureml-audit verify` and restore the "
                                  f"lake to version {before} if it reports missing events")
-        body = {
-            "version": FORMAT_VERSION, "sequence": sequence, "created_at": micros_to_iso(now_micros()),
-            "evaluated_at": _iso(moment), "key_id": key_id(key.public_key()) if key is not None else "",
-            "prev_record_hash": previous.digest() if previous else "", "policy": rules.to_dict(),
-            "holds": [{"kind": h.kind, "value": h.value} for h in holds],
-            "events": removed.num_rows, "counts": result.counts, "range": {"first": result.first, "last": result.last},
-            "table_version_before": before, "table_version_after": after,
-            "removed": {"file": name, "sha256": digest, "rows": removed.num_rows,
-                        "merkle_root": merkle_root(removed["hash"])},
-            "segments": segments,
-        }
-        unsigned = RetentionRecord(body)
-        record = RetentionRecord(body, sign(key, unsigned.signed_bytes()) if key is not None else "")
-        result.record, result.signed, result.table_version_after = write_record(root, record), key is not None, after
-        result.files_vacuumed = lake.vacuum(0, full=False)
-        result.segments_removed = _remove_segments(lake, segments)
-        ensure_catalog(lake)
-        log.info("retention: %s", result.summary())
-        return result
+        return _finish(lake, root, body, key, after, result)
     raise RetentionError(f"could not delete expired events from {lake.uri}: other writers kept changing the same "
                          "files; try again when compaction is idle")
+
+
+def _finish(lake: Lake, root: Path, body: dict[str, Any], key: Any, after: int,
+            result: RetentionResult) -> RetentionResult:
+    """Sign and store the record of a committed delete, then purge: vacuum, delete segments, rebuild the catalog."""
+    body = {**body, "created_at": micros_to_iso(now_micros()), "table_version_after": after,
+            "key_id": key_id(key.public_key()) if key is not None else ""}
+    unsigned = RetentionRecord(body)
+    record = RetentionRecord(body, sign(key, unsigned.signed_bytes()) if key is not None else "")
+    result.record, result.signed, result.table_version_after = write_record(root, record), key is not None, after
+    (root / PENDING_FILE).unlink(missing_ok=True)
+    result.files_vacuumed = lake.vacuum(0, full=False)
+    result.segments_removed = _remove_segments(lake, body["segments"])
+    ensure_catalog(lake)
+    log.info("retention: %s", result.summary())
+    return result
+
+
+def _complete_interrupted(lake: Lake, root: Path, key: Any, stored: list[RetentionRecord]) -> None:
+    """Finish an apply interrupted between its delete commit and its record (drop one that never deleted)."""
+    path = root / PENDING_FILE
+    try:
+        body = json.loads(path.read_text("utf-8"))
+        sequence = int(body["sequence"])
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RetentionError(f"{path} (an interrupted retention apply) is unreadable ({exc}): run `secureml-audit "
+                             "verify`; remove the file once the lake is known to be intact") from None
+    if any(r.sequence == sequence for r in stored):
+        path.unlink()
+        return
+    table = lake.latest()
+    assert table is not None
+    committed = [c for c in table.history() if c.get(COMMIT_KEY) == str(sequence)]
+    if not committed:  # the delete never happened
+        log.info("retention: dropping an apply that was interrupted before it deleted anything")
+        (records_dir(root) / str(body["removed"]["file"])).unlink(missing_ok=True)
+        path.unlink()
+        return
+    log.warning("retention: completing record #%d of an apply interrupted after its delete commit", sequence)
+    result = RetentionResult(int(body["events"]), dict(body["counts"]), body["range"]["first"], body["range"]["last"],
+                             table_version_before=int(body["table_version_before"]))
+    _finish(lake, root, body, key, int(committed[0]["version"]), result)
 
 
 def _remove_segments(lake: Lake, segments: list[dict[str, Any]]) -> list[str]:

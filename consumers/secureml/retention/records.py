@@ -37,6 +37,7 @@ FORMAT_VERSION = 1
 RECORDS_DIR = "records"
 SUFFIX = ".json"
 REMOVED_SUFFIX = ".removed.parquet"
+PENDING_FILE = "pending.json"  # the record-to-be of an apply, from before its delete commit until its record
 COMMIT_KEY = "secureml-audit.retention-record"  # Delta commitInfo field naming the record a delete belongs to
 
 # One row per removed event: the verifier's skeleton (without the file index), its time and regulations.

@@ -25,7 +25,7 @@ from secureml.integrity.scan import SKELETON
 from secureml.lake.table import Lake
 from secureml.retention.holds import RETENTION_DIR, Hold, held_sql
 from secureml.retention.policy import RetentionPolicy
-from secureml.retention.records import RetentionRecord, file_sha256, removed_path, stored_records
+from secureml.retention.records import PENDING_FILE, RetentionRecord, file_sha256, removed_path, stored_records
 
 RECORD_INVALID = "retention_record_invalid"  # a record altered, forged, unsigned in a signed lake, or unlinked
 NOT_EXPIRED = "removed_not_expired"  # a signed record removed events its own policy had not expired
@@ -139,6 +139,10 @@ def expired_events(
         expiry.notes.append(f"{removed.num_rows:,} events expired under {label} of {record.body['created_at']} "
                             f"(table version {record.body['table_version_before']} -> "
                             f"{record.body['table_version_after']})" + ("" if record.signature else ", NOT SIGNED"))
+    if (root / PENDING_FILE).exists():
+        expiry.findings.append(Finding(RECORD_INVALID, "warning", "a retention apply was interrupted "
+                                       f"({root / PENDING_FILE}): if its delete committed, the events it removed show "
+                                       "as missing until `secureml-audit retention apply` completes its record"))
     if parts:
         expiry.rows = pa.concat_tables(parts)
     return expiry
