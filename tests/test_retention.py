@@ -401,3 +401,18 @@ def test_an_apply_interrupted_after_its_delete_is_completed_by_the_next(
     verified = verify(embedded.log_dir, public_key=signing_key.public)
     assert verified.ok and verified.expired_events == 5 and not verified.warnings, \
         [f.message for f in verified.all_findings()]
+
+
+def test_retention_on_an_s3_lake_expires_vacuums_and_verifies(
+    embedded: Harness, s3_lake: object, monkeypatch: pytest.MonkeyPatch, signing_key: Keys
+) -> None:
+    """On an S3 Delta table (local endpoint): expired rows are deleted and vacuumed, verify reports the expiry."""
+    monkeypatch.setenv("SECUREML_AUDIT_LAKE_URI", s3_lake.uri)  # type: ignore[attr-defined]
+    monkeypatch.setenv("SECUREML_AUDIT_LAKE_STORAGE_OPTIONS", json.dumps(s3_lake.storage_options))  # type: ignore[attr-defined]
+    logged = log_mixed(embedded, monkeypatch)
+    materialize(embedded)
+    result = apply_retention(embedded.log_dir, POLICY)
+    assert result.events == 5 and result.files_vacuumed >= 1
+    assert len(rows_of(embedded.log_dir, logged.old)) == 3
+    verified = verify(embedded.log_dir, public_key=signing_key.public)
+    assert verified.ok and verified.expired_events == 5, [f.message for f in verified.errors]

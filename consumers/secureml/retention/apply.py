@@ -1,8 +1,10 @@
 """``retention apply``: delete expired events from the lake in one Delta commit, vacuum them, sign a record.
 
+The commit rewrites the partitions (days) that hold expired events without them.
+
 Order of work, so that a crash at any step leaves a lake that verifies or says what to do:
-the removed events' file and the record-to-be (``pending.json``) are written, then the Delta
-delete commits (its commitInfo names the record), then the signed record is stored, then the
+the removed events' file and the record-to-be (``pending.json``) are written, then the
+rewrite commits (its commitInfo names the record), then the signed record is stored, then the
 removed data files are vacuumed and fully expired embedded-log segments deleted. A crash
 between the commit and the record leaves ``pending.json``: the next ``apply`` finds the commit
 that names it and completes the record (or drops it when the delete never committed).
@@ -15,14 +17,14 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, QueryBuilder
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from secureml.audit._fs import file_lock, owner_only, write_atomically
@@ -34,11 +36,12 @@ from secureml.integrity.keys import default_key_path, key_id, load_signing_key, 
 from secureml.integrity.merkle import extend_frontier, leaf_hashes, root_of_frontier
 from secureml.integrity.scan import _skeleton as skeleton
 from secureml.lake.catalog import ensure_catalog
-from secureml.lake.rows import table_schema
-from secureml.lake.table import Lake
+from secureml.lake.rows import PARTITION_KEY, table_schema, with_partition
+from secureml.lake.table import WRITER, Lake, Snapshot
 from secureml.retention.exceptions import RetentionError
 from secureml.retention.holds import HOLDS_FILE, LOCK_FILE, Hold, held_sql, read_holds, retention_dir
 from secureml.retention.policy import RetentionPolicy, load_policy, quote
+from secureml.retention.positions import position_keys
 from secureml.retention.records import (
     COMMIT_KEY,
     FORMAT_VERSION,
@@ -227,9 +230,10 @@ def _apply(lake: Lake, root: Path, rules: RetentionPolicy, holds: list[Hold], mo
            key: Any, previous: RetentionRecord | None) -> RetentionResult:
     sequence = previous.sequence + 1 if previous else 0
     for _attempt in range(_ATTEMPTS):
-        table = lake.latest()
-        assert table is not None
-        before = table.version()
+        snapshot = lake.snapshot()
+        table = snapshot.table
+        assert table is not None and snapshot.version is not None
+        before = snapshot.version
         predicate = (f"({rules.expired_sql(moment, 'datafusion')}) AND NOT {held_sql(holds)} "
                      f"AND {_positions_sql(table)}")
         log.info("retention: finding events expired at %s in table version %d", _iso(moment), before)
@@ -255,27 +259,62 @@ def _apply(lake: Lake, root: Path, rules: RetentionPolicy, holds: list[Hold], mo
         }
         # Written before the delete: an apply interrupted after it completes the record from this.
         write_atomically(root / PENDING_FILE, json.dumps(body).encode(), 0o600, replace=True)
-        log.info("retention: deleting %d expired events in one commit", removed.num_rows)
+        log.info("retention: rewriting %d partition(s) without %d expired events, in one commit",
+                 len(_dates(removed)), removed.num_rows)
         try:
-            with owner_only():
-                metrics = table.delete(predicate, commit_properties=CommitProperties(
-                    custom_metadata={COMMIT_KEY: str(sequence)}))
+            after = _rewrite(lake, snapshot, removed, sequence)
         except CommitFailedError:
-            log.info("retention: another writer changed the same files meanwhile: judging again")
+            log.info("retention: another writer changed the same partitions meanwhile: judging again")
             continue
-        except (DeltaError, OSError) as exc:
+        except (DeltaError, OSError, RetentionError) as exc:
             (root / PENDING_FILE).unlink(missing_ok=True)
             raise RetentionError(f"could not delete expired events from {lake.uri}: {exc}. Nothing was deleted; "
                                  "check that the lake is writable and try again") from exc
-        deleted = int(metrics.get("num_deleted_rows", -1))
-        after = table.version()
-        if deleted != removed.num_rows:
-            raise RetentionError(f"the delete commit (table version {after}) removed {deleted} events, not the "
-                                 f"{removed.num_rows} judged expired: run `secureml-audit verify` and restore the "
-                                 f"lake to version {before} if it reports missing events")
         return _finish(lake, root, body, key, after, result)
     raise RetentionError(f"could not delete expired events from {lake.uri}: other writers kept changing the same "
                          "files; try again when compaction is idle")
+
+
+def _dates(removed: pa.Table) -> list[str]:
+    """The partitions (UTC dates) that hold removed events."""
+    days = pc.unique(pc.cast(pc.cast(removed["timestamp"], pa.timestamp("us")), pa.date32())).to_pylist()
+    return sorted(day.isoformat() for day in days)
+
+
+def _rewrite(lake: Lake, snapshot: Snapshot, removed: pa.Table, sequence: int) -> int:
+    """Rewrite the partitions holding removed events without them, in one commit; returns the new table version.
+
+    The rows stream from the version's files through the writer (memory: a batch, plus the
+    removed positions; on an object store, the kept rows of those partitions). A rewrite rather
+    than a Delta ``delete``: delta-rs's delete writes string-view columns that pyarrow datasets
+    then fail to filter. The commit names the record.
+    """
+    dates = _dates(removed)
+    files = [f for f in snapshot.files if f.date in dates]
+    gone = position_keys(removed)
+    expected = sum(f.rows for f in files) - removed.num_rows
+
+    def kept() -> Iterator[pa.RecordBatch]:
+        count = 0
+        for entry in files:
+            for batch in lake.batches(entry):
+                batch = batch.filter(pc.invert(pc.is_in(position_keys(batch), value_set=gone)))
+                count += batch.num_rows
+                yield from with_partition(pa.Table.from_batches([batch])).cast(table_schema()).to_batches()
+        if count != expected:  # raised inside the writer: nothing is committed
+            raise RetentionError(f"the partitions {', '.join(dates)} hold {count} events besides the expired ones, "
+                                 f"not the {expected} their statistics say")
+
+    assert snapshot.table is not None
+    predicate = f"{PARTITION_KEY} IN ({', '.join(quote(d) for d in dates)})"
+    # An object store is read through delta-rs, which cannot be re-entered from inside its own writer.
+    rows: Iterable[pa.RecordBatch] = kept() if lake.local else list(kept())
+    with owner_only():
+        write_deltalake(snapshot.table, pa.RecordBatchReader.from_batches(table_schema(), rows), mode="overwrite",
+                        predicate=predicate, partition_by=[PARTITION_KEY], storage_options=lake.storage_options or None,
+                        writer_properties=WRITER, commit_properties=CommitProperties(
+                            custom_metadata={COMMIT_KEY: str(sequence)}))
+    return snapshot.table.version()
 
 
 def _finish(lake: Lake, root: Path, body: dict[str, Any], key: Any, after: int,

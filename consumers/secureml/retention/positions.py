@@ -59,14 +59,16 @@ def with_removed_leaves(lake: Lake, rows: pa.Table) -> pa.Table:
     if not removed.num_rows:
         return rows
     removed = removed.select(rows.column_names).cast(rows.schema)
-    here = _keys(rows)
-    return pa.concat_tables([rows, removed.filter(pc.invert(pc.is_in(_keys(removed), value_set=here)))])
+    here = position_keys(rows)
+    return pa.concat_tables([rows, removed.filter(pc.invert(pc.is_in(position_keys(removed), value_set=here)))])
 
 
-def _keys(rows: pa.Table) -> pa.Array:
+def position_keys(rows: pa.Table | pa.RecordBatch) -> pa.Array:
+    """``source#offset`` of every row: one key per event position, to match rows against removed events."""
     offsets = pc.cast(rows["source_offset"], pa.large_string())
-    return pc.binary_join_element_wise(pc.cast(rows["source"], pa.large_string()), offsets,
-                                       pa.scalar("#", pa.large_string())).combine_chunks()
+    keys = pc.binary_join_element_wise(pc.cast(rows["source"], pa.large_string()), offsets,
+                                       pa.scalar("#", pa.large_string()))
+    return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
 
 
 def without_expired(lake: Lake, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:

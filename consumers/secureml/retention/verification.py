@@ -25,6 +25,7 @@ from secureml.integrity.scan import SKELETON
 from secureml.lake.table import Lake
 from secureml.retention.holds import RETENTION_DIR, Hold, held_sql
 from secureml.retention.policy import RetentionPolicy
+from secureml.retention.positions import position_keys
 from secureml.retention.records import PENDING_FILE, RetentionRecord, file_sha256, removed_path, stored_records
 
 RECORD_INVALID = "retention_record_invalid"  # a record altered, forged, unsigned in a signed lake, or unlinked
@@ -58,13 +59,6 @@ def _not_expired(record: RetentionRecord, removed: pa.Table) -> list[dict[str, o
                        "ORDER BY operation_id, seq LIMIT 1000").to_arrow_table().to_pylist()
     finally:
         con.close()
-
-
-def _positions(rows: pa.Table) -> pa.Array:
-    """``source#offset`` of every row, to tell which listed events are still in the lake."""
-    offsets = pc.cast(rows["source_offset"], pa.large_string())
-    return pc.binary_join_element_wise(pc.cast(rows["source"], pa.large_string()), offsets,
-                                       pa.scalar("#", pa.large_string())).combine_chunks()
 
 
 def _problem(record: RetentionRecord, previous: RetentionRecord | None, key: Ed25519PublicKey | None,
@@ -126,8 +120,8 @@ def expired_events(
             expiry.findings.append(Finding(NOT_EXPIRED, "error", f"{row['operation_id']}: {label} removed the event "
                                            f"at seq {row['seq']}, which its policy had not expired (or a hold kept)",
                                            str(row["operation_id"]), (int(row["seq"]),), files=(name,)))
-        present = _positions(lake_rows) if present is None else present
-        removed = removed.filter(pc.invert(pc.is_in(_positions(removed), value_set=present)))  # still there: kept
+        present = position_keys(lake_rows) if present is None else present
+        removed = removed.filter(pc.invert(pc.is_in(position_keys(removed), value_set=present)))  # still there: kept
         if operation_id is not None:
             removed = removed.filter(pc.equal(removed["operation_id"], operation_id))
         index = first_file + len(expiry.files)
