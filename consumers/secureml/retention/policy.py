@@ -96,7 +96,7 @@ class RetentionPolicy:
         for name, kept in rules["regulations"].items():
             if name in EU_AI_ACT and kept is not None and kept < floor and not allow:
                 raise AuditValidationError(
-                    f"regulations.{name}", f"keeps EU AI Act logs {_text(kept)}, less than the six months "
+                    f"regulations.{name}", f"keeps EU AI Act logs {raw['regulations'][name]}, less than the six months "
                     "Art. 19 and 26(6) require (at least 6mo); set allow_below_legal_minimum: true only if "
                     "these systems are not high-risk", where=where)
         return cls(rules["event_types"], rules["regulations"], default, allow)
