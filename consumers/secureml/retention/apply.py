@@ -112,20 +112,21 @@ def _positions_sql(table: DeltaTable) -> str:
 
 
 def _expired_rows(table: DeltaTable, predicate: str) -> pa.Table:
-    """The removed events' skeleton rows (REMOVED_SCHEMA), in (source, offset) order."""
+    """The removed events' skeleton rows (REMOVED_SCHEMA), in (source, offset) order, read batch by batch."""
     found = QueryBuilder().register("events", table).execute(f"SELECT * FROM events WHERE {predicate}")
-    rows = pa.table(found.read_all())
-    if rows.num_rows == 0:
-        return REMOVED_SCHEMA.empty_table()
-    rows = rows.select(table_schema().names).cast(table_schema())
+    schema = table_schema()
     parts = []
-    for batch in rows.to_batches(max_chunksize=LEAF_CHUNK):
+    for raw in found:
+        rows = pa.record_batch(raw)
+        if not rows.num_rows:
+            continue
+        batch = rows.select(schema.names).cast(schema)
         bones = skeleton(batch, 0)
         parts.append(pa.RecordBatch.from_arrays(
             [bones.column(n) if n in bones.schema.names else batch.column(n) for n in REMOVED_SCHEMA.names],
             schema=REMOVED_SCHEMA))
-    return pa.Table.from_batches(parts, REMOVED_SCHEMA).sort_by([("source", "ascending"),
-                                                                  ("source_offset", "ascending")])
+    removed = pa.Table.from_batches(parts, REMOVED_SCHEMA)
+    return removed.sort_by([("source", "ascending"), ("source_offset", "ascending")])
 
 
 def merkle_root(hashes: pa.ChunkedArray) -> str:
