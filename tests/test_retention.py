@@ -416,3 +416,20 @@ def test_retention_on_an_s3_lake_expires_vacuums_and_verifies(
     assert len(rows_of(embedded.log_dir, logged.old)) == 3
     verified = verify(embedded.log_dir, public_key=signing_key.public)
     assert verified.ok and verified.expired_events == 5, [f.message for f in verified.errors]
+
+
+def test_apply_waits_for_the_maintenance_lease_and_gives_up_saying_so(
+    embedded: Harness, mixed: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a compaction holds the lake's maintenance lease, apply deletes nothing and says why; after, it runs."""
+    import secureml.retention.apply as apply_module
+    from secureml.retention.exceptions import RetentionError
+
+    monkeypatch.setattr(apply_module, "LEASE_WAIT_SECONDS", 1.5)
+    lake = Lake(embedded.log_dir)
+    with lake.maintenance_lease() as held:
+        assert held
+        with pytest.raises(RetentionError, match="maintenance lease"):
+            apply_retention(embedded.log_dir, POLICY)
+        assert len(rows_of(embedded.log_dir, mixed.old)) == 7
+    assert apply_retention(embedded.log_dir, POLICY).events == 5

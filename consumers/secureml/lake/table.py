@@ -20,6 +20,7 @@ superseded files only after a retention far longer than any query.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -459,6 +460,20 @@ class Lake:
         finally:
             self._cached = None
         return True
+
+    @contextlib.contextmanager
+    def maintenance_lease(self) -> Iterator[bool]:
+        """Hold the table's maintenance lease meanwhile (yields False when another writer holds it).
+
+        For other rewrites of old partitions (retention), so that no compaction races them.
+        """
+        if not self._take_lease():
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._release_lease()
 
     def _release_lease(self) -> None:
         try:

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ from secureml.retention.records import (
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 10
+LEASE_WAIT_SECONDS = 120.0  # how long apply waits for a compaction holding the maintenance lease
 LEAF_CHUNK = 1 << 16
 
 
@@ -221,10 +223,20 @@ def apply_retention(
         if broken:
             raise RetentionError(f"the retention record {broken[0].path} is unreadable ({broken[0].problem}): "
                                  "restore it from a backup before applying retention again")
-        if not dry_run:
-            _complete_interrupted(lake, root, key, [s.record for s in stored if s.record is not None])
-            stored = stored_records(root)
-        return _apply(lake, root, rules, holds, moment, dry_run, key, stored[-1].record if stored else None)
+        if dry_run:
+            return _apply(lake, root, rules, holds, moment, dry_run, key, stored[-1].record if stored else None)
+        deadline = time.monotonic() + LEASE_WAIT_SECONDS
+        while True:  # no compaction may rewrite the same partitions meanwhile: hold the maintenance lease
+            with lake.maintenance_lease() as held:
+                if held:
+                    _complete_interrupted(lake, root, key, [s.record for s in stored if s.record is not None])
+                    stored = stored_records(root)
+                    return _apply(lake, root, rules, holds, moment, dry_run, key,
+                                  stored[-1].record if stored else None)
+            if time.monotonic() >= deadline:
+                raise RetentionError(f"another writer holds the lake's maintenance lease (a compaction) for more "
+                                     f"than {LEASE_WAIT_SECONDS:.0f} s: nothing was deleted; try again later")
+            time.sleep(1.0)
 
 
 def _apply(lake: Lake, root: Path, rules: RetentionPolicy, holds: list[Hold], moment: dt.datetime, dry_run: bool,
