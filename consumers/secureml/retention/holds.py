@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from secureml.audit._fs import file_lock, make_private_dir, write_atomically
+from secureml.audit.config import resolve_config
 from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.timeutil import micros_to_iso, now_micros
 from secureml.lake.table import Lake
@@ -43,9 +44,14 @@ class Hold:
     created_at: str = ""
 
 
-def retention_dir(log_dir: str | os.PathLike[str]) -> Path:
+def _root(log_dir: str | os.PathLike[str] | None) -> Path:
+    """The lake's retention folder for a log directory (None: the configured default)."""
+    return Lake(resolve_config(log_dir=log_dir, bootstrap_servers="").log_dir).root / RETENTION_DIR
+
+
+def retention_dir(log_dir: str | os.PathLike[str] | None) -> Path:
     """The lake's retention folder (holds, records); created owner-only."""
-    return make_private_dir(Lake(log_dir).root / RETENTION_DIR)
+    return make_private_dir(_root(log_dir))
 
 
 def _validated(kind: str, value: object, where: str) -> tuple[HoldKind, str]:
@@ -73,12 +79,12 @@ def _write(path: Path, holds: list[Hold]) -> None:
     write_atomically(path, data, 0o600, replace=True)
 
 
-def list_holds(log_dir: str | os.PathLike[str]) -> list[Hold]:
+def list_holds(log_dir: str | os.PathLike[str] | None = None) -> list[Hold]:
     """Every legal hold of the lake under ``log_dir``."""
-    return read_holds(Lake(log_dir).root / RETENTION_DIR / HOLDS_FILE)
+    return read_holds(_root(log_dir) / HOLDS_FILE)
 
 
-def add_hold(log_dir: str | os.PathLike[str], kind: str, value: str, reason: str = "") -> Hold:
+def add_hold(log_dir: str | os.PathLike[str] | None, kind: str, value: str, reason: str = "") -> Hold:
     """Place a legal hold (a hold already in place is kept as it was and returned)."""
     kind, value = _validated(kind, value, "add_hold")
     directory = retention_dir(log_dir)
@@ -92,7 +98,7 @@ def add_hold(log_dir: str | os.PathLike[str], kind: str, value: str, reason: str
     return hold
 
 
-def remove_hold(log_dir: str | os.PathLike[str], kind: str, value: str) -> bool:
+def remove_hold(log_dir: str | os.PathLike[str] | None, kind: str, value: str) -> bool:
     """Lift a legal hold; False when there was none."""
     kind, value = _validated(kind, value, "remove_hold")
     directory = retention_dir(log_dir)
