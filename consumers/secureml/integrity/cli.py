@@ -56,6 +56,7 @@ def render(result: VerificationResult) -> str:
         f"public key: {result.public_key}",
         f"witnesses: {result.witnessed}",
     ]
+    lines += [f"retention: {note}" for note in result.retention]
     findings = result.errors + result.warnings
     for finding in findings[:SHOWN_FINDINGS]:
         where = f" [{', '.join(finding.files)}]" if finding.files else ""

@@ -23,6 +23,7 @@ from secureml.integrity.exceptions import ProofError
 from secureml.integrity.lakerows import by_source, snapshot_rows
 from secureml.integrity.merkle import consistency_ranges, extend_frontier, leaf_hashes, root_of_frontier
 from secureml.lake.table import Lake
+from secureml.retention.positions import with_removed_leaves
 
 ORIGIN_ENV = ENV_PREFIX + "LOG_ORIGIN"
 LEAF_CHUNK = 1 << 16
@@ -102,8 +103,8 @@ def grown(rows: pa.Table, checkpoints: Iterable[Checkpoint]) -> LogFold:
 
 
 def lake_rows(lake: Lake) -> pa.Table:
-    """The columns the log tree needs, of every row of the lake's newest version."""
-    return snapshot_rows(lake, ("source", "source_offset", "hash"))[1]
+    """The columns the log tree needs, of every row of the lake's newest version (and of rows retention removed)."""
+    return with_removed_leaves(lake, snapshot_rows(lake, ("source", "source_offset", "hash"))[1])
 
 
 def consistency_proof(rows: pa.Table, checkpoints: list[Checkpoint], old_size: int, new_size: int

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from secureml.audit.codec import canonical_bytes
@@ -42,6 +43,7 @@ from secureml.integrity.merkle import MerkleTree, consistency_holds, leaf_hashes
 from secureml.integrity.notes import SignedNote, parse_note, verified_by
 from secureml.integrity.treehead import TreeHead, log_key
 from secureml.lake.table import Lake
+from secureml.retention.positions import with_removed_leaves
 
 FORMAT = "secureml-audit-inclusion-proof/1"
 CONSISTENCY_FORMAT = "secureml-audit-consistency-proof/1"
@@ -77,8 +79,12 @@ def prove(log_dir: str | os.PathLike[str] | None, event_id: str) -> dict[str, An
         )
     checkpoint = covering[-1]
     coverage = checkpoint.sources[source]
-    _manifest, leaves = snapshot_rows(lake, ("source_offset", "hash"), "source = ? AND source_offset <= ?",
+    _manifest, leaves = snapshot_rows(lake, ("source", "source_offset", "hash"), "source = ? AND source_offset <= ?",
                                       [source, coverage.last_offset], order_by="source_offset")
+    leaves = with_removed_leaves(lake, leaves)  # events retention removed keep their place in the tree
+    leaves = leaves.filter(pc.and_(pc.equal(leaves["source"], source),
+                                   pc.less_equal(leaves["source_offset"], coverage.last_offset)))
+    leaves = leaves.sort_by("source_offset")
     tree = MerkleTree(leaf_hashes(leaves.column("hash").to_pylist()))
     if tree.size != coverage.tree_size or tree.root(tree.size).hex() != coverage.root:
         raise ProofError(

@@ -122,6 +122,8 @@ class VerificationResult:
     events_not_covered: int = 0
     witnessed: str = "not checked"  # what was checked of witness cosignatures, in one line
     seconds: float = 0.0
+    expired_events: int = 0  # events gone from the lake under valid retention records
+    retention: list[str] = field(default_factory=list)  # one line per retention record that vouched for them
 
     def all_findings(self) -> list[Finding]:
         """Findings of the lake, then of every operation, then of every checkpoint."""
@@ -177,6 +179,7 @@ class VerificationResult:
             "warnings": len(self.warnings),
             "public_key": self.public_key,
             "witnessed": self.witnessed,
+            "expired_events": self.expired_events,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,6 +188,7 @@ class VerificationResult:
             "ok": self.ok, "signed": self.signed, "log_dir": self.log_dir, "seconds": round(self.seconds, 3),
             "summary": self.summary(),
             "findings": [f.to_dict() for f in self.findings],
+            "retention": self.retention,
             "operations": [op.to_dict() for op in self.operations],
             "checkpoints": [c.to_dict() for c in self.checkpoints],
         }

@@ -31,6 +31,7 @@ from secureml.integrity.scan import Progress, scan_lake
 from secureml.integrity.signed import check_checkpoints, check_heads, check_log, check_roots
 from secureml.integrity.witnessed import WitnessPolicy, check_witnessed
 from secureml.lake.table import Lake, Snapshot
+from secureml.retention.verification import expired_events
 
 PublicKey = str | os.PathLike[str] | Ed25519PublicKey
 
@@ -102,12 +103,17 @@ def verify(
     elif key is None:
         findings.append(Finding(NO_PUBLIC_KEY, "error", "no public key: pass --public-key with the key of the "
                                 "materializer that signed the checkpoints"))
-    findings += _embedded_log_findings(lake, snapshot, scan.rows)
-    operations = check_chains(scan.rows, scan.files)
+    # Events expired under valid retention records rejoin the rows as they were signed.
+    expiry = expired_events(lake, scan.rows, key, bool(stored), len(scan.files), operation_id,
+                            snapshot.version if as_of is not None else None)
+    rows = pa.concat_tables([scan.rows, expiry.rows]) if expiry.rows.num_rows else scan.rows
+    files = scan.files + expiry.files
+    findings += expiry.findings + _embedded_log_findings(lake, snapshot, rows, expiry.segments)
+    operations = check_chains(rows, files)
     if operation_id is None:
-        check_roots(scan.rows, stored, checkpoints)
-        check_log(scan.rows, stored, checkpoints)
-    head_findings, not_covered = check_heads(scan.rows, state, operations, scan.files, operation_id)
+        check_roots(rows, stored, checkpoints)
+        check_log(rows, stored, checkpoints)
+    head_findings, not_covered = check_heads(rows, state, operations, files, operation_id)
     witnessed = "not checked (pass --witness-key)"
     if witnesses is not None and witnesses.active:
         witness_findings, witnessed = check_witnessed(lake.root, stored, key, witnesses)
@@ -122,15 +128,18 @@ def verify(
         events_not_covered=not_covered,
         witnessed=witnessed,
         seconds=time.perf_counter() - started,
+        expired_events=expiry.events,
+        retention=expiry.notes,
     )
 
 
-def _embedded_log_findings(lake: Lake, snapshot: Snapshot, rows: pa.Table) -> list[Finding]:
+def _embedded_log_findings(lake: Lake, snapshot: Snapshot, rows: pa.Table, expired: set[str]) -> list[Finding]:
     """The embedded log's segments against what the lake recorded as read from them.
 
     Segments are never deleted or shortened by secureml-audit, so a segment the lake read up to
     byte N that is gone, or now shorter than N, was tampered with (events not materialised yet
-    went with it). A lake copied without its log is only said to be so.
+    went with it), unless a retention record deleted it (``expired``). A lake copied without its
+    log is only said to be so.
     """
     if not lake.local or rows.num_rows == 0:
         return []
@@ -144,6 +153,8 @@ def _embedded_log_findings(lake: Lake, snapshot: Snapshot, rows: pa.Table) -> li
     findings = []
     for source, held in snapshot.positions(sources).items():
         segment = directory / source.removeprefix("log/")
+        if source in expired and not segment.exists():
+            continue
         if not segment.is_file():
             findings.append(Finding(LOG_DELETED, "error", f"the embedded log segment {segment.name}, which the lake "
                                     f"read up to byte {held:,}, is gone: deleted after it was materialised (events "

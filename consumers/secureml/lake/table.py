@@ -20,6 +20,7 @@ superseded files only after a retention far longer than any query.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -151,6 +152,15 @@ def _micros(value: Any) -> int | None:
     return datetime_to_micros(value) if isinstance(value, dt.datetime) else int(value)
 
 
+def _without_views(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch with the lake's own column types: files delta-rs rewrote (a delete) store string views."""
+    if not any("view" in str(f.type) for f in batch.schema):
+        return batch
+    types = table_schema()
+    return batch.cast(pa.schema([f.with_type(types.field(f.name).type) if f.name in types.names else f
+                                 for f in batch.schema]))
+
+
 def _storage_options_from_env() -> dict[str, str]:
     raw = os.environ.get(STORAGE_OPTIONS_ENV)
     if not raw:
@@ -269,7 +279,8 @@ class Lake:
                 ) -> Iterator[pa.RecordBatch]:
         """The rows of one data file, in batches (FileNotFoundError when it is gone)."""
         if self.local:
-            yield from pq.ParquetFile(file.uri).iter_batches(batch_size=batch_size, columns=columns)
+            for batch in pq.ParquetFile(file.uri).iter_batches(batch_size=batch_size, columns=columns):
+                yield _without_views(batch)
             return
         table = self.latest()
         assert table is not None
@@ -277,7 +288,8 @@ class Lake:
         for fragment in dataset.get_fragments():
             if fragment.path.endswith(file.path):
                 # One thread: pyarrow's pool over delta-rs's file system can abort the process at exit.
-                yield from fragment.to_batches(batch_size=batch_size, columns=columns, use_threads=False)
+                for batch in fragment.to_batches(batch_size=batch_size, columns=columns, use_threads=False):
+                    yield _without_views(batch)
                 return
         raise FileNotFoundError(file.uri)
 
@@ -449,6 +461,20 @@ class Lake:
             self._cached = None
         return True
 
+    @contextlib.contextmanager
+    def maintenance_lease(self) -> Iterator[bool]:
+        """Hold the table's maintenance lease meanwhile (yields False when another writer holds it).
+
+        For other rewrites of old partitions (retention), so that no compaction races them.
+        """
+        if not self._take_lease():
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._release_lease()
+
     def _release_lease(self) -> None:
         try:
             self._lease_commit(self._fresh(), int(time.time()))
@@ -462,16 +488,17 @@ class Lake:
             total += merged
         return total
 
-    def vacuum(self, retention_hours: int = VACUUM_RETENTION_HOURS) -> int:
+    def vacuum(self, retention_hours: int = VACUUM_RETENTION_HOURS, *, full: bool = True) -> int:
         """Delete files no version of the last ``retention_hours`` reads; returns how many.
 
         That includes files a crashed writer left uncommitted (a "full" vacuum): the retention
-        keeps them until no writer can still be about to commit them.
+        keeps them until no writer can still be about to commit them. ``full=False`` deletes only
+        files a commit removed (what retention uses to purge expired events at once).
         """
         self._refuse_links()
         table = self.latest()
         if table is None:
             return 0
-        removed = table.vacuum(retention_hours=retention_hours, dry_run=False, full=True,
+        removed = table.vacuum(retention_hours=retention_hours, dry_run=False, full=full,
                                enforce_retention_duration=retention_hours >= VACUUM_RETENTION_HOURS)
         return len(removed)

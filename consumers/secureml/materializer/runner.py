@@ -18,6 +18,7 @@ from secureml.lake.catalog import ensure_catalog
 from secureml.lake.migrate import migrate_if_needed
 from secureml.lake.rows import events_table
 from secureml.lake.table import Lake
+from secureml.retention.positions import without_expired
 from secureml.stream.accept import accepted_indexes, decoded
 from secureml.stream.sources import Batch, EmbeddedSource, Item, Source
 
@@ -184,7 +185,7 @@ class Materializer:
             accepted.values = []  # decoded: the raw messages need not stay in memory while the batch commits
         self.source.flush_dead_letters()
         spans = {source: (p.start, p.next_position) for source, p in pending.items()}
-        self.stats.events += self.lake.commit(tables, spans)
+        self.stats.events += self.lake.commit(without_expired(self.lake, tables), spans)
         self.stats.commits += 1
         self.source.committed({s: nxt for s, (_start, nxt) in spans.items()})
         if time.monotonic() - self._catalog_built >= CATALOG_INTERVAL:
