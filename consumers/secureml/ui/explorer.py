@@ -1,0 +1,303 @@
+"""What the explorer's pages show, read through the query layer (``secureml.query.connect``).
+
+Every page reads one snapshot of the lake (``connect`` per request: events logged since show on
+the next page load) and at most one page of rows. Nothing here writes; nothing depends on the
+web framework, so the pages' data can be tested and benchmarked without a server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from secureml.audit.events import envelope_fields, fields_of
+from secureml.audit.exceptions import AuditValidationError
+from secureml.audit.schema import JSON_FIELDS
+from secureml.integrity.checkpoints import StoredCheckpoint, stored_checkpoints
+from secureml.integrity.scan import intact_rows
+from secureml.lake.table import Lake
+from secureml.query import connect
+from secureml.query.filters import parse_time
+from secureml.reporting.audit_compliance import REQUEST_STATES, requests_section
+from secureml.reporting.source import open_scope
+
+PAGE_SIZE = 50
+MAX_PAGE = 1_000_000  # deeper than anyone pages by hand; keeps OFFSET bounded
+STATUSES = ("completed", "error", "running")  # 'running': no audit_closed event yet
+_ENVELOPE = envelope_fields()
+_HIDDEN = frozenset({"event_date"})  # the partition column connect adds
+
+
+@dataclass(frozen=True)
+class OperationFilters:
+    """The operations page's filters; empty strings mean 'not filtered on'."""
+
+    start: str = ""
+    end: str = ""
+    name: str = ""
+    user: str = ""  # the user who logged, or the data subject of a request
+    regulation: str = ""
+    status: str = ""
+
+    def checked(self) -> OperationFilters:
+        """The filters, after checking them (bad input raises AuditValidationError naming the field)."""
+        where = "ui operations"
+        start = parse_time(self.start, "start", where) if self.start else None
+        end = parse_time(self.end, "end", where) if self.end else None
+        if start is not None and end is not None and start > end:
+            raise AuditValidationError("start", f"must not be after end ({start.isoformat()} > {end.isoformat()})",
+                                       where=where)
+        if self.status and self.status not in STATUSES:
+            raise AuditValidationError("status", f"must be one of {', '.join(STATUSES)}, got {self.status[:40]!r}",
+                                       where=where)
+        return self
+
+    def query(self) -> dict[str, str]:
+        """The filters that are set, as URL query parameters."""
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+@dataclass
+class Page:
+    """One page of rows, and whether another follows."""
+
+    rows: list[dict[str, Any]]
+    number: int
+    has_next: bool
+    size: int = PAGE_SIZE
+
+    @property
+    def first_index(self) -> int:
+        """1-based position of the first row shown."""
+        return (self.number - 1) * self.size + 1 if self.rows else 0
+
+
+@dataclass
+class TimelineEvent:
+    """An event of an operation's timeline: its fields and what its place in the hash chain shows."""
+
+    seq: int
+    event_id: str
+    event_type: str
+    timestamp: dt.datetime
+    level: int
+    user: str | None
+    fields: list[tuple[str, str]]  # (name, value as text), payload first
+    hash_matches: bool  # the stored hash is the hash of the event's content
+    linked: bool | None  # prev_hash is the previous event's hash (None: previous event not present)
+    chain: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.hash_matches:
+            self.chain = "modified"
+        elif self.linked is None:
+            self.chain = "gap before"
+        else:
+            self.chain = "linked" if self.linked else "broken link"
+
+
+def page_number(value: str | None) -> int:
+    """A page number from a URL (1 when absent)."""
+    if value in (None, ""):
+        return 1
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+        raise AuditValidationError("page", f"must be a whole number from 1 to {MAX_PAGE}, got {value[:20]!r}",
+                                   where="ui")
+    return int(value)
+
+
+class Explorer:
+    """Read-only views of one log directory's audit trail."""
+
+    def __init__(self, log_dir: str | os.PathLike[str]) -> None:
+        self.log_dir = Path(log_dir)
+
+    @contextmanager
+    def _events(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection with the ``events`` view (and ``alerts`` when recorded) over the newest snapshot."""
+        con = connect(self.log_dir)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def operations(self, filters: OperationFilters, page: int) -> Page:
+        """Operations (newest start first) matching the filters, one page."""
+        filters = filters.checked()
+        clauses, params = ["seq = 0"], []
+        if filters.start:
+            clauses.append('"timestamp" >= ?')
+            params.append(parse_time(filters.start, "start"))
+        if filters.end:
+            clauses.append('"timestamp" <= ?')
+            params.append(parse_time(filters.end, "end"))
+        if filters.name:
+            clauses.append("operation_name = ?")
+            params.append(filters.name)
+        if filters.regulation:
+            clauses.append("list_contains(regulations, ?)")
+            params.append(filters.regulation)
+        outer: list[str] = []
+        if filters.user:
+            outer.append('s.operation_id IN (SELECT operation_id FROM events WHERE "user" = ? OR user_id = ?)')
+            params += [filters.user, filters.user]
+        if filters.status:
+            outer.append("coalesce(c.status, 'running') = ?")
+            params.append(filters.status)
+        sql = f"""
+            WITH started AS (
+                SELECT operation_id, operation_name, "timestamp" AS started, "user", regulations
+                FROM events WHERE {' AND '.join(clauses)}),
+            closed AS (
+                SELECT operation_id, status, event_count, "timestamp" AS closed FROM events
+                WHERE event_type = 'audit_closed' AND operation_id IN (SELECT operation_id FROM started))
+            SELECT s.operation_id, s.operation_name, s.started, s."user", s.regulations,
+                   coalesce(c.status, 'running') AS status, c.event_count, c.closed
+            FROM started s LEFT JOIN closed c USING (operation_id)
+            {'WHERE ' + ' AND '.join(outer) if outer else ''}
+            ORDER BY s.started DESC, s.operation_id
+            LIMIT {PAGE_SIZE + 1} OFFSET {(page - 1) * PAGE_SIZE}"""
+        with self._events() as con:
+            rows = con.sql(sql, params=params).to_arrow_table().to_pylist()
+        return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
+
+    def operation(self, operation_id: str, page: int) -> tuple[dict[str, Any] | None, Page]:
+        """An operation's summary and one page of its events in seq order, each with its chain status."""
+        first = (page - 1) * PAGE_SIZE
+        with self._events() as con:
+            table = con.sql(
+                f"SELECT * FROM events WHERE operation_id = ? AND seq >= ? ORDER BY seq, source, source_offset "
+                f"LIMIT {PAGE_SIZE + 2}", params=[operation_id, max(0, first - 1)],
+            ).to_arrow_table()
+            head = con.execute(
+                "SELECT any_value(operation_name), min(\"timestamp\"), max(seq) + 1, "
+                "max(status) FILTER (event_type = 'audit_closed') FROM events WHERE operation_id = ?",
+                [operation_id],
+            ).fetchone()
+        if head is None or head[0] is None:
+            return None, Page([], page, False)
+        summary = {"operation_id": operation_id, "operation_name": head[0], "started": head[1], "events": head[2],
+                   "status": head[3] or "running"}
+        events = _timeline(table)
+        shown = [e for e in events if e.seq >= first]
+        return summary, Page([{"event": e} for e in shown[:PAGE_SIZE]], page, len(shown) > PAGE_SIZE)
+
+    def alerts(self, page: int) -> Page:
+        """The alerter's record (log_dir/alerts), newest first; empty when no alert was recorded."""
+        with self._events() as con:
+            present = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'alerts'").fetchone()
+            if not present or not present[0]:
+                return Page([], page, False)
+            columns = {r[0] for r in con.execute("DESCRIBE alerts").fetchall()}
+            wanted = ["event_time", "created_at", "severity", "rule_id", "regulation", "article", "message",
+                      "operation_id", "alert_id"]
+            shown = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' if c in columns else f'NULL AS "{c}"'
+                              for c in wanted)
+            order = '"event_time" DESC NULLS LAST, ' if "event_time" in columns else ""
+            rows = con.sql(
+                f"SELECT {shown} FROM alerts ORDER BY {order}1 LIMIT {PAGE_SIZE + 1} "
+                f"OFFSET {(page - 1) * PAGE_SIZE}").to_arrow_table().to_pylist()
+        return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
+
+    def requests(self, page: int, now: dt.datetime | None = None) -> tuple[dict[str, int], Page]:
+        """Data-subject requests with their statutory deadlines (the reports' rules), overdue and open first."""
+        scope = open_scope({"log_dir": str(self.log_dir), "event_type": "user_request"})
+        try:
+            _section, counts = requests_section(scope.connection, now or dt.datetime.now(dt.UTC))
+            rows = scope.connection.sql(
+                f"""SELECT subject, request_type, regulation, received, deadline, closed_at, last_status, state
+                FROM _report_requests
+                ORDER BY list_position({list(REQUEST_STATES)}, state), deadline NULLS LAST, received DESC, request
+                LIMIT {PAGE_SIZE + 1} OFFSET {(page - 1) * PAGE_SIZE}""").to_arrow_table().to_pylist()
+        finally:
+            scope.close()
+        return counts.by_state, Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        """The lake's signed checkpoints, newest first."""
+        return list(reversed(stored_checkpoints(Lake(self.log_dir).root)))
+
+    def charts(self) -> dict[str, Any]:
+        """Plotly figures (data and layout, as JSON values): events per day by type, checks, alerts."""
+        with self._events() as con:
+            per_day = con.execute(
+                "SELECT CAST(event_date AS VARCHAR), event_type, count(*) FROM events GROUP BY ALL ORDER BY 1, 2"
+            ).fetchall()
+            checks = con.execute(
+                "SELECT coalesce(regulation, '(none)'), count(*) FILTER (result), count(*) FILTER (NOT result) "
+                "FROM events WHERE event_type = 'compliance_check' GROUP BY 1 ORDER BY 1").fetchall()
+            has_alerts = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'alerts'").fetchone()
+            severities = con.execute(
+                "SELECT CAST(severity AS VARCHAR), count(*) FROM alerts GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall() if has_alerts and has_alerts[0] else []
+        types = sorted({r[1] for r in per_day})
+        days = sorted({r[0] for r in per_day})
+        counts = {(r[0], r[1]): r[2] for r in per_day}
+        layout = {"barmode": "stack", "margin": {"t": 40, "l": 50, "r": 10, "b": 40}, "height": 320,
+                  "xaxis": {"type": "category"}}
+        return {
+            "events": {"data": [{"type": "bar", "name": t, "x": days, "y": [counts.get((d, t), 0) for d in days]}
+                                for t in types], "layout": {**layout, "title": {"text": "Events per day (UTC)"}}},
+            "checks": {"data": [{"type": "bar", "name": "passed", "x": [r[0] for r in checks],
+                                 "y": [r[1] for r in checks], "marker": {"color": "#2e7d32"}},
+                                {"type": "bar", "name": "failed", "x": [r[0] for r in checks],
+                                 "y": [r[2] for r in checks], "marker": {"color": "#c62828"}}],
+                       "layout": {**layout, "title": {"text": "Compliance checks by regulation"}}},
+            "alerts": {"data": [{"type": "bar", "x": [r[0] for r in severities], "y": [r[1] for r in severities]}],
+                       "layout": {**layout, "title": {"text": "Alerts by severity"}}},
+        }
+
+
+def _timeline(table: pa.Table) -> list[TimelineEvent]:
+    """Rows of one operation in seq order as timeline events, each link checked against the row before."""
+    if table.num_rows == 0:
+        return []
+    matches = intact_rows(table.drop_columns([c for c in table.column_names if c in _HIDDEN])
+                          .combine_chunks().to_batches()[0]).to_pylist()
+    events: list[TimelineEvent] = []
+    previous: dict[str, Any] | None = None
+    for row, match in zip(table.to_pylist(), matches):
+        if row["seq"] == 0:
+            linked: bool | None = row["prev_hash"] == ""
+        elif previous is not None and previous["seq"] == row["seq"] - 1:
+            linked = row["prev_hash"] == previous["hash"]
+        else:
+            linked = None
+        events.append(TimelineEvent(
+            seq=row["seq"], event_id=row["event_id"], event_type=row["event_type"], timestamp=row["timestamp"],
+            level=row["level"], user=row["user"], fields=_fields(row), hash_matches=bool(match), linked=linked,
+        ))
+        previous = row
+    return events
+
+
+def _fields(row: dict[str, Any]) -> list[tuple[str, str]]:
+    """The event's payload fields, then the rest of its envelope, as text (JSON pretty-printed)."""
+    payload = [n for n in fields_of(row["event_type"]) if n not in _ENVELOPE]
+    shown = ("seq", "event_type", "timestamp", "level", "user", "event_id")
+    rest = [n for n in _ENVELOPE if n not in shown]
+    out: list[tuple[str, str]] = []
+    for name in (*payload, *rest, "source", "source_offset"):
+        value = row.get(name)
+        if value is None or value == "" or value == []:
+            continue
+        if name in JSON_FIELDS and isinstance(value, str):
+            with suppress(ValueError):  # not JSON after all: shown as stored
+                value = json.dumps(json.loads(value), indent=2, sort_keys=True, ensure_ascii=False)
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, dt.datetime):
+            value = value.astimezone(dt.UTC).isoformat()
+        out.append((name, str(value)))
+    return out
