@@ -17,6 +17,7 @@ from support.ports import free_port_pair
 from support.ui import HOSTILE_NAME, OPERATIONS, Served, Trail, build_trail, fetch, serve
 
 from conftest import REPO, run_cli
+from secureml.audit import AuditTrail
 from secureml.integrity import prove, verify_proof
 from secureml.integrity.keys import SIGNING_KEY_ENV, load_public_key, public_key_path
 from secureml.ui.security import CSP, Access
@@ -242,6 +243,29 @@ def test_integrity_runs_verify_in_the_background(trail: Trail) -> None:
             html = fetch(running.url + "/integrity", headers={"HX-Request": "true", "HX-Target": "verify"}).text
     assert "Verdict: <b>intact</b>" in html
     assert len(rows_of(first.text, "checkpoints")) >= 1
+
+
+def test_integrity_without_background_verify(trail: Trail) -> None:
+    """With verify off (--no-verify), the integrity page lists checkpoints and says how to verify instead."""
+    with serve(trail.log_dir, verify=False) as running:
+        html = fetch(running.url + "/integrity").text
+    assert "--no-verify" in html and "secureml-audit verify" in html and 'id="verify-running"' not in html
+    assert len(rows_of(html, "checkpoints")) >= 1
+
+
+def test_events_logged_while_serving_show_on_the_next_load(tmp_path: Path) -> None:
+    """An operation logged after the server started, not yet materialised, is listed on the next page load."""
+    log_dir = tmp_path / "logs"
+    with AuditTrail("before_start", log_dir=log_dir, bootstrap_servers="") as trail:
+        trail.log_data_access("customers", ["email"], 1, "support")
+    with serve(log_dir) as running:
+        assert rows_of(fetch(running.url + "/operations").text, "operations")[0].count("before_start") == 1
+        with AuditTrail("while_serving", log_dir=log_dir, bootstrap_servers="") as trail:
+            trail.log_data_access("customers", ["email"], 2, "support")
+            later = trail.operation_id
+        names = re.findall(r'class="op"[^>]*>([^<]+)<', fetch(running.url + "/operations").text)
+        assert names == ["while_serving", "before_start"]
+        assert fetch(running.url + f"/operations/{later}").status == 200
 
 
 def test_charts_data_counts_every_event(served: Served, trail: Trail) -> None:

@@ -76,11 +76,11 @@ class Served:
 
 
 @contextmanager
-def serve(log_dir: Path, access: Access | None = None) -> Iterator[Served]:
+def serve(log_dir: Path, access: Access | None = None, *, verify: bool = True) -> Iterator[Served]:
     """The explorer over log_dir on a free loopback port, in a thread, for the duration of the block."""
     port = free_port_pair()
-    server = uvicorn.Server(uvicorn.Config(create_app(log_dir, access=access), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(log_dir, access=access, verify=verify), host="127.0.0.1",
+                                           port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="ui-server", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

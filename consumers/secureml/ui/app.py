@@ -72,8 +72,12 @@ def _utc(value: Any) -> str:
 
 
 def create_app(log_dir: str | os.PathLike[str], *, access: Access | None = None,
-               public_key: str | os.PathLike[str] | None = None) -> Guard:
-    """The explorer over ``log_dir`` behind its guard (read-only methods, access, headers)."""
+               public_key: str | os.PathLike[str] | None = None, verify: bool = True) -> Guard:
+    """The explorer over ``log_dir`` behind its guard (read-only methods, access, headers).
+
+    ``verify``: the integrity page starts ``verify`` in the background when no result covers the
+    lake's current version (False: it only lists the checkpoints).
+    """
     explorer = Explorer(log_dir)
     verifier = BackgroundVerifier(log_dir, public_key)
     env = _environment()
@@ -130,7 +134,7 @@ def create_app(log_dir: str | os.PathLike[str], *, access: Access | None = None,
 
     @page("integrity", "integrity")
     def integrity(request: Request) -> dict[str, Any]:
-        return {"state": verifier.state(), "checkpoints": explorer.checkpoints()[:20], "now": dt.datetime.now(dt.UTC)}
+        return {"state": verifier.state(start=verify), "verify": verify, "checkpoints": explorer.checkpoints()[:20]}
 
     @page("charts", "charts")
     def charts(_request: Request) -> dict[str, Any]:

@@ -45,6 +45,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public-key", metavar="PEM",
                         help="public key to check checkpoint signatures with on the integrity page (default: the "
                         "lake's own copy, with a warning)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="the integrity page lists checkpoints but does not run verify in the background "
+                        "(for very large lakes; run `secureml-audit verify` instead)")
     parser.add_argument("--lake-uri", help="where the Delta table lives, e.g. s3://bucket/audit/events "
                         "(default: $SECUREML_AUDIT_LAKE_URI or LOG_DIR/lake/events)")
 
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     from secureml.ui.app import create_app
 
-    app = create_app(log_dir, access=access, public_key=args.public_key)
+    app = create_app(log_dir, access=access, public_key=args.public_key, verify=not args.no_verify)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     log.info("audit explorer of %s at http://%s:%d/%s (read-only; Ctrl-C stops)", log_dir, shown, args.port,
              "?token=..." if token else "")

@@ -1,7 +1,7 @@
-"""What the explorer's pages show, read through the query layer (``secureml.query.connect``).
+"""What the explorer's pages show, read through the query layer (``secureml.query.query_view``).
 
-Every page reads one snapshot of the lake (``connect`` per request: events logged since show on
-the next page load) and at most one page of rows. Nothing here writes; nothing depends on the
+Every page reads the newest snapshot of the lake (events logged since show on the next page
+load) and at most one page of rows. Nothing here writes; nothing depends on the
 web framework, so the pages' data can be tested and benchmarked without a server.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+import threading
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,11 @@ from secureml.audit.schema import JSON_FIELDS
 from secureml.integrity.checkpoints import StoredCheckpoint, stored_checkpoints
 from secureml.integrity.scan import intact_rows
 from secureml.lake.table import Lake
-from secureml.query import connect
+from secureml.query import query_view
 from secureml.query.filters import parse_time
+from secureml.query.logs import ALERTS_FILE
 from secureml.reporting.audit_compliance import REQUEST_STATES, requests_section
-from secureml.reporting.source import open_scope
+from secureml.reporting.source import scope_from_connection
 
 PAGE_SIZE = 50
 MAX_PAGE = 1_000_000  # deeper than anyone pages by hand; keeps OFFSET bounded
@@ -120,15 +121,11 @@ class Explorer:
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         self.log_dir = Path(log_dir)
+        self._charts: tuple[tuple[int | None, int], dict[str, Any]] | None = None  # (version, events) -> figures
+        self._charts_lock = threading.Lock()
 
-    @contextmanager
-    def _events(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection with the ``events`` view (and ``alerts`` when recorded) over the newest snapshot."""
-        con = connect(self.log_dir)
-        try:
-            yield con
-        finally:
-            con.close()
+    def _rows(self, sql: str, params: list[object] | None = None) -> list[dict[str, Any]]:
+        return query_view(sql, params, self.log_dir, where="ui")[0].to_pylist()
 
     def operations(self, filters: OperationFilters, page: int) -> Page:
         """Operations (newest start first) matching the filters, one page."""
@@ -146,72 +143,75 @@ class Explorer:
         if filters.regulation:
             clauses.append("list_contains(regulations, ?)")
             params.append(filters.regulation)
-        outer: list[str] = []
         if filters.user:
-            outer.append('s.operation_id IN (SELECT operation_id FROM events WHERE "user" = ? OR user_id = ?)')
+            clauses.append('operation_id IN (SELECT operation_id FROM events WHERE "user" = ? OR user_id = ?)')
             params += [filters.user, filters.user]
-        if filters.status:
-            outer.append("coalesce(c.status, 'running') = ?")
+        closed = ("SELECT operation_id, status, event_count, \"timestamp\" AS closed FROM events "
+                  "WHERE event_type = 'audit_closed'")
+        window = f"ORDER BY started DESC, operation_id LIMIT {PAGE_SIZE + 1} OFFSET {(page - 1) * PAGE_SIZE}"
+        if filters.status:  # every operation's close is needed before paging
+            paged = (f"SELECT s.* FROM started s LEFT JOIN ({closed}) c USING (operation_id) "
+                     f"WHERE coalesce(c.status, 'running') = ? {window}")
             params.append(filters.status)
+        else:  # page first, then read the closes of that page only
+            paged = f"SELECT * FROM started {window}"
         sql = f"""
             WITH started AS (
                 SELECT operation_id, operation_name, "timestamp" AS started, "user", regulations
                 FROM events WHERE {' AND '.join(clauses)}),
-            closed AS (
-                SELECT operation_id, status, event_count, "timestamp" AS closed FROM events
-                WHERE event_type = 'audit_closed' AND operation_id IN (SELECT operation_id FROM started))
-            SELECT s.operation_id, s.operation_name, s.started, s."user", s.regulations,
-                   coalesce(c.status, 'running') AS status, c.event_count, c.closed
-            FROM started s LEFT JOIN closed c USING (operation_id)
-            {'WHERE ' + ' AND '.join(outer) if outer else ''}
-            ORDER BY s.started DESC, s.operation_id
-            LIMIT {PAGE_SIZE + 1} OFFSET {(page - 1) * PAGE_SIZE}"""
-        with self._events() as con:
-            rows = con.sql(sql, params=params).to_arrow_table().to_pylist()
+            paged AS ({paged})
+            SELECT p.*, coalesce(c.status, 'running') AS status, c.event_count, c.closed
+            FROM paged p LEFT JOIN ({closed} AND operation_id IN (SELECT operation_id FROM paged)) c
+            USING (operation_id)
+            ORDER BY p.started DESC, p.operation_id"""
+        rows = self._rows(sql, params)
         return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
 
     def operation(self, operation_id: str, page: int) -> tuple[dict[str, Any] | None, Page]:
         """An operation's summary and one page of its events in seq order, each with its chain status."""
         first = (page - 1) * PAGE_SIZE
-        with self._events() as con:
-            table = con.sql(
-                f"SELECT * FROM events WHERE operation_id = ? AND seq >= ? ORDER BY seq, source, source_offset "
-                f"LIMIT {PAGE_SIZE + 2}", params=[operation_id, max(0, first - 1)],
-            ).to_arrow_table()
-            head = con.execute(
-                "SELECT any_value(operation_name), min(\"timestamp\"), max(seq) + 1, "
-                "max(status) FILTER (event_type = 'audit_closed') FROM events WHERE operation_id = ?",
-                [operation_id],
-            ).fetchone()
-        if head is None or head[0] is None:
+        table, _version = query_view(
+            f"SELECT * FROM events WHERE operation_id = ? AND seq >= ? ORDER BY seq, source, source_offset "
+            f"LIMIT {PAGE_SIZE + 2}", [operation_id, max(0, first - 1)], self.log_dir, where="ui")
+        head = self._rows(
+            "SELECT any_value(operation_name) AS operation_name, min(\"timestamp\") AS started, "
+            "max(seq) + 1 AS events, "
+            "coalesce(max(status) FILTER (event_type = 'audit_closed'), 'running') AS status "
+            "FROM events WHERE operation_id = ?", [operation_id])[0]
+        if head["operation_name"] is None:
             return None, Page([], page, False)
-        summary = {"operation_id": operation_id, "operation_name": head[0], "started": head[1], "events": head[2],
-                   "status": head[3] or "running"}
+        summary = {"operation_id": operation_id, **head}
         events = _timeline(table)
         shown = [e for e in events if e.seq >= first]
         return summary, Page([{"event": e} for e in shown[:PAGE_SIZE]], page, len(shown) > PAGE_SIZE)
 
     def alerts(self, page: int) -> Page:
         """The alerter's record (log_dir/alerts), newest first; empty when no alert was recorded."""
-        with self._events() as con:
-            present = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'alerts'").fetchone()
-            if not present or not present[0]:
-                return Page([], page, False)
-            columns = {r[0] for r in con.execute("DESCRIBE alerts").fetchall()}
-            wanted = ["event_time", "created_at", "severity", "rule_id", "regulation", "article", "message",
-                      "operation_id", "alert_id"]
-            shown = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' if c in columns else f'NULL AS "{c}"'
-                              for c in wanted)
-            order = '"event_time" DESC NULLS LAST, ' if "event_time" in columns else ""
-            rows = con.sql(
-                f"SELECT {shown} FROM alerts ORDER BY {order}1 LIMIT {PAGE_SIZE + 1} "
-                f"OFFSET {(page - 1) * PAGE_SIZE}").to_arrow_table().to_pylist()
+        if not self._alerts_recorded():
+            return Page([], page, False)
+        columns = {r["column_name"] for r in self._rows("SELECT column_name FROM (DESCRIBE alerts)")}
+        wanted = ["event_time", "created_at", "severity", "rule_id", "regulation", "article", "message",
+                  "operation_id", "alert_id"]
+        shown = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' if c in columns else f'NULL AS "{c}"' for c in wanted)
+        order = '"event_time" DESC NULLS LAST, ' if "event_time" in columns else ""
+        rows = self._rows(f"SELECT {shown} FROM alerts ORDER BY {order}1 LIMIT {PAGE_SIZE + 1} "
+                          f"OFFSET {(page - 1) * PAGE_SIZE}")
         return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
+
+    def _alerts_recorded(self) -> bool:
+        """True when the alerter's record exists and holds something (query_view then defines ``alerts``)."""
+        record = self.log_dir / ALERTS_FILE
+        return record.is_file() and record.stat().st_size > 0
 
     def requests(self, page: int, now: dt.datetime | None = None) -> tuple[dict[str, int], Page]:
         """Data-subject requests with their statutory deadlines (the reports' rules), overdue and open first."""
-        scope = open_scope({"log_dir": str(self.log_dir), "event_type": "user_request"})
+        requests, _version = query_view("SELECT * FROM events WHERE event_type = 'user_request'", None,
+                                        self.log_dir, where="ui")
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_requests", requests)
+        con.execute("CREATE TEMP VIEW events AS SELECT * FROM _requests")
+        scope = scope_from_connection(con, {}, owns_connection=True)  # the reports' staging, on these events only
         try:
             _section, counts = requests_section(scope.connection, now or dt.datetime.now(dt.UTC))
             rows = scope.connection.sql(
@@ -228,19 +228,31 @@ class Explorer:
         return list(reversed(stored_checkpoints(Lake(self.log_dir).root)))
 
     def charts(self) -> dict[str, Any]:
-        """Plotly figures (data and layout, as JSON values): events per day by type, checks, alerts."""
-        with self._events() as con:
-            per_day = con.execute(
-                "SELECT CAST(event_date AS VARCHAR), event_type, count(*) FROM events GROUP BY ALL ORDER BY 1, 2"
-            ).fetchall()
-            checks = con.execute(
-                "SELECT coalesce(regulation, '(none)'), count(*) FILTER (result), count(*) FILTER (NOT result) "
-                "FROM events WHERE event_type = 'compliance_check' GROUP BY 1 ORDER BY 1").fetchall()
-            has_alerts = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'alerts'").fetchone()
-            severities = con.execute(
-                "SELECT CAST(severity AS VARCHAR), count(*) FROM alerts GROUP BY 1 ORDER BY 2 DESC"
-            ).fetchall() if has_alerts and has_alerts[0] else []
+        """Plotly figures (data and layout, as JSON values): events per day by type, checks, alerts.
+
+        They aggregate the whole lake, so they are computed once per table version (and size of the
+        embedded log's tail) and then served from memory.
+        """
+        stamp = query_view("SELECT count(*) AS n FROM events", None, self.log_dir, where="ui")
+        key = (stamp[1], stamp[0].column("n")[0].as_py())
+        with self._charts_lock:
+            if self._charts is not None and self._charts[0] == key:
+                return self._charts[1]
+            figures = self._figures()
+            self._charts = (key, figures)
+            return figures
+
+    def _figures(self) -> dict[str, Any]:
+        per_day = [tuple(r.values()) for r in self._rows(
+            "SELECT CAST(event_date AS VARCHAR) AS day, event_type, count(*) AS n FROM events GROUP BY ALL "
+            "ORDER BY 1, 2")]
+        checks = [tuple(r.values()) for r in self._rows(
+            "SELECT coalesce(regulation, '(none)') AS regulation, count(*) FILTER (result) AS passed, "
+            "count(*) FILTER (NOT result) AS failed FROM events WHERE event_type = 'compliance_check' "
+            "GROUP BY 1 ORDER BY 1")]
+        severities = [tuple(r.values()) for r in self._rows(
+            "SELECT CAST(severity AS VARCHAR) AS severity, count(*) AS n FROM alerts GROUP BY 1 ORDER BY 2 DESC"
+        )] if self._alerts_recorded() else []
         types = sorted({r[1] for r in per_day})
         days = sorted({r[0] for r in per_day})
         counts = {(r[0], r[1]): r[2] for r in per_day}
