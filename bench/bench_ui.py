@@ -118,13 +118,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=10_000_000, help="model_inference events in the lake")
     parser.add_argument("--requests", type=int, default=30, help="timed requests per page (after 3 warm-ups)")
+    parser.add_argument("--lake", type=Path, metavar="DIR",
+                        help="build the lake in DIR and keep it; reuse it when DIR exists (default: a temporary one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        log_dir = Path(tmp) / "lake"
+        log_dir = args.lake or Path(tmp) / "lake"
         began = time.perf_counter()
-        build_lake(log_dir, args.events, days=DAYS, operations=OPERATIONS)
-        add_operations_and_requests(log_dir, 2_000)
-        write_alerts(log_dir, 5_000)
+        if not log_dir.exists():
+            build_lake(log_dir, args.events, days=DAYS, operations=OPERATIONS)
+            add_operations_and_requests(log_dir, 2_000)
+            write_alerts(log_dir, 5_000)
         built = time.perf_counter() - began
         op = "op-1234"
         rows_per_op = args.events // OPERATIONS
