@@ -276,6 +276,7 @@ def test_charts_data_counts_every_event(served: Served, trail: Trail) -> None:
 
     assert total == count_events(trail.log_dir)
     assert {t["name"] for t in figures["checks"]["data"]} == {"passed", "failed"}
+    assert "high" in figures["alerts"]["data"][0]["x"]  # the failed check's alert, by severity
 
 
 def test_reports_download_and_leave_nothing_behind(served: Served, trail: Trail) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from secureml.audit.events import envelope_fields, fields_of
 from secureml.audit.exceptions import AuditValidationError
@@ -35,6 +36,9 @@ PAGE_SIZE = 50
 MAX_PAGE = 1_000_000  # deeper than anyone pages by hand; keeps OFFSET bounded
 STATUSES = ("completed", "error", "running")  # 'running': no audit_closed event yet
 _ENVELOPE = envelope_fields()
+# The fields of an alert (secureml.alerting's Alert.to_dict) the alerts page shows.
+ALERT_COLUMNS = ("event_time", "created_at", "severity", "rule_id", "regulation", "article", "message",
+                 "operation_id", "alert_id")
 _HIDDEN = frozenset({"event_date"})  # the partition column connect adds
 
 
@@ -123,6 +127,8 @@ class Explorer:
         self.log_dir = Path(log_dir)
         self._charts: tuple[tuple[int | None, int], dict[str, Any]] | None = None  # (version, events) -> figures
         self._charts_lock = threading.Lock()
+        self._alerts: tuple[tuple[int, int], pa.Table] | None = None  # (size, mtime) of the record -> its alerts
+        self._lock = threading.Lock()
 
     def _rows(self, sql: str, params: list[object] | None = None) -> list[dict[str, Any]]:
         return query_view(sql, params, self.log_dir, where="ui")[0].to_pylist()
@@ -170,38 +176,58 @@ class Explorer:
     def operation(self, operation_id: str, page: int) -> tuple[dict[str, Any] | None, Page]:
         """An operation's summary and one page of its events in seq order, each with its chain status."""
         first = (page - 1) * PAGE_SIZE
+        # One scan finds the operation's rows: the page, and over all of them its size, start and close.
         table, _version = query_view(
-            f"SELECT * FROM events WHERE operation_id = ? AND seq >= ? ORDER BY seq, source, source_offset "
+            "SELECT *, max(seq) OVER () + 1 AS _events, min(\"timestamp\") OVER () AS _started, "
+            "max(status) FILTER (WHERE event_type = 'audit_closed') OVER () AS _status "
+            f"FROM events WHERE operation_id = ? QUALIFY seq >= ? ORDER BY seq, source, source_offset "
             f"LIMIT {PAGE_SIZE + 2}", [operation_id, max(0, first - 1)], self.log_dir, where="ui")
-        head = self._rows(
-            "SELECT any_value(operation_name) AS operation_name, min(\"timestamp\") AS started, "
-            "max(seq) + 1 AS events, "
-            "coalesce(max(status) FILTER (event_type = 'audit_closed'), 'running') AS status "
-            "FROM events WHERE operation_id = ?", [operation_id])[0]
-        if head["operation_name"] is None:
+        if table.num_rows == 0:
+            if page > 1 and self.operation(operation_id, 1)[0] is not None:
+                raise AuditValidationError("page", f"must be at most the operation's last page, got {page}",
+                                           where="ui")
             return None, Page([], page, False)
-        summary = {"operation_id": operation_id, **head}
+        head = table.slice(0, 1).select(["operation_name", "_started", "_events", "_status"]).to_pylist()[0]
+        summary = {"operation_id": operation_id, "operation_name": head["operation_name"],
+                   "started": head["_started"], "events": head["_events"], "status": head["_status"] or "running"}
+        table = table.drop_columns(["_events", "_started", "_status"])
         events = _timeline(table)
         shown = [e for e in events if e.seq >= first]
         return summary, Page([{"event": e} for e in shown[:PAGE_SIZE]], page, len(shown) > PAGE_SIZE)
 
     def alerts(self, page: int) -> Page:
-        """The alerter's record (log_dir/alerts), newest first; empty when no alert was recorded."""
-        if not self._alerts_recorded():
-            return Page([], page, False)
-        columns = {r["column_name"] for r in self._rows("SELECT column_name FROM (DESCRIBE alerts)")}
-        wanted = ["event_time", "created_at", "severity", "rule_id", "regulation", "article", "message",
-                  "operation_id", "alert_id"]
-        shown = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' if c in columns else f'NULL AS "{c}"' for c in wanted)
-        order = '"event_time" DESC NULLS LAST, ' if "event_time" in columns else ""
-        rows = self._rows(f"SELECT {shown} FROM alerts ORDER BY {order}1 LIMIT {PAGE_SIZE + 1} "
-                          f"OFFSET {(page - 1) * PAGE_SIZE}")
+        """The alerter's record (log_dir/alerts), newest first; empty when no alert was recorded.
+
+        The record only grows: it is parsed again only when its size or time changes.
+        """
+        table = self._alert_table()
+        first = (page - 1) * PAGE_SIZE
+        rows = table.slice(first, PAGE_SIZE + 1).to_pylist()
         return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
 
-    def _alerts_recorded(self) -> bool:
-        """True when the alerter's record exists and holds something (query_view then defines ``alerts``)."""
+    def _alert_table(self) -> pa.Table:
+        """Every recorded alert (the columns the page shows, as text), newest event first; cached per file state."""
         record = self.log_dir / ALERTS_FILE
-        return record.is_file() and record.stat().st_size > 0
+        try:
+            state = record.stat()
+        except FileNotFoundError:
+            return pa.table({c: pa.array([], pa.string()) for c in ALERT_COLUMNS})
+        stamp = (state.st_size, state.st_mtime_ns)
+        with self._lock:
+            if self._alerts is not None and self._alerts[0] == stamp:
+                return self._alerts[1]
+        columns = ", ".join(f"'{c}': 'VARCHAR'" for c in ALERT_COLUMNS)
+        path = str(record).replace("'", "''")
+        con = duckdb.connect()
+        try:
+            table = con.sql(
+                f"SELECT * FROM read_json('{path}', format = 'newline_delimited', ignore_errors = true, "
+                f"columns = {{{columns}}}) ORDER BY event_time DESC NULLS LAST, alert_id").to_arrow_table()
+        finally:
+            con.close()
+        with self._lock:
+            self._alerts = (stamp, table)
+        return table
 
     def requests(self, page: int, now: dt.datetime | None = None) -> tuple[dict[str, int], Page]:
         """Data-subject requests with their statutory deadlines (the reports' rules), overdue and open first."""
@@ -236,11 +262,14 @@ class Explorer:
         stamp = query_view("SELECT count(*) AS n FROM events", None, self.log_dir, where="ui")
         key = (stamp[1], stamp[0].column("n")[0].as_py())
         with self._charts_lock:
-            if self._charts is not None and self._charts[0] == key:
-                return self._charts[1]
-            figures = self._figures()
-            self._charts = (key, figures)
-            return figures
+            if self._charts is None or self._charts[0] != key:
+                self._charts = (key, self._figures())
+            figures = self._charts[1]
+        severities = pc.value_counts(self._alert_table().column("severity")).to_pylist()
+        severities.sort(key=lambda c: (-c["counts"], str(c["values"])))
+        alerts = {**figures["alerts"], "data": [{"type": "bar", "x": [c["values"] for c in severities],
+                                                  "y": [c["counts"] for c in severities]}]}
+        return {**figures, "alerts": alerts}
 
     def _figures(self) -> dict[str, Any]:
         per_day = [tuple(r.values()) for r in self._rows(
@@ -250,9 +279,6 @@ class Explorer:
             "SELECT coalesce(regulation, '(none)') AS regulation, count(*) FILTER (result) AS passed, "
             "count(*) FILTER (NOT result) AS failed FROM events WHERE event_type = 'compliance_check' "
             "GROUP BY 1 ORDER BY 1")]
-        severities = [tuple(r.values()) for r in self._rows(
-            "SELECT CAST(severity AS VARCHAR) AS severity, count(*) AS n FROM alerts GROUP BY 1 ORDER BY 2 DESC"
-        )] if self._alerts_recorded() else []
         types = sorted({r[1] for r in per_day})
         days = sorted({r[0] for r in per_day})
         counts = {(r[0], r[1]): r[2] for r in per_day}
@@ -266,7 +292,7 @@ class Explorer:
                                 {"type": "bar", "name": "failed", "x": [r[0] for r in checks],
                                  "y": [r[2] for r in checks], "marker": {"color": "#c62828"}}],
                        "layout": {**layout, "title": {"text": "Compliance checks by regulation"}}},
-            "alerts": {"data": [{"type": "bar", "x": [r[0] for r in severities], "y": [r[1] for r in severities]}],
+            "alerts": {"data": [],  # from the alerts record, which changes without the lake
                        "layout": {**layout, "title": {"text": "Alerts by severity"}}},
         }
 
