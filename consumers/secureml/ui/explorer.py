@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import threading
+import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from secureml.reporting.audit_compliance import REQUEST_STATES, requests_section
 from secureml.reporting.source import scope_from_connection
 
 PAGE_SIZE = 50
+CACHE_SECONDS = 30.0  # whole-lake results are recomputed at least this often, even when the lake is unchanged
 MAX_PAGE = 1_000_000  # deeper than anyone pages by hand; keeps OFFSET bounded
 STATUSES = ("completed", "error", "running")  # 'running': no audit_closed event yet
 _ENVELOPE = envelope_fields()
@@ -129,48 +131,77 @@ class Explorer:
         self._charts_lock = threading.Lock()
         self._alerts: tuple[tuple[int, int], pa.Table] | None = None  # (size, mtime) of the record -> its alerts
         self._lock = threading.Lock()
+        self._cache: dict[str, tuple[tuple[int | None, int], float, pa.Table]] = {}  # name -> (state, when, rows)
 
     def _rows(self, sql: str, params: list[object] | None = None) -> list[dict[str, Any]]:
         return query_view(sql, params, self.log_dir, where="ui")[0].to_pylist()
 
+    def _stamp(self) -> tuple[int | None, int]:
+        """What identifies the lake's current state: its table version and how many events it shows."""
+        table, version = query_view("SELECT count(*) AS n FROM events", None, self.log_dir, where="ui")
+        return version, int(table.column("n")[0].as_py())
+
+    def _per_state(self, name: str, sql: str, stamp: tuple[int | None, int]) -> pa.Table:
+        """A whole-lake query's result, computed once per lake state and then served from memory.
+
+        Entries also expire after CACHE_SECONDS, so what the reading path shows (pseudonyms, erased
+        values) is never older than that even when the lake itself does not change.
+        """
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(name)
+            if hit is not None and hit[0] == stamp and now - hit[1] < CACHE_SECONDS:
+                return hit[2]
+        table = query_view(sql, None, self.log_dir, where="ui")[0]
+        with self._lock:
+            self._cache[name] = (stamp, now, table)
+        return table
+
     def operations(self, filters: OperationFilters, page: int) -> Page:
-        """Operations (newest start first) matching the filters, one page."""
+        """Operations (newest start first) matching the filters, one page.
+
+        Every operation's start (seq 0) and close are read once per lake state; the filters and
+        the page then run on those in memory. Only the user filter reads the lake each time.
+        """
         filters = filters.checked()
-        clauses, params = ["seq = 0"], []
+        stamp = self._stamp()
+        started = self._per_state("started", 'SELECT operation_id, operation_name, "timestamp" AS started, "user", '
+                                  "regulations FROM events WHERE seq = 0", stamp)
+        closed = self._per_state("closed", 'SELECT operation_id, status, event_count, "timestamp" AS closed '
+                                 "FROM events WHERE event_type = 'audit_closed'", stamp)
+        clauses, params = ["true"], []
         if filters.start:
-            clauses.append('"timestamp" >= ?')
+            clauses.append("s.started >= ?")
             params.append(parse_time(filters.start, "start"))
         if filters.end:
-            clauses.append('"timestamp" <= ?')
+            clauses.append("s.started <= ?")
             params.append(parse_time(filters.end, "end"))
         if filters.name:
-            clauses.append("operation_name = ?")
+            clauses.append("s.operation_name = ?")
             params.append(filters.name)
         if filters.regulation:
-            clauses.append("list_contains(regulations, ?)")
+            clauses.append("list_contains(s.regulations, ?)")
             params.append(filters.regulation)
-        if filters.user:
-            clauses.append('operation_id IN (SELECT operation_id FROM events WHERE "user" = ? OR user_id = ?)')
-            params += [filters.user, filters.user]
-        closed = ("SELECT operation_id, status, event_count, \"timestamp\" AS closed FROM events "
-                  "WHERE event_type = 'audit_closed'")
-        window = f"ORDER BY started DESC, operation_id LIMIT {PAGE_SIZE + 1} OFFSET {(page - 1) * PAGE_SIZE}"
-        if filters.status:  # every operation's close is needed before paging
-            paged = (f"SELECT s.* FROM started s LEFT JOIN ({closed}) c USING (operation_id) "
-                     f"WHERE coalesce(c.status, 'running') = ? {window}")
+        if filters.status:
+            clauses.append("coalesce(c.status, 'running') = ?")
             params.append(filters.status)
-        else:  # page first, then read the closes of that page only
-            paged = f"SELECT * FROM started {window}"
-        sql = f"""
-            WITH started AS (
-                SELECT operation_id, operation_name, "timestamp" AS started, "user", regulations
-                FROM events WHERE {' AND '.join(clauses)}),
-            paged AS ({paged})
-            SELECT p.*, coalesce(c.status, 'running') AS status, c.event_count, c.closed
-            FROM paged p LEFT JOIN ({closed} AND operation_id IN (SELECT operation_id FROM paged)) c
-            USING (operation_id)
-            ORDER BY p.started DESC, p.operation_id"""
-        rows = self._rows(sql, params)
+        involved = pa.table({"operation_id": pa.array([], pa.string())})
+        if filters.user:
+            involved, _version = query_view('SELECT DISTINCT operation_id FROM events WHERE "user" = ? OR user_id = ?',
+                                            [filters.user, filters.user], self.log_dir, where="ui")
+            clauses.append("s.operation_id IN (SELECT operation_id FROM involved)")
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            for view, table in (("started", started), ("closed", closed), ("involved", involved)):
+                con.register(view, table)
+            rows = con.sql(
+                f"""SELECT s.*, coalesce(c.status, 'running') AS status, c.event_count, c.closed
+                FROM started s LEFT JOIN closed c USING (operation_id) WHERE {' AND '.join(clauses)}
+                ORDER BY s.started DESC, s.operation_id LIMIT {PAGE_SIZE + 1} OFFSET {(page - 1) * PAGE_SIZE}""",
+                params=params).to_arrow_table().to_pylist()
+        finally:
+            con.close()
         return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
 
     def operation(self, operation_id: str, page: int) -> tuple[dict[str, Any] | None, Page]:
@@ -231,8 +262,8 @@ class Explorer:
 
     def requests(self, page: int, now: dt.datetime | None = None) -> tuple[dict[str, int], Page]:
         """Data-subject requests with their statutory deadlines (the reports' rules), overdue and open first."""
-        requests, _version = query_view("SELECT * FROM events WHERE event_type = 'user_request'", None,
-                                        self.log_dir, where="ui")
+        requests = self._per_state("requests", "SELECT * FROM events WHERE event_type = 'user_request'",
+                                   self._stamp())
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         con.register("_requests", requests)
@@ -259,8 +290,7 @@ class Explorer:
         They aggregate the whole lake, so they are computed once per table version (and size of the
         embedded log's tail) and then served from memory.
         """
-        stamp = query_view("SELECT count(*) AS n FROM events", None, self.log_dir, where="ui")
-        key = (stamp[1], stamp[0].column("n")[0].as_py())
+        key = self._stamp()
         with self._charts_lock:
             if self._charts is None or self._charts[0] != key:
                 self._charts = (key, self._figures())
