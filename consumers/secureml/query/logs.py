@@ -379,6 +379,11 @@ def get_audit_logs(
 
 def count_events(log_dir: str | os.PathLike[str] | None = None) -> int:
     """Number of events stored: rows of the newest table version plus the unmaterialised embedded tail."""
-    directory = _log_dir(log_dir, "count_events")
+    return lake_state(log_dir, "count_events")[1]
+
+
+def lake_state(log_dir: str | os.PathLike[str] | None = None, where: str = "lake_state") -> tuple[int | None, int]:
+    """(newest table version, events stored): it changes whenever what a reader sees can, for readers' caches."""
+    directory = _log_dir(log_dir, where)
     snapshot = _lake(directory).snapshot()
-    return snapshot.rows + embedded_tail(directory, snapshot).num_rows
+    return snapshot.version, snapshot.rows + embedded_tail(directory, snapshot).num_rows

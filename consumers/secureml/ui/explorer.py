@@ -27,7 +27,7 @@ from secureml.audit.schema import JSON_FIELDS
 from secureml.integrity.checkpoints import StoredCheckpoint, stored_checkpoints
 from secureml.integrity.scan import intact_rows
 from secureml.lake.table import Lake
-from secureml.query import query_view
+from secureml.query import lake_state, query_view
 from secureml.query.filters import parse_time
 from secureml.query.logs import ALERTS_FILE
 from secureml.reporting.audit_compliance import REQUEST_STATES, requests_section
@@ -138,8 +138,7 @@ class Explorer:
 
     def _stamp(self) -> tuple[int | None, int]:
         """What identifies the lake's current state: its table version and how many events it shows."""
-        table, version = query_view("SELECT count(*) AS n FROM events", None, self.log_dir, where="ui")
-        return version, int(table.column("n")[0].as_py())
+        return lake_state(self.log_dir, "ui")
 
     def _per_state(self, name: str, sql: str, stamp: tuple[int | None, int]) -> pa.Table:
         """A whole-lake query's result, computed once per lake state and then served from memory.
