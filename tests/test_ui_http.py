@@ -298,6 +298,20 @@ def test_cli_refuses_a_public_address_without_a_credential(trail: Trail) -> None
     assert result.stderr.strip().count("\n") == 0 and "--token" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_cli_refuses_a_basic_auth_file_others_can_read(trail: Trail, tmp_path: Path) -> None:
+    """A basic-auth file readable by group or others, or not one 'user:password' line, exits 2 naming the rule."""
+    secrets = tmp_path / "basic"
+    secrets.write_text("auditor:pw\n")
+    secrets.chmod(0o644)
+    shared = run_cli("ui", "--log-dir", str(trail.log_dir), "--host", "0.0.0.0", "--basic-auth-file", str(secrets))
+    assert shared.returncode == 2 and "readable by its owner only (chmod 600" in shared.stderr
+    secrets.chmod(0o600)
+    secrets.write_text("no colon here\n")
+    malformed = run_cli("ui", "--log-dir", str(trail.log_dir), "--basic-auth-file", str(secrets))
+    assert malformed.returncode == 2 and "one line 'user:password'" in malformed.stderr
+    assert "Traceback" not in shared.stderr + malformed.stderr
+
+
 def test_cli_without_the_extra_says_how_to_install(trail: Trail) -> None:
     """Without starlette/jinja2/uvicorn, `ui` exits 2 naming the extra to install."""
     code = ("import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"
