@@ -19,7 +19,11 @@ USED_WITHOUT_IMPORT = {
     "pytest-timeout": "a pytest plugin, loaded by its entry point (the timeout setting and marks)",
     "moto": "tests/support/s3.py has scripts/s3-local run moto's S3 server (a subprocess) for the S3 tests",
     "duckdb-cli": "the duckdb program beside the interpreter, which tests/test_lake.py runs on the catalog",
+    "starlette": "the web framework of the explorer the ui tests serve (the ui extra)",
+    "jinja2": "the templates of the explorer the ui tests serve (the ui extra)",
 }
+# Optional extras of the package -> the only folder whose code may import them (lazily, with an install hint).
+EXTRA_CODE = {"ui": "consumers/secureml/ui"}
 
 
 def normalised(name: str) -> str:
@@ -84,6 +88,10 @@ def test_dependencies_are_exactly_what_the_package_imports() -> None:
     """[project].dependencies names every distribution producer/ and consumers/ import, and no other."""
     imported = distributions_of(third_party_imports([REPO / "producer", REPO / "consumers"]))
     declared = requirement_names(PROJECT["dependencies"])
+    for extra, folder in EXTRA_CODE.items():
+        for name in requirement_names(PROJECT["optional-dependencies"][extra]):
+            outside = sorted(f for f in imported.pop(name, set()) if not f.startswith(folder + "/"))
+            assert not outside, f"{name} (extra {extra!r}) is imported outside {folder}: {outside}"
     undeclared = {name: sorted(files) for name, files in imported.items() if name not in declared}
     assert not undeclared, f"imported but not in [project].dependencies: {undeclared}"
     assert not declared - imported.keys(), f"in [project].dependencies but never imported: {declared - imported.keys()}"

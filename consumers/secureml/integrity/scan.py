@@ -41,7 +41,7 @@ class Scan:
     findings: list[Finding] = field(default_factory=list)
 
 
-def _intact(batch: pa.RecordBatch) -> pa.Array:
+def intact_rows(batch: pa.RecordBatch) -> pa.Array:
     """Whether each row's stored hash is the hash of its content, per its own schema version."""
     versions = batch.column("schema_version")
     known = set(known_versions())
@@ -68,7 +68,7 @@ def _skeleton(batch: pa.RecordBatch, file_index: int) -> pa.RecordBatch:
     for name, blank in _BLANKS.items():  # nulls where the schema has none: tampered rows, kept checkable
         columns[name] = columns[name].fill_null(blank)
     complete = [batch.column(c.name).is_valid() for c in lake_schema() if not c.nullable]
-    columns["intact"] = pc.and_(_intact(batch).fill_null(False), functools.reduce(pc.and_, complete))
+    columns["intact"] = pc.and_(intact_rows(batch).fill_null(False), functools.reduce(pc.and_, complete))
     columns["file"] = pa.repeat(pa.scalar(file_index, pa.int32()), batch.num_rows)
     return pa.RecordBatch.from_arrays([columns[c.name].cast(c.type) for c in SKELETON], schema=SKELETON)
 

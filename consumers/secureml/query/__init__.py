@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from secureml.query.logs import connect, count_events, get_audit_logs, query_events
+from secureml.query.logs import connect, count_events, get_audit_logs, lake_state, query_events, query_view
 
-__all__ = ["connect", "count_events", "get_audit_logs", "query_events"]
+__all__ = ["connect", "count_events", "get_audit_logs", "lake_state", "query_events", "query_view"]

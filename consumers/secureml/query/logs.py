@@ -224,6 +224,39 @@ def query_events(
             con.unregister(f"lake_v{snapshot.version}")
 
 
+def query_view(
+    sql: str, params: list[object] | None = None, log_dir: str | os.PathLike[str] | None = None, *,
+    as_of: AsOf = None, where: str = "query_view",
+) -> tuple[pa.Table, int | None]:
+    """One SELECT over the views ``events`` (and ``alerts``) that ``connect`` defines, as Arrow, and the table version.
+
+    For readers that ask many small questions (the web explorer's pages): it runs on this
+    thread's cached connection, which keeps Parquet footers between calls, instead of a new
+    database per call. The views exist only for the duration of the query.
+    """
+    _as_of_argument(as_of, where)
+    directory = _log_dir(log_dir, where)
+    lake, snapshot, tail = _snapshot(directory, as_of)
+    con = _connection()
+    lake_sql = events_sql(con, lake, snapshot, with_date=True)
+    created = ["events"]
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {_union_sql(lake_sql, con, tail, hive=True)}")
+        alerts = directory / ALERTS_FILE
+        if alerts.is_file() and alerts.stat().st_size:
+            path = str(alerts).replace("'", "''")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW alerts AS SELECT * FROM read_json_auto('{path}', "
+                        "format = 'newline_delimited', ignore_errors = true)")
+            created.append("alerts")
+        return con.sql(sql, params=params or []).to_arrow_table(), snapshot.version
+    finally:
+        for view in created:
+            con.execute(f"DROP VIEW IF EXISTS {view}")
+        con.unregister("_tail_events")
+        if not lake.local:
+            con.unregister(f"lake_v{snapshot.version}")
+
+
 def _iso_utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """UTC timestamps as ISO 8601 text with microseconds (``2026-01-12T08:10:19.200000+00:00``).
 
@@ -346,6 +379,11 @@ def get_audit_logs(
 
 def count_events(log_dir: str | os.PathLike[str] | None = None) -> int:
     """Number of events stored: rows of the newest table version plus the unmaterialised embedded tail."""
-    directory = _log_dir(log_dir, "count_events")
+    return lake_state(log_dir, "count_events")[1]
+
+
+def lake_state(log_dir: str | os.PathLike[str] | None = None, where: str = "lake_state") -> tuple[int | None, int]:
+    """(newest table version, events stored): it changes whenever what a reader sees can, for readers' caches."""
+    directory = _log_dir(log_dir, where)
     snapshot = _lake(directory).snapshot()
-    return snapshot.rows + embedded_tail(directory, snapshot).num_rows
+    return snapshot.version, snapshot.rows + embedded_tail(directory, snapshot).num_rows

@@ -1,0 +1,370 @@
+"""What the explorer's pages show, read through the query layer (``secureml.query.query_view``).
+
+Every page reads the newest snapshot of the lake (events logged since show on the next page
+load) and at most one page of rows. Nothing here writes; nothing depends on the
+web framework, so the pages' data can be tested and benchmarked without a server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+import time
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from secureml.audit.events import envelope_fields, fields_of
+from secureml.audit.exceptions import AuditValidationError
+from secureml.audit.schema import JSON_FIELDS
+from secureml.integrity.checkpoints import StoredCheckpoint, stored_checkpoints
+from secureml.integrity.scan import intact_rows
+from secureml.lake.table import Lake
+from secureml.query import lake_state, query_view
+from secureml.query.filters import parse_time
+from secureml.query.logs import ALERTS_FILE
+from secureml.reporting.audit_compliance import REQUEST_STATES, requests_section
+from secureml.reporting.source import scope_from_connection
+
+PAGE_SIZE = 50
+CACHE_SECONDS = 30.0  # whole-lake results are recomputed at least this often, even when the lake is unchanged
+MAX_PAGE = 1_000_000  # deeper than anyone pages by hand; keeps OFFSET bounded
+STATUSES = ("completed", "error", "running")  # 'running': no audit_closed event yet
+_ENVELOPE = envelope_fields()
+# The fields of an alert (secureml.alerting's Alert.to_dict) the alerts page shows.
+ALERT_COLUMNS = ("event_time", "created_at", "severity", "rule_id", "regulation", "article", "message",
+                 "operation_id", "alert_id")
+_HIDDEN = frozenset({"event_date"})  # the partition column connect adds
+
+
+@dataclass(frozen=True)
+class OperationFilters:
+    """The operations page's filters; empty strings mean 'not filtered on'."""
+
+    start: str = ""
+    end: str = ""
+    name: str = ""
+    user: str = ""  # the user who logged, or the data subject of a request
+    regulation: str = ""
+    status: str = ""
+
+    def checked(self) -> OperationFilters:
+        """The filters, after checking them (bad input raises AuditValidationError naming the field)."""
+        where = "ui operations"
+        start = parse_time(self.start, "start", where) if self.start else None
+        end = parse_time(self.end, "end", where) if self.end else None
+        if start is not None and end is not None and start > end:
+            raise AuditValidationError("start", f"must not be after end ({start.isoformat()} > {end.isoformat()})",
+                                       where=where)
+        if self.status and self.status not in STATUSES:
+            raise AuditValidationError("status", f"must be one of {', '.join(STATUSES)}, got {self.status[:40]!r}",
+                                       where=where)
+        return self
+
+    def query(self) -> dict[str, str]:
+        """The filters that are set, as URL query parameters."""
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+@dataclass
+class Page:
+    """One page of rows, and whether another follows."""
+
+    rows: list[dict[str, Any]]
+    number: int
+    has_next: bool
+    size: int = PAGE_SIZE
+
+    @property
+    def first_index(self) -> int:
+        """1-based position of the first row shown."""
+        return (self.number - 1) * self.size + 1 if self.rows else 0
+
+
+@dataclass
+class TimelineEvent:
+    """An event of an operation's timeline: its fields and what its place in the hash chain shows."""
+
+    seq: int
+    event_id: str
+    event_type: str
+    timestamp: dt.datetime
+    level: int
+    user: str | None
+    fields: list[tuple[str, str]]  # (name, value as text), payload first
+    hash_matches: bool  # the stored hash is the hash of the event's content
+    linked: bool | None  # prev_hash is the previous event's hash (None: previous event not present)
+    chain: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.hash_matches:
+            self.chain = "modified"
+        elif self.linked is None:
+            self.chain = "gap before"
+        else:
+            self.chain = "linked" if self.linked else "broken link"
+
+
+def page_number(value: str | None) -> int:
+    """A page number from a URL (1 when absent)."""
+    if value in (None, ""):
+        return 1
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+        raise AuditValidationError("page", f"must be a whole number from 1 to {MAX_PAGE}, got {value[:20]!r}",
+                                   where="ui")
+    return int(value)
+
+
+class Explorer:
+    """Read-only views of one log directory's audit trail."""
+
+    def __init__(self, log_dir: str | os.PathLike[str]) -> None:
+        self.log_dir = Path(log_dir)
+        self._charts: tuple[tuple[int | None, int], dict[str, Any]] | None = None  # (version, events) -> figures
+        self._charts_lock = threading.Lock()
+        self._alerts: tuple[tuple[int, int], pa.Table] | None = None  # (size, mtime) of the record -> its alerts
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[tuple[int | None, int], float, pa.Table]] = {}  # name -> (state, when, rows)
+
+    def _rows(self, sql: str, params: list[object] | None = None) -> list[dict[str, Any]]:
+        return query_view(sql, params, self.log_dir, where="ui")[0].to_pylist()
+
+    def _stamp(self) -> tuple[int | None, int]:
+        """What identifies the lake's current state: its table version and how many events it shows."""
+        return lake_state(self.log_dir, "ui")
+
+    def _per_state(self, name: str, sql: str, stamp: tuple[int | None, int]) -> pa.Table:
+        """A whole-lake query's result, computed once per lake state and then served from memory.
+
+        Entries also expire after CACHE_SECONDS, so what the reading path shows (pseudonyms, erased
+        values) is never older than that even when the lake itself does not change.
+        """
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(name)
+            if hit is not None and hit[0] == stamp and now - hit[1] < CACHE_SECONDS:
+                return hit[2]
+        table = query_view(sql, None, self.log_dir, where="ui")[0]
+        with self._lock:
+            self._cache[name] = (stamp, now, table)
+        return table
+
+    def operations(self, filters: OperationFilters, page: int) -> Page:
+        """Operations (newest start first) matching the filters, one page.
+
+        Every operation's start (seq 0) and close are read once per lake state; the filters and
+        the page then run on those in memory. Only the user filter reads the lake each time.
+        """
+        filters = filters.checked()
+        stamp = self._stamp()
+        started = self._per_state("started", 'SELECT operation_id, operation_name, "timestamp" AS started, "user", '
+                                  "regulations FROM events WHERE seq = 0", stamp)
+        closed = self._per_state("closed", 'SELECT operation_id, status, event_count, "timestamp" AS closed '
+                                 "FROM events WHERE event_type = 'audit_closed'", stamp)
+        clauses, params = ["true"], []
+        if filters.start:
+            clauses.append("s.started >= ?")
+            params.append(parse_time(filters.start, "start"))
+        if filters.end:
+            clauses.append("s.started <= ?")
+            params.append(parse_time(filters.end, "end"))
+        if filters.name:
+            clauses.append("s.operation_name = ?")
+            params.append(filters.name)
+        if filters.regulation:
+            clauses.append("list_contains(s.regulations, ?)")
+            params.append(filters.regulation)
+        if filters.status:
+            clauses.append("coalesce(c.status, 'running') = ?")
+            params.append(filters.status)
+        involved = pa.table({"operation_id": pa.array([], pa.string())})
+        if filters.user:
+            involved, _version = query_view('SELECT DISTINCT operation_id FROM events WHERE "user" = ? OR user_id = ?',
+                                            [filters.user, filters.user], self.log_dir, where="ui")
+            clauses.append("s.operation_id IN (SELECT operation_id FROM involved)")
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            for view, table in (("started", started), ("closed", closed), ("involved", involved)):
+                con.register(view, table)
+            rows = con.sql(
+                f"""SELECT s.*, coalesce(c.status, 'running') AS status, c.event_count, c.closed
+                FROM started s LEFT JOIN closed c USING (operation_id) WHERE {' AND '.join(clauses)}
+                ORDER BY s.started DESC, s.operation_id LIMIT {PAGE_SIZE + 1} OFFSET {(page - 1) * PAGE_SIZE}""",
+                params=params).to_arrow_table().to_pylist()
+        finally:
+            con.close()
+        return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
+
+    def operation(self, operation_id: str, page: int) -> tuple[dict[str, Any] | None, Page]:
+        """An operation's summary and one page of its events in seq order, each with its chain status."""
+        first = (page - 1) * PAGE_SIZE
+        # One scan finds the operation's rows: the page, and over all of them its size, start and close.
+        table, _version = query_view(
+            "SELECT *, max(seq) OVER () + 1 AS _events, min(\"timestamp\") OVER () AS _started, "
+            "max(status) FILTER (WHERE event_type = 'audit_closed') OVER () AS _status "
+            f"FROM events WHERE operation_id = ? QUALIFY seq >= ? ORDER BY seq, source, source_offset "
+            f"LIMIT {PAGE_SIZE + 2}", [operation_id, max(0, first - 1)], self.log_dir, where="ui")
+        if table.num_rows == 0:
+            if page > 1 and self.operation(operation_id, 1)[0] is not None:
+                raise AuditValidationError("page", f"must be at most the operation's last page, got {page}",
+                                           where="ui")
+            return None, Page([], page, False)
+        head = table.slice(0, 1).select(["operation_name", "_started", "_events", "_status"]).to_pylist()[0]
+        summary = {"operation_id": operation_id, "operation_name": head["operation_name"],
+                   "started": head["_started"], "events": head["_events"], "status": head["_status"] or "running"}
+        table = table.drop_columns(["_events", "_started", "_status"])
+        events = _timeline(table)
+        shown = [e for e in events if e.seq >= first]
+        return summary, Page([{"event": e} for e in shown[:PAGE_SIZE]], page, len(shown) > PAGE_SIZE)
+
+    def alerts(self, page: int) -> Page:
+        """The alerter's record (log_dir/alerts), newest first; empty when no alert was recorded.
+
+        The record only grows: it is parsed again only when its size or time changes.
+        """
+        table = self._alert_table()
+        first = (page - 1) * PAGE_SIZE
+        rows = table.slice(first, PAGE_SIZE + 1).to_pylist()
+        return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
+
+    def _alert_table(self) -> pa.Table:
+        """Every recorded alert (the columns the page shows, as text), newest event first; cached per file state."""
+        record = self.log_dir / ALERTS_FILE
+        try:
+            state = record.stat()
+        except FileNotFoundError:
+            return pa.table({c: pa.array([], pa.string()) for c in ALERT_COLUMNS})
+        stamp = (state.st_size, state.st_mtime_ns)
+        with self._lock:
+            if self._alerts is not None and self._alerts[0] == stamp:
+                return self._alerts[1]
+        columns = ", ".join(f"'{c}': 'VARCHAR'" for c in ALERT_COLUMNS)
+        path = str(record).replace("'", "''")
+        con = duckdb.connect()
+        try:
+            table = con.sql(
+                f"SELECT * FROM read_json('{path}', format = 'newline_delimited', ignore_errors = true, "
+                f"columns = {{{columns}}}) ORDER BY event_time DESC NULLS LAST, alert_id").to_arrow_table()
+        finally:
+            con.close()
+        with self._lock:
+            self._alerts = (stamp, table)
+        return table
+
+    def requests(self, page: int, now: dt.datetime | None = None) -> tuple[dict[str, int], Page]:
+        """Data-subject requests with their statutory deadlines (the reports' rules), overdue and open first."""
+        requests = self._per_state("requests", "SELECT * FROM events WHERE event_type = 'user_request'",
+                                   self._stamp())
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_requests", requests)
+        con.execute("CREATE TEMP VIEW events AS SELECT * FROM _requests")
+        scope = scope_from_connection(con, {}, owns_connection=True)  # the reports' staging, on these events only
+        try:
+            _section, counts = requests_section(scope.connection, now or dt.datetime.now(dt.UTC))
+            rows = scope.connection.sql(
+                f"""SELECT subject, request_type, regulation, received, deadline, closed_at, last_status, state
+                FROM _report_requests
+                ORDER BY list_position({list(REQUEST_STATES)}, state), deadline NULLS LAST, received DESC, request
+                LIMIT {PAGE_SIZE + 1} OFFSET {(page - 1) * PAGE_SIZE}""").to_arrow_table().to_pylist()
+        finally:
+            scope.close()
+        return counts.by_state, Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        """The lake's signed checkpoints, newest first."""
+        return list(reversed(stored_checkpoints(Lake(self.log_dir).root)))
+
+    def charts(self) -> dict[str, Any]:
+        """Plotly figures (data and layout, as JSON values): events per day by type, checks, alerts.
+
+        They aggregate the whole lake, so they are computed once per table version (and size of the
+        embedded log's tail) and then served from memory.
+        """
+        key = self._stamp()
+        with self._charts_lock:
+            if self._charts is None or self._charts[0] != key:
+                self._charts = (key, self._figures())
+            figures = self._charts[1]
+        severities = pc.value_counts(self._alert_table().column("severity")).to_pylist()
+        severities.sort(key=lambda c: (-c["counts"], str(c["values"])))
+        alerts = {**figures["alerts"], "data": [{"type": "bar", "x": [c["values"] for c in severities],
+                                                  "y": [c["counts"] for c in severities]}]}
+        return {**figures, "alerts": alerts}
+
+    def _figures(self) -> dict[str, Any]:
+        per_day = [tuple(r.values()) for r in self._rows(
+            "SELECT CAST(event_date AS VARCHAR) AS day, event_type, count(*) AS n FROM events GROUP BY ALL "
+            "ORDER BY 1, 2")]
+        checks = [tuple(r.values()) for r in self._rows(
+            "SELECT coalesce(regulation, '(none)') AS regulation, count(*) FILTER (result) AS passed, "
+            "count(*) FILTER (NOT result) AS failed FROM events WHERE event_type = 'compliance_check' "
+            "GROUP BY 1 ORDER BY 1")]
+        types = sorted({r[1] for r in per_day})
+        days = sorted({r[0] for r in per_day})
+        counts = {(r[0], r[1]): r[2] for r in per_day}
+        layout = {"barmode": "stack", "margin": {"t": 40, "l": 50, "r": 10, "b": 40}, "height": 320,
+                  "xaxis": {"type": "category"}}
+        return {
+            "events": {"data": [{"type": "bar", "name": t, "x": days, "y": [counts.get((d, t), 0) for d in days]}
+                                for t in types], "layout": {**layout, "title": {"text": "Events per day (UTC)"}}},
+            "checks": {"data": [{"type": "bar", "name": "passed", "x": [r[0] for r in checks],
+                                 "y": [r[1] for r in checks], "marker": {"color": "#2e7d32"}},
+                                {"type": "bar", "name": "failed", "x": [r[0] for r in checks],
+                                 "y": [r[2] for r in checks], "marker": {"color": "#c62828"}}],
+                       "layout": {**layout, "title": {"text": "Compliance checks by regulation"}}},
+            "alerts": {"data": [],  # from the alerts record, which changes without the lake
+                       "layout": {**layout, "title": {"text": "Alerts by severity"}}},
+        }
+
+
+def _timeline(table: pa.Table) -> list[TimelineEvent]:
+    """Rows of one operation in seq order as timeline events, each link checked against the row before."""
+    if table.num_rows == 0:
+        return []
+    matches = intact_rows(table.drop_columns([c for c in table.column_names if c in _HIDDEN])
+                          .combine_chunks().to_batches()[0]).to_pylist()
+    events: list[TimelineEvent] = []
+    previous: dict[str, Any] | None = None
+    for row, match in zip(table.to_pylist(), matches):
+        if row["seq"] == 0:
+            linked: bool | None = row["prev_hash"] == ""
+        elif previous is not None and previous["seq"] == row["seq"] - 1:
+            linked = row["prev_hash"] == previous["hash"]
+        else:
+            linked = None
+        events.append(TimelineEvent(
+            seq=row["seq"], event_id=row["event_id"], event_type=row["event_type"], timestamp=row["timestamp"],
+            level=row["level"], user=row["user"], fields=_fields(row), hash_matches=bool(match), linked=linked,
+        ))
+        previous = row
+    return events
+
+
+def _fields(row: dict[str, Any]) -> list[tuple[str, str]]:
+    """The event's payload fields, then the rest of its envelope, as text (JSON pretty-printed)."""
+    payload = [n for n in fields_of(row["event_type"]) if n not in _ENVELOPE]
+    shown = ("seq", "event_type", "timestamp", "level", "user", "event_id")
+    rest = [n for n in _ENVELOPE if n not in shown]
+    out: list[tuple[str, str]] = []
+    for name in (*payload, *rest, "source", "source_offset"):
+        value = row.get(name)
+        if value is None or value == "" or value == []:
+            continue
+        if name in JSON_FIELDS and isinstance(value, str):
+            with suppress(ValueError):  # not JSON after all: shown as stored
+                value = json.dumps(json.loads(value), indent=2, sort_keys=True, ensure_ascii=False)
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, dt.datetime):
+            value = value.astimezone(dt.UTC).isoformat()
+        out.append((name, str(value)))
+    return out
