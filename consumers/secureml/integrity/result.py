@@ -122,6 +122,7 @@ class VerificationResult:
     events_not_covered: int = 0
     witnessed: str = "not checked"  # what was checked of witness cosignatures, in one line
     seconds: float = 0.0
+    subjects_erased: int = 0  # subject_erased events: crypto-shredded subjects, whose events stay intact
 
     def all_findings(self) -> list[Finding]:
         """Findings of the lake, then of every operation, then of every checkpoint."""
@@ -177,6 +178,7 @@ class VerificationResult:
             "warnings": len(self.warnings),
             "public_key": self.public_key,
             "witnessed": self.witnessed,
+            "subjects_erased": self.subjects_erased,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -127,6 +127,8 @@ _JSON_VALUES = frozenset({"output", "arguments", "return_value"})  # any JSON va
 
 def _lake_rows(events: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
     """Event dicts (get_audit_logs' shape) as lake rows, with the values exactly as they were encoded."""
+    # get_audit_logs shows personal values as logged; the hash covers them as sealed (``stored``).
+    events = [{**e, **e.stored} if hasattr(e, "stored") else e for e in events]
     columns = []
     for field in lake_schema():
         if field.name == "source":
