@@ -88,7 +88,8 @@ class AuditTrail:
         self._privacy = protector_for(resolve_policy(privacy), self.config)
         if self._privacy is not None and context_json:
             subject = None if self.user is None else self._privacy.name_of(self.user)
-            context_json = self._privacy.json_text(context_json, subject, "context" in self._privacy.policy.redact_fields)
+            redacting = "context" in self._privacy.policy.redact_fields
+            context_json = self._privacy.json_text(context_json, subject, redacting)
         self._transport = transport or transport_for(self.config)
         self.operation_id = _uuid4()
         self._key = self.operation_id.encode()

@@ -107,5 +107,24 @@ def reader_keystore(log_dir: Path | None = None) -> KeyStore | None:
     return FileKeyStore(directory)
 
 
+def stored_identities(names: tuple[str, ...], log_dir: Path | None = None) -> frozenset[str]:
+    """Identifiers as configured (a rule's allowed users, ...) and as stored: with their pseudonyms, so a
+    setting written with clear ids matches pseudonymised events."""
+    key = (names, str(log_dir), os.environ.get(KEYSTORE_ENV), os.environ.get(KEYSTORE_DIR_ENV))
+    found = _identities.get(key)
+    if found is None:
+        store = reader_keystore(log_dir) if names else None
+        forms = set(names)
+        if store is not None:
+            from secureml.audit.privacy.keys import pseudonym
+
+            secret = store.pseudonym_key()
+            forms.update(pseudonym(secret, name) for name in names)
+        found = _identities[key] = frozenset(forms)
+    return found
+
+
+_identities: dict[tuple[Any, ...], frozenset[str]] = {}
+
 __all__ = ["KEYSTORE_DIR_ENV", "KEYSTORE_ENV", "PrivacyPolicy", "keystore_for", "protector_for", "reader_keystore",
-           "resolve_policy"]
+           "resolve_policy", "stored_identities"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -189,10 +190,8 @@ class FileKeyStore:
         wrapper = self._wrap()
         path = self.directory / PSEUDONYM_KEY_NAME
         if not path.exists():
-            try:
+            with contextlib.suppress(FileExistsError):
                 _fs.write_atomically(path, wrapper.wrap(PSEUDONYM_KEY_NAME, os.urandom(32)), replace=False)
-            except FileExistsError:
-                pass
         return wrapper.unwrap(PSEUDONYM_KEY_NAME, path.read_bytes())
 
     def get(self, name: str) -> SubjectKey | None:
@@ -209,10 +208,9 @@ class FileKeyStore:
             return found
         path = self._path(name)
         _fs.make_private_dir(path.parent)
-        try:
+        # Created meanwhile by another process: theirs is the key.
+        with contextlib.suppress(FileExistsError):
             _fs.write_atomically(path, self._wrap().wrap_subject(name, os.urandom(32), subject), replace=False)
-        except FileExistsError:
-            pass  # created meanwhile by another process: theirs is the key
         found = self.get(name)
         assert found is not None  # just written
         return found

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 from typing import Any
 
@@ -20,10 +21,15 @@ _MISSING = object()
 
 
 class RevealedEvent(dict):  # type: ignore[type-arg]
-    """An event dict as the user logged it; ``stored`` holds the changed fields as they were sealed
-    (what the event's hash covers, for a report that checks the events it is given)."""
+    """An event dict as the user logged it; ``sealed`` maps each revealed field to (value shown, value
+    sealed), so a report can check the events it is given against their hashes (a field changed since
+    is checked as changed)."""
 
-    stored: dict[str, Any]
+    sealed: dict[str, tuple[Any, Any]]
+
+    def as_sealed(self) -> dict[str, Any]:
+        """The event with each revealed field, unless changed since, as it was sealed."""
+        return {**self, **{k: stored for k, (shown, stored) in self.sealed.items() if self.get(k) == shown}}
 
 
 class Revealer:
@@ -105,5 +111,5 @@ def reveal_log(revealer: Revealer, log: dict[str, Any]) -> dict[str, Any]:
     revealed = RevealedEvent(log)
     for key, value in changed.items():
         revealed[key] = revealer.walk(value) if not isinstance(value, str) else revealer.text(value)
-    revealed.stored = changed
+    revealed.sealed = {key: (copy.deepcopy(revealed[key]), value) for key, value in changed.items()}
     return revealed
