@@ -113,7 +113,9 @@ def stored_identities(names: tuple[str, ...], log_dir: Path | None = None) -> fr
     key = (names, str(log_dir), os.environ.get(KEYSTORE_ENV), os.environ.get(KEYSTORE_DIR_ENV))
     found = _identities.get(key)
     if found is None:
-        store = reader_keystore(log_dir) if names else None
+        store = None
+        if names:
+            store = keystore_for(_consumer_config) if _consumer_config is not None else reader_keystore(log_dir)
         forms = set(names)
         if store is not None:
             from secureml.audit.privacy.keys import pseudonym
@@ -125,6 +127,15 @@ def stored_identities(names: tuple[str, ...], log_dir: Path | None = None) -> fr
 
 
 _identities: dict[tuple[Any, ...], frozenset[str]] = {}
+_consumer_config: AuditConfig | None = None
+
+
+def use_keys_of(config: AuditConfig) -> None:
+    """A stream consumer (the alerter) of ``config``'s events: identifiers in its settings are matched through
+    the key store of that configuration (the Kafka key topic, or the embedded store)."""
+    global _consumer_config
+    _consumer_config = config
+    _identities.clear()
 
 __all__ = ["KEYSTORE_DIR_ENV", "KEYSTORE_ENV", "PrivacyPolicy", "keystore_for", "protector_for", "reader_keystore",
-           "resolve_policy", "stored_identities"]
+           "resolve_policy", "stored_identities", "use_keys_of"]

@@ -7,26 +7,29 @@ store; text without an '@' or a digit skips the detectors.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
+import re
 import threading
+from base64 import b64encode
 from collections.abc import Callable
 from typing import Any
 
+from secureml.audit.privacy.detectors import CANDIDATE as _CANDIDATE
 from secureml.audit.privacy.detectors import redact
 from secureml.audit.privacy.keys import KeyStore, SubjectKey, pseudonym
 from secureml.audit.privacy.policy import DICT_FIELDS, PrivacyPolicy
 
 ENCRYPTED_PREFIX = "enc:v1:"
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
 def encrypt(key: SubjectKey, name: str, value: Any) -> str:
     """``enc:v1:<subject pseudonym>:<base64 of nonce + AES-GCM ciphertext of the value's JSON>``."""
-    nonce = os.urandom(12)
-    sealed = key.aead.encrypt(nonce, _dumps(value).encode(), name.encode())
-    return f"{ENCRYPTED_PREFIX}{name}:{base64.b64encode(nonce + sealed).decode()}"
+    nonce = key.nonce()
+    plain = _json_string(value) if type(value) is str else _dumps(value)
+    sealed = key.aead.encrypt(nonce, plain.encode(), name.encode())
+    return f"{ENCRYPTED_PREFIX}{name}:{b64encode(nonce + sealed).decode()}"
 
 
 class Protector:
@@ -49,7 +52,11 @@ class Protector:
             if event_type != "*":
                 self._encrypt[event_type] = (*self._encrypt.get(event_type, ()), name)
         self._keys_lower = frozenset(k.lower() for k in policy.encrypt_keys)
+        # A JSON text that names none of the keys (as "key") needs no parsing to find them.
+        self._key_pattern = re.compile("|".join(re.escape(json.dumps(k)) for k in sorted(self._keys_lower)),
+                                       re.IGNORECASE) if self._keys_lower else None
         self._redact = frozenset(policy.redact_fields)
+        self._plans: dict[str, tuple[tuple[str, ...], tuple[tuple[str, bool], ...], tuple[str, ...]]] = {}
 
     def _keystore(self) -> KeyStore:
         if self._store is None:
@@ -78,35 +85,48 @@ class Protector:
     def protect(self, event_type: str, values: dict[str, Any], user: str | None,
                 subject: str | None) -> tuple[dict[str, Any], str | None]:
         """The values and user of an event as they are to be stored."""
+        names = self._names
         if subject is None:
             subject = values.get("user_id") if event_type == "user_request" else user
-        name = None if subject is None else self.name_of(subject)
+        name = None if subject is None else (names.get(subject) or self.name_of(subject))
         if user is not None and self._pseudonymise_user:
-            user = self.name_of(user)
+            user = names.get(user) or self.name_of(user)
+        plan = self._plans.get(event_type) or self._plan(event_type, tuple(values))
+        encrypted, dicts, texts = plan
         values = dict(values)
-        if self._pseudonymise_subject and values.get("user_id") is not None:
-            values["user_id"] = self.name_of(values["user_id"])
+        if self._pseudonymise_subject and (user_id := values.get("user_id")) is not None:
+            values["user_id"] = names.get(user_id) or self.name_of(user_id)
         if name is not None:
-            for field in (*self._encrypt.get(event_type, ()), *self._encrypt_any):
+            for field in encrypted:
                 value = values.get(field)
                 if isinstance(value, str) and not value.startswith(ENCRYPTED_PREFIX):
                     values[field] = encrypt(self._keys[name], name, value)
-        for field, value in values.items():
-            if not isinstance(value, str):
-                continue
-            if field in DICT_FIELDS:
-                values[field] = self.json_text(value, name, field in self._redact)
-            elif field in self._redact:
+        for field, redacting in dicts:
+            value = values.get(field)
+            if value is not None:
+                values[field] = self.json_text(value, name, redacting)
+        for field in texts:
+            value = values.get(field)
+            if value is not None:
                 values[field] = redact(value)
         return values, user
 
+    def _plan(self, event_type: str, fields: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[tuple[str, bool], ...],
+                                                                       tuple[str, ...]]:
+        """Per event type: the fields to encrypt, the JSON fields to walk (and whether to redact), the texts
+        to redact."""
+        encrypted = tuple(f for f in (*self._encrypt.get(event_type, ()), *self._encrypt_any) if f in fields)
+        dicts = tuple((f, f in self._redact) for f in fields if f in DICT_FIELDS and f not in encrypted)
+        texts = tuple(f for f in fields if f in self._redact and f not in DICT_FIELDS and f not in encrypted)
+        plan = self._plans[event_type] = (encrypted, dicts, texts)
+        return plan
+
     def json_text(self, text: str, name: str | None, redacting: bool) -> str:
         """JSON text with named keys' values encrypted (when there is a subject) and strings redacted."""
-        if text in ("{}", "null") or (not redacting and not self._keys_lower):
+        keyed = name is not None and self._key_pattern is not None and self._key_pattern.search(text) is not None
+        if not keyed and not (redacting and _CANDIDATE.search(text) is not None):
             return text
-        value = json.loads(text)
-        changed = self._walk(value, name, redacting)
-        return _dumps(changed)
+        return _dumps(self._walk(json.loads(text), name, redacting))
 
     def _walk(self, value: Any, name: str | None, redacting: bool) -> Any:
         if isinstance(value, dict):
