@@ -272,3 +272,17 @@ def test_redact_detectors() -> None:
     assert redact("iban DE89 3704 0044 0532 0130 00") == "iban <iban>"
     assert redact("call +44 20 7946 0958 today") == "call <phone> today"
     assert redact("epoch 3, loss 0.25, 1000 rows") == "epoch 3, loss 0.25, 1000 rows"
+
+
+def test_query_command_filters_by_subject_and_shows_values_as_logged(tmp_path: Path) -> None:
+    """`secureml-audit query --subject` finds a subject's events by its clear id and prints them as logged."""
+    log_dir = tmp_path / "logs"
+    log_one_subject(log_dir)
+    log_one_subject(log_dir, subject="user_999", email="carol@example.com")
+    done = subprocess.run([sys.executable, "-m", "secureml.audit.cli", "query", "--log-dir", str(log_dir),
+                           "--subject", "user_12345", "--format", "json"], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    logs = json.loads(done.stdout)
+    assert [log["event_type"] for log in logs] == ["user_request", "model_inference"]
+    assert logs[0]["user_id"] == "user_12345" and logs[1]["input_data"] == "user_12345 features"

@@ -163,3 +163,31 @@ def test_rules_and_queries_on_pseudonyms_match_clear_ids(harness: Harness, tmp_p
 
 def _kafka(harness: Harness) -> dict[str, str]:
     return {"bootstrap_servers": harness.bootstrap, "topic": harness.topic} if harness.kind == "kafka" else {}
+
+
+def test_kafka_key_topic_is_compacted_and_erasure_is_a_tombstone(kafka: Harness) -> None:
+    """`<topic>-keys` is a compacted one-partition topic with the documented bounds; erase writes a tombstone."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from secureml.audit.privacy.kafka_keys import TOPIC_CONFIG
+
+    with AuditTrail("keys", user="analyst", **kafka.options()) as trail:
+        trail.log_user_request("access", SUBJECT, None, "pending")
+    result = erase_subject(SUBJECT, kafka.log_dir, **_kafka(kafka))
+    topic = f"{kafka.topic}-keys"
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert {name: configs[name].value for name in TOPIC_CONFIG} == TOPIC_CONFIG
+    assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 1
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "keys-read",
+                         "enable.partition.eof": True, "enable.auto.commit": False})
+    records = []
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        while (message := consumer.poll(5)) is not None and not message.error():
+            records.append((message.key().decode(), message.value()))
+    finally:
+        consumer.close()
+    mine = [value for key, value in records if key == result["subject"]]
+    assert len(mine) == 2 and mine[0] and mine[-1] is None  # the wrapped key, then its tombstone

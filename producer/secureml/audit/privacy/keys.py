@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import logging
 import os
 import re
 import threading
@@ -27,8 +26,6 @@ from typing import Any, Protocol
 
 from secureml.audit import _fs
 from secureml.audit.exceptions import AuditConfigError
-
-log = logging.getLogger(__name__)
 
 KEYSTORE_DIR_ENV = "SECUREML_AUDIT_KEYSTORE_DIR"
 KEK_ENV = "SECUREML_AUDIT_KEK"
@@ -161,7 +158,10 @@ def load_kek(directory: Path) -> bytes:
         _fs.make_private_dir(path.parent, link_ok=True)
         try:
             _fs.write_atomically(path, base64.b64encode(os.urandom(32)) + b"\n", replace=False)
-            log.info("created a key-encryption key at %s (owner-only); back it up, or set %s", path, KEK_ENV)
+            import logging  # only here: a model server need not load logging at import
+
+            logging.getLogger(__name__).info(
+                "created a key-encryption key at %s (owner-only); back it up, or set %s", path, KEK_ENV)
         except FileExistsError:
             pass  # another process created it first: use theirs
     try:

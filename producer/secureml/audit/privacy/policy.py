@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from secureml.audit.exceptions import AuditValidationError
 
@@ -36,8 +35,7 @@ DICT_FIELDS = frozenset({"details", "parameters", "metrics", "privacy_parameters
                          "return_value", "output"})
 
 
-@dataclass(frozen=True)
-class PrivacyPolicy:
+class PrivacyPolicy(NamedTuple):
     """What is done to personal data before an event is sealed.
 
     ``pseudonymise``: identifier fields (``user``, ``user_id``) stored as ``ps_...`` pseudonyms.
@@ -65,7 +63,7 @@ class PrivacyPolicy:
         if not isinstance(data, Mapping):
             raise AuditValidationError("privacy", f"must be a dict of policy settings, got {type(data).__name__}",
                                        where=where)
-        names = {f.name for f in fields(cls) }
+        names = set(cls._fields)
         unknown = sorted(set(data) - names)
         if unknown:
             raise AuditValidationError(f"privacy.{unknown[0]}", f"is not a policy setting (known: "
