@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from secureml.audit import AuditTrail, AuditValidationError, audit_function, connect, get_audit_logs
+from secureml.audit import AuditTrail, AuditValidationError, audit_function, connect, erase_subject, get_audit_logs
 from secureml.audit.exceptions import AuditConfigError
 from secureml.audit.privacy import PrivacyPolicy, resolve_policy
 from secureml.audit.privacy.detectors import redact
-from secureml.audit.privacy.erase import erase_subject
 from secureml.audit.privacy.keys import FileKeyStore, is_pseudonym
 from secureml.audit.privacy.reveal import ERASED
 
@@ -286,3 +285,19 @@ def test_query_command_filters_by_subject_and_shows_values_as_logged(tmp_path: P
     logs = json.loads(done.stdout)
     assert [log["event_type"] for log in logs] == ["user_request", "model_inference"]
     assert logs[0]["user_id"] == "user_12345" and logs[1]["input_data"] == "user_12345 features"
+
+
+def test_known_subjects_need_no_key_store_io(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a subject's key is cached, its events are encrypted without reading the key store again."""
+    keys = tmp_path / "keys"
+    monkeypatch.setenv("SECUREML_AUDIT_KEYSTORE_DIR", str(keys))
+    log_dir = tmp_path / "logs"
+    with AuditTrail("hot", log_dir=log_dir, user="svc") as trail:
+        trail.log_model_inference("m", "first", 1, subject="customer_1")
+        keys.rename(tmp_path / "keys-away")  # the store is gone: a lookup would fail or create a new one
+        for i in range(100):
+            trail.log_model_inference("m", f"input {i}", 1, subject="customer_1")
+    assert not keys.exists()
+    (tmp_path / "keys-away").rename(keys)
+    values = [log["input_data"] for log in get_audit_logs(log_dir=log_dir, event_type="model_inference")]
+    assert values == ["first", *(f"input {i}" for i in range(100))]
