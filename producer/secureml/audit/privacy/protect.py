@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from base64 import b64encode
+from binascii import b2a_base64
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +29,7 @@ def encrypt(key: SubjectKey, name: str, value: Any) -> str:
     nonce = key.nonce()
     plain = _json_string(value) if type(value) is str else _dumps(value)
     sealed = key.aead.encrypt(nonce, plain.encode(), name.encode())
-    return f"{ENCRYPTED_PREFIX}{name}:{b64encode(nonce + sealed).decode()}"
+    return f"{ENCRYPTED_PREFIX}{name}:{b2a_base64(nonce + sealed, newline=False).decode()}"
 
 
 class Protector:
@@ -92,8 +92,7 @@ class Protector:
         if user is not None and self._pseudonymise_user:
             user = names.get(user) or self.name_of(user)
         plan = self._plans.get(event_type) or self._plan(event_type, tuple(values))
-        encrypted, dicts, texts = plan
-        values = dict(values)
+        encrypted, dicts, texts = plan  # values is the call's own dict: changed in place
         if self._pseudonymise_subject and (user_id := values.get("user_id")) is not None:
             values["user_id"] = names.get(user_id) or self.name_of(user_id)
         if name is not None:
@@ -123,7 +122,8 @@ class Protector:
 
     def json_text(self, text: str, name: str | None, redacting: bool) -> str:
         """JSON text with named keys' values encrypted (when there is a subject) and strings redacted."""
-        keyed = name is not None and self._key_pattern is not None and self._key_pattern.search(text) is not None
+        keyed = (name is not None and self._key_pattern is not None and text[:1] in "{["
+                 and self._key_pattern.search(text) is not None)
         if not keyed and not (redacting and _CANDIDATE.search(text) is not None):
             return text
         return _dumps(self._walk(json.loads(text), name, redacting))
