@@ -353,7 +353,7 @@ def get_audit_logs(
         reveal=output != "dicts",
     )
     if output == "dicts":
-        return reveal_logs(_to_logs(table), revealer_for(_log_dir(log_dir)))
+        return reveal_logs(_to_logs(table), revealer_for(_log_dir(log_dir)), table)
     if output == "arrow":
         return table
     if output == "pandas":

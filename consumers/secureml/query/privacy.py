@@ -46,37 +46,46 @@ def _column(values: list[Any], reveal: Callable[[Any], Any]) -> list[Any]:
     return [reveal(v) for v in values]
 
 
+def _reveal_kind(revealer: Revealer, name: str, column: pa.ChunkedArray) -> Callable[[Any], Any] | None:
+    """How to reveal a stored column, or None when it holds no pseudonym and no ciphertext (Arrow kernels decide)."""
+    if name in IDENTIFIER_COLUMNS:
+        return revealer.identifier if pc.any(pc.starts_with(column, "ps_")).as_py() else None
+    if name in JSON_FIELDS:
+        found = (pc.any(pc.match_substring(column, ENCRYPTED_PREFIX)).as_py()
+                 or pc.any(pc.match_substring(column, '"ps_')).as_py())
+        return revealer.json_text if found else None
+    return revealer.text if pc.any(pc.starts_with(column, ENCRYPTED_PREFIX)).as_py() else None
+
+
+def personal_columns(table: pa.Table, revealer: Revealer | None) -> dict[str, Callable[[Any], Any]]:
+    """The text columns of an events table that hold pseudonyms or ciphertexts, with how to reveal each."""
+    if revealer is None or table.num_rows == 0:
+        return {}
+    found = {}
+    for field in table.schema:
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            reveal = _reveal_kind(revealer, field.name, table.column(field.name))
+            if reveal is not None:
+                found[field.name] = reveal
+    return found
+
+
 def reveal_table(table: pa.Table, revealer: Revealer | None) -> pa.Table:
     """An Arrow table of events with pseudonyms and ciphertexts revealed (columns holding neither are kept)."""
-    if revealer is None or table.num_rows == 0:
-        return table
-    for index, field in enumerate(table.schema):
-        if not pa.types.is_string(field.type) and not pa.types.is_large_string(field.type):
-            continue
-        column = table.column(index)
-        if field.name in IDENTIFIER_COLUMNS:
-            if not pc.any(pc.starts_with(column, "ps_")).as_py():
-                continue
-            reveal: Callable[[Any], Any] = revealer.identifier
-        elif field.name in JSON_FIELDS:
-            if not pc.any(pc.match_substring(column, ENCRYPTED_PREFIX)).as_py() and not (
-                    pc.any(pc.match_substring(column, '"ps_')).as_py()):
-                continue
-            reveal = revealer.json_text
-        else:
-            if not pc.any(pc.starts_with(column, ENCRYPTED_PREFIX)).as_py():
-                continue
-            reveal = revealer.text
-        revealed = pa.array(_column(column.to_pylist(), reveal), field.type)
-        table = table.set_column(index, field, revealed)
+    for name, reveal in personal_columns(table, revealer).items():
+        index = table.schema.get_field_index(name)
+        field = table.schema.field(index)
+        table = table.set_column(index, field, pa.array(_column(table.column(index).to_pylist(), reveal), field.type))
     return table
 
 
-def reveal_logs(logs: list[dict[str, Any]], revealer: Revealer | None) -> list[dict[str, Any]]:
-    """Event dicts as logged (each keeps its sealed values in ``.stored`` for integrity checks)."""
-    if revealer is None:
+def reveal_logs(logs: list[dict[str, Any]], revealer: Revealer | None, table: pa.Table) -> list[dict[str, Any]]:
+    """Event dicts as logged (each keeps its sealed values for integrity checks); only the columns of
+    ``table`` that hold pseudonyms or ciphertexts are looked at, so other queries pay nothing."""
+    columns = tuple(personal_columns(table, revealer))
+    if not columns or revealer is None:
         return logs
-    return [reveal_log(revealer, log) for log in logs]
+    return [reveal_log(revealer, log, columns) for log in logs]
 
 
 def revealed_view_sql(con: Any, revealer: Revealer | None, source_sql: str, columns: list[str]) -> str:

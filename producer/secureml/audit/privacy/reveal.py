@@ -103,9 +103,13 @@ def needs_reveal(value: Any) -> bool:
     return False
 
 
-def reveal_log(revealer: Revealer, log: dict[str, Any]) -> dict[str, Any]:
-    """An event dict (parsed JSON fields) as logged; unchanged when it holds nothing to reveal."""
-    changed = {k: v for k, v in log.items() if needs_reveal(v)}
+def reveal_log(revealer: Revealer, log: dict[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """An event dict (parsed JSON fields) as logged; unchanged when it holds nothing to reveal.
+
+    ``fields`` limits the look to those fields (the ones that can hold anything to reveal).
+    """
+    items = log.items() if fields is None else ((k, log[k]) for k in fields if k in log)
+    changed = {k: v for k, v in items if needs_reveal(v)}
     if not changed:
         return log
     revealed = RevealedEvent(log)
