@@ -301,3 +301,26 @@ def test_known_subjects_need_no_key_store_io(tmp_path: Path, monkeypatch: pytest
     (tmp_path / "keys-away").rename(keys)
     values = [log["input_data"] for log in get_audit_logs(log_dir=log_dir, event_type="model_inference")]
     assert values == ["first", *(f"input {i}" for i in range(100))]
+
+
+def test_dead_letter_copies_are_redacted(tmp_path: Path) -> None:
+    """A corrupt record holding an e-mail in clear (policy off) is dead-lettered with the e-mail replaced."""
+    import base64
+
+    from secureml.audit.transports.embedded import list_segments
+    from secureml.materializer import materialize
+    from secureml.stream.sources import dead_letters
+
+    log_dir = tmp_path / "logs"
+    with AuditTrail("dlq", log_dir=log_dir, privacy="off") as trail:
+        trail.log_error("E", "write to alice@example.com about 123-45-6789")
+    segment = list_segments(log_dir)[0]
+    data = bytearray(segment.read_bytes())
+    data[data.index(b"alice@example.com") - 12] ^= 0xFF  # the record's bytes changed on disk
+    segment.write_bytes(bytes(data))
+    materialize(log_dir)
+    letters = dead_letters(log_dir)
+    assert len(letters) == 1
+    copy = base64.b64decode(str(letters[0]["value_base64"]))
+    assert b"<email>" in copy and b"<ssn>" in copy and b"alice@example.com" not in copy
+    assert b"alice@example.com" not in (log_dir / "dlq" / "dead-letters.jsonl").read_bytes()
