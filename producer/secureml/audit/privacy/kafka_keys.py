@@ -48,6 +48,8 @@ class KafkaKeyStore:
         self._producer: Producer | None = None
         self._first: dict[str, bytes] = {}  # name -> first value since its last tombstone
         self._loaded = False
+        self._consumer: Consumer | None = None
+        self._next = 0  # the next offset to read
 
     def _wrap(self) -> Wrapper:
         if self._wrapper is None:
@@ -60,41 +62,37 @@ class KafkaKeyStore:
         return self._wrapper
 
     def _read(self) -> None:
-        """Read the whole topic: the first value of each key since its last tombstone."""
-        consumer = Consumer({**self._settings, "group.id": f"secureml-keys-{uuid.uuid4()}",
-                             "enable.auto.commit": False, "enable.partition.eof": True})
+        """Read the topic on from where the last read stopped: the first value of each key since its last
+        tombstone (one consumer kept per store, so a new subject costs only the records added since)."""
+        if self._consumer is None:
+            self._consumer = Consumer({**self._settings, "group.id": f"secureml-keys-{uuid.uuid4()}",
+                                       "enable.auto.commit": False, "enable.partition.eof": True})
+            self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+        consumer = self._consumer
         try:
-            partition = TopicPartition(self.topic, 0)
-            _low, high = consumer.get_watermark_offsets(partition, timeout=_WAIT)
-            first: dict[str, bytes] = {}
-            if high > 0:
-                consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
-                deadline = time.monotonic() + _WAIT
-                position = -1
-                while position < high - 1:
-                    if time.monotonic() > deadline:
-                        raise AuditTransportError(f"could not read the key topic {self.topic!r} to its end within "
-                                                  f"{_WAIT:.0f}s: is the broker at {self.bootstrap_servers} up?")
-                    message = consumer.poll(0.5)
-                    if message is None:
-                        continue
-                    if message.error():
-                        if message.error().code() == KafkaError._PARTITION_EOF:
-                            break
-                        raise AuditTransportError(f"reading the key topic {self.topic!r}: {message.error().str()}")
-                    position = message.offset()
-                    name = message.key().decode()
-                    value = message.value()
-                    if value is None:
-                        first.pop(name, None)
-                    elif name not in first:
-                        first[name] = value
-            self._first = first
+            _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=_WAIT)
+            deadline = time.monotonic() + _WAIT
+            while self._next < high:
+                if time.monotonic() > deadline:
+                    raise AuditTransportError(f"could not read the key topic {self.topic!r} to its end within "
+                                              f"{_WAIT:.0f}s: is the broker at {self.bootstrap_servers} up?")
+                message = consumer.poll(0.5)
+                if message is None:
+                    continue
+                if message.error():
+                    if message.error().code() == KafkaError._PARTITION_EOF:
+                        break  # the end (offsets compacted away at the tail are never read)
+                    raise AuditTransportError(f"reading the key topic {self.topic!r}: {message.error().str()}")
+                self._next = message.offset() + 1
+                name = message.key().decode()
+                value = message.value()
+                if value is None:
+                    self._first.pop(name, None)
+                elif name not in self._first:
+                    self._first[name] = value
             self._loaded = True
         except KafkaException as exc:
             raise AuditTransportError(f"cannot read the key topic {self.topic!r}: {exc}") from exc
-        finally:
-            consumer.close()
 
     def _write(self, name: str, value: bytes | None) -> None:
         if self._producer is None:
