@@ -81,7 +81,7 @@ class KafkaKeyStore:
                     continue
                 if message.error():
                     if message.error().code() == KafkaError._PARTITION_EOF:
-                        break  # the end (offsets compacted away at the tail are never read)
+                        continue  # maybe from an earlier read: the high watermark says where the end is
                     raise AuditTransportError(f"reading the key topic {self.topic!r}: {message.error().str()}")
                 self._next = message.offset() + 1
                 name = message.key().decode()
