@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from _common import bootstrap, median
@@ -46,14 +47,14 @@ def step_cost() -> dict[str, float]:
     from secureml.audit.testing import capture_events
 
     with capture_events() as captured:
-        trail = AuditTrail("bench", transport=captured.transport, user="analyst_1")
+        trail = AuditTrail("bench", transport=captured.transport, user="analyst_1", bootstrap_servers="")
         trail.log_model_inference("m", "warm", "low", 0.8, subject="customer_1")
         protector = trail._privacy
         assert protector is not None
         values = {"model_id": "credit_risk_v1", "input_data": "application_1", "output": '"low_risk"',
                   "confidence": 0.87}
         number = 20_000
-        best = min(timeit.repeat(lambda: protector.protect("model_inference", values, "analyst_1", "customer_1"),
+        best = min(timeit.repeat(lambda: protector.protect("model_inference", dict(values), "analyst_1", "customer_1"),
                                  number=number, repeat=7)) / number
         trail.close()
     return {"privacy_step_best_us": round(best * 1e6, 2)}
@@ -73,7 +74,7 @@ def main() -> int:
         result.update(step_cost())
         for transport in transports:
             options: dict[str, object] = {"bootstrap_servers": bootstrap() if transport == "kafka" else "",
-                                          "topic": "bench-privacy"}
+                                          "topic": f"bench-privacy-{uuid.uuid4().hex[:8]}"}
             run(SUBJECTS * 2, None, log_dir=root / f"warm-{transport}", **options)  # keys created, topic made
             per_event: dict[str, list[float]] = {"off": [], "on": []}
             for r in range(args.rounds):
