@@ -65,8 +65,10 @@ class KafkaKeyStore:
         """Read the topic on from where the last read stopped: the first value of each key since its last
         tombstone (one consumer kept per store, so a new subject costs only the records added since)."""
         if self._consumer is None:
+            # Short fetch waits: a new subject waits for its own record to come back, not for a long poll.
             self._consumer = Consumer({**self._settings, "group.id": f"secureml-keys-{uuid.uuid4()}",
-                                       "enable.auto.commit": False, "enable.partition.eof": True})
+                                       "enable.auto.commit": False, "enable.partition.eof": True,
+                                       "fetch.wait.max.ms": 5})
             self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         consumer = self._consumer
         try:
@@ -96,7 +98,8 @@ class KafkaKeyStore:
 
     def _write(self, name: str, value: bytes | None) -> None:
         if self._producer is None:
-            self._producer = Producer({**self._settings, "acks": "all", "enable.idempotence": True})
+            self._producer = Producer({**self._settings, "acks": "all", "enable.idempotence": True,
+                                       "linger.ms": 0})
         failures: list[str] = []
 
         def delivered(error: KafkaError | None, _message: Any) -> None:
