@@ -94,13 +94,16 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Every test starts without SECUREML_AUDIT_* variables (the embedded default); checkpoints
-    are signed with a key under pytest's temporary directory, never the home directory's."""
+    are signed with a key, and privacy keys are kept, under pytest's temporary directory, never the home
+    directory's."""
     for name in list(os.environ):
         if name.startswith("SECUREML_AUDIT_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv(
         "SECUREML_AUDIT_SIGNING_KEY", str(tmp_path_factory.getbasetemp() / "signing-key" / "signing_key.pem")
     )
+    # The privacy layer's key store and key-encryption key: a fresh one per test, never the home directory's.
+    monkeypatch.setenv("SECUREML_AUDIT_KEYSTORE_DIR", str(tmp_path_factory.mktemp("keystore")))
 
 
 @dataclass

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from support.alerting import DAY, MovableClock, make_alerter, published, stored_event
+from support.alerting import DAY, MovableClock, make_alerter, pseudonym_of, published, stored_event
 
 from conftest import Harness
 from secureml.alerting import BUILTIN_RULES
@@ -185,8 +185,10 @@ def test_deadline_fires_when_the_clock_passes_it(kafka: Harness) -> None:
         with trail(kafka, "requests") as t:
             t.log_user_request("erasure", "subject-3", None, "completed")
 
+        subjects = {pseudonym_of(kafka, s): s for s in ("subject-1", "subject-2", "subject-3")}  # alerts hold these
+
         def fired() -> list[str]:
-            return sorted(a.details["user_id"] for a in published(kafka))
+            return sorted(subjects[a.details["user_id"]] for a in published(kafka))
 
         time.sleep(1.0)
         clock.advance(29 * DAY)
@@ -196,7 +198,7 @@ def test_deadline_fires_when_the_clock_passes_it(kafka: Harness) -> None:
         assert _eventually(lambda: fired() == ["subject-1"])
         clock.advance(14 * DAY)
         assert _eventually(lambda: fired() == ["subject-1", "subject-2"])
-        alerts = {a.details["user_id"]: a for a in published(kafka)}
+        alerts = {subjects[a.details["user_id"]]: a for a in published(kafka)}
         assert (alerts["subject-1"].regulation, alerts["subject-1"].article) == ("GDPR", "Art. 12(3)")
         assert alerts["subject-2"].regulation == "CCPA" and "1798.130" in alerts["subject-2"].article
     finally:

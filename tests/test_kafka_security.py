@@ -130,6 +130,13 @@ class Cluster:
             consumer.close()
 
 
+@pytest.fixture(autouse=True)
+def _privacy_keys_in_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The matrix covers the audit topics; privacy keys stay in the embedded key store here (the key
+    topic's ACLs are in the README's table and exercised by tests/test_privacy_sweep.py without ACLs)."""
+    monkeypatch.setenv("SECUREML_AUDIT_KEYSTORE", "file")
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A TLS + SASL/SCRAM + ACL broker with the principals of the README's matrix."""

@@ -31,6 +31,15 @@ class MovableClock:
         self.offset += round(seconds * 1_000_000)
 
 
+def pseudonym_of(harness: Harness, identifier: str) -> str:
+    """An id as events, and so alerts, hold it under the default privacy policy: its keyed pseudonym."""
+    from secureml.audit.config import resolve_config
+    from secureml.audit.privacy import keystore_for
+    from secureml.audit.privacy.keys import pseudonym
+
+    return pseudonym(keystore_for(resolve_config(**harness.options())).pseudonym_key(), identifier)
+
+
 def alerts_topic(harness: Harness) -> str:
     """The alerts topic of a test (one per events topic)."""
     return f"{harness.topic}-alerts"

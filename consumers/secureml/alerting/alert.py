@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from secureml.audit.privacy.detectors import redact
 from secureml.audit.schema import schema_dirs
 from secureml.audit.timeutil import micros_to_iso
 
@@ -60,6 +61,10 @@ class Alert:
     event_time: int  # UTC micros of the triggering event, or of the deadline
     triggers: tuple[Trigger, ...]
     details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Whatever a rule quotes, an alert's sentence carries no e-mail, SSN, card, IBAN or phone number.
+        object.__setattr__(self, "message", redact(self.message))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, as written to the sinks and the embedded alerts file (times as ISO 8601 UTC)."""

@@ -33,6 +33,7 @@ from secureml.alerting.state import StateStore
 from secureml.alerting.topic import AlertRecord, FileAlertRecord, KafkaAlertRecord
 from secureml.alerting.watermark import Watermarks
 from secureml.audit.config import AuditConfig, resolve_config
+from secureml.audit.privacy import use_keys_of
 from secureml.audit.timeutil import now_micros
 from secureml.audit.transports.embedded import list_segments
 from secureml.stream.accept import accepted_indexes, decoded
@@ -96,6 +97,7 @@ class Alerter:
                 raise RuleConfigError(rule.needs(missing), rule=rule.rule_id, field=missing[0].split()[0],
                                       call="Alerter(rules=...)")
         self.config: AuditConfig = resolve_config(log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic)
+        use_keys_of(self.config)  # rule settings name users in clear; events hold their pseudonyms
         self.alerts_topic = alerts_topic
         self.sinks = list(sinks)
         self.sink_wait = sink_wait

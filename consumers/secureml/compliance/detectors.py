@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from secureml.audit.privacy.detectors import EMAIL, IBAN, PAYMENT_CARD, PHONE, US_SSN
+
 from .first_names import FIRST_NAMES
 
 
@@ -90,22 +92,13 @@ def _words(*words: str) -> str:
 
 
 DETECTORS: tuple[Detector, ...] = (
-    Detector("email", "email", r"([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})",
-             mask=mask_email),
-    # US SSA never issues area 000, 666 or 9xx, group 00 or serial 0000.
-    Detector("us_ssn", "national_id",
-             r"(?:^|[^\d-])((?:00[1-9]|0[1-9]\d|[1-578]\d\d|6[0-57-9]\d|66[0-57-9])"
-             r"-(?:0[1-9]|[1-9]\d)-(?:000[1-9]|00[1-9]\d|0[1-9]\d\d|[1-9]\d{3}))(?:$|[^\d-])"),
-    Detector("payment_card", "payment_card", r"(?:^|[^\d])(\d(?:[ -]?\d){12,18})(?:$|[^\d])",
-             valid="secureml_card(secureml_digits(x))", min_valid_ratio=0.5),
-    Detector("iban", "bank_account",
-             r"(?:^|[^A-Za-z0-9])([A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?)(?:$|[^A-Za-z0-9])",
-             valid="secureml_iban(x)", min_valid_ratio=0.5),
-    # A separator or a leading + is required, so plain integers and card numbers do not count;
-    # the groups allow 8 to 15 digits, as E.164 does.
-    Detector("phone", "phone",
-             r"(?:^|[^\d.\s-]\s?)((?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)|\d{2,4})[\s.-]\d{3,4}[\s.-]?\d{3,4})"
-             r"(?:$|[\s-]?[^\d\s.-]|[\s-]$|\.(?:$|\s))"),
+    # The patterns shared with the producer's redaction (secureml.audit.privacy.detectors).
+    Detector("email", "email", EMAIL, mask=mask_email),
+    Detector("us_ssn", "national_id", US_SSN),
+    Detector("payment_card", "payment_card", PAYMENT_CARD, valid="secureml_card(secureml_digits(x))",
+             min_valid_ratio=0.5),
+    Detector("iban", "bank_account", IBAN, valid="secureml_iban(x)", min_valid_ratio=0.5),
+    Detector("phone", "phone", PHONE),
     Detector("ipv4", "ip_address",
              rf"(?:^|[^\d.])((?:{_OCTET}\.){{3}}{_OCTET})(?:$|[^\d.]|\.(?:$|[^\d]))"),
     Detector("ipv6", "ip_address",

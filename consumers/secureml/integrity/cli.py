@@ -67,7 +67,8 @@ def render(result: VerificationResult) -> str:
         f"operations: {summary['operations'] - summary['operations_failed']:,} intact, "
         f"{summary['operations_failed']:,} failed, {summary['operations_not_closed']:,} never closed; "
         f"checkpoints: {summary['checkpoints'] - summary['checkpoints_failed']} intact, "
-        f"{summary['checkpoints_failed']} failed; events not yet signed: {summary['events_not_covered']:,}"
+        f"{summary['checkpoints_failed']} failed; events not yet signed: {summary['events_not_covered']:,}; "
+        f"subjects erased: {summary['subjects_erased']:,} (their values are shredded, their events intact)"
     )
     return "\n".join(lines)
 

@@ -124,6 +124,7 @@ class VerificationResult:
     seconds: float = 0.0
     expired_events: int = 0  # events gone from the lake under valid retention records
     retention: list[str] = field(default_factory=list)  # one line per retention record that vouched for them
+    subjects_erased: int = 0  # subject_erased events: crypto-shredded subjects, whose events stay intact
 
     def all_findings(self) -> list[Finding]:
         """Findings of the lake, then of every operation, then of every checkpoint."""
@@ -180,6 +181,7 @@ class VerificationResult:
             "public_key": self.public_key,
             "witnessed": self.witnessed,
             "expired_events": self.expired_events,
+            "subjects_erased": self.subjects_erased,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from secureml.audit.config import resolve_config
+from secureml.audit.privacy.erase import ERASURE_EVENT
 from secureml.audit.transports.embedded import log_path
 from secureml.integrity.chains import check_chains
 from secureml.integrity.checkpoints import LAKE_PUBLIC_KEY, StoredCheckpoint, checkpoint_dir, stored_checkpoints
@@ -130,6 +131,7 @@ def verify(
         seconds=time.perf_counter() - started,
         expired_events=expiry.events,
         retention=expiry.notes,
+        subjects_erased=int(pc.sum(pc.equal(scan.rows.column("event_type"), ERASURE_EVENT)).as_py() or 0),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from secureml.audit._fs import file_lock
 from secureml.audit.config import AuditConfig, resolve_config
+from secureml.audit.privacy import record_location
 from secureml.lake.catalog import ensure_catalog
 from secureml.lake.migrate import migrate_if_needed
 from secureml.lake.rows import events_table
@@ -263,6 +264,7 @@ def materialize(
         from secureml.stream.kafka import KafkaSource
 
         source = KafkaSource(config, group, instance_id=instance_id)
+        record_location(config)  # the lake's readers find the events' keys from log_dir
     else:
         source = EmbeddedSource(config.log_dir)
     checkpointer = default_checkpointer(config, witnesses)

@@ -35,7 +35,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end", "--end-time", dest="end_time", metavar="TIME",
                         help="last event time, inclusive (--end-time still works)")
     parser.add_argument("--event-type", metavar="TYPE", help="e.g. data_access, model_inference, user_request")
-    parser.add_argument("--user", metavar="USER", help="events logged for this user only")
+    parser.add_argument("--user", metavar="USER", help="events logged for this user only (the id as logged; "
+                        "matched through its pseudonym)")
+    parser.add_argument("--subject", metavar="ID", help="events of this data subject only: its requests, events it "
+                        "is the user of, and values encrypted for it")
     parser.add_argument("--limit", type=int, metavar="N", help="at most N events")
     parser.add_argument("--as-of", type=_as_of, metavar="VERSION|TIME",
                         help="the lake as it was at a Delta version (a number) or a time (ISO 8601)")
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     log_dir = existing_log_dir(args.log_dir, "query")
     logs = get_audit_logs(
         args.operation_id, args.operation_name, args.start_time, args.end_time, log_dir,
-        event_type=args.event_type, user=args.user, limit=args.limit, as_of=args.as_of,
+        event_type=args.event_type, user=args.user, subject=args.subject, limit=args.limit, as_of=args.as_of,
     )
     if args.format == "json":
         json.dump(logs, sys.stdout, indent=2, default=str)

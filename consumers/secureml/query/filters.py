@@ -64,11 +64,15 @@ def select_events(
     event_type: object = None,
     user: object = None,
     where: str = "get_audit_logs",
+    user_forms: list[str] | None = None,
+    subject_forms: list[str] | None = None,
 ) -> Selection:
     """Check the filters (None: not filtered on) and translate them into a Selection.
 
     ``event_type`` is one type or a list of types; the other filters match exactly. ``where``
-    names the call in errors.
+    names the call in errors. ``user_forms`` are the stored forms of ``user`` (the id as typed,
+    and its pseudonym); ``subject_forms`` those of a data subject, matched as the user, the
+    request's ``user_id``, or the key of values encrypted for it.
     """
     clauses: list[str] = []
     params: list[object] = []
@@ -76,8 +80,21 @@ def select_events(
         if value is not None:
             if not isinstance(value, str):
                 raise AuditValidationError(column, f"must be a string, got {type(value).__name__}", where=where)
+            if column == "user" and user_forms:
+                clauses.append('"user" IN (SELECT unnest(?))')
+                params.append(user_forms)
+                continue
             clauses.append(f'"{column}" = ?')
             params.append(value)
+    if subject_forms:
+        keyed = [f"%enc:v1:{form}:%" for form in subject_forms if form.startswith("ps_")]
+        subject_clauses = ['"user" IN (SELECT unnest(?))', '"user_id" IN (SELECT unnest(?))']
+        params += [subject_forms, subject_forms]
+        for column in ("input_data", "details", "parameters", "context"):
+            for pattern in keyed:
+                subject_clauses.append(f'"{column}" LIKE ?')
+                params.append(pattern)
+        clauses.append(f"({' OR '.join(subject_clauses)})")
     if event_type is not None:
         clauses.append("event_type IN (SELECT unnest(?))")
         params.append(_event_types(event_type, where))

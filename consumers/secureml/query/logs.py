@@ -30,6 +30,7 @@ from secureml.lake.catalog import events_sql
 from secureml.lake.rows import PARTITION_KEY, events_table, lake_schema
 from secureml.lake.table import Lake, Snapshot
 from secureml.query.filters import select_events
+from secureml.query.privacy import reveal_logs, reveal_table, revealed_view_sql, revealer_for, stored_forms
 from secureml.stream.accept import accepted_indexes
 from secureml.stream.sources import EmbeddedSource, Item
 
@@ -44,6 +45,9 @@ Output = Literal["dicts", "arrow", "pandas", "polars"]
 OUTPUTS = ("dicts", "arrow", "pandas", "polars")
 
 _local = threading.local()
+# Columns that may hold pseudonyms or ciphertexts (what the privacy policy can touch).
+_PERSONAL_COLUMNS = frozenset({"user", "user_id", "input_data", "details", "parameters", "metrics", "context",
+                               "arguments", "return_value", "message", "status", "purpose"})
 
 
 def _log_dir(log_dir: str | os.PathLike[str] | None, where: str = "get_audit_logs") -> Path:
@@ -166,7 +170,8 @@ def connect(log_dir: str | os.PathLike[str] | None = None, *, as_of: AsOf = None
     The view is a snapshot: call connect() again to see events logged later (``as_of``, a
     Delta version or a time, shows the lake as it was then). Columns are the event fields
     (timestamps as TIMESTAMPTZ, free-form fields as JSON text), ``source``, ``source_offset``
-    and ``event_date``. When ``log_dir/alerts/alerts.jsonl`` exists there is also a table
+    and ``event_date``; personal values read as logged (or ``<erased>``), and the view
+    ``events_sealed`` holds them as stored. When ``log_dir/alerts/alerts.jsonl`` exists there is also a table
     ``alerts`` (one row per compliance alert).
     """
     _as_of_argument(as_of, "connect")
@@ -175,7 +180,11 @@ def connect(log_dir: str | os.PathLike[str] | None = None, *, as_of: AsOf = None
     con = duckdb.connect(config={"threads": 2})
     con.execute("SET TimeZone = 'UTC'")
     lake_sql = events_sql(con, lake, snapshot, with_date=True)
-    con.execute(f"CREATE VIEW events AS {_union_sql(lake_sql, con, tail, hive=True)}")
+    union = _union_sql(lake_sql, con, tail, hive=True)
+    # events: values as logged (or <erased>); events_sealed: as stored, what the hashes cover.
+    con.execute(f"CREATE VIEW events_sealed AS {union}")
+    text_columns = [f.name for f in lake_schema() if f.name in _PERSONAL_COLUMNS]
+    con.execute(f"CREATE VIEW events AS {revealed_view_sql(con, revealer_for(directory), union, text_columns)}")
     alerts = directory / ALERTS_FILE
     if alerts.is_file() and alerts.stat().st_size:
         # The alerter's record in embedded mode (or its jsonl sink pointed here in Kafka mode).
@@ -196,20 +205,27 @@ def query_events(
     *,
     event_type: str | list[str] | None = None,
     user: str | None = None,
+    subject: str | None = None,
     limit: int | None = None,
     offset: int = 0,
     as_of: AsOf = None,
     where: str = "get_audit_logs",
+    reveal: bool = True,
 ) -> pa.Table:
-    """Matching events as an Arrow table in time order (then seq), with every lake column."""
+    """Matching events as an Arrow table in time order (then seq), with every lake column.
+
+    Personal values read as logged (``reveal``; False gives them as stored and sealed).
+    """
     _position_argument(limit, "limit", where, optional=True)
     _position_argument(offset, "offset", where, optional=False)
     _as_of_argument(as_of, where)
+    directory = _log_dir(log_dir, where)
     selection = select_events(
         operation_id=operation_id, operation_name=operation_name, start_time=start_time, end_time=end_time,
         event_type=event_type, user=user, where=where,
+        user_forms=stored_forms(user, "user", directory, where),
+        subject_forms=stored_forms(subject, "subject", directory, where),
     )
-    directory = _log_dir(log_dir, where)
     page = (f" LIMIT {limit}" if limit is not None else "") + (f" OFFSET {offset}" if offset else "")
     lake, snapshot, tail = _snapshot(directory, as_of)
     con = _connection()
@@ -217,7 +233,8 @@ def query_events(
     union = _union_sql(lake_sql, con, tail, hive=False)
     sql = f"SELECT * FROM ({union}){selection.where} ORDER BY {ORDER_BY}{page}"
     try:
-        return con.sql(sql, params=selection.params).to_arrow_table()
+        table = con.sql(sql, params=selection.params).to_arrow_table()
+        return reveal_table(table, revealer_for(directory)) if reveal else table
     finally:
         con.unregister("_tail_events")
         if not lake.local:
@@ -340,6 +357,7 @@ def get_audit_logs(
     *,
     event_type: str | list[str] | None = None,
     user: str | None = None,
+    subject: str | None = None,
     limit: int | None = None,
     offset: int = 0,
     output: Output = "dicts",
@@ -353,16 +371,22 @@ def get_audit_logs(
     arguments under their own names. ``output='arrow' | 'pandas' | 'polars'`` returns a table
     with every column instead; ``limit``/``offset`` page through large results; ``as_of`` (a
     Delta version number, or a time) returns what the lake held then.
+
+    ``user`` and ``subject`` take the id as logged (matched through its pseudonym as well);
+    ``subject`` finds the events of a data subject (its user, request ``user_id`` or values
+    encrypted for it). Personal values read as logged while the subject's key exists, and as
+    ``<erased>`` once the subject was erased.
     """
     if output not in OUTPUTS:
         raise AuditValidationError("output", f"must be one of {', '.join(map(repr, OUTPUTS))}, got {output!r:.40}",
                                    where="get_audit_logs")
     table = query_events(
         operation_id, operation_name, start_time, end_time, log_dir,
-        event_type=event_type, user=user, limit=limit, offset=offset, as_of=as_of,
+        event_type=event_type, user=user, subject=subject, limit=limit, offset=offset, as_of=as_of,
+        reveal=output != "dicts",
     )
     if output == "dicts":
-        return _to_logs(table)
+        return reveal_logs(_to_logs(table), revealer_for(_log_dir(log_dir)), table)
     if output == "arrow":
         return table
     if output == "pandas":

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from secureml.audit.events import json_value
+from secureml.audit.privacy.reveal import RevealedEvent
 from secureml.audit.schema import JSON_FIELDS, TIMESTAMP_FIELDS
 from secureml.integrity import verify
 from secureml.integrity.chains import check_chains
@@ -127,6 +128,8 @@ _JSON_VALUES = frozenset({"output", "arguments", "return_value"})  # any JSON va
 
 def _lake_rows(events: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
     """Event dicts (get_audit_logs' shape) as lake rows, with the values exactly as they were encoded."""
+    # get_audit_logs shows personal values as logged; the hash covers them as sealed.
+    events = [e.as_sealed() if isinstance(e, RevealedEvent) else e for e in events]
     columns = []
     for field in lake_schema():
         if field.name == "source":

@@ -22,6 +22,7 @@ import pyarrow as pa
 from secureml.audit.exceptions import AuditValidationError
 from secureml.query import connect
 from secureml.query.filters import Selection, parse_time, select_events
+from secureml.query.privacy import stored_forms
 from secureml.reporting.exceptions import (
     InvalidFiltersError,
     InvalidReportInputError,
@@ -191,8 +192,11 @@ def _selection(filters: Mapping[str, object]) -> Selection:
             f"Unknown filter(s) {', '.join(unknown)}: the report accepts {', '.join(FILTER_KEYS)}."
         )
     try:
+        log_dir = filters.get("log_dir")
+        directory = None if log_dir is None else Path(str(log_dir))
         return select_events(**{key: value for key, value in filters.items() if key != "log_dir"},
-                             where="ReportGenerator")
+                             where="ReportGenerator",  # a user typed in clear matches its pseudonym too
+                             user_forms=stored_forms(filters.get("user"), "user", directory, "ReportGenerator"))
     except AuditValidationError as error:
         raise InvalidFiltersError(str(error)) from error
 

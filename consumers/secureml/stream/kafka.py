@@ -14,6 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from secureml.audit.config import AuditConfig
 from secureml.audit.exceptions import AuditTransportError
+from secureml.audit.privacy.detectors import redact, redact_bytes
 from secureml.audit.schema import known_versions
 from secureml.audit.transports.kafka import AUTHORIZATION_ERRORS, PRODUCER_DEFAULTS, ensure_topic, refused
 from secureml.stream.sources import Batch, Item, Source, header_version
@@ -157,8 +158,8 @@ class KafkaSource(Source):
 
         try:
             self._dlq.produce(
-                dlq_topic(self.topic), item.value, item.key,
-                headers=[("reason", reason.encode()), ("source-topic", self.topic.encode()),
+                dlq_topic(self.topic), None if item.value is None else redact_bytes(item.value), item.key,
+                headers=[("reason", redact(reason).encode()), ("source-topic", self.topic.encode()),
                          ("source-partition", partition.encode()), ("source-offset", str(item.position).encode())],
                 on_delivery=on_delivery,
             )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from secureml.audit._fs import make_private_dir, open_private
+from secureml.audit.privacy.detectors import redact, redact_bytes
 from secureml.audit.schema import SCHEMA_HEADER, SCHEMA_VERSION
 from secureml.audit.transports.embedded import CorruptSpan, list_segments, read_segment
 
@@ -151,7 +152,7 @@ class EmbeddedSource(Source):
     def dead_letter(self, item: Item, reason: str) -> None:
         self._dlq.append(json.dumps({
             "source": item.source, "position": item.position, "next_position": item.next_position,
-            "reason": reason, "value_base64": base64.b64encode(item.value or b"").decode(),
+            "reason": redact(reason), "value_base64": base64.b64encode(redact_bytes(item.value or b"")).decode(),
         }))
 
     def flush_dead_letters(self) -> None:

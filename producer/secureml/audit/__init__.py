@@ -34,6 +34,8 @@ _LAZY = {
     "count_events": "secureml.query",
     "verify": "secureml.integrity",
     "VerificationResult": "secureml.integrity",
+    "PrivacyPolicy": "secureml.audit.privacy",
+    "erase_subject": "secureml.audit.privacy.erase",
 }
 
 
@@ -56,11 +58,13 @@ __all__ = [
     "AuditValidationError",
     "DeliveryReport",
     "LakeError",
+    "PrivacyPolicy",
     "VerificationResult",
     "__version__",
     "audit_function",
     "connect",
     "count_events",
+    "erase_subject",
     "get_audit_logs",
     "verify",
 ]

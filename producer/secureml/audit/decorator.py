@@ -66,12 +66,14 @@ def audit_function(
     log_level: int | str = INFO,
     bootstrap_servers: str | None = None,
     topic: str | None = None,
+    privacy: Any = None,
 ) -> Callable[[F], F]:
     """Decorator: each call opens a trail, logs the call, then the return or the exception, and closes.
 
     Arguments are recorded by name with their type and size only; the values of the argument
     names listed in ``record_values`` (and the return value, with ``"return"``) are recorded too.
-    Exceptions are re-raised unchanged. Works on plain and ``async def`` functions.
+    Exceptions are re-raised unchanged (their messages are stored redacted, see ``privacy`` of
+    AuditTrail). Works on plain and ``async def`` functions.
     """
     allowed = frozenset(record_values)
 
@@ -89,7 +91,7 @@ def audit_function(
         def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[AuditTrail, float]:
             trail = AuditTrail(
                 name, log_dir=log_dir, log_level=log_level, context=context, regulations=regulations,
-                user=user, bootstrap_servers=bootstrap_servers, topic=topic,
+                user=user, bootstrap_servers=bootstrap_servers, topic=topic, privacy=privacy,
             )
             try:
                 bound = signature.bind(*args, **kwargs)

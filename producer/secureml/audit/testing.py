@@ -33,6 +33,7 @@ import fastavro
 
 from secureml.audit.events import fields_of, payload_fields
 from secureml.audit.exceptions import AuditValidationError
+from secureml.audit.privacy.reveal import Revealer, needs_reveal, reveal_log
 from secureml.audit.schema import JSON_FIELDS, TIMESTAMP_FIELDS, load_schema
 from secureml.audit.timeutil import micros_to_iso
 from secureml.audit.transports.base import DeliveryTracker, Transport
@@ -57,7 +58,8 @@ def decode_event(value: bytes) -> dict[str, Any]:
     """One sealed Avro event as a dict shaped like a ``get_audit_logs`` result.
 
     The envelope plus the payload fields of its event type; timestamps as UTC ISO 8601 text;
-    JSON fields (``context``, ``parameters``, ``details``, ...) parsed.
+    JSON fields (``context``, ``parameters``, ``details``, ...) parsed; personal values revealed
+    with the key store readers use.
     """
     record = cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(value), _reader_schema(), None))
     event = {name: record[name] for name in _envelope_fields()}
@@ -67,6 +69,12 @@ def decode_event(value: bytes) -> dict[str, Any]:
     for name in JSON_FIELDS.intersection(event):
         if event[name] is not None:
             event[name] = json.loads(event[name])
+    if needs_reveal(event):  # pseudonyms and ciphertexts read as logged, as get_audit_logs shows them
+        from secureml.audit.privacy import reader_keystore
+
+        store = reader_keystore()
+        if store is not None:
+            return reveal_log(Revealer(store), event)
     return event
 
 

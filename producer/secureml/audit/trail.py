@@ -13,6 +13,7 @@ from secureml.audit import events as ev
 from secureml.audit.codec import PayloadPlan, encode_long, encode_string, encode_string_array, seal
 from secureml.audit.config import AuditConfig, resolve_config
 from secureml.audit.exceptions import AuditClosedError, AuditDeliveryError, AuditError, AuditValidationError
+from secureml.audit.privacy import protector_for, resolve_policy
 from secureml.audit.schema import SCHEMA_VERSION
 from secureml.audit.timeutil import micros_to_iso, now_micros
 from secureml.audit.transports import DeliveryReport, DeliveryTracker, Transport, transport_for
@@ -71,6 +72,7 @@ class AuditTrail:
         topic: str | None = None,
         producer_config: dict[str, Any] | None = None,
         transport: Transport | None = None,
+        privacy: Any = None,
     ) -> None:
         where = "AuditTrail"
         self.operation_name = ev.text(operation_name, "operation_name", where)
@@ -83,6 +85,11 @@ class AuditTrail:
             log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic, producer_config=producer_config
         )
         self.log_dir = str(self.config.log_dir)
+        self._privacy = protector_for(resolve_policy(privacy), self.config)
+        if self._privacy is not None and context_json:
+            subject = None if self.user is None else self._privacy.name_of(self.user)
+            redacting = "context" in self._privacy.policy.redact_fields
+            context_json = self._privacy.json_text(context_json, subject, redacting)
         self._transport = transport or transport_for(self.config)
         self.operation_id = _uuid4()
         self._key = self.operation_id.encode()
@@ -121,10 +128,13 @@ class AuditTrail:
         level: int,
         user: str | None,
         *,
+        subject: str | None = None,
         now: int | None = None,
         closing: bool = False,
         where: str = "AuditTrail",
     ) -> str:
+        if self._privacy is not None:
+            values, user = self._privacy.protect(event_type, values, user, subject)
         with self._lock:
             if self._closed:
                 raise AuditClosedError(
@@ -173,12 +183,14 @@ class AuditTrail:
         default_level: int,
         user: str | None,
         where: str,
+        subject: str | None = None,
     ) -> str | None:
         resolved = default_level if level is None else ev.level(level, "level", where)
+        subject = ev.optional_text(subject, "subject", where)
         if resolved < self.log_level:
             return None
         return self._emit(event_type, ev.PLANS[event_type], values, resolved, self.user if user is None else user,
-                          where=where)
+                          subject=subject, where=where)
 
     # -- the user guide's logging calls ---------------------------------------------------------
 
@@ -191,6 +203,7 @@ class AuditTrail:
         user: str | None = None,
         *,
         level: int | str | None = None,
+        subject: str | None = None,
     ) -> str | None:
         """Record that records of a dataset were read, which columns, how many, and why.
 
@@ -204,7 +217,7 @@ class AuditTrail:
             "num_records": ev.count(num_records, "num_records", w),
             "purpose": ev.optional_text(purpose, "purpose", w),
         }
-        return self._log("data_access", values, level, INFO, ev.optional_text(user, "user", w), w)
+        return self._log("data_access", values, level, INFO, ev.optional_text(user, "user", w), w, subject)
 
     def log_data_transformation(
         self,
@@ -215,6 +228,7 @@ class AuditTrail:
         *,
         user: str | None = None,
         level: int | str | None = None,
+        subject: str | None = None,
     ) -> str | None:
         """Record a transformation (anonymisation, encryption, ...) from one dataset to another."""
         w = "log_data_transformation"
@@ -224,7 +238,7 @@ class AuditTrail:
             "output_data": ev.text(output_data, "output_data", w),
             "parameters": ev.json_object(parameters, "parameters", w),
         }
-        return self._log("data_transformation", values, level, INFO, ev.optional_text(user, "user", w), w)
+        return self._log("data_transformation", values, level, INFO, ev.optional_text(user, "user", w), w, subject)
 
     def log_model_training(
         self,
@@ -236,6 +250,7 @@ class AuditTrail:
         *,
         user: str | None = None,
         level: int | str | None = None,
+        subject: str | None = None,
     ) -> str | None:
         """Record a model trained on a dataset, with its parameters, metrics and privacy budget."""
         w = "log_model_training"
@@ -246,7 +261,7 @@ class AuditTrail:
             "metrics": ev.json_object(metrics, "metrics", w),
             "privacy_parameters": ev.json_object(privacy_parameters, "privacy_parameters", w),
         }
-        return self._log("model_training", values, level, INFO, ev.optional_text(user, "user", w), w)
+        return self._log("model_training", values, level, INFO, ev.optional_text(user, "user", w), w, subject)
 
     def log_model_inference(
         self,
@@ -257,6 +272,7 @@ class AuditTrail:
         *,
         user: str | None = None,
         level: int | str | None = None,
+        subject: str | None = None,
     ) -> str | None:
         """Record one prediction: which model, an identifier of the input, the output, the confidence.
 
@@ -269,7 +285,7 @@ class AuditTrail:
             "output": ev.json_value(output, "output", w),
             "confidence": ev.probability(confidence, "confidence", w),
         }
-        return self._log("model_inference", values, level, INFO, ev.optional_text(user, "user", w), w)
+        return self._log("model_inference", values, level, INFO, ev.optional_text(user, "user", w), w, subject)
 
     def log_compliance_check(
         self,
@@ -280,6 +296,7 @@ class AuditTrail:
         *,
         user: str | None = None,
         level: int | str | None = None,
+        subject: str | None = None,
     ) -> str | None:
         """Record a compliance check and whether it passed (a failed check is a WARNING)."""
         w = "log_compliance_check"
@@ -291,7 +308,7 @@ class AuditTrail:
             "details": ev.json_object(details, "details", w),
         }
         default = INFO if passed else WARNING
-        return self._log("compliance_check", values, level, default, ev.optional_text(user, "user", w), w)
+        return self._log("compliance_check", values, level, default, ev.optional_text(user, "user", w), w, subject)
 
     def log_user_request(
         self,
@@ -302,6 +319,7 @@ class AuditTrail:
         *,
         user: str | None = None,
         level: int | str | None = None,
+        subject: str | None = None,
     ) -> str | None:
         """Record a data-subject request (GDPR/CCPA access, erasure, ...) and its status."""
         w = "log_user_request"
@@ -311,7 +329,7 @@ class AuditTrail:
             "details": ev.json_object(details, "details", w),
             "status": ev.text(status, "status", w),
         }
-        return self._log("user_request", values, level, INFO, ev.optional_text(user, "user", w), w)
+        return self._log("user_request", values, level, INFO, ev.optional_text(user, "user", w), w, subject)
 
     def log_error(
         self,
@@ -321,6 +339,7 @@ class AuditTrail:
         *,
         user: str | None = None,
         level: int | str | None = None,
+        subject: str | None = None,
     ) -> str | None:
         """Record an error of the operation."""
         w = "log_error"
@@ -329,7 +348,7 @@ class AuditTrail:
             "message": ev.text(str(message)[:_MAX_MESSAGE_CHARS] or "(no message)", "message", w),
             "details": ev.json_object(details, "details", w),
         }
-        return self._log("error", values, level, ERROR, ev.optional_text(user, "user", w), w)
+        return self._log("error", values, level, ERROR, ev.optional_text(user, "user", w), w, subject)
 
     def log_event(
         self,
@@ -338,6 +357,7 @@ class AuditTrail:
         *,
         user: str | None = None,
         level: int | str | None = None,
+        subject: str | None = None,
     ) -> str | None:
         """Record an event of a custom type (lower-case name) with free-form ``details``."""
         w = "log_event"
@@ -353,10 +373,11 @@ class AuditTrail:
         resolved = INFO if level is None else ev.level(level, "level", w)
         values = {"details": ev.json_object(details, "details", w)}
         user = ev.optional_text(user, "user", w)
+        subject = ev.optional_text(subject, "subject", w)
         if resolved < self.log_level:
             return None
         return self._emit(event_type, ev.CUSTOM_PLAN, values, resolved, self.user if user is None else user,
-                          where=w)
+                          subject=subject, where=w)
 
     def _log_function(self, event_type: str, values: dict[str, Any]) -> str | None:
         """Record a function_call or function_return event (used by ``audit_function``)."""

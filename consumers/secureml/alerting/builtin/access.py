@@ -18,6 +18,7 @@ from pydantic import field_validator
 from secureml.alerting.alert import Alert
 from secureml.alerting.event import Event
 from secureml.alerting.rule import OptionsArg, Rule, RuleContext, RuleOptions, who
+from secureml.audit.privacy import stored_identities
 from secureml.audit.timeutil import micros_to_datetime
 
 AUDIT_PURPOSE = "compliance_audit"  # the purpose ComplianceAuditor logs its reads with (compliance/trail.py)
@@ -165,7 +166,7 @@ class SensitiveColumnAccess(AccessRule):
         return any(role in roles and pattern.match(column.lower()) for pattern, roles in self._roles)
 
     def on_access(self, event: Event, ctx: RuleContext) -> list[Alert]:
-        if event.user in self.options.allowed_users:
+        if event.user in stored_identities(tuple(self.options.allowed_users)):
             return []
         columns = [c for c in event.get("columns_accessed", []) if self._sensitive.match(c.lower())]
         if not columns:
@@ -242,7 +243,7 @@ class AccessOutsideHours(AccessRule):
         return now < end and (local.weekday() - 1) % 7 in self._days
 
     def on_access(self, event: Event, ctx: RuleContext) -> list[Alert]:
-        if event.user in self.options.exempt_users:
+        if event.user in stored_identities(tuple(self.options.exempt_users)):
             return []
         local = micros_to_datetime(event.timestamp).astimezone(self._zone)
         if self._allowed(local):

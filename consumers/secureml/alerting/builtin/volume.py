@@ -11,6 +11,7 @@ from secureml.alerting.builtin.access import AccessOptions, AccessRule
 from secureml.alerting.event import Event
 from secureml.alerting.periods import Duration, Period
 from secureml.alerting.rule import OptionsArg, RuleContext
+from secureml.audit.privacy import stored_identities
 from secureml.audit.timeutil import micros_to_iso
 
 _SLIDING_BUCKETS = 60  # a sliding window advances in 1/60 of its length: bounded state, 1.7% granularity
@@ -61,7 +62,7 @@ class BulkAccess(AccessRule):
         threshold = self.options.threshold or 0
         user = event.user or _NO_USER
         records = int(event.get("num_records", 0))
-        if records == 0 or user in self.options.exempt_users:
+        if records == 0 or user in stored_identities(tuple(self.options.exempt_users)):
             return []
         entry = ctx.state.setdefault(user, {"buckets": {}, "recent": [], "quiet_until": 0, "top": 0})
         bucket = event.timestamp // self._bucket_us

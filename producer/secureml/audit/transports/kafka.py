@@ -67,8 +67,9 @@ def unauthenticated(config: AuditConfig, error: KafkaError) -> str:
             "sasl.password (SECUREML_AUDIT_KAFKA_SASL_USERNAME/_PASSWORD) and ssl.ca.location")
 
 
-def ensure_topic(config: AuditConfig, topic: str | None = None, *, partitions: int | None = None) -> None:
-    """Create the topic if it is missing (infinite retention, never compacted).
+def ensure_topic(config: AuditConfig, topic: str | None = None, *, partitions: int | None = None,
+                 topic_config: dict[str, str] | None = None) -> None:
+    """Create the topic if it is missing (infinite retention, never compacted; or ``topic_config``).
 
     A topic the principal may not DESCRIBE looks missing; creating it then needs CREATE, and the
     refusal says so. A broker refusing the credentials fails at once, not after the wait.
@@ -103,7 +104,7 @@ def ensure_topic(config: AuditConfig, topic: str | None = None, *, partitions: i
         name,
         num_partitions=partitions or config.partitions,
         replication_factor=config.replication_factor,
-        config={"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"},
+        config=topic_config or {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"},
     )
     for future in admin.create_topics([new], operation_timeout=15).values():
         try:

@@ -1,0 +1,117 @@
+"""The privacy step of every reader: filter values turned into pseudonyms, stored values revealed.
+
+get_audit_logs, connect, the query CLI and whatever reads through them (exports, the web UI)
+show values as logged while their subject's key exists, ``<erased>`` after the erasure, and
+stored values as they are when no key store is configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from secureml.audit.exceptions import AuditValidationError
+from secureml.audit.privacy import reader_keystore
+from secureml.audit.privacy.keys import pseudonym
+from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
+from secureml.audit.privacy.reveal import Revealer, reveal_log
+from secureml.audit.schema import JSON_FIELDS
+
+IDENTIFIER_COLUMNS = ("user", "user_id")
+
+
+def revealer_for(log_dir: Path | None) -> Revealer | None:
+    """A revealer over the key store readers use, or None when there is none."""
+    store = reader_keystore(log_dir)
+    return None if store is None else Revealer(store)
+
+
+def stored_forms(value: object, field: str, log_dir: Path | None, where: str) -> list[str] | None:
+    """The forms an identifier filter may be stored in: as typed, and as its pseudonym."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise AuditValidationError(field, f"must be a string, got {type(value).__name__}", where=where)
+    store = reader_keystore(log_dir)
+    if store is None or value.startswith("ps_"):
+        return [value]
+    return [value, pseudonym(store.pseudonym_key(), value)]
+
+
+def reveal_array(values: pa.Array | pa.ChunkedArray, reveal: Callable[[Any], Any]) -> pa.Array | pa.ChunkedArray:
+    """Values revealed, each distinct value once (ids repeat: a column of a million rows holds a few
+    hundred users); unchanged, without a copy, when none holds a pseudonym or a ciphertext."""
+    marked = pc.or_(pc.starts_with(values, "ps_"), pc.match_substring(values, ENCRYPTED_PREFIX))
+    if not pc.any(marked).as_py():
+        return values
+    distinct = pc.unique(values)
+    revealed = pa.array([reveal(v) for v in distinct.to_pylist()], values.type)
+    return pc.take(revealed, pc.index_in(values, distinct))
+
+
+def _reveal_kind(revealer: Revealer, name: str, column: pa.ChunkedArray) -> Callable[[Any], Any] | None:
+    """How to reveal a stored column, or None when it holds no pseudonym and no ciphertext (Arrow kernels decide)."""
+    if name in IDENTIFIER_COLUMNS:
+        return revealer.identifier if pc.any(pc.starts_with(column, "ps_")).as_py() else None
+    if name in JSON_FIELDS:
+        found = (pc.any(pc.match_substring(column, ENCRYPTED_PREFIX)).as_py()
+                 or pc.any(pc.match_substring(column, '"ps_')).as_py())
+        return revealer.json_text if found else None
+    return revealer.text if pc.any(pc.starts_with(column, ENCRYPTED_PREFIX)).as_py() else None
+
+
+def personal_columns(table: pa.Table, revealer: Revealer | None) -> dict[str, Callable[[Any], Any]]:
+    """The text columns of an events table that hold pseudonyms or ciphertexts, with how to reveal each."""
+    if revealer is None or table.num_rows == 0:
+        return {}
+    found = {}
+    for field in table.schema:
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            reveal = _reveal_kind(revealer, field.name, table.column(field.name))
+            if reveal is not None:
+                found[field.name] = reveal
+    return found
+
+
+def reveal_table(table: pa.Table, revealer: Revealer | None) -> pa.Table:
+    """An Arrow table of events with pseudonyms and ciphertexts revealed (columns holding neither are kept)."""
+    for name, reveal in personal_columns(table, revealer).items():
+        index = table.schema.get_field_index(name)
+        field = table.schema.field(index)
+        table = table.set_column(index, field, reveal_array(table.column(index), reveal))
+    return table
+
+
+def reveal_logs(logs: list[dict[str, Any]], revealer: Revealer | None, table: pa.Table) -> list[dict[str, Any]]:
+    """Event dicts as logged (each keeps its sealed values for integrity checks); only the columns of
+    ``table`` that hold pseudonyms or ciphertexts are looked at, so other queries pay nothing."""
+    columns = tuple(personal_columns(table, revealer))
+    if not columns or revealer is None:
+        return logs
+    return [reveal_log(revealer, log, columns) for log in logs]
+
+
+def revealed_view_sql(con: Any, revealer: Revealer | None, source_sql: str, columns: list[str]) -> str:
+    """SQL over ``source_sql`` with its personal columns revealed by UDFs registered on ``con``."""
+    if revealer is None:
+        return source_sql
+    import duckdb
+
+    def udf(reveal: Callable[[Any], Any]) -> Callable[[pa.Array], pa.Array]:
+        return lambda values: reveal_array(values, reveal)
+
+    kinds = {"secureml_reveal_id": revealer.identifier, "secureml_reveal_text": revealer.text,
+             "secureml_reveal_json": revealer.json_text}
+    for name, reveal in kinds.items():
+        con.create_function(name, udf(reveal), [duckdb.sqltype("VARCHAR")], duckdb.sqltype("VARCHAR"),
+                            type="arrow", side_effects=False)
+    replaced = []
+    for name in columns:
+        function = ("secureml_reveal_id" if name in IDENTIFIER_COLUMNS else
+                    "secureml_reveal_json" if name in JSON_FIELDS else "secureml_reveal_text")
+        replaced.append(f'{function}("{name}") AS "{name}"')
+    return f"SELECT * REPLACE ({', '.join(replaced)}) FROM ({source_sql})"

@@ -1,0 +1,144 @@
+"""The producer's privacy step, between validation and sealing: pseudonymise, encrypt, redact.
+
+Runs on every event, so it is built for the hot path: pseudonyms and subject keys (with their
+AEAD objects) are cached per identifier, so once a subject is known no event touches the key
+store; text without an '@' or a digit skips the detectors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from binascii import b2a_base64
+from collections.abc import Callable
+from typing import Any
+
+from secureml.audit.privacy.detectors import CANDIDATE as _CANDIDATE
+from secureml.audit.privacy.detectors import redact
+from secureml.audit.privacy.keys import KeyStore, SubjectKey, pseudonym
+from secureml.audit.privacy.policy import DICT_FIELDS, PrivacyPolicy
+
+ENCRYPTED_PREFIX = "enc:v1:"
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def encrypt(key: SubjectKey, name: str, value: Any) -> str:
+    """``enc:v1:<subject pseudonym>:<base64 of nonce + AES-GCM ciphertext of the value's JSON>``."""
+    nonce = key.nonce()
+    plain = _json_string(value) if type(value) is str else _dumps(value)
+    sealed = key.aead.encrypt(nonce, plain.encode(), name.encode())
+    return f"{ENCRYPTED_PREFIX}{name}:{b2a_base64(nonce + sealed, newline=False).decode()}"
+
+
+class Protector:
+    """Applies a PrivacyPolicy to the values of an event; one per trail, sharing a process-wide key cache."""
+
+    def __init__(self, policy: PrivacyPolicy, store: Callable[[], KeyStore]) -> None:
+        self.policy = policy
+        self._store_factory = store
+        self._store: KeyStore | None = None
+        self._lock = threading.Lock()
+        self._pseudonym_key: bytes | None = None
+        self._names: dict[str, str] = {}  # identifier -> pseudonym
+        self._keys: dict[str, SubjectKey] = {}  # pseudonym -> key
+        self._pseudonymise_user = "user" in policy.pseudonymise
+        self._pseudonymise_subject = "user_id" in policy.pseudonymise
+        self._encrypt_any = tuple(f.partition(".")[2] for f in policy.encrypt_fields if f.startswith("*."))
+        self._encrypt: dict[str, tuple[str, ...]] = {}
+        for item in policy.encrypt_fields:
+            event_type, _, name = item.partition(".")
+            if event_type != "*":
+                self._encrypt[event_type] = (*self._encrypt.get(event_type, ()), name)
+        self._keys_lower = frozenset(k.lower() for k in policy.encrypt_keys)
+        # A JSON text that names none of the keys (as "key") needs no parsing to find them.
+        self._key_pattern = re.compile("|".join(re.escape(json.dumps(k)) for k in sorted(self._keys_lower)),
+                                       re.IGNORECASE) if self._keys_lower else None
+        self._redact = frozenset(policy.redact_fields)
+        self._plans: dict[str, tuple[tuple[str, ...], tuple[tuple[str, bool], ...], tuple[str, ...]]] = {}
+
+    def _keystore(self) -> KeyStore:
+        if self._store is None:
+            self._store = self._store_factory()
+        return self._store
+
+    def name_of(self, identifier: str) -> str:
+        """The pseudonym of an identifier, registering the identifier's key on first sight (so readers can
+        show who it stands for until it is erased)."""
+        name = self._names.get(identifier)
+        if name is None:
+            with self._lock:
+                if self._pseudonym_key is None:
+                    self._pseudonym_key = self._keystore().pseudonym_key()
+                name = pseudonym(self._pseudonym_key, identifier)
+                self._keys[name] = self._keystore().get_or_create(name, identifier)
+                self._names[identifier] = name
+        return name
+
+    def forget(self, identifier: str, name: str) -> None:
+        """Drop an erased subject's cached key (its next event gets a new key)."""
+        with self._lock:
+            self._names.pop(identifier, None)
+            self._keys.pop(name, None)
+
+    def protect(self, event_type: str, values: dict[str, Any], user: str | None,
+                subject: str | None) -> tuple[dict[str, Any], str | None]:
+        """The values and user of an event as they are to be stored."""
+        names = self._names
+        if subject is None:
+            subject = values.get("user_id") if event_type == "user_request" else user
+        name = None if subject is None else (names.get(subject) or self.name_of(subject))
+        if user is not None and self._pseudonymise_user:
+            user = names.get(user) or self.name_of(user)
+        plan = self._plans.get(event_type) or self._plan(event_type, tuple(values))
+        encrypted, dicts, texts = plan  # values is the call's own dict: changed in place
+        if self._pseudonymise_subject and (user_id := values.get("user_id")) is not None:
+            values["user_id"] = names.get(user_id) or self.name_of(user_id)
+        if name is not None:
+            for field in encrypted:
+                value = values.get(field)
+                if isinstance(value, str) and not value.startswith(ENCRYPTED_PREFIX):
+                    values[field] = encrypt(self._keys[name], name, value)
+        for field, redacting in dicts:
+            value = values.get(field)
+            if value is not None:
+                values[field] = self.json_text(value, name, redacting)
+        for field in texts:
+            value = values.get(field)
+            if value is not None:
+                values[field] = redact(value)
+        return values, user
+
+    def _plan(self, event_type: str, fields: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[tuple[str, bool], ...],
+                                                                       tuple[str, ...]]:
+        """Per event type: the fields to encrypt, the JSON fields to walk (and whether to redact), the texts
+        to redact."""
+        encrypted = tuple(f for f in (*self._encrypt.get(event_type, ()), *self._encrypt_any) if f in fields)
+        dicts = tuple((f, f in self._redact) for f in fields if f in DICT_FIELDS and f not in encrypted)
+        texts = tuple(f for f in fields if f in self._redact and f not in DICT_FIELDS and f not in encrypted)
+        plan = self._plans[event_type] = (encrypted, dicts, texts)
+        return plan
+
+    def json_text(self, text: str, name: str | None, redacting: bool) -> str:
+        """JSON text with named keys' values encrypted (when there is a subject) and strings redacted."""
+        keyed = (name is not None and self._key_pattern is not None and text[:1] in "{["
+                 and self._key_pattern.search(text) is not None)
+        if not keyed and not (redacting and _CANDIDATE.search(text) is not None):
+            return text
+        return _dumps(self._walk(json.loads(text), name, redacting))
+
+    def _walk(self, value: Any, name: str | None, redacting: bool) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                if name is not None and key.lower() in self._keys_lower and item is not None:
+                    out[key] = encrypt(self._keys[name], name, item)
+                else:
+                    out[key] = self._walk(item, name, redacting)
+            return out
+        if isinstance(value, list):
+            return [self._walk(item, name, redacting) for item in value]
+        if isinstance(value, str) and redacting:
+            return redact(value)
+        return value

@@ -1,0 +1,119 @@
+"""The reading side of the privacy layer: pseudonyms back to ids, ciphertexts back to values, or ``<erased>``.
+
+Every reader shares it (get_audit_logs, connect, the query CLI, exports, the web UI): with
+access to the key store a value reads as it was logged; once its subject was erased it reads
+as ``<erased>`` and the identifier as its pseudonym. Without the key store, values stay as stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+from typing import Any
+
+from secureml.audit.privacy.keys import PSEUDONYM, KeyStore, SubjectKey
+from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
+
+ERASED = "<erased>"
+_MISSING = object()
+
+
+class RevealedEvent(dict):  # type: ignore[type-arg]
+    """An event dict as the user logged it; ``sealed`` maps each revealed field to (value shown, value
+    sealed), so a report can check the events it is given against their hashes (a field changed since
+    is checked as changed)."""
+
+    sealed: dict[str, tuple[Any, Any]]
+
+    def as_sealed(self) -> dict[str, Any]:
+        """The event with each revealed field, unless changed since, as it was sealed."""
+        return {**self, **{k: stored for k, (shown, stored) in self.sealed.items() if self.get(k) == shown}}
+
+
+class Revealer:
+    """Reveals stored values with one key store, each subject's key looked up once."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self.store = store
+        self._keys: dict[str, SubjectKey | None] = {}
+
+    def key(self, name: str) -> SubjectKey | None:
+        found = self._keys.get(name, _MISSING)
+        if found is _MISSING:
+            found = self._keys[name] = self.store.get(name)
+        return found  # type: ignore[return-value]
+
+    def identifier(self, value: Any) -> Any:
+        """A pseudonym's subject id while its key exists; anything else as it is."""
+        if isinstance(value, str) and value.startswith("ps_") and PSEUDONYM.match(value):
+            key = self.key(value)
+            return value if key is None else key.subject
+        return value
+
+    def value(self, text: str) -> Any:
+        """The value an ``enc:v1:`` text holds, or ``<erased>`` when its key is gone or does not open it."""
+        from cryptography.exceptions import InvalidTag
+
+        name, _, payload = text[len(ENCRYPTED_PREFIX):].partition(":")
+        key = self.key(name) if PSEUDONYM.match(name) else None
+        if key is None:
+            return ERASED
+        try:
+            raw = base64.b64decode(payload)
+            return json.loads(key.aead.decrypt(raw[:12], raw[12:], name.encode()))
+        except (InvalidTag, binascii.Error, ValueError):
+            return ERASED  # a key created after the erasure does not open what the old one sealed
+
+    def text(self, value: Any) -> Any:
+        """A stored text field as logged."""
+        if isinstance(value, str) and value.startswith(ENCRYPTED_PREFIX):
+            revealed = self.value(value)
+            return revealed if isinstance(revealed, str) else json.dumps(revealed)
+        return self.identifier(value)
+
+    def json_text(self, text: Any) -> Any:
+        """Stored JSON text with its encrypted values revealed (still JSON text)."""
+        if not isinstance(text, str) or (ENCRYPTED_PREFIX not in text and "ps_" not in text):
+            return text
+        return json.dumps(self.walk(json.loads(text)), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def walk(self, value: Any) -> Any:
+        """A parsed JSON value with its encrypted values (at any depth) revealed."""
+        if isinstance(value, str):
+            if value.startswith(ENCRYPTED_PREFIX):
+                return self.value(value)
+            return self.identifier(value)
+        if isinstance(value, dict):
+            return {k: self.walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.walk(v) for v in value]
+        return value
+
+
+def needs_reveal(value: Any) -> bool:
+    """True when a stored value (text or parsed JSON) may hold a pseudonym or a ciphertext."""
+    if isinstance(value, str):
+        return value.startswith(("ps_", ENCRYPTED_PREFIX))
+    if isinstance(value, dict):
+        return any(needs_reveal(v) for v in value.values())
+    if isinstance(value, list):
+        return any(needs_reveal(v) for v in value)
+    return False
+
+
+def reveal_log(revealer: Revealer, log: dict[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """An event dict (parsed JSON fields) as logged; unchanged when it holds nothing to reveal.
+
+    ``fields`` limits the look to those fields (the ones that can hold anything to reveal).
+    """
+    items = log.items() if fields is None else ((k, log[k]) for k in fields if k in log)
+    changed = {k: v for k, v in items if needs_reveal(v)}
+    if not changed:
+        return log
+    revealed = RevealedEvent(log)
+    for key, value in changed.items():
+        revealed[key] = revealer.walk(value) if not isinstance(value, str) else revealer.text(value)
+    revealed.sealed = {key: (copy.deepcopy(revealed[key]), value) for key, value in changed.items()}
+    return revealed
