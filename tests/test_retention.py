@@ -24,7 +24,7 @@ from secureml.integrity import verify
 from secureml.integrity.keys import SIGNING_KEY_ENV, generate_key, key_id, load_signing_key, sign
 from secureml.integrity.result import LOG_DELETED, MISSING
 from secureml.lake.table import Lake
-from secureml.retention import add_hold, apply_retention, list_holds, load_policy, remove_hold
+from secureml.retention import add_hold, apply_retention, list_holds, load_policy, remove_hold, stored_subject
 from secureml.retention.records import RetentionRecord, stored_records
 from secureml.retention.verification import NOT_EXPIRED, RECORD_INVALID, RECORD_UNSIGNED
 
@@ -87,7 +87,9 @@ def test_legal_holds_keep_rows_by_operation_and_by_subject_and_later_records_cha
     assert apply_retention(embedded.log_dir, everything_old).events == 0
     assert len(rows_of(embedded.log_dir, mixed.old)) == 7
     assert remove_hold(embedded.log_dir, "subject", "svc") and not remove_hold(embedded.log_dir, "subject", "svc")
-    assert [(h.kind, h.value) for h in list_holds(embedded.log_dir)] == [("subject", "subject-7")]
+    held = [(h.kind, h.value) for h in list_holds(embedded.log_dir)]
+    assert held == [("subject", stored_subject("subject-7", embedded.log_dir))] and held[0][1].startswith("ps_")
+    assert b"subject-7" not in (embedded.log_dir / "lake" / "_retention" / "holds.json").read_bytes()  # a pseudonym
     assert apply_retention(embedded.log_dir, everything_old).events == 7
     assert rows_of(embedded.log_dir, mixed.old) == []
     verified = verify(embedded.log_dir, public_key=signing_key.public)

@@ -29,9 +29,15 @@ HoldKind = Literal["operation_id", "operation_name", "subject"]
 HOLD_KINDS: tuple[HoldKind, ...] = ("operation_id", "operation_name", "subject")
 
 
-def stored_subject(value: str) -> str:
-    """The form a data subject's id is stored in the lake (where pseudonyms plug in; identity for now)."""
-    return value
+def stored_subject(value: str, log_dir: str | os.PathLike[str] | None = None) -> str:
+    """The form a data subject's id is stored in the lake: its pseudonym where a key store exists.
+
+    A hold therefore never keeps a subject's id in clear (holds.json and retention records copy it).
+    """
+    from secureml.query.privacy import stored_forms
+
+    forms = stored_forms(value, "subject", Path(log_dir) if log_dir is not None else None, "stored_subject")
+    return forms[-1] if forms else value
 
 
 @dataclass(frozen=True)
@@ -54,12 +60,13 @@ def retention_dir(log_dir: str | os.PathLike[str] | None) -> Path:
     return make_private_dir(_root(log_dir))
 
 
-def _validated(kind: str, value: object, where: str) -> tuple[HoldKind, str]:
+def _validated(kind: str, value: object, where: str,
+               log_dir: str | os.PathLike[str] | None) -> tuple[HoldKind, str]:
     if kind not in HOLD_KINDS:
         raise AuditValidationError("kind", f"must be one of {', '.join(HOLD_KINDS)}, got {kind!r}", where=where)
     if not isinstance(value, str) or not value.strip():
         raise AuditValidationError(kind, "must be a non-empty string", where=where)
-    return kind, stored_subject(value) if kind == "subject" else value  # type: ignore[return-value]
+    return kind, stored_subject(value, log_dir) if kind == "subject" else value  # type: ignore[return-value]
 
 
 def read_holds(path: Path) -> list[Hold]:
@@ -86,7 +93,7 @@ def list_holds(log_dir: str | os.PathLike[str] | None = None) -> list[Hold]:
 
 def add_hold(log_dir: str | os.PathLike[str] | None, kind: str, value: str, reason: str = "") -> Hold:
     """Place a legal hold (a hold already in place is kept as it was and returned)."""
-    kind, value = _validated(kind, value, "add_hold")
+    kind, value = _validated(kind, value, "add_hold", log_dir)
     directory = retention_dir(log_dir)
     with file_lock(directory / LOCK_FILE):
         holds = read_holds(directory / HOLDS_FILE)
@@ -100,7 +107,7 @@ def add_hold(log_dir: str | os.PathLike[str] | None, kind: str, value: str, reas
 
 def remove_hold(log_dir: str | os.PathLike[str] | None, kind: str, value: str) -> bool:
     """Lift a legal hold; False when there was none."""
-    kind, value = _validated(kind, value, "remove_hold")
+    kind, value = _validated(kind, value, "remove_hold", log_dir)
     directory = retention_dir(log_dir)
     with file_lock(directory / LOCK_FILE):
         holds = read_holds(directory / HOLDS_FILE)
