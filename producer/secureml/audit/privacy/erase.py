@@ -50,6 +50,8 @@ def erase_subject(
     reason = ev.optional_text(reason, "reason", w)
     legal_basis = ev.optional_text(legal_basis, "legal_basis", w)
     erased_by = ev.optional_text(erased_by, "erased_by", w) or _who()
+    bootstrap_servers = ev.optional_text(bootstrap_servers, "bootstrap_servers", w)  # checked before any key is touched
+    topic = ev.optional_text(topic, "topic", w)
     config = resolve_config(log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic)
     store = keystore_for(config)
     name = pseudonym(store.pseudonym_key(), subject)
