@@ -18,6 +18,7 @@ from conftest import Harness, run_cli
 from secureml.audit import get_audit_logs
 from secureml.export.exceptions import ExportSinkError
 from secureml.export.runner import Exporter
+from secureml.export.sinks import FileSink
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -151,6 +152,17 @@ def test_file_sink_resumes_and_drops_a_torn_batch(embedded: Harness, tmp_path: P
     assert sorted(ids) == sorted(e["event_id"] for e in get_audit_logs(log_dir=embedded.log_dir))
     for written in (path, path.with_name(path.name + ".cursor")):
         assert stat.S_IMODE(written.stat().st_mode) == 0o600
+
+
+def test_file_sink_resumes_after_a_crash_in_its_first_batch(embedded: Harness, tmp_path: Path) -> None:
+    """The cursor is claimed before the first byte: a crash inside the first batch is resumed, not refused."""
+    log_trail(embedded.options())
+    path = tmp_path / "audit.jsonl"
+    FileSink(path, "jsonl").close()  # what an exporter killed before its first batch was saved leaves ...
+    path.write_bytes(b'{"event_id": "half of the first batch')  # ... with some of that batch written
+    assert Exporter("jsonl", f"file:{path}", log_dir=embedded.log_dir, batch_events=4).run_batch().events == 12
+    ids = [r["event_id"] for r in read_lines(path)]
+    assert sorted(ids) == sorted(e["event_id"] for e in get_audit_logs(log_dir=embedded.log_dir))
 
 
 def test_file_sink_refuses_a_foreign_file_and_another_format(embedded: Harness, tmp_path: Path) -> None:

@@ -110,6 +110,8 @@ class FileSink(Sink):
         if length is None and path.exists() and path.stat().st_size:
             raise AuditValidationError("sink", f"{path} exists and was not written by an export (no "
                                        f"{self._cursor.path.name} beside it): give a new file", where="export")
+        if length is None:  # claimed before any byte is written, so a crash in the first batch is resumable too
+            self._cursor.save({}, length=0)
         self._fd = open_private(path, os.O_WRONLY | os.O_CREAT)
         size = os.fstat(self._fd).st_size
         length = int(length or 0)
