@@ -91,6 +91,14 @@ def kafka_bootstrap() -> Iterator[str]:
         subprocess.run([str(KAFKA_SCRIPT), "stop"], capture_output=True, check=False)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Fixtures wider than one test (module, session) keep privacy keys under a temporary directory
+    too, never the home directory's: each test then gets a fresh one of its own (_clean_environment)."""
+    import tempfile
+
+    os.environ["SECUREML_AUDIT_KEYSTORE_DIR"] = tempfile.mkdtemp(prefix="secureml-audit-keystore-")
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Every test starts without SECUREML_AUDIT_* variables (the embedded default); checkpoints

@@ -15,7 +15,7 @@ from selenium.common.exceptions import NoAlertPresentException, StaleElementRefe
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from support.ui import HOSTILE_NAME, Served, Trail, build_trail, serve
+from support.ui import HOSTILE_NAME, KEYSTORE_ENV, Served, Trail, build_trail, keystore_of, serve
 
 from secureml.integrity import verify_proof
 from secureml.integrity.keys import SIGNING_KEY_ENV, load_public_key, public_key_path
@@ -34,8 +34,15 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
     base = tmp_path_factory.mktemp("ui-browser")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(SIGNING_KEY_ENV, str(base / "keys" / "signing_key.pem"))
+        patch.setenv(KEYSTORE_ENV, str(keystore_of(base / "logs")))
         patch.delenv("SECUREML_AUDIT_LAKE_URI", raising=False)
         yield build_trail(base / "logs")
+
+
+@pytest.fixture(autouse=True)
+def _trail_keystore(_clean_environment: None, trail: Trail, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The explorer reads with the privacy key store the module's trail was logged with."""
+    monkeypatch.setenv(KEYSTORE_ENV, str(keystore_of(trail.log_dir)))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 from support.ports import free_port_pair
-from support.ui import HOSTILE_NAME, OPERATIONS, Served, Trail, build_trail, fetch, serve
+from support.ui import (
+    HOSTILE_NAME,
+    KEYSTORE_ENV,
+    OPERATIONS,
+    Served,
+    Trail,
+    build_trail,
+    fetch,
+    keystore_of,
+    serve,
+)
 
 from conftest import REPO, run_cli
 from secureml.audit import AuditTrail
@@ -29,8 +39,15 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
     base = tmp_path_factory.mktemp("ui")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(SIGNING_KEY_ENV, str(base / "keys" / "signing_key.pem"))
+        patch.setenv(KEYSTORE_ENV, str(keystore_of(base / "logs")))
         patch.delenv("SECUREML_AUDIT_LAKE_URI", raising=False)
         yield build_trail(base / "logs")
+
+
+@pytest.fixture(autouse=True)
+def _trail_keystore(_clean_environment: None, trail: Trail, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The explorer reads with the privacy key store the module's trail was logged with."""
+    monkeypatch.setenv(KEYSTORE_ENV, str(keystore_of(trail.log_dir)))
 
 
 @pytest.fixture(scope="module")

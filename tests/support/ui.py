@@ -37,6 +37,14 @@ class Trail:
     inference_operation: str  # operation_id of the one with more than a page of events
 
 
+KEYSTORE_ENV = "SECUREML_AUDIT_KEYSTORE_DIR"
+
+
+def keystore_of(log_dir: Path) -> Path:
+    """Where a test trail's privacy keys are kept: beside its log dir, never the home directory."""
+    return log_dir.parent / "keystore"
+
+
 def build_trail(log_dir: Path) -> Trail:
     """Log operations of several names, users, regulations and outcomes; materialise them; raise alerts."""
     ids: dict[str, str] = {}

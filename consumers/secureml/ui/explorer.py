@@ -30,6 +30,7 @@ from secureml.lake.table import Lake
 from secureml.query import lake_state, query_view
 from secureml.query.filters import parse_time
 from secureml.query.logs import ALERTS_FILE
+from secureml.query.privacy import Revealer, reveal_table, revealer_for, stored_forms
 from secureml.reporting.audit_compliance import REQUEST_STATES, requests_section
 from secureml.reporting.source import scope_from_connection
 
@@ -132,6 +133,20 @@ class Explorer:
         self._alerts: tuple[tuple[int, int], pa.Table] | None = None  # (size, mtime) of the record -> its alerts
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[tuple[int | None, int], float, pa.Table]] = {}  # name -> (state, when, rows)
+        self._revealer: tuple[float, Revealer | None] | None = None  # (when, revealer)
+
+    def _reveal(self, table: pa.Table) -> pa.Table:
+        """Rows to show, with pseudonyms and ciphertexts revealed as the reading path allows.
+
+        The revealer (and the keys it looked up) is renewed every CACHE_SECONDS, so an erasure
+        shows on every page within that time.
+        """
+        now = time.monotonic()
+        with self._lock:
+            if self._revealer is None or now - self._revealer[0] >= CACHE_SECONDS:
+                self._revealer = (now, revealer_for(self.log_dir))
+            revealer = self._revealer[1]
+        return reveal_table(table, revealer)
 
     def _rows(self, sql: str, params: list[object] | None = None) -> list[dict[str, Any]]:
         return query_view(sql, params, self.log_dir, where="ui")[0].to_pylist()
@@ -186,8 +201,11 @@ class Explorer:
             params.append(filters.status)
         involved = pa.table({"operation_id": pa.array([], pa.string())})
         if filters.user:
-            involved, _version = query_view('SELECT DISTINCT operation_id FROM events WHERE "user" = ? OR user_id = ?',
-                                            [filters.user, filters.user], self.log_dir, where="ui")
+            forms = stored_forms(filters.user, "user", self.log_dir, "ui") or []  # as typed, and its pseudonym
+            marks = ", ".join("?" * len(forms))
+            involved, _version = query_view(
+                f'SELECT DISTINCT operation_id FROM events WHERE "user" IN ({marks}) OR user_id IN ({marks})',
+                [*forms, *forms], self.log_dir, where="ui")
             clauses.append("s.operation_id IN (SELECT operation_id FROM involved)")
         con = duckdb.connect()
         try:
@@ -198,10 +216,11 @@ class Explorer:
                 f"""SELECT s.*, coalesce(c.status, 'running') AS status, c.event_count, c.closed
                 FROM started s LEFT JOIN closed c USING (operation_id) WHERE {' AND '.join(clauses)}
                 ORDER BY s.started DESC, s.operation_id LIMIT {PAGE_SIZE + 1} OFFSET {(page - 1) * PAGE_SIZE}""",
-                params=params).to_arrow_table().to_pylist()
+                params=params).to_arrow_table()
         finally:
             con.close()
-        return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
+        shown = self._reveal(rows).to_pylist()
+        return Page(shown[:PAGE_SIZE], page, len(shown) > PAGE_SIZE)
 
     def operation(self, operation_id: str, page: int) -> tuple[dict[str, Any] | None, Page]:
         """An operation's summary and one page of its events in seq order, each with its chain status."""
@@ -221,7 +240,7 @@ class Explorer:
         summary = {"operation_id": operation_id, "operation_name": head["operation_name"],
                    "started": head["_started"], "events": head["_events"], "status": head["_status"] or "running"}
         table = table.drop_columns(["_events", "_started", "_status"])
-        events = _timeline(table)
+        events = _timeline(table, self._reveal(table))
         shown = [e for e in events if e.seq >= first]
         return summary, Page([{"event": e} for e in shown[:PAGE_SIZE]], page, len(shown) > PAGE_SIZE)
 
@@ -261,8 +280,8 @@ class Explorer:
 
     def requests(self, page: int, now: dt.datetime | None = None) -> tuple[dict[str, int], Page]:
         """Data-subject requests with their statutory deadlines (the reports' rules), overdue and open first."""
-        requests = self._per_state("requests", "SELECT * FROM events WHERE event_type = 'user_request'",
-                                   self._stamp())
+        requests = self._reveal(self._per_state("requests", "SELECT * FROM events WHERE event_type = 'user_request'",
+                                                self._stamp()))
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         con.register("_requests", requests)
@@ -326,15 +345,19 @@ class Explorer:
         }
 
 
-def _timeline(table: pa.Table) -> list[TimelineEvent]:
-    """Rows of one operation in seq order as timeline events, each link checked against the row before."""
+def _timeline(table: pa.Table, shown: pa.Table) -> list[TimelineEvent]:
+    """Rows of one operation in seq order as timeline events, each link checked against the row before.
+
+    Hashes and links are checked on the stored rows (``table``); the fields shown are ``shown``,
+    the same rows as the reading path reveals them.
+    """
     if table.num_rows == 0:
         return []
     matches = intact_rows(table.drop_columns([c for c in table.column_names if c in _HIDDEN])
                           .combine_chunks().to_batches()[0]).to_pylist()
     events: list[TimelineEvent] = []
     previous: dict[str, Any] | None = None
-    for row, match in zip(table.to_pylist(), matches):
+    for row, display, match in zip(table.to_pylist(), shown.to_pylist(), matches):
         if row["seq"] == 0:
             linked: bool | None = row["prev_hash"] == ""
         elif previous is not None and previous["seq"] == row["seq"] - 1:
@@ -343,7 +366,8 @@ def _timeline(table: pa.Table) -> list[TimelineEvent]:
             linked = None
         events.append(TimelineEvent(
             seq=row["seq"], event_id=row["event_id"], event_type=row["event_type"], timestamp=row["timestamp"],
-            level=row["level"], user=row["user"], fields=_fields(row), hash_matches=bool(match), linked=linked,
+            level=row["level"], user=display["user"], fields=_fields(display), hash_matches=bool(match),
+            linked=linked,
         ))
         previous = row
     return events
