@@ -123,6 +123,10 @@ class KafkaPublisher:
                 f"{self.topic!r}: {why}. The next checkpoint covers its events; fix this and witnesses reading "
                 "the topic catch up")
 
+    def close(self) -> None:
+        """Release the producer (its callbacks hold it in a cycle the collector frees only later)."""
+        self._producer.close(5.0)
+
 
 @dataclass(frozen=True)
 class _Chain:
@@ -158,8 +162,10 @@ class LakeCheckpointer:
             self._checkpoint_reporting(lake)
 
     def finish(self, lake: Lake) -> None:
-        """Checkpoint everything the lake holds at the end of a run."""
+        """Checkpoint everything the lake holds at the end of a run, then let go of the publisher's connections."""
         self._checkpoint_reporting(lake)
+        if self.publisher is not None:
+            self.publisher.close()
 
     def _checkpoint_reporting(self, lake: Lake) -> None:
         # Ingestion must go on when a checkpoint fails: say why; the next one covers the rows.

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +135,7 @@ class Refusals:
         self.config = config
         self.topic = topic
         self.reason: str | None = None  # set once the broker refused this producer for good
+        self.purge_due = False
 
     def explain(self, err: KafkaError) -> str:
         """Why a send failed, saying what to do when the broker refused this principal."""
@@ -148,12 +150,16 @@ class Refusals:
             return self.reason or _DROPPED
         return f"{err.name()}: {err.str()}"
 
-    def on_error(self, err: KafkaError, producer: Producer) -> None:
+    def on_error(self, err: KafkaError, producer: Producer | None = None) -> None:
         """The producer's error_cb: refused credentials fail the queued sends now, with the reason
-        (they do not heal by retrying), rather than after message.timeout.ms."""
+        (they do not heal by retrying), rather than after message.timeout.ms. Without the producer
+        at hand, ``purge_due`` asks its owner to purge at its next call."""
         if err.code() == KafkaError._AUTHENTICATION:
             self.reason = unauthenticated(self.config, err)
-            producer.purge(in_queue=True, in_flight=True, blocking=False)
+            if producer is None:
+                self.purge_due = True
+            else:
+                producer.purge(in_queue=True, in_flight=True, blocking=False)
         elif err.fatal():
             self.fatal(err)
         else:
@@ -220,26 +226,29 @@ class ConfirmedProducer:
 
     def __init__(self, config: AuditConfig, topic: str, **overrides: Any) -> None:
         self.topic = topic
-        self.refusals = Refusals(config, topic)
+        self.refusals = refusals = Refusals(config, topic)
         self._reports: deque[tuple[KafkaError | None, Any]] = deque()
         self._early: list[str] = []  # sends refused by produce() itself
         self._sent = 0
+        reports = self._reports
+        # The callbacks hold neither this object nor the producer: no reference cycle, so a producer
+        # dropped without close() is freed at once instead of reconnecting until the collector runs.
+        self._on_delivery: Callable[[KafkaError | None, Any], None] = lambda err, msg: reports.append((err, msg))
         self._producer = Producer({
             **PRODUCER_DEFAULTS, "bootstrap.servers": config.bootstrap_servers, **overrides,
             **config.librdkafka_settings(),
-            "error_cb": self._on_error, "logger": logger,
+            "error_cb": refusals.on_error, "logger": logger,
         })
 
-    def _on_error(self, err: KafkaError) -> None:
-        self.refusals.on_error(err, self._producer)
-
-    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        # Only note it (see Refusals): after a fatal error every C call in here would raise.
-        self._reports.append((err, msg))
+    def _purge_if_due(self) -> None:
+        if self.refusals.purge_due:
+            self.refusals.purge_due = False
+            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
 
     def send(self, value: bytes, key: bytes, headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
         """Queue one message; a refusal by produce() itself is reported by the next confirm()."""
         self._sent += 1
+        self._purge_if_due()
         try:
             self._producer.produce(self.topic, value, key, headers=headers, on_delivery=self._on_delivery)
         except BufferError:
@@ -249,20 +258,22 @@ class ConfirmedProducer:
 
     def confirm(self, timeout: float) -> Confirmation:
         """Wait up to ``timeout`` seconds for every message sent since the last call."""
-        deadline = time.monotonic() + timeout
         result = Confirmation(failures=self._early)
         self._early = []
         if self.refusals.reason is not None:  # failed for good: waiting would only time out
             timeout = min(timeout, 1.0)
-            deadline = time.monotonic() + timeout
-        try:
-            remaining = int(self._producer.flush(timeout))
-        except (KafkaException, SystemError) as exc:
-            self.refusals.raised(exc)
+        deadline = time.monotonic() + timeout
+        remaining = 1
+        while remaining:
+            self._purge_if_due()  # credentials refused meanwhile: fail what waits now, with the reason
             try:
-                remaining = int(self._producer.flush(max(0.0, deadline - time.monotonic())))
-            except (KafkaException, SystemError):
-                remaining = len(self._producer)
+                # In slices, so that a refusal noted by error_cb ends the wait.
+                remaining = int(self._producer.flush(min(0.5, max(0.0, deadline - time.monotonic()))))
+            except (KafkaException, SystemError) as exc:
+                self.refusals.raised(exc)
+                deadline = min(deadline, time.monotonic() + 1.0)
+            if time.monotonic() >= deadline:
+                break
         while self._reports:
             err, msg = self._reports.popleft()
             if err is None:
@@ -282,10 +293,11 @@ class ConfirmedProducer:
         return result
 
     def close(self, timeout: float = 5.0) -> None:
-        """Wait briefly for what is queued, then release the handle."""
-        with contextlib.suppress(KafkaException, SystemError):  # failed for good: nothing left to deliver
-            self._producer.flush(timeout)
-        del self._producer
+        """Wait briefly for what is queued, then release the handle (once)."""
+        producer = self.__dict__.pop("_producer", None)
+        if producer is not None:
+            with contextlib.suppress(KafkaException, SystemError):  # failed for good: nothing left to deliver
+                producer.flush(timeout)
 
 
 class KafkaTransport(Transport):
