@@ -8,7 +8,7 @@ materializer (``materialize(once=True)``, a signing key, a fresh lake). Then 2 m
 instances in one group sharing one lake (the scale-out deployment), one partition each, against
 1 instance (same topic, a fresh lake and group each time). Reports events/s and the ratios (median of the repeats).
 
-    .venv/bin/python bench/bench_materialize_kafka.py [--events 500000] [--repeat 3] [--profile]
+    .venv/bin/python bench/bench_materialize_kafka.py [--events 500000] [--repeat 3] [--baseline REV] [--profile]
 """
 
 from __future__ import annotations
@@ -77,9 +77,11 @@ def result(proc: subprocess.Popen[str]) -> dict[str, float]:
 
 
 def materialize_rate(root: Path, broker: str, topic: str, instances: int, env: dict[str, str],
-                     profile: bool = False) -> float:
+                     profile: bool = False, code: Path | None = None) -> float:
     """Events/s of ``instances`` materializers in one group sharing one lake, wall clock of the slowest."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
+    if code is not None:  # an earlier revision's materializer (--baseline)
+        env = {**env, "PYTHONPATH": f"{code / 'producer'}:{code / 'consumers'}"}
     began = time.perf_counter()
     procs = [child(MATERIALIZE, str(root / group), broker, topic, group, f"{group}-{i}",
                    *(["--profile"] if profile else []), env=env) for i in range(instances)]
@@ -97,6 +99,7 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print a pyinstrument profile of one materializer")
+    parser.add_argument("--baseline", metavar="REV", help="also run this git revision's materializer, alternating")
     args = parser.parse_args()
     broker = bootstrap()
     topic = f"bench-matk-{uuid.uuid4().hex[:8]}"
@@ -113,15 +116,25 @@ def main() -> int:
         if args.profile:
             materialize_rate(root, broker, topic, 1, env, profile=True)
             return 0
+        code = None
+        if args.baseline:
+            code = root / "baseline"
+            code.mkdir()
+            archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "archive", args.baseline],
+                                     check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
         bare: list[float] = []
         ours: list[float] = []
+        base: list[float] = []
         for _ in range(args.repeat):
+            if code is not None:
+                base.append(materialize_rate(root, broker, topic, 1, env, code=code))
             measured = result(child(BARE, broker, topic, str(args.events), env=env))
             bare.append(measured["events"] / measured["seconds"])
             print(f"bench: bare consumer: {bare[-1]:,.0f}/s", file=sys.stderr)
             ours.append(materialize_rate(root, broker, topic, 1, env))
         two = [materialize_rate(root, broker, topic, 2, env) for _ in range(args.repeat)]
-        report = {
+        report: dict[str, object] = {
             "events": args.events, "partitions": args.partitions,
             "bare_consumer_events_per_s": round(median(bare)),
             "materializer_events_per_s": round(median(ours)),
@@ -129,6 +142,10 @@ def main() -> int:
             "two_instances_events_per_s": round(median(two)),
             "two_instances_vs_one": round(median(two) / median(ours), 2),
         }
+        if base:
+            report["baseline"] = args.baseline
+            report["baseline_events_per_s"] = round(median(base))
+            report["materializer_vs_baseline"] = round(median([o / b for o, b in zip(ours, base)]), 2)
     print(json.dumps(report, indent=2))
     return 0
 
