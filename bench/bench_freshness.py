@@ -3,7 +3,8 @@
 A producer logs ``--rate`` events/s for ``--seconds`` (one trail, flushed every 0.1 s as a
 model server's background flush would); a materializer service (its own process, ``--commit-
 interval`` seconds between commits) writes them into the lake; a reader polls
-``get_audit_logs(operation_id=...)`` for the newest seq it can see. Each event's latency is
+``get_audit_logs(operation_id=..., start_time=...)`` (from a second before the oldest event not
+seen yet) for the newest seq it can see. Each event's latency is
 the time from its log call until the first poll that shows it. Runs once per commit
 interval given, on fresh topics, and reports p50/p99/max per interval.
 
@@ -13,7 +14,9 @@ interval given, on fresh topics, and reports p50/p99/max per interval.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -32,7 +35,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(broker: str, rate: int, seconds: float, commit_interval: float) -> dict[str, float]:
+def run(broker: str, rate: int, seconds: float, commit_interval: float, code: Path | None = None) -> dict[str, float]:
+    """One measurement; ``code``: the source tree of another revision's materializer (--baseline)."""
+    env = {**os.environ, **({"PYTHONPATH": f"{code / 'producer'}:{code / 'consumers'}"} if code else {})}
     topic = f"bench-fresh-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = Path(tmp) / "audit"
@@ -40,14 +45,17 @@ def run(broker: str, rate: int, seconds: float, commit_interval: float) -> dict[
         materializer = subprocess.Popen(
             [sys.executable, "-m", "secureml.audit.cli", "materialize", "--log-dir", str(log_dir),
              "--bootstrap-servers", broker, "--topic", topic, "--group", f"fresh-{topic}",
-             "--commit-interval", str(commit_interval)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--commit-interval", str(commit_interval)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env)
         try:
             deadline = time.monotonic() + 120
             while get_audit_logs(log_dir=log_dir, output="arrow").num_rows < 2:  # the service is up
                 assert time.monotonic() < deadline and materializer.poll() is None, "the materializer did not start"
                 time.sleep(0.1)
+            logged_wall = time.time()
             trail = AuditTrail("freshness", log_dir=log_dir, bootstrap_servers=broker, topic=topic)
             logged: list[float] = [time.monotonic()]  # seq 0 (audit_started)
+            walls: list[float] = [logged_wall]  # wall clock of each log call, to ask only for what is new
             total = int(rate * seconds)
             done = threading.Event()
 
@@ -61,6 +69,7 @@ def run(broker: str, rate: int, seconds: float, commit_interval: float) -> dict[
                         time.sleep(pause)
                     trail.log_model_inference("m", f"req-{i}", "ok", 0.5)
                     logged.append(time.monotonic())
+                    walls.append(time.time())
                     if logged[-1] - last_flush >= 0.1:
                         trail.flush(0)  # serve delivery reports; the producer sends on its own (linger 5 ms)
                         last_flush = logged[-1]
@@ -73,7 +82,11 @@ def run(broker: str, rate: int, seconds: float, commit_interval: float) -> dict[
             seen = 0  # seqs below this are visible
             stop_at = time.monotonic() + seconds + 60
             while (seen <= total) and time.monotonic() < stop_at:
-                table = get_audit_logs(operation_id=trail.operation_id, log_dir=log_dir, output="arrow")
+                # Only the events not seen yet (from a second before the oldest of them), as a dashboard
+                # following the trail would ask: reading every row again would time the reading.
+                since = dt.datetime.fromtimestamp(walls[min(seen, len(walls) - 1)] - 1.0, dt.UTC)
+                table = get_audit_logs(operation_id=trail.operation_id, start_time=since, log_dir=log_dir,
+                                       output="arrow")
                 now = time.monotonic()
                 newest = max(table["seq"].to_pylist(), default=-1) + 1
                 for seq in range(seen, min(newest, len(logged))):
@@ -86,6 +99,7 @@ def run(broker: str, rate: int, seconds: float, commit_interval: float) -> dict[
             materializer.send_signal(signal.SIGTERM)
             materializer.wait(120)
     return {
+        "materializer": "baseline" if code else "this tree",
         "commit_interval_s": commit_interval, "events": len(latencies),
         "p50_ms": round(percentile(latencies, 0.5) * 1000, 1), "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
         "max_ms": round(max(latencies) * 1000, 1),
@@ -97,9 +111,21 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=10_000, help="events per second")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--commit-interval", type=float, nargs="+", default=[0.5, 0.2])
+    parser.add_argument("--baseline", metavar="REV", help="also run this git revision's materializer, alternating")
     args = parser.parse_args()
     broker = bootstrap()
-    results = [run(broker, args.rate, args.seconds, interval) for interval in args.commit_interval]
+    with tempfile.TemporaryDirectory() as tmp:
+        code = None
+        if args.baseline:
+            code = Path(tmp)
+            archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "archive", args.baseline],
+                                     check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        results = []
+        for interval in args.commit_interval:
+            results.append(run(broker, args.rate, args.seconds, interval))
+            if code is not None:
+                results.append(run(broker, args.rate, args.seconds, interval, code))
     print(json.dumps({"rate": args.rate, "seconds": args.seconds, "runs": results}, indent=2))
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
@@ -15,8 +16,8 @@ from support.alerting import make_alerter, published
 
 from conftest import Harness, run_cli
 from secureml.alerting import JsonlSink, StdoutSink, WebhookSink, load_rules
-from secureml.alerting.alert import load_alert_schema
-from secureml.alerting.sinks import parse_sink
+from secureml.alerting.alert import Alert, Trigger, alert_id, load_alert_schema
+from secureml.alerting.sinks import Outbox, parse_sink
 from secureml.audit import AuditTrail
 
 QUIET_HOURS = "rules: {access_outside_hours: {enabled: false}}"
@@ -228,3 +229,51 @@ def test_a_link_planted_as_the_alerts_record_is_refused(embedded: Harness, tmp_p
     with pytest.raises(AlertingError, match="symbolic link"):
         make_alerter(embedded, QUIET_HOURS).run(once=True)
     assert target.read_text() == "mine\n"
+
+
+def _alert(n: int) -> Alert:
+    """A minimal alert with its own id."""
+    trigger = Trigger(f"op-{n}", 1, f"event-{n}", "log/0", n)
+    return Alert(alert_id(f"rule-{n}", [str(n)]), "access_without_purpose", "high", "GDPR", "Art. 5(1)(b)",
+                 f"alert {n}", f"op-{n}", 1_700_000_000_000_000, 1_700_000_000_000_000, (trigger,))
+
+
+def test_a_ledger_that_cannot_be_written_holds_delivery_and_resumes_without_duplicates(tmp_path: Path) -> None:
+    """A sink's ledger failing (here a directory where its file belongs) keeps the thread alive and
+    retrying; the delivered alert is not delivered again, and once the ledger is writable the rest follow."""
+    jsonl = tmp_path / "alerts.jsonl"
+    outbox_dir = tmp_path / "outbox"
+    alerts = [_alert(n) for n in range(3)]
+    outbox = Outbox(JsonlSink(jsonl), outbox_dir, "jsonl-test")
+    ledger = outbox_dir / "jsonl-test.delivered"
+    ledger.mkdir()  # appending to it fails with IsADirectoryError, a real OSError
+    try:
+        outbox.put(alerts)
+        deadline = time.monotonic() + 10
+        while not outbox.failure and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "cannot record it" in outbox.failure and alerts[0].alert_id in outbox.failure
+        time.sleep(1.6)  # several retries of the ledger: the sink must not get the first alert again
+        assert [json.loads(line)["alert_id"] for line in jsonl.read_text().splitlines()] == [alerts[0].alert_id]
+        assert outbox.owed == 3
+        ledger.rmdir()
+        assert outbox.drain(15) == 0, outbox.failure
+        assert [json.loads(line)["alert_id"] for line in jsonl.read_text().splitlines()] == [a.alert_id for a in alerts]
+        assert outbox.failure == ""
+        assert [line for line in ledger.read_text().splitlines() if line] == [a.alert_id for a in alerts]
+    finally:
+        outbox.close()
+
+
+def test_an_outbox_closed_while_its_ledger_fails_keeps_the_alert_owed(tmp_path: Path) -> None:
+    """Closing while the ledger cannot be written leaves the alerts owed on disk for the next run."""
+    outbox_dir = tmp_path / "outbox"
+    outbox = Outbox(JsonlSink(tmp_path / "alerts.jsonl"), outbox_dir, "jsonl-test")
+    (outbox_dir / "jsonl-test.delivered").mkdir()
+    outbox.put([_alert(0), _alert(1)])
+    deadline = time.monotonic() + 10
+    while not outbox.failure and time.monotonic() < deadline:
+        time.sleep(0.05)
+    outbox.close()
+    assert not outbox._thread.is_alive()
+    assert len((outbox_dir / "jsonl-test.pending").read_text().splitlines()) == 2

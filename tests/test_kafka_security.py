@@ -11,6 +11,7 @@ prints the matrix, expected against seen.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,10 +32,15 @@ from support.kafka_secure import (
 from support.ports import free_port_pair
 
 from secureml.alerting import Alerter
+from secureml.alerting.alert import Alert, Trigger, alert_id
+from secureml.alerting.exceptions import AlertDeliveryError
+from secureml.alerting.topic import KafkaAlertRecord
 from secureml.audit import AuditDeliveryError, AuditError, AuditTrail, AuditTransportError, get_audit_logs
 from secureml.audit.config import resolve_config
 from secureml.audit.transports.kafka import KafkaTransport, ensure_topic
+from secureml.integrity.checkpoints import checkpoint_files
 from secureml.integrity.keys import default_key_path, generate_key
+from secureml.lake.table import Lake
 from secureml.materializer import materialize
 
 pytestmark = pytest.mark.kafka
@@ -64,6 +70,9 @@ EXPECTED = {
     ("producer, wrong password", "connect (AuditTrail)"): "refused",
     ("unknown user", "connect (AuditTrail)"): "refused",
     ("producer, wrong password", "write, topic not checked (KafkaTransport create_topic=False)"): "refused",
+    ("materializer", "write a checkpoint topic it has no WRITE on (materialize)"): "refused",
+    ("alerter", "publish alerts to a topic it has no WRITE on (KafkaAlertRecord)"): "refused",
+    ("reader", "publish alerts, no WRITE on any topic (KafkaAlertRecord)"): "refused",
 }
 
 
@@ -151,7 +160,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         group = f"materializer-{uuid.uuid4().hex[:8]}"
         alerter_group = f"alerter-{uuid.uuid4().hex[:8]}"
         reader_prefix = "reader-"
+        unpublished = f"{topic}-nocp"  # an audit topic whose checkpoints topic the materializer may not write
         grants = [
+            Grant("producer", "WRITE", "topic", unpublished),
+            Grant("materializer", "READ", "topic", unpublished),
+            Grant("materializer", "WRITE", "topic", f"{unpublished}-dlq"),
+            Grant("materializer", "DESCRIBE", "topic", f"{unpublished}-checkpoints"),
             Grant("producer", "WRITE", "topic", topic),
             Grant("materializer", "READ", "topic", topic),
             Grant("materializer", "READ", "group", group),
@@ -167,7 +181,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             Grant("reader", "READ", "group", reader_prefix, prefixed=True),
         ]
         passwords = provision(broker, ["producer", "materializer", "alerter", "reader"],
-                              {topic: 3, f"{topic}-dlq": 1, f"{topic}-checkpoints": 1, f"{topic}-alerts": 3}, grants)
+                              {topic: 3, f"{topic}-dlq": 1, f"{topic}-checkpoints": 1, f"{topic}-alerts": 3,
+                               unpublished: 1, f"{unpublished}-dlq": 1, f"{unpublished}-checkpoints": 1}, grants)
         made = Cluster(broker, topic, group, alerter_group, reader_prefix, passwords)
         for user in passwords:
             wait_until_authenticates(broker, made.settings(user), topic)
@@ -459,6 +474,74 @@ def test_wrong_password_fails_the_events_when_the_topic_is_not_checked(cluster: 
     assert isinstance(caught.value, AuditError)
     record("producer, wrong password", "write, topic not checked (KafkaTransport create_topic=False)", "refused",
            message)
+
+
+def test_a_checkpoint_topic_without_write_is_named_and_the_lake_keeps_the_checkpoint(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    """The materializer lacking WRITE on a checkpoints topic stores every event and the signed checkpoint,
+    and says which principal needs which ACL (CheckpointPublishError, logged), in bounded time."""
+    topic = f"{cluster.topic}-nocp"
+    trail = _log_events(cluster, tmp_path, "producer", topic, 3)
+    assert trail.close(timeout=WAIT_S).ok
+    if not default_key_path().exists():
+        generate_key(default_key_path())
+    monkeypatch.setenv("SECUREML_AUDIT_CHECKPOINT_INTERVAL", "0")
+    cluster.env(monkeypatch, "materializer")
+    log_dir = tmp_path / "lake-nocp"
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="secureml.integrity.checkpointer"):
+        stats = materialize(log_dir, bootstrap_servers=cluster.bootstrap, topic=topic, group=cluster.group, once=True)
+    took = time.monotonic() - began
+    refusals = [r.getMessage() for r in caplog.records if "was not published" in r.getMessage()]
+    assert refusals, [r.getMessage() for r in caplog.records]
+    message = refusals[0]
+    record("materializer", "write a checkpoint topic it has no WRITE on (materialize)", "refused",
+           f"after {took:.0f}s, {stats.events} events stored: {message}")
+    assert "User:materializer" in message and f"WRITE on topic '{topic}-checkpoints'" in message
+    assert stats.events == 5 and stats.signed and took < 60
+    assert checkpoint_files(Lake(log_dir).root), "the lake keeps the signed checkpoint it could not publish"
+    assert cluster.admin_read(f"{topic}-checkpoints") == []
+
+
+def _alert() -> Alert:
+    """One alert, as the alerter would publish it."""
+    trigger = Trigger("op-acl", 1, "event-acl", "log/0", 0)
+    return Alert(alert_id("acl", [uuid.uuid4().hex]), "access_without_purpose", "high", "GDPR", "Art. 5(1)(b)",
+                 "access without a purpose", "op-acl", 1_700_000_000_000_000, 1_700_000_000_000_000, (trigger,))
+
+
+@pytest.mark.parametrize(("user", "where", "operation", "needed"), [
+    ("alerter", "dlq", "publish alerts to a topic it has no WRITE on (KafkaAlertRecord)", "WRITE on topic"),
+    ("reader", "topic", "publish alerts, no WRITE on any topic (KafkaAlertRecord)", "idempotent producer id"),
+])
+def test_the_alerts_record_refused_names_the_principal_and_the_acl(
+    cluster: Cluster, user: str, where: str, operation: str, needed: str
+):
+    """A topic ACL missing (TOPIC_AUTHORIZATION_FAILED) or no WRITE anywhere (a fatal CLUSTER_AUTHORIZATION_FAILED
+    for the idempotent producer) fails the alerts record's flush with AlertDeliveryError naming both, bounded."""
+    topic = cluster.dlq if where == "dlq" else cluster.topic  # the principal may DESCRIBE it, not WRITE it
+    config = resolve_config(bootstrap_servers=cluster.bootstrap, topic=cluster.topic,
+                            producer_config=cluster.settings(user))
+    record_ = KafkaAlertRecord(config, topic)
+    began = time.monotonic()
+    try:
+        record_.add(_alert())
+        with pytest.raises(AlertDeliveryError) as caught:
+            record_.flush()
+        took = time.monotonic() - began
+        record_.add(_alert())  # once refused for good, the next flush fails as clearly, not after a timeout
+        with pytest.raises(AlertDeliveryError) as again:
+            record_.flush()
+    finally:
+        record_.close()
+    message = str(caught.value)
+    record(user, operation, "refused", f"after {took:.0f}s: {message}")
+    assert isinstance(caught.value, AuditError)
+    assert f"User:{user}" in message and needed in message and f"WRITE on topic '{topic}'" in message
+    assert f"User:{user}" in str(again.value)
+    assert took < 60
+    assert not [v for v in cluster.admin_read(topic) if b"op-acl" in v]
 
 
 def test_acl_matrix(capsys: pytest.CaptureFixture[str]):

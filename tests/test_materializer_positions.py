@@ -8,12 +8,15 @@ tests/test_kafka_pipeline.py::test_a_rebalance_while_a_batch_is_pending_stores_n
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from secureml.audit import AuditTrail
+from secureml.audit.exceptions import LakeError
 from secureml.audit.testing import capture_events
 from secureml.lake.rows import events_table
 from secureml.lake.table import Lake
@@ -104,3 +107,45 @@ def test_a_source_that_jumps_ahead_keeps_what_another_instance_stored_once(tmp_p
     other.commit({SOURCE: events_table([SOURCE] * 20, list(range(20)), [1] * 20, values[:20])}, {SOURCE: (0, 20)})
     materializer.run(once=True)
     assert _stored(lake) == list(range(30))
+
+
+class PipelinedSource(ScriptedSource):
+    """A scripted source that lets batches commit on another thread, and notes who acknowledges them."""
+
+    concurrent_commits = True
+
+    def __init__(self, values: list[bytes], spans: list[tuple[int, int]]) -> None:
+        super().__init__(values, spans)
+        self.acknowledged: list[tuple[dict[str, int], str]] = []
+
+    def committed(self, positions: dict[str, int]) -> None:
+        self.acknowledged.append((dict(positions), threading.current_thread().name))
+
+
+def test_pipelined_commits_store_once_and_are_acknowledged_from_the_reading_thread(tmp_path: Path) -> None:
+    """Commits on the committer thread (one batch per poll) store each message once, in order; the
+    source hears of them on the thread that polls it (a Kafka consumer's commit() from another thread
+    waits for its consume(): a deadlock), including a batch read again after a rebalance."""
+    values = _events(60)
+    lake = Lake(tmp_path)
+    source = PipelinedSource(values, [(0, 20), (20, 40), (10, 50), (50, 60)])
+    Materializer(lake, source, commit_interval=0, background_compaction=False).run(once=True)
+    assert _stored(lake) == list(range(60))
+    assert lake.snapshot().position(SOURCE) == 60
+    assert source.acknowledged and {thread for _positions, thread in source.acknowledged} == {"MainThread"}
+    assert source.acknowledged[-1][0] == {SOURCE: 60}
+
+
+def test_a_failed_pipelined_commit_stops_the_run_with_its_error(tmp_path: Path) -> None:
+    """A commit that fails on the committer thread is raised by run(); the source hears of nothing past it."""
+    values = _events(20)
+    lake = Lake(tmp_path)
+    source = PipelinedSource(values, [(0, 10), (10, 20)])
+
+    def refuse(*_args: object) -> int:
+        raise LakeError("disk full (test)")
+
+    lake.commit = refuse  # type: ignore[method-assign]
+    with pytest.raises(LakeError, match="disk full"):
+        Materializer(lake, source, commit_interval=0, background_compaction=False).run(once=True)
+    assert source.acknowledged == []

@@ -225,15 +225,15 @@ def test_cli_on_demand_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         (("--output-dir", "o"), 2, "needs --every"),
         (("--output", "r.pdf", "--every", "1h"), 2, "use --output-dir"),
         (("--output-dir", "o", "--every", "1h", "--start", "2024-01-01"), 2, "--start/--end"),
-        (("--output", "r.docx"), 1, "Unknown report format"),
-        (("--output-dir", "o", "--every", "fortnightly"), 1, "neither an interval"),
-        (("--output", "r.pdf", "--logo", "missing.png"), 1, "logo_path=None"),
+        (("--output", "r.docx"), 2, "Unknown report format"),
+        (("--output-dir", "o", "--every", "fortnightly"), 2, "neither an interval"),
+        (("--output", "r.pdf", "--logo", "missing.png"), 2, "logo_path=None"),
     ],
 )
 def test_cli_errors_are_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], status: int,
                                   message: str) -> None:
-    """Wrong combinations exit 2 and failures exit 1, each with one line on stderr saying what to do."""
+    """Wrong combinations and bad values exit 2, each with one line on stderr saying what to do."""
     monkeypatch.chdir(tmp_path)
     assert cli("--log-dir", str(tmp_path / "audit_logs"), *argv) == status
     assert message in capsys.readouterr().err

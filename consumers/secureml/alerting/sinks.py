@@ -252,12 +252,39 @@ class Outbox:
                         self._cond.wait(pause)
                 pause = min(pause * 2, self.RETRY_MAX)
                 continue
-            append_durably(self._delivered_path, alert.alert_id.encode() + b"\n")
+            if not self._record_delivered(alert):
+                return  # closed before the ledger took it: the alert stays owed on disk
             pause, self.failure = 0.5, ""
             with self._cond:
                 self._delivered.add(alert.alert_id)
                 self._owed.popleft()
                 self._cond.notify_all()
+
+
+    def _record_delivered(self, alert: Alert) -> bool:
+        """Append a delivered alert's id to the ledger, retrying (bounded pause) until it is written
+        or the outbox closes; the alert is never handed to the sink again meanwhile. False when closed
+        first: the alert stays owed, and only a rerun delivers it again (the webhook's Idempotency-Key
+        lets a receiver drop that copy)."""
+        pause, line = 0.5, alert.alert_id.encode() + b"\n"
+        while True:
+            try:
+                append_durably(self._delivered_path, line)
+                return True
+            except OSError as exc:
+                self.failure = (f"alert {alert.alert_id} was delivered but the ledger {self._delivered_path} cannot "
+                                f"record it: {exc.strerror or exc}")
+                log.warning("alert sink %s: %s; retrying in %.1f s (free disk space or fix the path; delivery "
+                            "is held until then)", self.name, self.failure, pause)
+                # A failed append may have left part of the line: start the next try on a line of its own.
+                line = b"\n" + alert.alert_id.encode() + b"\n"
+            with self._cond:
+                if self._stop:
+                    return False
+                self._cond.wait(pause)
+                if self._stop:
+                    return False
+            pause = min(pause * 2, self.RETRY_MAX)
 
 
 def outbox_name(sink: Sink) -> str:

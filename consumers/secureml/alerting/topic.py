@@ -13,16 +13,15 @@ import time
 import uuid
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from secureml.alerting.alert import ALERT_SCHEMA_VERSION, Alert
 from secureml.alerting.exceptions import AlertDeliveryError, AlertingError, AlertStateError
 from secureml.alerting.sinks import JsonlSink, Sink
 from secureml.audit._fs import make_private_dir
 from secureml.audit.config import AuditConfig
-from secureml.audit.transports.kafka import PRODUCER_DEFAULTS, ensure_topic
+from secureml.audit.transports.kafka import ConfirmedProducer, ensure_topic
 
 ALERT_SCHEMA_HEADER = "secureml-alert-schema"
 _HEADERS: list[tuple[str, str | bytes | None]] = [(ALERT_SCHEMA_HEADER, str(ALERT_SCHEMA_VERSION).encode())]
@@ -54,28 +53,22 @@ class KafkaAlertRecord(AlertRecord):
         self.topic = topic
         ensure_topic(config, topic)
         self._common = {"bootstrap.servers": config.bootstrap_servers, **config.librdkafka_settings()}
-        self._producer = Producer({**PRODUCER_DEFAULTS, "linger.ms": 1, **self._common})
+        self._producer = ConfirmedProducer(config, topic, **{"linger.ms": 1})
         self._ends: dict[str, int] = {}
-        self._failures: list[str] = []
-
-    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self._failures.append(f"{err.name()}: {err.str()}")
-            return
-        source = f"{self.topic}/{msg.partition()}"
-        self._ends[source] = max(self._ends.get(source, 0), msg.offset() + 1)
 
     def add(self, alert: Alert) -> None:
-        self._producer.produce(self.topic, alert.to_avro(), alert.operation_id.encode(), headers=_HEADERS,
-                               on_delivery=self._delivered)
+        self._producer.send(alert.to_avro(), alert.operation_id.encode(), headers=_HEADERS)
 
     def flush(self) -> None:
-        remaining = self._producer.flush(_FLUSH_TIMEOUT)
-        if remaining or self._failures:
-            failures, self._failures = self._failures, []
+        confirmation = self._producer.confirm(_FLUSH_TIMEOUT)
+        for msg in confirmation.delivered:
+            source = f"{self.topic}/{msg.partition()}"
+            self._ends[source] = max(self._ends.get(source, 0), msg.offset() + 1)
+        if not confirmation.ok:
+            failures = list(dict.fromkeys(confirmation.failures))  # a refusal is the same for every alert
             raise AlertDeliveryError(
-                f"{remaining + len(failures)} alert(s) were not confirmed by Kafka topic {self.topic!r} "
-                f"({'; '.join(failures[:3]) or 'timed out'}); check the broker, then restart the alerter "
+                f"{confirmation.pending + len(confirmation.failures)} alert(s) were not confirmed by Kafka topic "
+                f"{self.topic!r} ({'; '.join(failures[:3]) or 'timed out'}); fix that, then restart the alerter "
                 "(the state was not advanced, nothing is lost)"
             )
 
@@ -131,7 +124,7 @@ class KafkaAlertRecord(AlertRecord):
         return ids
 
     def close(self) -> None:
-        self._producer.flush(_FLUSH_TIMEOUT)
+        self._producer.close(_FLUSH_TIMEOUT)
 
 
 class FileAlertRecord(AlertRecord):

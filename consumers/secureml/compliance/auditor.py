@@ -8,6 +8,10 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from secureml.audit.config import resolve_config
+from secureml.audit.events import MAX_LIST_ITEMS, MAX_LONG, text
+from secureml.audit.exceptions import AuditConfigError, AuditValidationError, naming_the_call
+
 from .checks import run_checks
 from .dataset_checks import DATASET_CHECKS, DatasetContext
 from .declarations import DatasetMetadata, ModelDeclaration, PipelineStep, parse
@@ -28,20 +32,21 @@ DEFAULT_SAMPLE_ROWS = 100_000
 
 
 def _require_name(argument: str, value: object) -> str:
-    """Return ``value`` when it is a non-empty string, else raise naming ``argument``."""
-    if isinstance(value, str) and value.strip():
-        return value
-    raise InvalidArgumentError(
-        f"{argument} must be a non-empty string; got {value!r}. Pass the name the audited "
-        f"object is known by, e.g. {argument}='patient_records'."
-    )
+    """Return ``value`` when it is a non-empty string of valid Unicode, else raise naming ``argument``."""
+    try:
+        return text(value, argument, "")
+    except AuditValidationError as error:
+        raise InvalidArgumentError(
+            f"{argument} {error.rule}; got {value!r:.80}. Pass the name the audited "
+            f"object is known by, e.g. {argument}='patient_records'."
+        ) from None
 
 
 def _require_int(argument: str, value: object, minimum: int) -> int:
-    """Return ``value`` when it is an integer of at least ``minimum``, else raise naming it."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+    """Return ``value`` when it is an integer from ``minimum`` to 2**63-1, else raise naming it."""
+    if isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= MAX_LONG:
         return value
-    raise InvalidArgumentError(f"{argument} must be an integer of at least {minimum}; got {value!r}.")
+    raise InvalidArgumentError(f"{argument} must be an integer from {minimum} to 2**63-1; got {value!r:.80}.")
 
 
 class ComplianceAuditor:
@@ -57,6 +62,7 @@ class ComplianceAuditor:
     rules recognise, so an audit raises no access alert about itself.
     """
 
+    @naming_the_call("ComplianceAuditor")
     def __init__(
         self,
         regulation: str = "GDPR",
@@ -73,7 +79,13 @@ class ComplianceAuditor:
         self.k_threshold = _require_int("k_threshold", k_threshold, 2)
         self.sample_rows = _require_int("sample_rows", sample_rows, 1)
         self._trail = TrailSettings(log_dir, bootstrap_servers, topic, auditor_identity(user), producer_config)
+        try:  # where the trails would go is checked now, not at the first audit
+            resolve_config(log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic,
+                           producer_config=producer_config)
+        except AuditConfigError as error:
+            raise InvalidArgumentError(str(error)) from None
 
+    @naming_the_call("ComplianceAuditor.audit_dataset")
     def audit_dataset(
         self, dataset: Dataset, dataset_name: str, metadata: Mapping[str, Any] | None = None
     ) -> ComplianceReport:
@@ -102,6 +114,7 @@ class ComplianceAuditor:
             )
             return self._recorded(report, trail)
 
+    @naming_the_call("ComplianceAuditor.audit_model")
     def audit_model(self, model_config: Mapping[str, Any], model_name: str) -> ComplianceReport:
         """Audit a model's declared configuration: privacy parameters, explainability, erasure..."""
         name = _require_name("model_name", model_name)
@@ -113,14 +126,15 @@ class ComplianceAuditor:
             )
             return self._recorded(report, trail)
 
+    @naming_the_call("ComplianceAuditor.audit_pipeline")
     def audit_pipeline(
         self, pipeline_steps: Sequence[Mapping[str, Any]], pipeline_name: str
     ) -> ComplianceReport:
         """Audit a pipeline's steps, given in the order they run."""
         name = _require_name("pipeline_name", pipeline_name)
-        if not isinstance(pipeline_steps, (list, tuple)) or not pipeline_steps:
+        if not isinstance(pipeline_steps, (list, tuple)) or not 0 < len(pipeline_steps) <= MAX_LIST_ITEMS:
             raise InvalidArgumentError(
-                "pipeline_steps must be a non-empty list of step dicts; got "
+                f"pipeline_steps must be a list of 1 to {MAX_LIST_ITEMS} step dicts; got "
                 f"{pipeline_steps!r:.80}. Pass e.g. [{{'name': 'load', 'type': 'source'}}, "
                 "{'name': 'fit', 'type': 'training'}]."
             )

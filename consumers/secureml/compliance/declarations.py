@@ -11,21 +11,50 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Literal, TypeAlias, TypeVar
+from typing import Annotated, Literal, TypeAlias, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     ValidationError,
     field_validator,
 )
 
+from secureml.audit.events import MAX_LIST_ITEMS, MAX_LONG
+
 from .exceptions import InvalidArgumentError
 
 Declaration = TypeVar("Declaration", bound=BaseModel)
+
+
+def _valid_text(value: str) -> str:
+    """The rules of the audit trail's text fields: not blank, valid Unicode (no lone surrogate)."""
+    if not value.strip():
+        raise ValueError("must not be blank")
+    try:
+        value.encode()
+    except UnicodeEncodeError as error:
+        raise ValueError(f"must be valid Unicode text: {value[error.start:error.end]!a} at index {error.start} "
+                         "is a lone surrogate") from None
+    return value
+
+
+#: A declared name or phrase: a real string (bytes are not taken for text), not blank, valid Unicode.
+Text: TypeAlias = Annotated[StrictStr, AfterValidator(_valid_text)]
+Names: TypeAlias = Annotated[list[Text], Field(max_length=MAX_LIST_ITEMS)]
+#: A period as text ("5 years") or a number of days.
+Period: TypeAlias = Text | Annotated[StrictInt, Field(ge=0, le=MAX_LONG)]
+#: Access controls as a description, a list of them, or a yes/no.
+AccessControls: TypeAlias = Text | Names | StrictBool
+#: A finite number (booleans are not numbers).
+Number: TypeAlias = Annotated[StrictFloat, Field(allow_inf_nan=False)] | Annotated[StrictInt, Field(le=MAX_LONG)]
 
 SpecialCategoryCondition: TypeAlias = Literal[
     "explicit_consent",  # Art. 9(2)(a)
@@ -68,23 +97,23 @@ class _Declaration(BaseModel):
 class DatasetMetadata(_Declaration):
     """What the caller declares about a dataset's processing."""
 
-    purpose: str | None = Field(default=None, min_length=1)
-    required_columns: list[str] | None = None
-    legal_basis: str | None = Field(default=None, min_length=1)
+    purpose: Text | None = None
+    required_columns: Names | None = None
+    legal_basis: Text | None = None
     consent_obtained: StrictBool | None = None
-    retention_period: str | int | None = None
-    data_storage_location: str | None = Field(default=None, min_length=1)
-    encryption: str | StrictBool | None = None
-    access_controls: str | list[str] | StrictBool | None = None
+    retention_period: Period | None = None
+    data_storage_location: Text | None = None
+    encryption: Text | StrictBool | None = None
+    access_controls: AccessControls | None = None
     special_category_condition: SpecialCategoryCondition | None = None
-    quasi_identifiers: list[str] | None = None
+    quasi_identifiers: Names | None = None
 
 
 class PrivacyParameters(_Declaration):
     """Differential-privacy parameters a model was trained with."""
 
-    epsilon: float | None = Field(default=None, gt=0)
-    delta: float | None = Field(default=None, ge=0, lt=1)
+    epsilon: Annotated[Number, Field(gt=0)] | None = None
+    delta: Annotated[Number, Field(ge=0, lt=1)] | None = None
 
 
 class ModelDeclaration(_Declaration):
@@ -93,10 +122,10 @@ class ModelDeclaration(_Declaration):
     trained_on_personal_data: StrictBool | None = None
     privacy_parameters: PrivacyParameters | None = None
     automated_decision: StrictBool | None = None
-    explainability: str | None = Field(default=None, min_length=1)
+    explainability: Text | None = None
     human_review: StrictBool | None = None
-    retention_period: str | int | None = None
-    access_controls: str | list[str] | StrictBool | None = None
+    retention_period: Period | None = None
+    access_controls: AccessControls | None = None
     training_data_anonymised: StrictBool | None = Field(
         default=None,
         validation_alias=AliasChoices("training_data_anonymised", "training_data_anonymized"),
@@ -107,12 +136,12 @@ class ModelDeclaration(_Declaration):
 class PipelineStep(_Declaration):
     """One step of a pipeline, in the order the pipeline runs it."""
 
-    name: str = Field(min_length=1)
+    name: Text
     type: StepType
-    legal_basis: str | None = Field(default=None, min_length=1)
+    legal_basis: Text | None = None
     contains_personal_data: StrictBool | None = None
     encrypted: StrictBool | None = None
-    destination: str | None = Field(default=None, min_length=1)
+    destination: Text | None = None
 
     @field_validator("type", mode="before")
     @classmethod
@@ -134,8 +163,30 @@ def parse(declaration: type[Declaration], value: object, argument: str) -> Decla
         return declaration.model_validate(dict(value))
     except ValidationError as error:
         first = error.errors()[0]
-        where = argument + "".join(f"[{part!r}]" for part in first["loc"])
+        path = _input_path(value, first["loc"], first["type"] == "missing")
+        where = argument + "".join(f"[{part!r}]" for part in path)
         got = "" if first["type"] == "missing" else f" (got {type(first['input']).__name__})"
         raise InvalidArgumentError(
             f"{where}: {first['msg']}{got}. Fix {where} and run the audit again."
         ) from None
+
+
+def _input_path(value: object, loc: tuple[int | str, ...], missing: bool) -> list[int | str]:
+    """The part of a pydantic error location that is a path into the caller's input, without the
+    names pydantic gives the members of a union ('function-after[...]', 'bool'); a missing key last."""
+    path: list[int | str] = []
+    for part in loc:
+        if not _has(value, part):
+            if missing and isinstance(value, Mapping):
+                path.append(part)
+            break
+        value = value[part]  # type: ignore[index]  # _has checked it
+        path.append(part)
+    return path
+
+
+def _has(value: object, part: int | str) -> bool:
+    """Whether ``value[part]`` is a key of a mapping or an index of a list the caller gave."""
+    if isinstance(value, Mapping):
+        return part in value
+    return isinstance(value, (list, tuple)) and isinstance(part, int) and 0 <= part < len(value)

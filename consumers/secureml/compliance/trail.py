@@ -15,6 +15,8 @@ from typing import Any
 
 from secureml.audit import AuditTrail
 from secureml.audit.config import ENV_PREFIX
+from secureml.audit.events import text
+from secureml.audit.exceptions import AuditValidationError
 
 from .exceptions import InvalidArgumentError
 from .report import JSON, CheckResult, ComplianceReport
@@ -26,10 +28,11 @@ UNKNOWN_AUDITOR = "secureml-compliance-auditor"
 def auditor_identity(user: str | None) -> str:
     """Who an audit's reads are logged as: ``user`` when given, else the OS user running the audit."""
     if user is not None:
-        if not isinstance(user, str) or not user.strip():
+        try:
+            return text(user, "user", "")
+        except AuditValidationError as error:
             raise InvalidArgumentError(f"user must be a non-empty string naming the auditor, or None for the OS "
-                                       f"user; got {user!r}")
-        return user
+                                       f"user: it {error.rule}; got {user!r:.80}") from None
     try:
         return getpass.getuser() or UNKNOWN_AUDITOR
     except (KeyError, OSError):  # no login name and no passwd entry (some containers)

@@ -23,7 +23,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -50,7 +49,13 @@ from secureml.integrity.checkpoints import (
     write_note,
 )
 from secureml.integrity.cosigning import WitnessClient, parse_witnesses, witnesses_from_env
-from secureml.integrity.exceptions import CheckpointError, IntegrityError, SigningKeyError, WitnessConfigError
+from secureml.integrity.exceptions import (
+    CheckpointError,
+    CheckpointPublishError,
+    IntegrityError,
+    SigningKeyError,
+    WitnessConfigError,
+)
 from secureml.integrity.keys import (
     default_key_path,
     generate_key,
@@ -76,6 +81,8 @@ INTERVAL_ENV = ENV_PREFIX + "CHECKPOINT_INTERVAL"
 DEFAULT_INTERVAL = 60.0
 LOCK_FILE = ".lock"
 CLOSED = "audit_closed"
+# How long publishing one checkpoint to its topic may wait for the broker.
+_PUBLISH_TIMEOUT = 30.0
 
 
 def checkpoint_topic(topic: str) -> str:
@@ -87,39 +94,38 @@ class KafkaPublisher:
     """Publishes each checkpoint's signed JSON to ``<topic>-checkpoints`` (one partition, keyed by topic)."""
 
     def __init__(self, config: AuditConfig) -> None:
-        from confluent_kafka import Producer
-
-        from secureml.audit.transports.kafka import PRODUCER_DEFAULTS, ensure_topic
+        from secureml.audit.transports.kafka import ConfirmedProducer, ensure_topic
 
         self.config = config
         self.topic = checkpoint_topic(config.topic)
         self._key = config.topic.encode()
         ensure_topic(config, self.topic, partitions=1)
-        self._producer = Producer(
-            {**PRODUCER_DEFAULTS, "bootstrap.servers": config.bootstrap_servers, **config.librdkafka_settings()}
-        )
+        self._producer = ConfirmedProducer(config, self.topic)
 
     def publish(
         self, checkpoint: Checkpoint, note: SignedNote | None = None, consistency: tuple[int, list[bytes]] | None = None
     ) -> None:
-        """Send one checkpoint and wait for it; a failure is reported, the lake keeps its copy.
+        """Send one checkpoint and wait for it (bounded); CheckpointPublishError says why it was not
+        published (a refusal names the principal and the ACL to grant); the lake keeps its copy.
 
         With its C2SP note and the consistency proof from the previous checkpoint's log tree
         (old size, nodes): what a witness reading the topic needs (``topicwitness``).
         """
-        errors: list[str] = []
-
-        def on_delivery(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(err.str())
-
         record = checkpoint.to_dict() | ({} if note is None else {"note": note.encode()}) | ({} if consistency is None
             else {"consistency": {"old_size": consistency[0],
                                   "proof": [base64.b64encode(n).decode() for n in consistency[1]]}})
-        self._producer.produce(self.topic, canonical_json(record), self._key, on_delivery=on_delivery)
-        if self._producer.flush(30) or errors:
-            log.warning("checkpoint #%d is stored in the lake but was not published to %s (%s); check the broker",
-                        checkpoint.sequence, self.topic, errors[0] if errors else "timed out")
+        self._producer.send(canonical_json(record), self._key)
+        confirmation = self._producer.confirm(_PUBLISH_TIMEOUT)
+        if not confirmation.ok:
+            why = confirmation.failures[0] if confirmation.failures else f"not confirmed within {_PUBLISH_TIMEOUT:.0f}s"
+            raise CheckpointPublishError(
+                f"checkpoint #{checkpoint.sequence} is stored in the lake but was not published to Kafka topic "
+                f"{self.topic!r}: {why}. The next checkpoint covers its events; fix this and witnesses reading "
+                "the topic catch up")
+
+    def close(self) -> None:
+        """Release the producer (its callbacks hold it in a cycle the collector frees only later)."""
+        self._producer.close(5.0)
 
 
 @dataclass(frozen=True)
@@ -156,13 +162,17 @@ class LakeCheckpointer:
             self._checkpoint_reporting(lake)
 
     def finish(self, lake: Lake) -> None:
-        """Checkpoint everything the lake holds at the end of a run."""
+        """Checkpoint everything the lake holds at the end of a run, then let go of the publisher's connections."""
         self._checkpoint_reporting(lake)
+        if self.publisher is not None:
+            self.publisher.close()
 
     def _checkpoint_reporting(self, lake: Lake) -> None:
         # Ingestion must go on when a checkpoint fails: say why; the next one covers the rows.
         try:
             self.checkpoint(lake)
+        except CheckpointPublishError as exc:
+            log.warning("%s", exc)  # written and signed; only the topic's copy is missing
         except (IntegrityError, OSError, duckdb.Error) as exc:
             log.warning("checkpoint not written: %s", exc)
             return

@@ -17,6 +17,10 @@ class CheckpointError(IntegrityError, RuntimeError):
     """A checkpoint could not be written (or the lake holds less than the last one covered)."""
 
 
+class CheckpointPublishError(CheckpointError):
+    """A checkpoint stored in the lake was not published to its Kafka topic (refused or unconfirmed)."""
+
+
 class ProofError(IntegrityError, ValueError):
     """An inclusion proof could not be made, or does not hold."""
 

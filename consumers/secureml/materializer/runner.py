@@ -63,6 +63,57 @@ class Pending:
         return events_table([source] * len(self.values), self.positions, self.versions, self.values)
 
 
+class Committer:
+    """Commits batches on a thread of its own, one at a time and in order, while the next is read.
+
+    ``submit`` waits for the commit before it (so a rebalance that reads a batch again finds it
+    committed and trimmed by the lake's positions, never stored twice) and raises its error.
+    """
+
+    def __init__(self, commit: Callable[[dict[str, Pending]], dict[str, int]]) -> None:
+        self._commit = commit
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        # Positions committed to the lake, for the reading thread to acknowledge to its source: a Kafka
+        # consumer's commit() from this thread would wait for the consume() under way (deadlock).
+        self._done: list[dict[str, int]] = []
+
+    @property
+    def busy(self) -> bool:
+        """A commit is under way."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, pending: dict[str, Pending]) -> None:
+        """Commit ``pending`` in the background, once the commit before it is done."""
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(pending,), name="lake-commit", daemon=True)
+        self._thread.start()
+
+    def _run(self, pending: dict[str, Pending]) -> None:
+        try:
+            self._done.append(self._commit(pending))
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread by wait()
+            self._error = exc
+
+    def committed(self) -> list[dict[str, int]]:
+        """The positions of the commits done since the last call, oldest first."""
+        done, self._done = self._done, []
+        return done
+
+    def wait(self) -> None:
+        """Wait for the commit under way; raise its error, if it failed."""
+        self.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def join(self) -> None:
+        """Wait for the commit under way, without raising."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
 class Checkpointer(Protocol):
     """Hook for the integrity layer: sign what the lake holds, now and then and at the end."""
 
@@ -107,6 +158,7 @@ class Materializer:
         self.report_interval = report_interval
         self.stats = MaterializeStats()
         self._catalog_built = 0.0
+        self._maintained = False  # a maintenance thread runs beside the commits
 
     def run(self, *, once: bool = False, stop: threading.Event | None = None) -> MaterializeStats:
         """Materialise until caught up (once) or until ``stop`` is set."""
@@ -114,32 +166,48 @@ class Materializer:
         began = time.monotonic()
         self.source.start(lambda sources: self.lake.snapshot().positions(sources))
         compactor = None
-        if self.background_compaction and not once:
+        self._maintained = self.background_compaction and not once
+        if self._maintained:
             compactor = threading.Thread(target=self._compact_loop, args=(stop,), daemon=True, name="compactor")
             compactor.start()
         pending: dict[str, Pending] = {}
         count = 0
         last_commit = last_report = time.monotonic()
+        # With a source that allows it, a batch is decoded and committed on a thread of its own while
+        # the next one is read: commits stay in order, one at a time (Committer).
+        committer = Committer(self._commit) if self.source.concurrent_commits else None
         try:
             while not stop.is_set():
                 room = max(1, self.batch_events - count)
                 for batch in self.source.poll(min(room, 50_000), 0.05 if once else 0.1):
                     count += self._accept(batch, pending)
+                if committer is not None:
+                    self._acknowledge(committer)
                 now = time.monotonic()
                 caught_up = self.source.caught_up()
-                if pending and (count >= self.batch_events or now - last_commit >= self.commit_interval
-                                or (once and caught_up)):
-                    self._commit(pending)
+                due = count >= self.batch_events or now - last_commit >= self.commit_interval or (once and caught_up)
+                if pending and due and not (committer and committer.busy and count < self.batch_events):
+                    if committer is None:
+                        self.source.committed(self._commit(pending))
+                    else:
+                        committer.submit(pending)
                     pending, count, last_commit = {}, 0, time.monotonic()
                 if self.progress and now - last_report >= self.report_interval:
                     self._report(began)
                     last_report = now
                 if once and caught_up and not pending:
                     break
-            if pending:
-                self._commit(pending)
+            if pending and committer is None:
+                self.source.committed(self._commit(pending))
+            elif committer is not None:
+                if pending:
+                    committer.submit(pending)
+                committer.wait()
+                self._acknowledge(committer)
         finally:
             stop.set()
+            if committer is not None:
+                committer.join()
             if compactor is not None:
                 compactor.join()
             self.source.close()
@@ -167,16 +235,25 @@ class Materializer:
             del into.positions[keep:], into.versions[keep:], into.values[keep:]
             into.start = min(into.start, first)
         into.next_position = batch.next_position
-        added = 0
-        for index in accepted_indexes(batch, self.source.dead_letter):
-            into.positions.append(batch.positions[index])
-            into.versions.append(batch.versions[index])  # type: ignore[arg-type]  # accepted: a known version
-            into.values.append(batch.values[index])
-            added += 1
-        self.stats.dead_letters += len(batch.positions) - added
-        return added
+        accepted = accepted_indexes(batch, self.source.dead_letter)
+        if len(accepted) == len(batch.positions):
+            into.positions += batch.positions
+            into.versions += batch.versions  # type: ignore[arg-type]  # accepted: known versions
+            into.values += batch.values
+        else:
+            into.positions += [batch.positions[i] for i in accepted]
+            into.versions += [batch.versions[i] for i in accepted]  # type: ignore[misc]  # accepted: known
+            into.values += [batch.values[i] for i in accepted]
+        self.stats.dead_letters += len(batch.positions) - len(accepted)
+        return len(accepted)
 
-    def _commit(self, pending: dict[str, Pending]) -> None:
+    def _acknowledge(self, committer: Committer) -> None:
+        """Tell the source what the lake now holds (from the reading thread)."""
+        for positions in committer.committed():
+            self.source.committed(positions)
+
+    def _commit(self, pending: dict[str, Pending]) -> dict[str, int]:
+        """Decode and store a batch; returns the next position of each source it covers."""
         tables = {}
         for source, accepted in pending.items():
             try:
@@ -188,14 +265,14 @@ class Materializer:
         spans = {source: (p.start, p.next_position) for source, p in pending.items()}
         self.stats.events += self.lake.commit(without_expired(self.lake, tables), spans)
         self.stats.commits += 1
-        self.source.committed({s: nxt for s, (_start, nxt) in spans.items()})
-        if time.monotonic() - self._catalog_built >= CATALOG_INTERVAL:
-            ensure_catalog(self.lake)
+        if not self._maintained and time.monotonic() - self._catalog_built >= CATALOG_INTERVAL:
+            ensure_catalog(self.lake)  # (the maintenance thread does it, off this path, when there is one)
             self._catalog_built = time.monotonic()
         if self.checkpointer is not None:
             self.checkpointer.after_commit(self.lake)
         if not self.background_compaction:
             self.stats.compacted_files += self.lake.compact()
+        return {source: nxt for source, (_start, nxt) in spans.items()}
 
     def _decodable(self, source: str, accepted: Pending) -> Pending:
         """The messages that decode one by one; the rest become dead letters."""
@@ -209,9 +286,14 @@ class Materializer:
         return kept
 
     def _compact_loop(self, stop: threading.Event) -> None:
-        last_vacuum = time.monotonic()
-        while not stop.wait(self.compaction_interval):
+        """Maintenance beside the commits: the DuckDB catalog each second, compaction, vacuum."""
+        last_vacuum = last_compaction = time.monotonic()
+        while not stop.wait(min(self.compaction_interval, CATALOG_INTERVAL)):
             try:
+                ensure_catalog(self.lake)
+                if time.monotonic() - last_compaction < self.compaction_interval:
+                    continue
+                last_compaction = time.monotonic()
                 while not stop.is_set() and (merged := self.lake.compact()):
                     self.stats.compacted_files += merged
                 if time.monotonic() - last_vacuum >= VACUUM_INTERVAL:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -81,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
             return _report_once(args, filters)
         return _serve(args, filters)
     except ReportingError as error:
-        print(f"secureml-audit report: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        print(f"secureml-audit report: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return EXIT_USAGE if error.bad_input else EXIT_FAILED
 
 
 def _usage_problem(args: argparse.Namespace) -> str:
@@ -93,8 +94,8 @@ def _usage_problem(args: argparse.Namespace) -> str:
         return "--every and --once schedule reports into --output-dir; use --output-dir instead of --output"
     if args.output_dir is not None and (args.start is not None or args.end is not None):
         return "--start/--end select one report's events; scheduled reports cover their periods (use --output)"
-    if args.grace < 0:
-        return "--grace must be zero or more seconds"
+    if not math.isfinite(args.grace) or args.grace < 0:
+        return f"--grace must be zero or more seconds, got {args.grace}"
     if args.output is not None and args.format is not None:
         suffix = Path(args.output).suffix.lower().lstrip(".")
         if suffix != args.format:

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from secureml.audit.events import json_value
+from secureml.audit.exceptions import AuditValidationError
 from secureml.reporting import formatting as fmt
 from secureml.reporting.document import (
     FAILED_COLOR,
@@ -101,14 +103,20 @@ def build_compliance_document(
 
 
 def _as_dict(report: object) -> Mapping[str, Any]:
-    """The report as a mapping: a dict as given, or the result of its to_dict()."""
-    if isinstance(report, Mapping):
-        return report
-    to_dict = getattr(report, "to_dict", None)
-    if callable(to_dict):
-        data = to_dict()
-        if isinstance(data, Mapping):
-            return data
+    """The report as a mapping (a dict as given, or the result of its to_dict()), once it is known to
+    be JSON within the audit trail's limits: nesting depth, valid Unicode."""
+    data: object = report
+    if not isinstance(report, Mapping):
+        to_dict = getattr(report, "to_dict", None)
+        data = to_dict() if callable(to_dict) else None
+    if isinstance(data, Mapping):
+        try:
+            json_value(dict(data), "report", "")
+        except AuditValidationError as error:
+            raise InvalidReportInputError(
+                f"The compliance report cannot be written: invalid {error.field!r}: {error.rule}. Pass the "
+                "ComplianceReport returned by ComplianceAuditor (or its to_dict())") from None
+        return data
     raise InvalidReportInputError(
         f"Cannot read a compliance report from a {type(report).__name__}: pass the ComplianceReport "
         "returned by ComplianceAuditor (anything with to_dict()) or that dict."

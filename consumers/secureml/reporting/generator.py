@@ -9,10 +9,11 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 
+from secureml.audit.exceptions import naming_the_call
 from secureml.reporting.audit_report import build_audit_document
 from secureml.reporting.compliance_report import build_compliance_document
 from secureml.reporting.document import without_charts
-from secureml.reporting.output import check_logo, check_output, write_atomically
+from secureml.reporting.output import check_flag, check_logo, check_output, check_title, write_atomically
 from secureml.reporting.progress import Progress
 from secureml.reporting.source import EventScope, open_scope
 
@@ -26,6 +27,7 @@ class ReportGenerator:
         """progress: True/False forces progress lines on stderr; None shows them for large reports."""
         self._progress = progress
 
+    @naming_the_call("ReportGenerator.generate_audit_report")
     def generate_audit_report(
         self,
         logs: object,
@@ -42,6 +44,8 @@ class ReportGenerator:
         """
         path = check_output(output_file)
         logo = check_logo(logo_path)
+        title = check_title(title)  # type: ignore[assignment]  # a str: not optional here
+        include_charts = check_flag(include_charts, "include_charts")
         progress = Progress(self._progress)
         scope = open_scope(logs)
         try:
@@ -51,6 +55,7 @@ class ReportGenerator:
             scope.close()
         return str(written)
 
+    @naming_the_call("ReportGenerator.generate_compliance_report")
     def generate_compliance_report(
         self,
         report: object,
@@ -62,6 +67,8 @@ class ReportGenerator:
         """Write a ComplianceAuditor result (a dict or anything with to_dict()) and return its path."""
         path = check_output(output_file)
         logo = check_logo(logo_path)
+        title = check_title(title, optional=True)
+        include_charts = check_flag(include_charts, "include_charts")
         document = build_compliance_document(
             report, title=title, logo_path=logo, report_id=new_report_id(), generated_at=_now(),
             version=library_version(),

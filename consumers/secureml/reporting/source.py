@@ -9,7 +9,8 @@ temporary table `_report_events`, whose `ts` is a naive UTC TIMESTAMP.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from secureml.audit.events import MAX_LEVEL, MAX_LONG, boolean, count, json_value, text_list
 from secureml.audit.exceptions import AuditValidationError
 from secureml.query import connect
 from secureml.query.filters import Selection, parse_time, select_events
@@ -139,7 +141,9 @@ def open_scope(logs: object) -> EventScope:
 
 def connect_lake(log_dir: object) -> duckdb.DuckDBPyConnection:
     """A connection to the lake under log_dir (None: the configured default), from secureml.query.connect."""
-    if log_dir is not None and not Path(str(log_dir)).is_dir():
+    if log_dir is not None and (not isinstance(log_dir, (str, os.PathLike)) or "\x00" in str(log_dir)):
+        raise InvalidFiltersError(f"filter 'log_dir' must be a directory path (a str without NUL), got {log_dir!r:.80}")
+    if log_dir is not None and not Path(log_dir).is_dir():
         raise LakeUnavailableError(
             f"The log_dir {str(log_dir)!r} does not exist; pass the directory your AuditTrail writes to "
             "(its log_dir argument or $SECUREML_AUDIT_LOG_DIR)."
@@ -198,13 +202,16 @@ def _selection(filters: Mapping[str, object]) -> Selection:
                              where="ReportGenerator",  # a user typed in clear matches its pseudonym too
                              user_forms=stored_forms(filters.get("user"), "user", directory, "ReportGenerator"))
     except AuditValidationError as error:
-        raise InvalidFiltersError(str(error)) from error
+        raise InvalidFiltersError(f"invalid filter {error.field!r}: {error.rule}") from error
 
 
 def _scope_from_dicts(logs: Sequence[Any]) -> EventScope:
     """Load a list of event dicts (as get_audit_logs returns them) and stage it."""
     events = _as_dicts(logs)
-    columns = {name: [_column_value(name, event.get(name)) for event in events] for name in _INPUT_SCHEMA.names}
+    columns: dict[str, list[Any]] = {name: [] for name in _INPUT_SCHEMA.names}
+    for position, event in enumerate(events):
+        for name, values in columns.items():
+            values.append(_checked_value(position, name, event.get(name)))
     try:
         table = pa.Table.from_pydict(columns, schema=_INPUT_SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
@@ -236,14 +243,45 @@ def _as_dicts(logs: Sequence[Any]) -> Sequence[Mapping[str, Any]]:
     return logs
 
 
-def _column_value(name: str, value: Any) -> Any:
-    """A dict value in the form its Arrow column takes (JSON text for details, ISO text for times)."""
+def _checked_value(position: int, name: str, value: Any) -> Any:
+    """An event's value in the form its Arrow column takes (JSON text for details, ISO text for times),
+    after the rules the audit trail applied when it was logged; InvalidReportInputError names the field."""
     if value is None:
         return None
-    if name == "details" and not isinstance(value, str):
-        return json.dumps(value, default=str, sort_keys=True)
-    if name in _TIMESTAMP_COLUMNS and isinstance(value, datetime):
-        return parse_time(value, name).isoformat()
+    field = f"logs[{position}][{name!r}]"
+    kind = _INPUT_SCHEMA.field(name).type
+    try:
+        if name in _TIMESTAMP_COLUMNS:
+            return parse_time(value, field).isoformat()
+        if name == "details":
+            return valid_text(value, field) if isinstance(value, str) else json_value(value, field, "")
+        if kind == _INT:
+            return count(value, field, "", limit=MAX_LEVEL if name == "level" else MAX_LONG)
+        if kind == _FLOAT:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise AuditValidationError(field, f"must be a finite number, got {value!r:.40}")
+            return float(value)
+        if kind == pa.bool_():
+            return boolean(value, field, "")
+        if kind == _STRING:
+            if not isinstance(value, str):
+                raise AuditValidationError(field, f"must be a string, got {type(value).__name__}")
+            return valid_text(value, field)
+        return text_list(value, field, "")
+    except AuditValidationError as error:
+        raise InvalidReportInputError(
+            f"{field} {error.rule}: pass the list returned by get_audit_logs() unchanged, or a dict of its filters"
+        ) from None
+
+
+def valid_text(value: str, field: str) -> str:
+    """A string of valid Unicode (no lone surrogate), empty or not."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as error:
+            raise AuditValidationError(field, f"must be valid Unicode text: {value[error.start:error.end]!a} at "
+                                       f"index {error.start} is a lone surrogate") from None
     return value
 
 

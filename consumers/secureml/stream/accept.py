@@ -9,24 +9,32 @@ says why. Both refuse for exactly the same reasons.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from secureml.audit.codec import rejection
+from secureml.audit.codec import is_sealed, known_versions_set, rejection
 from secureml.stream.decode import decode_one
 from secureml.stream.sources import Batch, Item
 
 Refuse = Callable[[Item, str], None]
 
 
-def accepted_indexes(batch: Batch, refuse: Refuse) -> Iterator[int]:
+def accepted_indexes(batch: Batch, refuse: Refuse) -> list[int]:
     """Indexes of the batch's sealed events of a known schema; every other message goes to ``refuse``."""
+    if not batch.broken:  # the usual case, in one pass without a call per message beyond the seal check
+        known, sealed = known_versions_set(), is_sealed
+        good = [i for i, (version, value) in enumerate(zip(batch.versions, batch.values))
+                if version in known and value and sealed(value)]
+        if len(good) == len(batch.values):
+            return good
+    kept = []
     for index, (version, value) in enumerate(zip(batch.versions, batch.values)):
         reason = batch.broken[index][1] if index in batch.broken else rejection(version, value)
         if reason is None:
-            yield index
+            kept.append(index)
         else:
             refuse(batch.item(index), reason)
+    return kept
 
 
 def decoded(item: Item, refuse: Refuse) -> dict[str, Any] | None:

@@ -51,6 +51,8 @@ def dlq_topic(topic: str) -> str:
 class KafkaSource(Source):
     """Reads ``config.topic`` in consumer group ``group``; bad messages go to ``<topic>-dlq``."""
 
+    concurrent_commits = True  # librdkafka's consumer and producer are thread-safe
+
     def __init__(
         self,
         config: AuditConfig,
@@ -106,35 +108,58 @@ class KafkaSource(Source):
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     def poll(self, max_items: int, timeout: float) -> list[Batch]:
-        batches: dict[int, Batch] = {}
-        for msg in self._consumer.consume(num_messages=max_items, timeout=timeout):
-            error = msg.error()
-            if error is not None:
-                if error.code() in AUTHORIZATION_ERRORS:  # an ACL is missing: waiting cannot help
-                    raise AuditTransportError(refused(
-                        self.config, error, f"reading topic {self.topic!r} in consumer group {self.group!r}",
-                        f"READ on topic {self.topic!r} and READ on group {self.group!r}"))
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("Kafka: %s", error.str())
-                continue
-            # A message without error always has a partition, an offset and a value.
-            partition, offset = cast(int, msg.partition()), cast(int, msg.offset())
-            batch = batches.get(partition)
-            if batch is None:
-                batch = batches[partition] = Batch(self._source(partition), offset)
-            batch.positions.append(offset)
-            value = msg.value() or b""
-            # The schema version is also the record's first field: read it from there, and only
-            # look at the (costly) headers of a message whose first byte is not a known version.
-            batch.versions.append(_FIRST_BYTE_VERSION.get(value[0]) if value else None)
-            if batch.versions[-1] is None:
-                batch.versions[-1] = header_version(cast("list[tuple[str, bytes]] | None", msg.headers()))
-            batch.values.append(value)
-            batch.keys.append(msg.key())
-            batch.next_position = offset + 1
-        for partition, batch in batches.items():
+        messages = self._consumer.consume(num_messages=max_items, timeout=timeout)
+        if not messages:
+            return []
+        if any([msg.error() is not None for msg in messages]):
+            messages = self._without_errors(messages)
+            if not messages:
+                return []
+        # Column by column (list comprehensions): this runs for every message the materializer reads.
+        # A message without error always has a partition, an offset and a value.
+        partitions = [msg.partition() for msg in messages]
+        offsets = [msg.offset() for msg in messages]
+        values = [msg.value() or b"" for msg in messages]
+        # The schema version is also the record's first field: read it from there, and only look at
+        # the (costly) headers of a message whose first byte is not a known version.
+        first_byte = _FIRST_BYTE_VERSION.get
+        versions: list[int | None] = [first_byte(value[0]) if value else None for value in values]
+        keys = [msg.key() for msg in messages]
+        for i in [i for i, version in enumerate(versions) if version is None]:
+            versions[i] = header_version(cast("list[tuple[str, bytes]] | None", messages[i].headers()))
+        batches: list[Batch] = []
+        groups: dict[int, list[int] | None] = {}  # partition -> its messages' indexes (None: all of them)
+        if partitions.count(partitions[0]) == len(partitions):
+            groups[cast(int, partitions[0])] = None
+        else:
+            for i, partition in enumerate(partitions):
+                groups.setdefault(cast(int, partition), []).append(i)  # type: ignore[union-attr]
+        for partition, indexes in groups.items():
+            if indexes is None:
+                batch = Batch(self._source(partition), cast(int, offsets[-1]) + 1, cast("list[int]", offsets),
+                              versions, values, keys)
+            else:
+                batch = Batch(self._source(partition), cast(int, offsets[indexes[-1]]) + 1,
+                              [cast(int, offsets[i]) for i in indexes], [versions[i] for i in indexes],
+                              [values[i] for i in indexes], [keys[i] for i in indexes])
             self._next[partition] = batch.next_position
-        return list(batches.values())
+            batches.append(batch)
+        return batches
+
+    def _without_errors(self, messages: list[Any]) -> list[Any]:
+        """The messages that carry data; a missing ACL stops the run, other errors are logged."""
+        kept = []
+        for msg in messages:
+            error = msg.error()
+            if error is None:
+                kept.append(msg)
+            elif error.code() in AUTHORIZATION_ERRORS:  # an ACL is missing: waiting cannot help
+                raise AuditTransportError(refused(
+                    self.config, error, f"reading topic {self.topic!r} in consumer group {self.group!r}",
+                    f"READ on topic {self.topic!r} and READ on group {self.group!r}"))
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.warning("Kafka: %s", error.str())
+        return kept
 
     def caught_up(self) -> bool:
         if not self._assigned.is_set():

@@ -61,6 +61,10 @@ class Batch:
 class Source(ABC):
     """A stream of Items with positions, and a dead-letter store for the bad ones."""
 
+    #: Whether dead_letter, flush_dead_letters and committed may run on another thread than poll
+    #: (the materializer then commits a batch while it reads the next).
+    concurrent_commits = False
+
     @abstractmethod
     def start(self, positions: Callable[[list[str]], dict[str, int]]) -> None:
         """Begin reading from the positions the lake holds; ``positions(sources)`` asks the lake anew each time."""

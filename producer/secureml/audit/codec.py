@@ -126,15 +126,16 @@ def is_sealed(message: bytes) -> bool:
 
 def rejection(version: int | None, value: bytes | None) -> str | None:
     """Why a stored message cannot be read as an event, or None when it is a sealed event of a known schema."""
-    if version not in _known_versions():
-        return f"unknown or missing schema version {version!r} (known: {sorted(_known_versions())})"
+    if version not in known_versions_set():
+        return f"unknown or missing schema version {version!r} (known: {sorted(known_versions_set())})"
     if not value or not is_sealed(value):
         return "not a sealed audit event: the trailing SHA-256 does not match the bytes (corrupt or foreign)"
     return None
 
 
 @cache
-def _known_versions() -> frozenset[int]:
+def known_versions_set() -> frozenset[int]:
+    """The schema versions this library reads."""
     return frozenset(known_versions())
 
 

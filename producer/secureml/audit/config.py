@@ -67,9 +67,12 @@ class AuditConfig:
         try:
             # Absolute, so that a later chdir cannot send events of one configuration elsewhere.
             set_(self, "log_dir", Path(log_dir).expanduser().absolute())
+            if "\x00" in str(self.log_dir):
+                raise TypeError
         except TypeError:
             raise AuditConfigError(
-                f"invalid audit configuration: log_dir: must be a path, got {log_dir!r}") from None
+                f"invalid audit configuration: log_dir: must be a path (without NUL characters), got {log_dir!r}"
+            ) from None
         if bootstrap_servers is not None and not isinstance(bootstrap_servers, str):
             raise AuditConfigError(
                 f"invalid audit configuration: bootstrap_servers: must be a string, got {bootstrap_servers!r}")

@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from secureml.audit.transports.base import DeliveryReport
 
+_Call = TypeVar("_Call", bound=Callable[..., Any])
+
 
 class AuditError(Exception):
     """Root of every error raised by secureml-audit."""
+
+    #: The public call the error came from (e.g. ``ComplianceAuditor.audit_model``), once named.
+    where: str | None = None
+
+    def at(self, where: str) -> AuditError:
+        """Name the public call at the head of the message, unless one is named already; returns self."""
+        if self.where is None:
+            self.where = where
+            self.args = (f"{where}: {self.args[0] if self.args else ''}", *self.args[1:])
+        return self
+
+
+def naming_the_call(where: str) -> Callable[[_Call], _Call]:
+    """Decorate a public entry point so that the AuditErrors it raises name it (``where``)."""
+
+    def decorate(function: _Call) -> _Call:
+        @functools.wraps(function)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except AuditError as exc:
+                exc.at(where)
+                raise
+
+        return call  # type: ignore[return-value]
+
+    return decorate
 
 
 class AuditValidationError(AuditError, ValueError):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -120,6 +123,184 @@ def ensure_topic(config: AuditConfig, topic: str | None = None, *, partitions: i
                 raise AuditTransportError(f"cannot create Kafka topic {name!r}: {exc}") from exc
 
 
+class Refusals:
+    """Why a producer's sends fail for good, in words that name the principal and the ACL to grant.
+
+    One of these serves each producer that talks to a broker under ACLs (the audit transport, the
+    checkpoint publisher, the alerts record). librdkafka raises a fatal error from poll()/flush()
+    once and, with that exception pending, runs the next delivery callback: so callbacks only note
+    their report, and reports are counted after poll()/flush() returned.
+    """
+
+    def __init__(self, config: AuditConfig, topic: str) -> None:
+        self.config = config
+        self.topic = topic
+        self.reason: str | None = None  # set once the broker refused this producer for good
+        self.purge_due = False
+
+    def explain(self, err: KafkaError) -> str:
+        """Why a send failed, saying what to do when the broker refused this principal."""
+        code = err.code()
+        if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            return refused(self.config, err, f"writing to topic {self.topic!r}", f"WRITE on topic {self.topic!r}")
+        if code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+            return refused(self.config, err, "an idempotent producer id (it may write to no topic)",
+                           f"WRITE on topic {self.topic!r}")
+        if err.fatal() or code in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT, KafkaError._FATAL):
+            # librdkafka may report these before poll()/flush() raise the fatal error that explains them.
+            return self.reason or _DROPPED
+        return f"{err.name()}: {err.str()}"
+
+    def on_error(self, err: KafkaError, producer: Producer | None = None) -> None:
+        """The producer's error_cb: refused credentials fail the queued sends now, with the reason
+        (they do not heal by retrying), rather than after message.timeout.ms. Without the producer
+        at hand, ``purge_due`` asks its owner to purge at its next call."""
+        if err.code() == KafkaError._AUTHENTICATION:
+            self.reason = unauthenticated(self.config, err)
+            if producer is None:
+                self.purge_due = True
+            else:
+                producer.purge(in_queue=True, in_flight=True, blocking=False)
+        elif err.fatal():
+            self.fatal(err)
+        else:
+            logger.debug("Kafka producer for %s: %s", self.topic, err.str())
+
+    def fatal(self, err: KafkaError) -> str:
+        """The producer is unusable from now on (e.g. its idempotent producer id was refused): why."""
+        reason = self.reason = self.explain(err)
+        logger.error("the Kafka producer for %s failed for good: %s", self.topic, reason)
+        return reason
+
+    def raised(self, exc: KafkaException | SystemError) -> str:
+        """Note the fatal error that poll()/flush() raise once and return the reason.
+
+        confluent-kafka calls the next delivery callback with that exception still pending, which
+        turns the callback's first call into a SystemError caused by it, raised here. When the
+        logging of the FATAL line swallows the exception instead, flush() fails "without setting an
+        exception" and the reason is inferred. Anything else is raised again.
+        """
+        cause = exc if isinstance(exc, KafkaException) else exc.__cause__
+        if isinstance(cause, KafkaException):
+            return self.fatal(cause.args[0])
+        if self.reason is not None:  # flush() then fails "without setting an exception": already noted
+            return self.reason
+        if "without setting an exception" in str(exc):
+            reason = self.reason = (
+                f"the Kafka producer for topic {self.topic!r} failed for good (librdkafka's fatal error is logged "
+                f"as FATAL by {__name__}); under ACLs that is usually {principal(self.config)} refused an idempotent "
+                f"producer id (CLUSTER_AUTHORIZATION_FAILED) because it may write to no topic: ask the cluster's "
+                f"operator to grant it WRITE on topic {self.topic!r}")
+            logger.error("%s", reason)
+            return reason
+        raise exc
+
+    def refused_at_send(self, exc: KafkaException, what: str = "message") -> str:
+        """Why produce() itself refused a message (too large, or after the producer failed for good)."""
+        error = exc.args[0]
+        if self.reason is None and error.code() not in AUTHORIZATION_ERRORS:
+            return f"the Kafka producer refused the {what}: {exc}"
+        return self.explain(error)
+
+
+@dataclass
+class Confirmation:
+    """What a ConfirmedProducer's confirm() saw: the messages delivered, the failures, the unconfirmed."""
+
+    delivered: list[Any] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    pending: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.pending
+
+
+class ConfirmedProducer:
+    """A producer for a side topic (checkpoints, alerts) whose sends are confirmed as a group.
+
+    ``send`` queues a message; ``confirm`` waits, bounded, and says which were delivered and why
+    the others failed. Delivery reports are noted by the callback and counted after flush()
+    returns; a fatal error or an ACL refusal becomes a reason naming the principal and the ACL
+    (``Refusals``), and once the producer failed for good, later sends fail at once with it.
+    """
+
+    def __init__(self, config: AuditConfig, topic: str, **overrides: Any) -> None:
+        self.topic = topic
+        self.refusals = refusals = Refusals(config, topic)
+        self._reports: deque[tuple[KafkaError | None, Any]] = deque()
+        self._early: list[str] = []  # sends refused by produce() itself
+        self._sent = 0
+        reports = self._reports
+        # The callbacks hold neither this object nor the producer: no reference cycle, so a producer
+        # dropped without close() is freed at once instead of reconnecting until the collector runs.
+        self._on_delivery: Callable[[KafkaError | None, Any], None] = lambda err, msg: reports.append((err, msg))
+        self._producer = Producer({
+            **PRODUCER_DEFAULTS, "bootstrap.servers": config.bootstrap_servers, **overrides,
+            **config.librdkafka_settings(),
+            "error_cb": refusals.on_error, "logger": logger,
+        })
+
+    def _purge_if_due(self) -> None:
+        if self.refusals.purge_due:
+            self.refusals.purge_due = False
+            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+
+    def send(self, value: bytes, key: bytes, headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
+        """Queue one message; a refusal by produce() itself is reported by the next confirm()."""
+        self._sent += 1
+        self._purge_if_due()
+        try:
+            self._producer.produce(self.topic, value, key, headers=headers, on_delivery=self._on_delivery)
+        except BufferError:
+            self._early.append("the Kafka producer's local queue is full: the broker is not taking messages")
+        except KafkaException as exc:
+            self._early.append(self.refusals.refused_at_send(exc))
+
+    def confirm(self, timeout: float) -> Confirmation:
+        """Wait up to ``timeout`` seconds for every message sent since the last call."""
+        result = Confirmation(failures=self._early)
+        self._early = []
+        if self.refusals.reason is not None:  # failed for good: waiting would only time out
+            timeout = min(timeout, 1.0)
+        deadline = time.monotonic() + timeout
+        remaining = 1
+        while remaining:
+            self._purge_if_due()  # credentials refused meanwhile: fail what waits now, with the reason
+            try:
+                # In slices, so that a refusal noted by error_cb ends the wait.
+                remaining = int(self._producer.flush(min(0.5, max(0.0, deadline - time.monotonic()))))
+            except (KafkaException, SystemError) as exc:
+                self.refusals.raised(exc)
+                deadline = min(deadline, time.monotonic() + 1.0)
+            if time.monotonic() >= deadline:
+                break
+        while self._reports:
+            err, msg = self._reports.popleft()
+            if err is None:
+                result.delivered.append(msg)
+            else:
+                result.failures.append(self.refusals.explain(err))
+        result.pending = max(0, self._sent - len(result.delivered) - len(result.failures))
+        if remaining and not result.pending:
+            logger.debug("%d message(s) still queued for %s without a report", remaining, self.topic)
+        if result.pending and self.refusals.reason is not None:
+            # Dropped by librdkafka after the fatal error without a report: they failed, for that reason.
+            result.failures += [self.refusals.reason] * result.pending
+            result.pending = 0
+        result.failures = [self.refusals.reason if f == _DROPPED and self.refusals.reason else f
+                           for f in result.failures]
+        self._sent = 0
+        return result
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Wait briefly for what is queued, then release the handle (once)."""
+        producer = self.__dict__.pop("_producer", None)
+        if producer is not None:
+            with contextlib.suppress(KafkaException, SystemError):  # failed for good: nothing left to deliver
+                producer.flush(timeout)
+
+
 class KafkaTransport(Transport):
     """Publishes events with confluent-kafka; delivery reports count every success and failure.
 
@@ -141,9 +322,9 @@ class KafkaTransport(Transport):
             "error_cb": self._on_error,
             "logger": logger,  # librdkafka's own diagnostics go to logging, not straight to stderr
         }
-        # Set once the broker refuses this producer for good (credentials, ACLs): the reason
+        # Why the broker refused this producer for good (credentials, ACLs), once it did: the reason
         # every event failed since, instead of librdkafka's bare purge or fatal code.
-        self._refusal: str | None = None
+        self._refusals = Refusals(config, config.topic)
         self._reports: deque[tuple[KafkaError | None, Any]] = deque()
         self._producer = Producer(settings)
         self._produce = self._producer.produce
@@ -170,60 +351,16 @@ class KafkaTransport(Transport):
             if err is None:
                 tracker.on_delivered()
             else:
-                tracker.on_failed(self._explain(err))
-
-    def _explain(self, err: KafkaError) -> str:
-        """Why an event failed, saying what to do when the broker refused this principal."""
-        code = err.code()
-        if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-            return refused(self.config, err, f"writing to topic {self._topic!r}", f"WRITE on topic {self._topic!r}")
-        if code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
-            return refused(self.config, err, "an idempotent producer id (it may write to no topic)",
-                           f"WRITE on topic {self._topic!r}")
-        if err.fatal() or code in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT, KafkaError._FATAL):
-            # librdkafka may report these before poll()/flush() raise the fatal error that explains them.
-            return self._refusal or _DROPPED
-        return f"{err.name()}: {err.str()}"
+                tracker.on_failed(self._refusals.explain(err))
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.code() == KafkaError._AUTHENTICATION:
-            # Refused credentials do not heal by retrying: fail the queued events now, with the
-            # reason, rather than after message.timeout.ms.
-            self._refusal = unauthenticated(self.config, err)
-            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
-        elif err.fatal():
-            self._fatal(err)
-        else:
-            logger.debug("Kafka producer: %s", err.str())
-
-    def _fatal(self, err: KafkaError) -> str:
-        """The producer is unusable from now on (e.g. its idempotent producer id was refused): why."""
-        reason = self._refusal = self._explain(err)
-        logger.error("the Kafka producer for %s failed for good: %s", self._topic, reason)
-        return reason
+        self._refusals.on_error(err, self._producer)
 
     def _raised(self, exc: KafkaException | SystemError) -> None:
-        """Note the fatal error that poll()/flush() raise once. confluent-kafka calls the next
-        delivery callback with that exception still pending, which turns the callback's first call
-        into a SystemError caused by it, raised here. When the logging of the FATAL line swallows
-        the exception instead, flush() fails "without setting an exception" and the reason is
-        inferred."""
-        cause = exc if isinstance(exc, KafkaException) else exc.__cause__
-        if isinstance(cause, KafkaException):
-            reason = self._fatal(cause.args[0])
-        elif self._refusal is not None:  # flush() then fails "without setting an exception": already noted
-            reason = self._refusal
-        elif "without setting an exception" in str(exc):
-            # The pending exception was swallowed on the way (by the logging of librdkafka's FATAL line).
-            reason = self._refusal = (
-                f"the Kafka producer for topic {self._topic!r} failed for good (librdkafka's fatal error is logged "
-                f"as FATAL by {__name__}); under ACLs that is usually {principal(self.config)} refused an idempotent "
-                f"producer id (CLUSTER_AUTHORIZATION_FAILED) because it may write to no topic: ask the cluster's "
-                f"operator to grant it WRITE on topic {self._topic!r}")
-            logger.error("%s", reason)
-        else:
-            raise exc
-        for tracker in self._trackers.values():  # events dropped before the reason was known
+        """Note the fatal error poll()/flush() raise once (see Refusals.raised) and give its reason
+        to the events dropped before it was known."""
+        reason = self._refusals.raised(exc)
+        for tracker in self._trackers.values():
             tracker.errors[:] = [reason if e == _DROPPED else e for e in tracker.errors]
 
     def _serve(self, timeout: float) -> None:
@@ -245,11 +382,7 @@ class KafkaTransport(Transport):
         except BufferError:
             self._wait_for_room(key, value, tracker)
         except KafkaException as exc:  # refused before sending (e.g. larger than message.max.bytes)
-            error = exc.args[0]
-            if self._refusal is None and error.code() not in AUTHORIZATION_ERRORS:
-                tracker.on_failed(f"the Kafka producer refused the event: {exc}")
-            else:
-                tracker.on_failed(self._explain(error))
+            tracker.on_failed(self._refusals.refused_at_send(exc, "event"))
             return
         self._unpolled += 1
         if self._unpolled >= 64:  # serve delivery reports now and then, not on every call

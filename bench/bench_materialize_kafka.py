@@ -1,0 +1,154 @@
+"""Bench: the materializer from Kafka against a bare confluent-kafka consumer, same topic, same run.
+
+Logs N inference events once into a fresh topic of ``--partitions`` partitions, then, alternating
+``--repeat`` times, each in a fresh child process: a bare ``Consumer.consume(num_messages=...)``
+that reads every message and drops it (the limit of reading the topic here; timed from
+subscribe, so that joining the group counts for both), and the
+materializer (``materialize(once=True)``, a signing key, a fresh lake). Then 2 materializer
+instances in one group sharing one lake (the scale-out deployment), one partition each, against
+1 instance (same topic, a fresh lake and group each time). Reports events/s and the ratios (median of the repeats).
+
+    .venv/bin/python bench/bench_materialize_kafka.py [--events 500000] [--repeat 3] [--baseline REV] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from _common import bootstrap, log_inferences, median
+
+BARE = """
+import json, sys, time
+from confluent_kafka import Consumer
+broker, topic, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
+consumer = Consumer({"bootstrap.servers": broker, "group.id": "bare-" + str(time.time()),
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                     "enable.partition.eof": False, "fetch.wait.max.ms": 50,
+                     "max.partition.fetch.bytes": 8 * 1024 * 1024, "queued.max.messages.kbytes": 131072})
+began, seen, total_bytes = time.perf_counter(), 0, 0
+consumer.subscribe([topic])
+while seen < expected:
+    messages = consumer.consume(num_messages=50_000, timeout=0.1)
+    for message in messages:
+        if message.error() is None:
+            seen += 1
+            total_bytes += len(message.value())
+print(json.dumps({"events": seen, "seconds": time.perf_counter() - began}))
+consumer.close()
+"""
+
+MATERIALIZE = """
+import json, sys, time
+from secureml.materializer import materialize
+log_dir, broker, topic, group, instance = sys.argv[1:6]
+profile = len(sys.argv) > 6
+if profile:
+    from pyinstrument import Profiler
+    profiler = Profiler(interval=0.002)
+    profiler.start()
+began = time.perf_counter()
+stats = materialize(log_dir, bootstrap_servers=broker, topic=topic, group=group, instance_id=instance, once=True)
+seconds = time.perf_counter() - began
+if profile:
+    profiler.stop()
+    sys.stderr.write(profiler.output_text(unicode=False, color=False, show_all=False))
+print(json.dumps({"events": stats.events, "seconds": seconds}))
+"""
+
+
+def child(code: str, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=None if "--profile" in args else subprocess.PIPE, text=True)
+
+
+def result(proc: subprocess.Popen[str]) -> dict[str, float]:
+    out, err = proc.communicate(timeout=3600)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: a child failed:\n{(err or '')[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def materialize_rate(root: Path, broker: str, topic: str, instances: int, env: dict[str, str],
+                     profile: bool = False, code: Path | None = None) -> float:
+    """Events/s of ``instances`` materializers in one group sharing one lake, wall clock of the slowest."""
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    if code is not None:  # an earlier revision's materializer (--baseline)
+        env = {**env, "PYTHONPATH": f"{code / 'producer'}:{code / 'consumers'}"}
+    began = time.perf_counter()
+    procs = [child(MATERIALIZE, str(root / group), broker, topic, group, f"{group}-{i}",
+                   *(["--profile"] if profile else []), env=env) for i in range(instances)]
+    results = [result(p) for p in procs]
+    events = sum(int(r["events"]) for r in results)
+    slowest = max(r["seconds"] for r in results)
+    print(f"bench: {instances} materializer(s): {events:,} events in {slowest:.2f}s "
+          f"(wall {time.perf_counter() - began:.1f}s incl. start)", file=sys.stderr)
+    return events / slowest
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--partitions", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="print a pyinstrument profile of one materializer")
+    parser.add_argument("--baseline", metavar="REV", help="also run this git revision's materializer, alternating")
+    args = parser.parse_args()
+    broker = bootstrap()
+    topic = f"bench-matk-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SECUREML_AUDIT_")}
+        env["SECUREML_AUDIT_PARTITIONS"] = str(args.partitions)
+        env["SECUREML_AUDIT_SIGNING_KEY"] = str(root / "key" / "signing_key.pem")
+        os.environ["SECUREML_AUDIT_PARTITIONS"] = str(args.partitions)
+        from secureml.integrity.keys import generate_key
+
+        generate_key(root / "key" / "signing_key.pem")  # signed checkpoints, as a deployment has them
+        log_inferences(args.events, root / "producer", broker, topic)
+        if args.profile:
+            materialize_rate(root, broker, topic, 1, env, profile=True)
+            return 0
+        code = None
+        if args.baseline:
+            code = root / "baseline"
+            code.mkdir()
+            archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "archive", args.baseline],
+                                     check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+        bare: list[float] = []
+        ours: list[float] = []
+        base: list[float] = []
+        for _ in range(args.repeat):
+            if code is not None:
+                base.append(materialize_rate(root, broker, topic, 1, env, code=code))
+            measured = result(child(BARE, broker, topic, str(args.events), env=env))
+            bare.append(measured["events"] / measured["seconds"])
+            print(f"bench: bare consumer: {bare[-1]:,.0f}/s", file=sys.stderr)
+            ours.append(materialize_rate(root, broker, topic, 1, env))
+        two = [materialize_rate(root, broker, topic, 2, env) for _ in range(args.repeat)]
+        report: dict[str, object] = {
+            "events": args.events, "partitions": args.partitions,
+            "bare_consumer_events_per_s": round(median(bare)),
+            "materializer_events_per_s": round(median(ours)),
+            "materializer_vs_bare_consumer": round(median([o / b for o, b in zip(ours, bare)]), 2),
+            "two_instances_events_per_s": round(median(two)),
+            "two_instances_vs_one": round(median(two) / median(ours), 2),
+        }
+        if base:
+            report["baseline"] = args.baseline
+            report["baseline_events_per_s"] = round(median(base))
+            report["materializer_vs_baseline"] = round(median([o / b for o, b in zip(ours, base)]), 2)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
