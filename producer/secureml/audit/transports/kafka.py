@@ -28,6 +28,9 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "queue.buffering.max.kbytes": 1_048_576,
     "message.timeout.ms": 300_000,
 }
+# emit() serves delivery reports every this many events (each poll(0) is a C call and a settling pass; the
+# reports wait in librdkafka's queue meanwhile, which holds a million).
+_POLL_EVERY = 256
 # A full local queue means the broker has been unreachable for long: wait this long, then fail.
 _QUEUE_FULL_WAIT = 30.0
 # The reason of an event librdkafka dropped after a fatal error, until that error is known.
@@ -162,15 +165,21 @@ class KafkaTransport(Transport):
     def _settle(self) -> None:
         """Count the delivery reports noted since the last call in their trails' trackers."""
         reports = self._reports
+        trackers = self._trackers
+        delivered: dict[bytes, int] = {}  # counted per trail, one tracker update per poll
         while reports:
             err, msg = reports.popleft()
-            tracker = self._trackers.get(msg.key())
-            if tracker is None:
-                continue
+            key = msg.key()
             if err is None:
-                tracker.on_delivered()
-            else:
+                delivered[key] = delivered.get(key, 0) + 1
+                continue
+            tracker = trackers.get(key)
+            if tracker is not None:
                 tracker.on_failed(self._explain(err))
+        for key, count in delivered.items():
+            tracker = trackers.get(key)
+            if tracker is not None:
+                tracker.on_delivered(count)
 
     def _explain(self, err: KafkaError) -> str:
         """Why an event failed, saying what to do when the broker refused this principal."""
@@ -252,7 +261,7 @@ class KafkaTransport(Transport):
                 tracker.on_failed(self._explain(error))
             return
         self._unpolled += 1
-        if self._unpolled >= 64:  # serve delivery reports now and then, not on every call
+        if self._unpolled >= _POLL_EVERY:  # serve delivery reports now and then, not on every call
             self._unpolled = 0
             self._serve(0)
 
