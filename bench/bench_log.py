@@ -1,8 +1,11 @@
 """Bench: log_model_inference throughput, ours (Kafka and embedded) against SecureML 0.3.1, alternating.
 
 Ours into Kafka is measured end to end: acks=all, idempotent, hash-chained, and flushed by
-close(), so every event counted is acknowledged by the broker. Also measures the
-materializer's events/s against a plain consumer reading the same messages (the ceiling).
+close(), so every event counted is acknowledged by the broker. Each of ours runs with the
+privacy policy off and on (a user and one of 1,000 data subjects per event, input_data
+encrypted); a bare confluent-kafka produce() of the same ready bytes, with our producer settings,
+is the limit on the machine. Rounds alternate their order. Also measures the materializer's
+events/s against a plain consumer reading the same messages (the ceiling).
 
     .venv/bin/python bench/bench_log.py [--events 20000] [--rounds 5] [--materialize 500000]
 """
@@ -132,20 +135,21 @@ def main() -> int:
         root = Path(tmp)
         os.environ.setdefault("SECUREML_AUDIT_KEYSTORE_DIR", str(root / "keystore"))
         messages = ready_messages(args.events)
+        topic = f"bench-log-{uuid.uuid4().hex[:8]}"  # its key topic holds keys under this run's key store only
         # Connect, create the topics, and create the subjects' keys (a long-running server has them cached).
         for servers in (broker, ""):
-            run_ours(SUBJECTS * 2, None, log_dir=root / "warm", bootstrap_servers=servers, topic="bench-log")
-        run_bare(broker, messages, "bench-log")
+            run_ours(SUBJECTS * 2, None, log_dir=root / "warm", bootstrap_servers=servers, topic=topic)
+        run_bare(broker, messages, topic)
         runs = {
             "secureml_0.3.1": lambda r: run_secureml(baseline, args.events, root / f"s{r}"),
             "ours_kafka": lambda r: run_ours(args.events, log_dir=root / f"k{r}", bootstrap_servers=broker,
-                                             topic="bench-log"),
+                                             topic=topic),
             "ours_kafka_privacy": lambda r: run_ours(args.events, None, log_dir=root / f"kp{r}",
-                                                     bootstrap_servers=broker, topic="bench-log"),
+                                                     bootstrap_servers=broker, topic=topic),
             "ours_embedded": lambda r: run_ours(args.events, log_dir=root / f"e{r}", bootstrap_servers=""),
             "ours_embedded_privacy": lambda r: run_ours(args.events, None, log_dir=root / f"ep{r}",
                                                         bootstrap_servers=""),
-            "bare_kafka_produce": lambda r: run_bare(broker, messages, "bench-log"),
+            "bare_kafka_produce": lambda r: run_bare(broker, messages, topic),
         }
         for r in range(args.rounds):
             order = list(runs) if r % 2 == 0 else list(reversed(runs))  # alternating: drift hits all alike
