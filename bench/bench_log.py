@@ -1,8 +1,11 @@
 """Bench: log_model_inference throughput, ours (Kafka and embedded) against SecureML 0.3.1, alternating.
 
 Ours into Kafka is measured end to end: acks=all, idempotent, hash-chained, and flushed by
-close(), so every event counted is acknowledged by the broker. Also measures the
-materializer's events/s against a plain consumer reading the same messages (the ceiling).
+close(), so every event counted is acknowledged by the broker. Each of ours runs with the
+privacy policy off and on (a user and one of 1,000 data subjects per event, input_data
+encrypted); a bare confluent-kafka produce() of the same ready bytes, with our producer settings,
+is the limit on the machine. Rounds alternate their order. Also measures the materializer's
+events/s against a plain consumer reading the same messages (the ceiling).
 
     .venv/bin/python bench/bench_log.py [--events 20000] [--rounds 5] [--materialize 500000]
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -19,6 +23,8 @@ from pathlib import Path
 
 from _common import bootstrap, log_inferences, median, secureml_031_audit
 from secureml.audit import AuditTrail
+
+SUBJECTS = 1000
 
 
 def run_secureml(module, events: int, directory: Path) -> float:  # noqa: ANN001 - a loaded module
@@ -31,16 +37,64 @@ def run_secureml(module, events: int, directory: Path) -> float:  # noqa: ANN001
     return events / (time.perf_counter() - began)
 
 
-def run_ours(events: int, **options: object) -> float:
-    trail = AuditTrail("bench", **options)
+def run_ours(events: int, privacy: str | None = "off", **options: object) -> float:
+    """events/s of log_model_inference; with the privacy policy on, every event has a user (pseudonymised)
+    and a data subject (one of 1,000, keys cached by a warm-up) whose input_data is encrypted."""
+    on = privacy != "off"
+    trail = AuditTrail("bench", privacy=privacy, user="analyst_1" if on else None, **options)
     began = time.perf_counter()
-    for i in range(events):
-        trail.log_model_inference(model_id="credit_risk_v1", input_data=f"application_{i}", output="low_risk",
-                                  confidence=0.87)
+    if on:
+        for i in range(events):
+            trail.log_model_inference(model_id="credit_risk_v1", input_data=f"application_{i}", output="low_risk",
+                                      confidence=0.87, subject=f"customer_{i % SUBJECTS}")
+    else:
+        for i in range(events):
+            trail.log_model_inference(model_id="credit_risk_v1", input_data=f"application_{i}", output="low_risk",
+                                      confidence=0.87)
     report = trail.close()
     elapsed = time.perf_counter() - began
     assert report.ok and report.delivered == events + 2, report
     return events / elapsed
+
+
+def ready_messages(events: int) -> list[bytes]:
+    """Sealed inference events as our trail encodes them (privacy off), for the bare producer."""
+    from secureml.audit.testing import capture_events
+
+    with capture_events() as captured:
+        trail = AuditTrail("bench", transport=captured.transport, privacy="off", bootstrap_servers="")
+        for i in range(events):
+            trail.log_model_inference(model_id="credit_risk_v1", input_data=f"application_{i}", output="low_risk",
+                                      confidence=0.87)
+        trail.close()
+        return [value for _key, value in captured.transport.stored][1:-1]
+
+
+def run_bare(broker: str, messages: list[bytes], topic: str) -> float:
+    """events/s of a bare confluent-kafka produce() of ready bytes with our producer settings (acks=all,
+    idempotent, the schema header, a delivery callback counting successes), flushed: the limit on this machine."""
+    from confluent_kafka import Producer
+
+    from secureml.audit.transports.kafka import _HEADERS, PRODUCER_DEFAULTS
+
+    delivered = [0]
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is None:
+            delivered[0] += 1
+
+    producer = Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": broker, "on_delivery": on_delivery})
+    key = uuid.uuid4().hex.encode()
+    produce, poll = producer.produce, producer.poll
+    began = time.perf_counter()
+    for i, value in enumerate(messages):
+        produce(topic, value, key, headers=_HEADERS)
+        if i % 256 == 255:
+            poll(0)
+    producer.flush(60)
+    elapsed = time.perf_counter() - began
+    assert delivered[0] == len(messages), delivered
+    return len(messages) / elapsed
 
 
 def bench_materializer(broker: str, events: int, directory: Path) -> dict[str, float]:
@@ -75,21 +129,44 @@ def main() -> int:
     args = parser.parse_args()
     broker = bootstrap()
     baseline = secureml_031_audit()
-    rates: dict[str, list[float]] = {"secureml_0.3.1": [], "ours_kafka": [], "ours_embedded": []}
+    rates: dict[str, list[float]] = {"secureml_0.3.1": [], "ours_kafka": [], "ours_kafka_privacy": [],
+                                     "ours_embedded": [], "ours_embedded_privacy": [], "bare_kafka_produce": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        run_ours(2000, log_dir=root / "warm", bootstrap_servers=broker, topic="bench-warmup")  # connect, create topic
+        os.environ.setdefault("SECUREML_AUDIT_KEYSTORE_DIR", str(root / "keystore"))
+        messages = ready_messages(args.events)
+        topic = f"bench-log-{uuid.uuid4().hex[:8]}"  # its key topic holds keys under this run's key store only
+        # Connect, create the topics, and create the subjects' keys (a long-running server has them cached).
+        for servers in (broker, ""):
+            run_ours(SUBJECTS * 2, None, log_dir=root / "warm", bootstrap_servers=servers, topic=topic)
+        run_bare(broker, messages, topic)
+        runs = {
+            "secureml_0.3.1": lambda r: run_secureml(baseline, args.events, root / f"s{r}"),
+            "ours_kafka": lambda r: run_ours(args.events, log_dir=root / f"k{r}", bootstrap_servers=broker,
+                                             topic=topic),
+            "ours_kafka_privacy": lambda r: run_ours(args.events, None, log_dir=root / f"kp{r}",
+                                                     bootstrap_servers=broker, topic=topic),
+            "ours_embedded": lambda r: run_ours(args.events, log_dir=root / f"e{r}", bootstrap_servers=""),
+            "ours_embedded_privacy": lambda r: run_ours(args.events, None, log_dir=root / f"ep{r}",
+                                                        bootstrap_servers=""),
+            "bare_kafka_produce": lambda r: run_bare(broker, messages, topic),
+        }
         for r in range(args.rounds):
-            rates["secureml_0.3.1"].append(run_secureml(baseline, args.events, root / f"s{r}"))
-            rates["ours_kafka"].append(run_ours(args.events, log_dir=root / f"k{r}", bootstrap_servers=broker,
-                                                topic="bench-log"))
-            rates["ours_embedded"].append(run_ours(args.events, log_dir=root / f"e{r}", bootstrap_servers=""))
+            order = list(runs) if r % 2 == 0 else list(reversed(runs))  # alternating: drift hits all alike
+            for name in order:
+                rates[name].append(runs[name](r))
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items()),
                   file=sys.stderr)
         result: dict[str, object] = {k: round(median(v)) for k, v in rates.items()}
-        result["ratio_kafka_vs_secureml"] = round(median(rates["ours_kafka"]) / median(rates["secureml_0.3.1"]), 2)
-        result["ratio_embedded_vs_secureml"] = round(
-            median(rates["ours_embedded"]) / median(rates["secureml_0.3.1"]), 2)
+        peer = median(rates["secureml_0.3.1"])
+        for name in ("ours_kafka", "ours_kafka_privacy", "ours_embedded", "ours_embedded_privacy"):
+            result[f"ratio_{name.removeprefix('ours_')}_vs_secureml"] = round(median(rates[name]) / peer, 2)
+        for name in ("ours_kafka", "ours_kafka_privacy"):
+            result[f"ratio_{name.removeprefix('ours_')}_vs_bare_produce"] = round(
+                median(rates[name]) / median(rates["bare_kafka_produce"]), 2)
+        for transport in ("kafka", "embedded"):
+            off, on = median(rates[f"ours_{transport}"]), median(rates[f"ours_{transport}_privacy"])
+            result[f"privacy_added_us_per_event_{transport}"] = round((1 / on - 1 / off) * 1e6, 2)
         if args.materialize:
             result.update({k: round(v, 2) for k, v in bench_materializer(broker, args.materialize, root / "m").items()})
     print(json.dumps(result, indent=2))

@@ -6,11 +6,13 @@ import os
 import socket
 import threading
 from collections.abc import Sequence
+from hashlib import sha256
+from time import time_ns
 from types import TracebackType
 from typing import Any
 
 from secureml.audit import events as ev
-from secureml.audit.codec import PayloadPlan, encode_long, encode_string, encode_string_array, seal
+from secureml.audit.codec import PayloadPlan, encode_long, encode_string, encode_string_array
 from secureml.audit.config import AuditConfig, resolve_config
 from secureml.audit.exceptions import AuditClosedError, AuditDeliveryError, AuditError, AuditValidationError
 from secureml.audit.privacy import protector_for, resolve_policy
@@ -23,6 +25,7 @@ INFO, WARNING, ERROR = ev.LEVELS["INFO"], ev.LEVELS["WARNING"], ev.LEVELS["ERROR
 _TYPE_BYTES = {t: encode_string(t) for t in ev.EVENT_FIELDS}
 _LEVEL_BYTES = {level: encode_long(level) for level in range(0, 60, 5)}
 _HASH_LENGTH = encode_long(64)  # every hash is 64 hex characters
+_SMALL_LONGS = [encode_long(n) for n in range(64)]  # seq of a trail's first events
 _HOST = socket.gethostname()
 _MAX_MESSAGE_CHARS = 2000  # error messages are cut: they may quote data
 
@@ -112,7 +115,6 @@ class AuditTrail:
         self._tracker = DeliveryTracker()
         self._seq = 0
         self._last_ts = self._start
-        self._prev_hash = ""
         self._prev_hash_bytes = encode_string("")
         self._closed = False
         self._close_report: DeliveryReport | None = None
@@ -144,7 +146,7 @@ class AuditTrail:
             seq = self._seq
             if closing:
                 values = {**values, "event_count": seq + 1}
-            ts = now if now is not None else now_micros()
+            ts = now if now is not None else time_ns() // 1000  # now_micros(), inlined
             if ts < self._last_ts:  # the wall clock stepped back: keep the operation's order
                 ts = self._last_ts
             event_id = self._id_prefix + str(seq)
@@ -153,7 +155,7 @@ class AuditTrail:
                     self._version_bytes,
                     encode_string(event_id),
                     self._operation_bytes,
-                    encode_long(seq),
+                    _SMALL_LONGS[seq] if seq < 64 else encode_long(seq),
                     _TYPE_BYTES.get(event_type) or encode_string(event_type),
                     _LEVEL_BYTES.get(level) or encode_long(level),
                     encode_long(ts),
@@ -163,14 +165,15 @@ class AuditTrail:
                     self._prev_hash_bytes,
                 )
             )
-            message, digest = seal(prefix)
+            # codec.seal(prefix), inlined: the message is the prefix, then its SHA-256 as an Avro string.
+            digest_bytes = sha256(prefix).hexdigest().encode()
+            message = b"".join((prefix, _HASH_LENGTH, digest_bytes))
             if len(message) > ev.MAX_EVENT_BYTES:
                 raise _oversized(len(message), values, where)
             self._transport.emit(self._key, message, self._tracker)
             self._seq = seq + 1
             self._last_ts = ts
-            self._prev_hash = digest
-            self._prev_hash_bytes = _HASH_LENGTH + digest.encode()
+            self._prev_hash_bytes = _HASH_LENGTH + digest_bytes
             if closing:
                 self._closed = True
             return event_id

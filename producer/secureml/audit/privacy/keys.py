@@ -62,14 +62,14 @@ class SubjectKey:
     before it wraps); cheaper than 12 bytes from the OS per event.
     """
 
-    __slots__ = ("key", "subject", "aead", "_prefix", "_counter", "_lock")
+    __slots__ = ("key", "subject", "aead", "_base", "_counter", "_lock")
 
     def __init__(self, key: bytes, subject: str) -> None:
         self.key = key
         self.subject = subject
         self.aead = _aesgcm(key)
         self._lock = threading.Lock()
-        self._prefix = os.urandom(8)
+        self._base = int.from_bytes(os.urandom(8), "big") << 32  # the random part, counter bits zero
         self._counter = itertools.count()
 
     def nonce(self) -> bytes:
@@ -77,9 +77,9 @@ class SubjectKey:
         if n >= 0xFFFFFFFF:
             with self._lock:
                 if next(self._counter) >= 0xFFFFFFFF:
-                    self._prefix, self._counter = os.urandom(8), itertools.count(1)
-                return self._prefix + b"\x00\x00\x00\x00"
-        return self._prefix + n.to_bytes(4, "big")
+                    self._base, self._counter = int.from_bytes(os.urandom(8), "big") << 32, itertools.count(1)
+                return self._base.to_bytes(12, "big")
+        return (self._base | n).to_bytes(12, "big")
 
 
 class KeyStore(Protocol):

@@ -26,10 +26,23 @@ _json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ign
 
 def encrypt(key: SubjectKey, name: str, value: Any) -> str:
     """``enc:v1:<subject pseudonym>:<base64 of nonce + AES-GCM ciphertext of the value's JSON>``."""
-    nonce = key.nonce()
-    plain = _json_string(value) if type(value) is str else _dumps(value)
-    sealed = key.aead.encrypt(nonce, plain.encode(), name.encode())
-    return f"{ENCRYPTED_PREFIX}{name}:{b2a_base64(nonce + sealed, newline=False).decode()}"
+    return sealer(key, name)(value)
+
+
+def sealer(key: SubjectKey, name: str) -> Callable[[Any], str]:
+    """``encrypt`` for one subject, with what is the same for every value (AEAD, associated data, the text's
+    head) bound once: the hot path calls it per encrypted value."""
+    aead_encrypt = key.aead.encrypt
+    nonce = key.nonce
+    aad = name.encode()
+    head = f"{ENCRYPTED_PREFIX}{name}:"
+
+    def seal(value: Any) -> str:
+        iv = nonce()
+        plain = _json_string(value) if type(value) is str else _dumps(value)
+        return head + b2a_base64(iv + aead_encrypt(iv, plain.encode(), aad), newline=False).decode("ascii")
+
+    return seal
 
 
 class Protector:
@@ -43,6 +56,7 @@ class Protector:
         self._pseudonym_key: bytes | None = None
         self._names: dict[str, str] = {}  # identifier -> pseudonym
         self._keys: dict[str, SubjectKey] = {}  # pseudonym -> key
+        self._sealers: dict[str, Callable[[Any], str]] = {}  # pseudonym -> encrypt under its key
         self._pseudonymise_user = "user" in policy.pseudonymise
         self._pseudonymise_subject = "user_id" in policy.pseudonymise
         self._encrypt_any = tuple(f.partition(".")[2] for f in policy.encrypt_fields if f.startswith("*."))
@@ -72,7 +86,8 @@ class Protector:
                 if self._pseudonym_key is None:
                     self._pseudonym_key = self._keystore().pseudonym_key()
                 name = pseudonym(self._pseudonym_key, identifier)
-                self._keys[name] = self._keystore().get_or_create(name, identifier)
+                key = self._keys[name] = self._keystore().get_or_create(name, identifier)
+                self._sealers[name] = sealer(key, name)
                 self._names[identifier] = name
         return name
 
@@ -81,6 +96,7 @@ class Protector:
         with self._lock:
             self._names.pop(identifier, None)
             self._keys.pop(name, None)
+            self._sealers.pop(name, None)
 
     def protect(self, event_type: str, values: dict[str, Any], user: str | None,
                 subject: str | None) -> tuple[dict[str, Any], str | None]:
@@ -95,11 +111,12 @@ class Protector:
         encrypted, dicts, texts = plan  # values is the call's own dict: changed in place
         if self._pseudonymise_subject and (user_id := values.get("user_id")) is not None:
             values["user_id"] = names.get(user_id) or self.name_of(user_id)
-        if name is not None:
+        if name is not None and encrypted:
+            seal = self._sealers[name]
             for field in encrypted:
                 value = values.get(field)
                 if isinstance(value, str) and not value.startswith(ENCRYPTED_PREFIX):
-                    values[field] = encrypt(self._keys[name], name, value)
+                    values[field] = seal(value)
         for field, redacting in dicts:
             value = values.get(field)
             if value is not None:
@@ -133,7 +150,7 @@ class Protector:
             out = {}
             for key, item in value.items():
                 if name is not None and key.lower() in self._keys_lower and item is not None:
-                    out[key] = encrypt(self._keys[name], name, item)
+                    out[key] = self._sealers[name](item)
                 else:
                     out[key] = self._walk(item, name, redacting)
             return out

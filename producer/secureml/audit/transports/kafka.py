@@ -31,6 +31,9 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "queue.buffering.max.kbytes": 1_048_576,
     "message.timeout.ms": 300_000,
 }
+# emit() serves delivery reports every this many events (each poll(0) is a C call and a settling pass; the
+# reports wait in librdkafka's queue meanwhile, which holds a million).
+_POLL_EVERY = 256
 # A full local queue means the broker has been unreachable for long: wait this long, then fail.
 _QUEUE_FULL_WAIT = 30.0
 # The reason of an event librdkafka dropped after a fatal error, until that error is known.
@@ -343,15 +346,21 @@ class KafkaTransport(Transport):
     def _settle(self) -> None:
         """Count the delivery reports noted since the last call in their trails' trackers."""
         reports = self._reports
+        trackers = self._trackers
+        delivered: dict[bytes, int] = {}  # counted per trail, one tracker update per poll
         while reports:
             err, msg = reports.popleft()
-            tracker = self._trackers.get(msg.key())
-            if tracker is None:
-                continue
+            key = msg.key()
             if err is None:
-                tracker.on_delivered()
-            else:
+                delivered[key] = delivered.get(key, 0) + 1
+                continue
+            tracker = trackers.get(key)
+            if tracker is not None:
                 tracker.on_failed(self._refusals.explain(err))
+        for key, count in delivered.items():
+            tracker = trackers.get(key)
+            if tracker is not None:
+                tracker.on_delivered(count)
 
     def _on_error(self, err: KafkaError) -> None:
         self._refusals.on_error(err, self._producer)
@@ -385,7 +394,7 @@ class KafkaTransport(Transport):
             tracker.on_failed(self._refusals.refused_at_send(exc, "event"))
             return
         self._unpolled += 1
-        if self._unpolled >= 64:  # serve delivery reports now and then, not on every call
+        if self._unpolled >= _POLL_EVERY:  # serve delivery reports now and then, not on every call
             self._unpolled = 0
             self._serve(0)
 
