@@ -6,7 +6,11 @@ directly: producing 10M events through Kafka would take minutes), then times
 same run: the same filter as a DuckDB scan of the same files without the lake's pruning
 (the Delta log's per-file time statistics).
 
-    .venv/bin/python bench/bench_query.py [--events 10000000] [--queries 30]
+Also times one operation_id among all events (no time range: every file is a candidate,
+row groups are skipped by their statistics and bloom filters) against the same DuckDB scan,
+and the dict rate of a large result (one operation name over all days) against Arrow.
+
+    .venv/bin/python bench/bench_query.py [--events 10000000] [--queries 30] [--lake DIR]
 """
 
 from __future__ import annotations
@@ -74,11 +78,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--lake", type=Path, metavar="DIR",
+                        help="build the lake in DIR and keep it; reuse it when DIR exists (default: a temporary one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        log_dir = Path(tmp) / "lake"
+        log_dir = args.lake or Path(tmp) / "lake"
         began = time.perf_counter()
-        build_lake(log_dir, args.events)
+        if not log_dir.exists():
+            build_lake(log_dir, args.events)
         built = time.perf_counter() - began
         start, end = "2026-01-12T06:00:00", "2026-01-12T18:00:00"
         ours, ours_arrow, baseline, rows = [], [], [], 0
@@ -103,6 +110,28 @@ def main() -> int:
                 ours_arrow.append(t1b - t1)
                 baseline.append(t2 - t1b)
                 rows += n
+        by_id, by_id_scan, id_rows = [], [], 0
+        for q in range(args.queries + 3):
+            op = f"op-{(q * 7919) % 20_000}"
+            t0 = time.perf_counter()
+            logs = get_audit_logs(operation_id=op, log_dir=log_dir)
+            t1 = time.perf_counter()
+            n = con.sql("SELECT * FROM read_parquet(?) WHERE operation_id = ? ORDER BY timestamp",
+                        params=[paths, op]).to_arrow_table().num_rows
+            t2 = time.perf_counter()
+            assert n == len(logs), (op, n, len(logs))
+            if q >= 3:
+                by_id.append(t1 - t0)
+                by_id_scan.append(t2 - t1)
+                id_rows += n
+        big_dicts, big_arrow, big_rows = [], [], 0
+        for q in range(5):
+            t0 = time.perf_counter()
+            big_rows = len(get_audit_logs(operation_name=f"model_{q}", log_dir=log_dir))
+            t1 = time.perf_counter()
+            get_audit_logs(operation_name=f"model_{q}", log_dir=log_dir, output="arrow")
+            big_dicts.append(t1 - t0)
+            big_arrow.append(time.perf_counter() - t1)
         result = {
             "events": args.events, "build_seconds": round(built, 1),
             "get_audit_logs_p50_ms": round(statistics.median(ours) * 1000, 1),
@@ -112,6 +141,15 @@ def main() -> int:
             "speedup_vs_scan": round(statistics.median(baseline) / statistics.median(ours), 2),
             "arrow_speedup_vs_scan": round(statistics.median(baseline) / statistics.median(ours_arrow), 2),
             "rows_per_query": rows // args.queries,
+            "operation_id_p50_ms": round(statistics.median(by_id) * 1000, 1),
+            "operation_id_p90_ms": round(sorted(by_id)[int(len(by_id) * 0.9)] * 1000, 1),
+            "duckdb_operation_id_all_files_p50_ms": round(statistics.median(by_id_scan) * 1000, 1),
+            "operation_id_speedup_vs_scan": round(statistics.median(by_id_scan) / statistics.median(by_id), 2),
+            "rows_per_operation": id_rows // args.queries,
+            "large_result_rows": big_rows,
+            "large_result_dicts_rows_per_s": round(big_rows / statistics.median(big_dicts)),
+            "large_result_arrow_rows_per_s": round(big_rows / statistics.median(big_arrow)),
+            "large_result_dicts_vs_arrow_time": round(statistics.median(big_dicts) / statistics.median(big_arrow), 2),
         }
     print(json.dumps(result, indent=2))
     return 0

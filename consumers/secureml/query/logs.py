@@ -9,11 +9,13 @@ from any process.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import gc
 import importlib.util
 import json
 import os
 import threading
-from itertools import repeat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -284,32 +286,53 @@ def _iso_utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.binary_join_element_wise(pc.replace_substring(text, " ", "T", max_replacements=1), "+00:00", "")
 
 
-def _json_column(values: list[str | None]) -> list[Any]:
+def _json_column(column: pa.ChunkedArray) -> list[Any]:
     """JSON texts parsed, each distinct text once.
 
     A repeated scalar is shared; a repeated flat object or array is copied for every row
-    (rows are the caller's to change); anything nested is parsed row by row.
+    (rows are the caller's to change); anything nested is parsed row by row. Rows are picked
+    from the distinct values by index in C (``map``), not by a Python loop.
     """
-    parsed: dict[str, tuple[Any, Any]] = {}  # text -> (value, how to give each row its own)
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    texts = encoded.dictionary.to_pylist()
+    indexes = encoded.indices.to_pylist()
+    if encoded.null_count:
+        texts.append(None)
+        none = len(texts) - 1
+        indexes = [none if i is None else i for i in indexes]
     loads = json.loads
-    out: list[Any] = []
-    for value in values:
-        if value is None:
-            out.append(None)
-            continue
-        known = parsed.get(value)
-        if known is None:
-            result = loads(value)
-            copy: Any = None
-            if isinstance(result, dict):
-                flat = not any(isinstance(v, (dict, list)) for v in result.values())
-                copy = dict if flat else loads
-            elif isinstance(result, list):
-                copy = list if not any(isinstance(v, (dict, list)) for v in result) else loads
-            known = parsed[value] = (result if copy is not loads else value, copy)
-        base, copy = known
-        out.append(base if copy is None else copy(base))
-    return out
+    bases: list[Any] = []
+    copies: list[Any] = []  # per distinct text: None (share), dict or list (copy flat), loads (nested)
+    for text in texts:
+        result = None if text is None else loads(text)
+        copy: Any = None
+        if isinstance(result, dict):
+            copy = dict if not any(isinstance(v, (dict, list)) for v in result.values()) else loads
+        elif isinstance(result, list):
+            copy = list if not any(isinstance(v, (dict, list)) for v in result) else loads
+        bases.append(text if copy is loads else result)
+        copies.append(copy)
+    picked = map(bases.__getitem__, indexes)
+    kinds = set(copies)
+    if len(kinds) == 1:
+        (copy,) = kinds
+        return list(picked) if copy is None else list(map(copy, picked))
+    return [base if copy is None else copy(base) for base, copy in zip(picked, map(copies.__getitem__, indexes))]
+
+
+def _list_column(column: pa.ChunkedArray) -> list[Any]:
+    """A list column as Python lists, one new list per row: sliced from one flat list of the values
+    (several times faster than ``to_pylist``, which builds each row through a scalar)."""
+    array = column.combine_chunks()
+    if array.offset:
+        array = pa.concat_arrays([array])  # offsets from 0
+    offsets = array.offsets.to_pylist()
+    flat = array.values.to_pylist()
+    rows: list[Any] = list(map(flat.__getitem__, map(slice, offsets[:-1], offsets[1:])))
+    if array.null_count:
+        for place in pc.indices_nonzero(array.is_null()).to_pylist():
+            rows[place] = None
+    return rows
 
 
 def _to_logs(table: pa.Table) -> list[dict[str, Any]]:
@@ -318,21 +341,29 @@ def _to_logs(table: pa.Table) -> list[dict[str, Any]]:
     Rows are converted per event type, only the columns that type carries (a payload column
     of another type is all nulls, and converting it costs as much as the rest), each row one
     ``dict(zip(keys, values))``; with several types each dict is then put back in its row's place.
+    The cyclic garbage collector is paused meanwhile: the new dicts and lists hold no cycles,
+    and collections triggered by creating millions of them cost as much as creating them.
     """
     count = table.num_rows
     if count == 0:
         return []
-    types = table["event_type"]
-    present = pc.unique(types).to_pylist()
-    if len(present) == 1:
-        return _logs_of_type(table, present[0])
-    logs: list[Any] = [None] * count
-    for event_type in present:
-        match = pc.equal(types, pa.scalar(event_type, types.type))
-        places = pc.indices_nonzero(match).to_pylist()
-        for place, log in zip(places, _logs_of_type(table.filter(match), event_type)):
-            logs[place] = log
-    return logs
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        types = table["event_type"]
+        present = pc.unique(types).to_pylist()
+        if len(present) == 1:
+            return _logs_of_type(table, present[0])
+        logs: list[Any] = [None] * count
+        for event_type in present:
+            match = pc.equal(types, pa.scalar(event_type, types.type))
+            places = pc.indices_nonzero(match).to_pylist()
+            for place, log in zip(places, _logs_of_type(table.filter(match), event_type)):
+                logs[place] = log
+        return logs
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any]]:
@@ -343,11 +374,25 @@ def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any
         column = table[name]
         if name in TIMESTAMP_FIELDS:
             column = _iso_utc(column)
-        items = column.to_pylist()
-        values.append(_json_column(items) if name in JSON_FIELDS else items)
-    return list(map(dict, map(zip, repeat(keys), zip(*values))))
+        if name in JSON_FIELDS:
+            values.append(_json_column(column))
+        elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            values.append(_list_column(column))
+        else:
+            values.append(column.to_pylist())
+    return list(map(_dict_maker(keys), *values))
 
 
+@functools.lru_cache(maxsize=64)
+def _dict_maker(keys: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
+    """A function of one value per key returning the dict of them: a dict display with constant keys,
+    which CPython builds pre-sized in one step (about 0.8x the time of ``dict(zip(keys, row))``).
+
+    The keys are the event schema's field names; they enter the code as string literals (repr).
+    """
+    params = ", ".join(f"v{i}" for i in range(len(keys)))
+    body = ", ".join(f"{key!r}: v{i}" for i, key in enumerate(keys))
+    return eval(f"lambda {params}: {{{body}}}")  # noqa: S307 -- literals and parameter names only
 def get_audit_logs(
     operation_id: str | None = None,
     operation_name: str | None = None,

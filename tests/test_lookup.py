@@ -1,0 +1,97 @@
+"""Point lookups and result dicts: bloom filters in every data file, and dicts built column-wise that equal the rows."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from conftest import Harness
+from secureml.audit import AuditTrail, get_audit_logs
+from secureml.lake.table import BLOOM_FILTER_COLUMNS, Lake
+from secureml.materializer import materialize
+
+
+def _log_operations(log_dir: Path, operations: int) -> list[str]:
+    """`operations` trails of a few events each (inference, access, a user request), materialised one by one."""
+    ids = []
+    for i in range(operations):
+        with AuditTrail(f"op-{i % 2}", log_dir=log_dir, bootstrap_servers="", user=f"user_{i}",
+                        context={"run": i, "nested": {"tags": ["a", "b"]}} if i % 2 else {"run": i}) as trail:
+            ids.append(trail.operation_id)
+            trail.log_model_inference("m", f"row-{i}", ["low", i], 0.5)
+            trail.log_data_access("customers", ["email", "age"], i, "support")
+            trail.log_user_request("access", f"subject_{i}", {"ticket": i}, "completed")
+        materialize(log_dir)
+    return ids
+
+
+@pytest.fixture
+def lake_with_operations(embedded: Harness) -> tuple[Path, list[str]]:
+    """A lake of 6 operations, its closed days compacted (files written by both append and compaction)."""
+    ids = _log_operations(embedded.log_dir, 6)
+    Lake(embedded.log_dir).compact_all(today="2999-01-01")
+    return embedded.log_dir, ids
+
+
+def test_every_data_file_has_bloom_filters_on_the_lookup_columns(lake_with_operations: tuple[Path, list[str]]) -> None:
+    """Each row group of each data file of the newest version carries a bloom filter for operation_id, user, user_id."""
+    log_dir, _ids = lake_with_operations
+    files = [f.uri for f in Lake(log_dir).snapshot().files]
+    assert files
+    con = duckdb.connect()
+    rows = con.sql("SELECT path_in_schema, bloom_filter_offset FROM parquet_metadata(?) "
+                   "WHERE path_in_schema IN ('operation_id', 'user', 'user_id')", params=[files]).fetchall()
+    assert {name for name, _ in rows} == set(BLOOM_FILTER_COLUMNS)
+    assert all(offset is not None for _, offset in rows), rows
+
+
+def test_bloom_filters_rule_out_absent_ids_and_keep_present_ones(lake_with_operations: tuple[Path, list[str]]) -> None:
+    """DuckDB's bloom probe excludes every row group for an unknown uuid and keeps the one holding a logged id."""
+    log_dir, ids = lake_with_operations
+    files = [f.uri for f in Lake(log_dir).snapshot().files]
+    con = duckdb.connect()
+
+    def excluded(column: str, value: str) -> list[bool]:
+        return [row[0] for f in files for row in con.sql(
+            "SELECT bloom_filter_excludes FROM parquet_bloom_probe(?, ?, ?)", params=[f, column, value]).fetchall()]
+
+    assert all(excluded("operation_id", str(uuid.uuid4())))
+    assert not all(excluded("operation_id", ids[3]))
+    # user and user_id are stored as pseudonyms (the privacy policy's default): probe the stored forms.
+    user, user_id = con.execute("SELECT any_value(\"user\"), any_value(user_id) FROM read_parquet(?) "
+                                "WHERE operation_id = ?", [files, ids[3]]).fetchall()[0]
+    assert user.startswith("ps_") and user_id.startswith("ps_")
+    assert not all(excluded("user", user)) and not all(excluded("user_id", user_id))
+    assert all(excluded("user", "ps_" + "x" * 26))
+    assert get_audit_logs(operation_id=str(uuid.uuid4()), log_dir=log_dir) == []
+    assert {e["seq"] for e in get_audit_logs(operation_id=ids[3], log_dir=log_dir)} == {0, 1, 2, 3, 4}
+
+
+def test_result_dicts_equal_the_arrow_rows_and_each_is_its_own(lake_with_operations: tuple[Path, list[str]]) -> None:
+    """Dicts of mixed event types hold the Arrow rows' values, parsed JSON and lists, none shared between rows."""
+    log_dir, _ids = lake_with_operations
+    logs = get_audit_logs(log_dir=log_dir)
+    table = get_audit_logs(log_dir=log_dir, output="arrow")
+    assert len(logs) == table.num_rows == 6 * 5
+    assert [e["event_id"] for e in logs] == table["event_id"].to_pylist()
+    inference = [e for e in logs if e["event_type"] == "model_inference"]
+    assert inference[1]["input_data"] == "row-1" and inference[1]["output"] == ["low", 1]
+    assert inference[1]["context"] == {"run": 1, "nested": {"tags": ["a", "b"]}}
+    access = [e for e in logs if e["event_type"] == "data_access"]
+    assert access[2]["columns_accessed"] == ["email", "age"] and "request_type" not in access[2]
+    requests = [e for e in logs if e["event_type"] == "user_request"]
+    assert requests[4]["details"] == {"ticket": 4} and requests[4]["user_id"] == "subject_4"
+    assert all(isinstance(e["timestamp"], str) and e["timestamp"].endswith("+00:00") for e in logs)
+    # Rows are the caller's: changing one row's lists and objects changes no other row.
+    logs[0]["regulations"].append("changed")
+    logs[0]["context"]["run"] = "changed"
+    access[0]["columns_accessed"].append("changed")
+    inference[1]["context"]["nested"]["tags"].append("changed")
+    assert all("changed" not in e["regulations"] for e in logs[1:])
+    assert all(e["context"]["run"] != "changed" for e in logs[1:])
+    assert access[1]["columns_accessed"] == ["email", "age"]
+    assert inference[3]["context"]["nested"]["tags"] == ["a", "b"]
+    assert get_audit_logs(log_dir=log_dir)[0] != logs[0]
