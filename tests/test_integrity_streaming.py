@@ -114,16 +114,13 @@ def test_chains_checked_in_chunks_of_whole_operations_find_what_one_pass_finds(
 
 
 def test_the_work_directory_is_owner_only_inside_log_dir_and_gone_after_close(tmp_path: Path) -> None:
-    """The row store spills only under the log directory, owner-only, and leaves nothing behind."""
+    """The row store writes only under the log directory, owner-only, and leaves nothing behind."""
     store = RowStore(tmp_path)
     try:
         store.add(pa.Table.from_pylist(_skeleton_rows(random.Random(8)), schema=SKELETON))
         assert store.directory.parent == tmp_path
         assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
-        store.con.execute("SET memory_limit = '16MB'")  # what exceeds it goes to the work directory
-        store.add(pa.Table.from_pylist(_skeleton_rows(random.Random(9)) * 600, schema=SKELETON))
-        assert sum(1 for _ in store.by_operation()) > 0
-        assert [p for p in store.directory.rglob("*") if p.is_file()]
+        assert (store.directory / "rows.duckdb").is_file()
     finally:
         store.close()
     assert list(tmp_path.iterdir()) == []

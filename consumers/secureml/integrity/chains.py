@@ -28,7 +28,7 @@ from secureml.integrity.result import (
 
 CLOSED = "audit_closed"
 MAX_SEQS_NAMED = 1000  # a finding lists at most this many seqs; its message names the runs
-CHUNK_ROWS = 1 << 17  # rows checked at a time when they stream in operation order
+CHUNK_ROWS = 1 << 15  # rows checked at a time when they stream in operation order
 
 
 @dataclass(frozen=True)
