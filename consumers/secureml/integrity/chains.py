@@ -7,6 +7,7 @@ chain is not perfect; only those are examined in Python, to name what happened a
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
 
@@ -27,6 +28,7 @@ from secureml.integrity.result import (
 
 CLOSED = "audit_closed"
 MAX_SEQS_NAMED = 1000  # a finding lists at most this many seqs; its message names the runs
+CHUNK_ROWS = 1 << 15  # rows checked at a time when they stream in operation order
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,34 @@ def check_chains(rows: pa.Table, files: list[str]) -> dict[str, OperationReport]
                                                        r["hash"], r["intact"], files[r["file"]]))
         for op, op_rows in by_operation.items():
             reports[op].findings.extend(chain_findings(op, op_rows))
+    return reports
+
+
+def check_chains_in_order(batches: Iterable[pa.RecordBatch], files: list[str]) -> dict[str, OperationReport]:
+    """``check_chains`` over rows streamed in (operation, seq) order, a chunk of whole operations at a time.
+
+    Memory holds about CHUNK_ROWS rows, or one operation's rows when it has more.
+    """
+    reports: dict[str, OperationReport] = {}
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        held += batch.num_rows
+        if held < CHUNK_ROWS:
+            continue
+        rows = pa.Table.from_batches(pending)
+        # The last operation may go on in the next batch: keep it for the next chunk.
+        ids = rows.column("operation_id")
+        tail = np.flatnonzero(pc.equal(ids, ids[-1]).to_numpy(zero_copy_only=False))[0]
+        if tail == 0:
+            continue  # one operation so far: read on
+        reports.update(check_chains(rows.slice(0, tail), files))
+        pending, held = rows.slice(tail).to_batches(), rows.num_rows - tail
+    if pending:
+        reports.update(check_chains(pa.Table.from_batches(pending), files))
     return reports
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
@@ -69,3 +69,34 @@ def by_source(rows: pa.Table) -> tuple[dict[str, tuple[int, int]], np.ndarray, p
              for start, end in zip(starts, [*starts[1:], len(sources.order)])}
     offsets = rows.column("source_offset").to_numpy()[sources.order]
     return spans, offsets, rows.column("hash").take(pa.array(sources.order))
+
+
+LEAF_CHUNK = 1 << 16  # leaf hashes handed over at a time
+
+
+class Leaves(Protocol):
+    """Rows as Merkle leaves: each source's event hashes in offset order (``RowStore`` on disk, ``TableLeaves``)."""
+
+    def between(self, source: str, after: int, up_to: int) -> Iterator[list[str]]:
+        """Hashes of one source's rows at offsets in (``after``, ``up_to``], in order, in chunks."""
+        ...
+
+
+class TableLeaves:
+    """``Leaves`` over rows held in memory (``source``, ``source_offset``, ``hash``)."""
+
+    def __init__(self, rows: pa.Table) -> None:
+        self._spans, self._offsets, self._hashes = by_source(rows)
+
+    def between(self, source: str, after: int, up_to: int) -> Iterator[list[str]]:
+        """Hashes of one source's rows at offsets in (``after``, ``up_to``], in order, in chunks."""
+        begin, end = self._spans.get(source, (0, 0))
+        lo = begin + int(np.searchsorted(self._offsets[begin:end], after, side="right"))
+        hi = begin + int(np.searchsorted(self._offsets[begin:end], up_to, side="right"))
+        for start in range(lo, hi, LEAF_CHUNK):
+            yield self._hashes.slice(start, min(LEAF_CHUNK, hi - start)).to_pylist()
+
+
+def leaves_of(rows: pa.Table | Leaves) -> Leaves:
+    """Rows as ``Leaves`` (a table is indexed by source in memory)."""
+    return TableLeaves(rows) if isinstance(rows, pa.Table) else rows

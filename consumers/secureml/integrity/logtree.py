@@ -14,19 +14,17 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 
 from secureml.audit.config import ENV_PREFIX
 from secureml.integrity.checkpoints import Checkpoint
 from secureml.integrity.exceptions import ProofError
-from secureml.integrity.lakerows import by_source, snapshot_rows
+from secureml.integrity.lakerows import Leaves, leaves_of, snapshot_rows
 from secureml.integrity.merkle import consistency_ranges, extend_frontier, leaf_hashes, root_of_frontier
 from secureml.lake.table import Lake
 from secureml.retention.positions import with_removed_leaves
 
 ORIGIN_ENV = ENV_PREFIX + "LOG_ORIGIN"
-LEAF_CHUNK = 1 << 16
 
 
 def default_origin(signer_key_id: str) -> str:
@@ -77,21 +75,18 @@ class LogFold:
         return root_of_frontier(self.frontier)
 
 
-def fold(rows: pa.Table, checkpoints: Iterable[Checkpoint], ranges: Sequence[tuple[int, int]] = ()
+def fold(rows: pa.Table | Leaves, checkpoints: Iterable[Checkpoint], ranges: Sequence[tuple[int, int]] = ()
          ) -> Iterator[tuple[Checkpoint, LogFold]]:
     """The log tree after each checkpoint, grown from the rows (``source``, ``source_offset``, ``hash``)."""
-    spans, offsets, hashes = by_source(rows)
+    leaves = leaves_of(rows)
     tree = LogFold(ranges)
     last: Checkpoint | None = None
     for checkpoint, source, after, up_to in segments(checkpoints):
         if last is not None and checkpoint is not last:
             yield last, tree
         last = checkpoint
-        begin, end = spans.get(source, (0, 0))
-        lo = begin + int(np.searchsorted(offsets[begin:end], after, side="right"))
-        hi = begin + int(np.searchsorted(offsets[begin:end], up_to, side="right"))
-        for start in range(lo, hi, LEAF_CHUNK):
-            tree.extend(leaf_hashes(hashes.slice(start, min(LEAF_CHUNK, hi - start)).to_pylist()))
+        for chunk in leaves.between(source, after, up_to):
+            tree.extend(leaf_hashes(chunk))
     if last is not None:
         yield last, tree
 

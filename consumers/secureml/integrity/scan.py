@@ -17,7 +17,7 @@ from secureml.lake.rows import lake_schema
 from secureml.lake.table import Lake, Snapshot
 
 Progress = Callable[[int, int], None]  # (rows done, rows in all)
-BATCH_ROWS = 65_536
+BATCH_ROWS = 16_384  # a row group of the lake's files: larger batches cost memory, not speed
 
 # The columns the checks use; ``intact`` is True when the row's hash matches its content.
 SKELETON = pa.schema([
@@ -34,9 +34,9 @@ _BLANKS = {"operation_id": "", "seq": -1, "event_type": "", "prev_hash": "", "ha
 
 @dataclass
 class Scan:
-    """The skeleton of every row read, the files (``file`` indexes them), and unreadable files."""
+    """How many rows were read, the files (``file`` indexes them), and unreadable files."""
 
-    rows: pa.Table
+    events: int
     files: list[str]
     findings: list[Finding] = field(default_factory=list)
 
@@ -74,12 +74,16 @@ def _skeleton(batch: pa.RecordBatch, file_index: int) -> pa.RecordBatch:
 
 
 def scan_lake(
-    lake: Lake, snapshot: Snapshot, operation_id: str | None = None, progress: Progress | None = None
+    lake: Lake, snapshot: Snapshot, keep: Callable[[pa.RecordBatch], None], operation_id: str | None = None,
+    progress: Progress | None = None,
 ) -> Scan:
-    """Read every data file of a table version (only one operation's rows when given)."""
+    """Read every data file of a table version (only one operation's rows when given), a batch at a time.
+
+    ``keep`` takes the skeleton of each batch (``SKELETON``), so memory holds one batch at most.
+    """
     total = snapshot.rows
     done = 0
-    batches: list[pa.RecordBatch] = []
+    kept = 0
     findings: list[Finding] = []
 
     def advance(rows: int) -> None:
@@ -94,7 +98,9 @@ def scan_lake(
                 advance(batch.num_rows)
                 if operation_id is not None:
                     batch = batch.filter(pc.equal(batch.column("operation_id"), operation_id))
-                batches.append(_skeleton(batch, index))
+                skeleton = _skeleton(batch, index)
+                kept += skeleton.num_rows
+                keep(skeleton)
         except FileNotFoundError:
             findings.append(Finding(
                 FILE_MISSING, "error", f"{entry.path} is part of table version {snapshot.version} ({entry.rows} "
@@ -104,4 +110,4 @@ def scan_lake(
             findings.append(Finding(
                 FILE_MISSING, "error", f"{entry.path} cannot be read ({exc}): its {entry.rows} events are lost "
                 "to queries; restore it from a backup or replay the source", files=(entry.path,)))
-    return Scan(pa.Table.from_batches(batches, schema=SKELETON), [f.path for f in snapshot.files], findings)
+    return Scan(kept, [f.path for f in snapshot.files], findings)

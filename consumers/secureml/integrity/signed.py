@@ -6,13 +6,12 @@ from collections import defaultdict
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from secureml.integrity.checkpoints import ChainState, Checkpoint, SourceCoverage, StoredCheckpoint
 from secureml.integrity.keys import key_id, signature_valid
-from secureml.integrity.lakerows import by_source
+from secureml.integrity.lakerows import Leaves, leaves_of
 from secureml.integrity.logtree import fold
 from secureml.integrity.merkle import extend_frontier, leaf_hashes, root_of_frontier
 from secureml.integrity.result import (
@@ -32,8 +31,6 @@ from secureml.integrity.result import (
     Finding,
     OperationReport,
 )
-
-LEAF_CHUNK = 1 << 16  # leaves hashed at a time while roots are recomputed
 
 
 def check_checkpoints(
@@ -85,30 +82,30 @@ def check_checkpoints(
     return reports, state
 
 
-def _first_mismatch(offsets: np.ndarray, hashes: pa.Array, claims: list[tuple[int, SourceCoverage]]) -> int | None:
-    """Index of the first claim (checkpoint, coverage) of one source its rows do not match, streaming the leaves.
+def _first_mismatch(leaves: Leaves, source: str, claims: list[tuple[int, SourceCoverage]]
+                    ) -> tuple[int, int] | None:
+    """(index of the first claim of one source its rows do not match, rows it covers), streaming the leaves.
 
-    The frontier grows from one claimed size to the next, so memory stays small whatever the
+    The frontier grows from one claimed offset to the next, so memory stays small whatever the
     source's size.
     """
-    size, frontier = 0, list[bytes]()
+    size, frontier, covered = 0, list[bytes](), -1
     for index, (_number, coverage) in enumerate(claims):
-        target = int(np.searchsorted(offsets, coverage.last_offset, side="right"))
-        if target < size:  # a claim that covers less than the one before it: start over
-            size, frontier = 0, []
-        for start in range(size, target, LEAF_CHUNK):
-            chunk = hashes.slice(start, min(LEAF_CHUNK, target - start)).to_pylist()
-            frontier = extend_frontier(frontier, start, leaf_hashes(chunk))
-        size = target
+        if coverage.last_offset < covered:  # a claim that covers less than the one before it: start over
+            size, frontier, covered = 0, [], -1
+        for chunk in leaves.between(source, covered, coverage.last_offset):
+            frontier = extend_frontier(frontier, size, leaf_hashes(chunk))
+            size += len(chunk)
+        covered = coverage.last_offset
         if size != coverage.tree_size or tuple(n.hex() for n in frontier) != coverage.frontier \
                 or root_of_frontier(frontier).hex() != coverage.root:
-            return index
+            return index, size
     return None
 
 
-def check_roots(rows: pa.Table, stored: list[StoredCheckpoint], reports: list[CheckpointReport]) -> None:
+def check_roots(rows: pa.Table | Leaves, stored: list[StoredCheckpoint], reports: list[CheckpointReport]) -> None:
     """Recompute every checkpoint's Merkle roots from the lake; name the first range that differs, per source."""
-    spans, offsets, hashes = by_source(rows)
+    leaves = leaves_of(rows)
     claims: dict[str, list[tuple[int, SourceCoverage]]] = defaultdict(list)
     by_number: dict[int, CheckpointReport] = {}
     for item, report in zip(stored, reports):
@@ -118,14 +115,13 @@ def check_roots(rows: pa.Table, stored: list[StoredCheckpoint], reports: list[Ch
             for source, coverage in item.checkpoint.sources.items():
                 claims[source].append((item.checkpoint.sequence, coverage))
     for source, source_claims in claims.items():
-        begin, end = spans.get(source, (0, 0))
-        first = _first_mismatch(offsets[begin:end], hashes.slice(begin, end - begin), source_claims)
-        if first is None:
+        mismatch = _first_mismatch(leaves, source, source_claims)
+        if mismatch is None:
             continue
+        first, size = mismatch
         for number, _coverage in source_claims[first:]:
             by_number[number].roots_match = False  # the later ones follow from the first
         number, coverage = source_claims[first]
-        size = int(np.searchsorted(offsets[begin:end], coverage.last_offset, side="right"))
         where = f"offsets {source_claims[first - 1][1].last_offset + 1}..{coverage.last_offset}" if first else \
             f"offsets up to {coverage.last_offset}"
         by_number[number].findings.append(Finding(
@@ -135,7 +131,7 @@ def check_roots(rows: pa.Table, stored: list[StoredCheckpoint], reports: list[Ch
             source=source, checkpoint=number))
 
 
-def check_log(rows: pa.Table, stored: list[StoredCheckpoint], reports: list[CheckpointReport]) -> None:
+def check_log(rows: pa.Table | Leaves, stored: list[StoredCheckpoint], reports: list[CheckpointReport]) -> None:
     """Rebuild the log tree from the lake and compare it with every checkpoint that signed one; name the first miss."""
     chain = [(item.checkpoint, report) for item, report in zip(stored, reports) if item.checkpoint is not None]
     by_sequence = {checkpoint.sequence: report for checkpoint, report in chain}
@@ -160,7 +156,7 @@ def check_log(rows: pa.Table, stored: list[StoredCheckpoint], reports: list[Chec
 
 
 def check_heads(
-    rows: pa.Table, state: ChainState, operations: dict[str, OperationReport], files: list[str],
+    con: duckdb.DuckDBPyConnection, state: ChainState, operations: dict[str, OperationReport], files: list[str],
     only_operation: str | None = None,
 ) -> tuple[list[Finding], int]:
     """Signed chain heads and positions against the lake: deleted, truncated, rewritten, inserted, moved.
@@ -179,12 +175,11 @@ def check_heads(
         "source": pa.array(list(state.sources), pa.large_string()),
         "last_offset": pa.array([c.last_offset for _, c in state.sources.values()], pa.int64()),
     })
-    con = duckdb.connect(config={"threads": 2})
-    try:
-        for name, table in (("rows", rows), ("heads", heads), ("coverage", coverage)):
+    try:  # ``rows`` is the skeleton of every row (``RowStore``): joined out of core, never held here
+        for name, table in (("heads", heads), ("coverage", coverage)):
             con.register(name, table)
         con.execute("""
-            CREATE TEMP TABLE placed AS
+            CREATE OR REPLACE TEMP VIEW placed AS
             SELECT r.operation_id, r.seq, r.source, r.source_offset, r.file, h.last_seq, h.checkpoint,
                    coalesce(r.source_offset <= c.last_offset, false) AS covered
             FROM rows r LEFT JOIN coverage c USING (source) LEFT JOIN heads h USING (operation_id)""")
@@ -206,7 +201,9 @@ def check_heads(
         uncovered = _query(con, "SELECT source, count(*) AS events FROM placed WHERE NOT covered "
                                 "GROUP BY source ORDER BY source")
     finally:
-        con.close()
+        con.execute("DROP VIEW IF EXISTS placed")
+        for name in ("heads", "coverage"):
+            con.unregister(name)
     for head in unmatched:
         _head_finding(head, operations)
     for row in misplaced:

@@ -7,14 +7,12 @@ import os
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from secureml.audit.config import resolve_config
 from secureml.audit.privacy.erase import ERASURE_EVENT
 from secureml.audit.transports.embedded import log_path
-from secureml.integrity.chains import check_chains
+from secureml.integrity.chains import check_chains_in_order
 from secureml.integrity.checkpoints import LAKE_PUBLIC_KEY, StoredCheckpoint, checkpoint_dir, stored_checkpoints
 from secureml.integrity.exceptions import IntegrityError
 from secureml.integrity.keys import load_public_key
@@ -28,10 +26,13 @@ from secureml.integrity.result import (
     Finding,
     VerificationResult,
 )
-from secureml.integrity.scan import Progress, scan_lake
+from secureml.integrity.rowstore import RowStore
+from secureml.integrity.scan import SKELETON, Progress, scan_lake
 from secureml.integrity.signed import check_checkpoints, check_heads, check_log, check_roots
 from secureml.integrity.witnessed import WitnessPolicy, check_witnessed
 from secureml.lake.table import Lake, Snapshot
+from secureml.retention.holds import RETENTION_DIR
+from secureml.retention.records import stored_records
 from secureml.retention.verification import expired_events
 
 PublicKey = str | os.PathLike[str] | Ed25519PublicKey
@@ -89,7 +90,16 @@ def verify(
             f"(`secureml-audit materialize --once --log-dir {directory}`), or pass the directory that holds lake/"
         )
     snapshot = lake.snapshot(as_of)
-    scan = scan_lake(lake, snapshot, operation_id, progress)
+    with RowStore(Path(directory)) as store:
+        return _verify(lake, snapshot, store, public_key, operation_id, progress, as_of, witnesses, started)
+
+
+def _verify(
+    lake: Lake, snapshot: Snapshot, store: RowStore, public_key: PublicKey | None, operation_id: str | None,
+    progress: Progress | None, as_of: int | str | dt.datetime | None, witnesses: WitnessPolicy | None, started: float,
+) -> VerificationResult:
+    """``verify`` with the rows kept in ``store`` as they are scanned, and every check reading them back from it."""
+    scan = scan_lake(lake, snapshot, store.add, operation_id, progress)
     key, key_origin, findings = _trusted_key(lake, public_key)
     stored = stored_checkpoints(lake.root)
     if as_of is not None:  # the chain as it stood at that version: later checkpoints cover rows it lacks
@@ -105,23 +115,27 @@ def verify(
         findings.append(Finding(NO_PUBLIC_KEY, "error", "no public key: pass --public-key with the key of the "
                                 "materializer that signed the checkpoints"))
     # Events expired under valid retention records rejoin the rows as they were signed.
-    expiry = expired_events(lake, scan.rows, key, bool(stored), len(scan.files), operation_id,
+    # Only a lake with retention records needs the positions in memory, to match removed events against.
+    positions = store.columns(["source", "source_offset"]) if stored_records(lake.root / RETENTION_DIR) \
+        else SKELETON.empty_table()
+    expiry = expired_events(lake, positions, key, bool(stored), len(scan.files), operation_id,
                             snapshot.version if as_of is not None else None)
-    rows = pa.concat_tables([scan.rows, expiry.rows]) if expiry.rows.num_rows else scan.rows
+    del positions
+    store.add(expiry.rows)
     files = scan.files + expiry.files
-    findings += expiry.findings + _embedded_log_findings(lake, snapshot, rows, expiry.segments)
-    operations = check_chains(rows, files)
+    findings += expiry.findings + _embedded_log_findings(lake, snapshot, store.sources(), expiry.segments)
+    operations = check_chains_in_order(store.by_operation(), files)
     if operation_id is None:
-        check_roots(rows, stored, checkpoints)
-        check_log(rows, stored, checkpoints)
-    head_findings, not_covered = check_heads(rows, state, operations, files, operation_id)
+        check_roots(store, stored, checkpoints)
+        check_log(store, stored, checkpoints)
+    head_findings, not_covered = check_heads(store.con, state, operations, files, operation_id)
     witnessed = "not checked (pass --witness-key)"
     if witnesses is not None and witnesses.active:
         witness_findings, witnessed = check_witnessed(lake.root, stored, key, witnesses)
         findings += witness_findings
     return VerificationResult(
-        log_dir=str(directory),
-        events=scan.rows.num_rows,
+        log_dir=str(lake.log_dir),
+        events=scan.events,
         operations=sorted(operations.values(), key=lambda op: (op.status == "intact", op.operation_id)),
         checkpoints=checkpoints,
         findings=scan.findings + findings + head_findings,
@@ -135,7 +149,7 @@ def verify(
     )
 
 
-def _embedded_log_findings(lake: Lake, snapshot: Snapshot, rows: pa.Table, expired: set[str]) -> list[Finding]:
+def _embedded_log_findings(lake: Lake, snapshot: Snapshot, sources: list[str], expired: set[str]) -> list[Finding]:
     """The embedded log's segments against what the lake recorded as read from them.
 
     Segments are never deleted or shortened by secureml-audit, so a segment the lake read up to
@@ -143,10 +157,8 @@ def _embedded_log_findings(lake: Lake, snapshot: Snapshot, rows: pa.Table, expir
     went with it), unless a retention record deleted it (``expired``). A lake copied without its
     log is only said to be so.
     """
-    if not lake.local or rows.num_rows == 0:
-        return []
-    sources = sorted(s for s in pc.unique(rows.column("source")).to_pylist() if s and s.startswith("log/"))
-    if not sources:
+    sources = [s for s in sources if s and s.startswith("log/")]
+    if not lake.local or not sources:
         return []
     directory = log_path(lake.log_dir)
     if not directory.is_dir():

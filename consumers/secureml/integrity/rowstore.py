@@ -1,0 +1,129 @@
+"""The verifier's rows on disk: a DuckDB database in a private work directory, read back in bounded batches.
+
+``verify`` keeps one skeleton row per event (ids, hashes, positions). As Arrow in memory that
+is about 300 bytes an event, 3 GB for 10M; here the rows go to an on-disk table as they are
+scanned, DuckDB sorts them out of core within ``MEMORY_LIMIT`` (spilling under the work
+directory), and every check reads them back ordered, a batch at a time. The work directory
+is created owner-only under ``log_dir`` (the system temp directory when ``log_dir`` is not
+writable, e.g. a read-only copy of a lake) and removed on close.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from secureml.integrity.scan import SKELETON
+
+logger = logging.getLogger(__name__)
+
+MEMORY_LIMIT = "160MB"  # DuckDB's buffer pool; sorts beyond it spill to the work directory
+BATCH_ROWS = 16_384
+# Merkle leaf order: by source, then offset; ties (rows stored twice) in the order they were scanned.
+_LEAF_ORDER = "source, source_offset, rowid"
+
+
+def _work_directory(parent: Path) -> Path:
+    """A fresh owner-only directory under ``parent``, else under the system temp directory."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=".verify-", dir=parent))
+    except OSError as exc:
+        logger.warning("cannot write verify's work files under %s (%s): using the system temp directory", parent, exc)
+        return Path(tempfile.mkdtemp(prefix="secureml-audit-verify-"))
+
+
+class RowStore:
+    """Skeleton rows (``scan.SKELETON``) in a DuckDB table ``rows``; ``con`` runs SQL over it."""
+
+    def __init__(self, parent: Path) -> None:
+        self.directory = _work_directory(parent)
+        try:
+            # A database file, not an in-memory one: in memory, the table's blocks compete with the
+            # sorts' pinned blocks for the limit, and a 1M-event sort ran out of memory at 100 MB.
+            self.con = duckdb.connect(str(self.directory / "rows.duckdb"), config={
+                "threads": 2, "memory_limit": MEMORY_LIMIT, "temp_directory": str(self.directory / "spill"),
+                "preserve_insertion_order": True})
+            self.con.register("skeleton", SKELETON.empty_table())
+            self.con.execute("CREATE TABLE rows AS SELECT * FROM skeleton")
+            self.con.unregister("skeleton")
+        except BaseException:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
+        self._leaf_spans: dict[str, tuple[int, int]] | None = None
+
+    def add(self, rows: pa.Table | pa.RecordBatch) -> None:
+        """Append skeleton rows."""
+        if rows.num_rows == 0:
+            return
+        self.con.register("incoming", rows)
+        try:
+            self.con.execute("INSERT INTO rows SELECT * FROM incoming")
+        finally:
+            self.con.unregister("incoming")
+        self._leaf_spans = None
+
+    def count(self) -> int:
+        """Rows stored."""
+        return int(self.con.execute("SELECT count(*) FROM rows").fetchall()[0][0])
+
+    def sources(self) -> list[str]:
+        """The distinct sources of the rows, sorted."""
+        return sorted(r[0] for r in self.con.execute("SELECT DISTINCT source FROM rows").fetchall())
+
+    def batches(self, sql: str, params: Sequence[Any] = ()) -> Iterator[pa.RecordBatch]:
+        """The result of a query, a batch of at most BATCH_ROWS at a time."""
+        reader = self.con.sql(sql, params=list(params)).to_arrow_reader(BATCH_ROWS)
+        yield from reader
+
+    def by_operation(self) -> Iterator[pa.RecordBatch]:
+        """Every row, ordered by operation, seq, then position (the chain checks' order)."""
+        return self.batches("SELECT * FROM rows ORDER BY operation_id, seq, source, source_offset, rowid")
+
+    def columns(self, names: Sequence[str]) -> pa.Table:
+        """Chosen columns of every row, in memory (for what still needs them whole)."""
+        return self.con.sql(f"SELECT {', '.join(names)} FROM rows").to_arrow_table()
+
+    def between(self, source: str, after: int, up_to: int) -> Iterator[list[str]]:
+        """Hashes of one source's rows at offsets in (``after``, ``up_to``], in leaf order, in chunks."""
+        if self._leaf_spans is None:
+            self._leaf_spans = self._sort_leaves()
+        first, last = self._leaf_spans.get(source, (0, -1))
+        if last < first:
+            return
+        for batch in self.batches(
+                "SELECT hash FROM leaves WHERE rowid BETWEEN ? AND ? AND source_offset > ? AND source_offset <= ? "
+                "ORDER BY rowid", (first, last, after, up_to)):
+            yield batch.column(0).to_pylist()
+
+    def _sort_leaves(self) -> dict[str, tuple[int, int]]:
+        """Store the rows' (source, offset, hash) in leaf order once; each source's rowid span in it."""
+        self.con.execute("DROP TABLE IF EXISTS leaves")
+        self.con.execute(f"CREATE TABLE leaves AS SELECT source, source_offset, hash FROM rows ORDER BY {_LEAF_ORDER}")
+        spans, start = {}, 0
+        for source, count in self.con.execute(
+                "SELECT source, count(*) FROM leaves GROUP BY source ORDER BY source").fetchall():
+            spans[source] = (start, start + count - 1)
+            start += count
+        return spans
+
+    def close(self) -> None:
+        """Close the database and remove the work directory."""
+        try:
+            self.con.close()
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> RowStore:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
