@@ -87,6 +87,11 @@ class RowStore:
         """Every row, ordered by operation, seq, then position (the chain checks' order)."""
         return self.batches("SELECT * FROM rows ORDER BY operation_id, seq, source, source_offset, rowid")
 
+    def count_of_type(self, event_type: str) -> int:
+        """How many stored rows are events of one type."""
+        found = self.con.execute("SELECT count(*) FROM rows WHERE event_type = ?", [event_type]).fetchone()
+        return int(found[0]) if found else 0
+
     def columns(self, names: Sequence[str]) -> pa.Table:
         """Chosen columns of every row, in memory (for what still needs them whole)."""
         return self.con.sql(f"SELECT {', '.join(names)} FROM rows").to_arrow_table()
