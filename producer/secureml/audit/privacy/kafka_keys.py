@@ -74,8 +74,8 @@ class KafkaKeyStore:
             self._consumer.resume([TopicPartition(self.topic, 0)])
         consumer = self._consumer
         try:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=_WAIT)
             deadline = time.monotonic() + _WAIT
+            high = self._high_watermark(consumer, deadline)
             while self._next < high:
                 if time.monotonic() > deadline:
                     raise AuditTransportError(f"could not read the key topic {self.topic!r} to its end within "
@@ -100,6 +100,19 @@ class KafkaKeyStore:
             consumer.pause([TopicPartition(self.topic, 0)])
         except KafkaException as exc:
             raise AuditTransportError(f"cannot read the key topic {self.topic!r}: {exc}") from exc
+
+    def _high_watermark(self, consumer: Consumer, deadline: float) -> int:
+        """The key topic's end; a topic created a moment ago may not be in this client's metadata yet."""
+        while True:
+            try:
+                return int(consumer.get_watermark_offsets(TopicPartition(self.topic, 0),
+                                                          timeout=max(0.1, deadline - time.monotonic()))[1])
+            except KafkaException as exc:
+                code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if code not in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                KafkaError._UNKNOWN_TOPIC) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def _write(self, name: str, value: bytes | None) -> None:
         if self._producer is None:
