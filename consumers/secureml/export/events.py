@@ -16,10 +16,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from secureml.lake.rows import events_table
 from secureml.query.filters import select_events
 from secureml.query.logs import _to_logs, connect
-from secureml.stream.accept import accepted_indexes
+from secureml.stream.accept import accepted_events
 from secureml.stream.sources import Batch, Item
 
 log = logging.getLogger(__name__)
@@ -112,19 +111,6 @@ def _skip(item: Item, reason: str) -> None:
 
 def stream_events(batches: list[Batch]) -> EventBatch:
     """Stream records (sealed Avro, as every source reads them) as event dicts, refusing what the lake refuses."""
-    sources: list[str] = []
-    offsets: list[int] = []
-    versions: list[int] = []
-    values: list[bytes] = []
-    done: Positions = {}
-    for batch in batches:
-        for index in accepted_indexes(batch, refuse=_skip):
-            sources.append(batch.source)
-            offsets.append(batch.positions[index])
-            versions.append(batch.versions[index])  # type: ignore[arg-type]  # accepted: a known version
-            values.append(batch.values[index])
-        if batch.positions:
-            done[batch.source] = batch.positions[-1]
-    if not values:
-        return EventBatch([], done)
-    return EventBatch(event_dicts(events_table(sources, offsets, versions, values)), done)
+    done: Positions = {batch.source: batch.positions[-1] for batch in batches if batch.positions}
+    table = accepted_events(batches, _skip)
+    return EventBatch([] if table is None else event_dicts(table), done)

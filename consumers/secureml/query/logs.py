@@ -29,11 +29,11 @@ from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.schema import JSON_FIELDS, TIMESTAMP_FIELDS
 from secureml.audit.transports.embedded import list_segments
 from secureml.lake.catalog import events_sql
-from secureml.lake.rows import PARTITION_KEY, events_table, lake_schema
+from secureml.lake.rows import PARTITION_KEY, lake_schema
 from secureml.lake.table import Lake, Snapshot
 from secureml.query.filters import select_events
 from secureml.query.privacy import reveal_logs, reveal_table, revealed_view_sql, revealer_for, stored_forms
-from secureml.stream.accept import accepted_indexes
+from secureml.stream.accept import accepted_events
 from secureml.stream.sources import EmbeddedSource, Item
 
 ENVELOPE = envelope_fields()
@@ -100,20 +100,11 @@ def embedded_tail(log_dir: Path, snapshot: Snapshot) -> pa.Table:
     """
     source = EmbeddedSource(log_dir)
     source.start(snapshot.positions)
-    sources: list[str] = []
-    offsets: list[int] = []
-    versions: list[int] = []
-    values: list[bytes] = []
+    tables = []
     while batches := source.poll(AUTO_MATERIALIZE_EVENTS, 0):
-        for batch in batches:
-            for index in accepted_indexes(batch, refuse=_leave_out):
-                sources.append(batch.source)
-                offsets.append(batch.positions[index])
-                versions.append(batch.versions[index])  # type: ignore[arg-type]  # accepted: a known version
-                values.append(batch.values[index])
-    if not values:
-        return lake_schema().empty_table()
-    return events_table(sources, offsets, versions, values)
+        if (table := accepted_events(batches, _leave_out)) is not None:
+            tables.append(table)
+    return pa.concat_tables(tables) if tables else lake_schema().empty_table()
 
 
 def _leave_out(_item: Item, _reason: str) -> None:

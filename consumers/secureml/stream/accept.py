@@ -9,10 +9,13 @@ says why. Both refuse for exactly the same reasons.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import pyarrow as pa
+
 from secureml.audit.codec import is_sealed, known_versions_set, rejection
+from secureml.lake.rows import events_table
 from secureml.stream.decode import decode_one
 from secureml.stream.sources import Batch, Item
 
@@ -35,6 +38,21 @@ def accepted_indexes(batch: Batch, refuse: Refuse) -> list[int]:
         else:
             refuse(batch.item(index), reason)
     return kept
+
+
+def accepted_events(batches: Iterable[Batch], refuse: Refuse) -> pa.Table | None:
+    """The accepted events of ``batches`` as one table of the lake's schema (None when there are none)."""
+    sources: list[str] = []
+    offsets: list[int] = []
+    versions: list[int] = []
+    values: list[bytes] = []
+    for batch in batches:
+        for index in accepted_indexes(batch, refuse):
+            sources.append(batch.source)
+            offsets.append(batch.positions[index])
+            versions.append(batch.versions[index])  # type: ignore[arg-type]  # accepted: a known version
+            values.append(batch.values[index])
+    return events_table(sources, offsets, versions, values) if values else None
 
 
 def decoded(item: Item, refuse: Refuse) -> dict[str, Any] | None:
