@@ -92,10 +92,13 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Fixtures wider than one test (module, session) keep privacy keys under a temporary directory
-    too, never the home directory's: each test then gets a fresh one of its own (_clean_environment)."""
+    """Fixtures wider than one test (module, session) see the embedded default too (the broker is
+    kept in _BROKER_ENV) and keep privacy keys under a temporary directory, never the home
+    directory's; each test then starts afresh (_clean_environment)."""
     import tempfile
 
+    for name in [n for n in os.environ if n.startswith("SECUREML_AUDIT_")]:
+        del os.environ[name]
     os.environ["SECUREML_AUDIT_KEYSTORE_DIR"] = tempfile.mkdtemp(prefix="secureml-audit-keystore-")
 
 
