@@ -8,6 +8,7 @@ web framework, so the pages' data can be tested and benchmarked without a server
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import threading
@@ -27,12 +28,13 @@ from secureml.audit.schema import JSON_FIELDS
 from secureml.integrity.checkpoints import StoredCheckpoint, stored_checkpoints
 from secureml.integrity.scan import intact_rows
 from secureml.lake.table import Lake
-from secureml.query import lake_state, query_view
+from secureml.query import lake_state, query_events, query_view
 from secureml.query.filters import parse_time
 from secureml.query.logs import ALERTS_FILE
 from secureml.query.privacy import Revealer, reveal_table, revealer_for, stored_forms
 from secureml.reporting.audit_compliance import REQUEST_STATES, requests_section
 from secureml.reporting.source import scope_from_connection
+from secureml.ui.index import OperationIndex
 
 PAGE_SIZE = 50
 CACHE_SECONDS = 30.0  # whole-lake results are recomputed at least this often, even when the lake is unchanged
@@ -134,6 +136,7 @@ class Explorer:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[tuple[int | None, int], float, pa.Table]] = {}  # name -> (state, when, rows)
         self._revealer: tuple[float, Revealer | None] | None = None  # (when, revealer)
+        self._index = OperationIndex(self.log_dir)
 
     def _reveal(self, table: pa.Table) -> pa.Table:
         """Rows to show, with pseudonyms and ciphertexts revealed as the reading path allows.
@@ -174,72 +177,52 @@ class Explorer:
     def operations(self, filters: OperationFilters, page: int) -> Page:
         """Operations (newest start first) matching the filters, one page.
 
-        Every operation's start (seq 0) and close are read once per lake state; the filters and
-        the page then run on those in memory. Only the user filter reads the lake each time.
+        They come from the operations index (every operation's start, close and the people its
+        events name, kept per data file): the filters and the page run in memory.
         """
         filters = filters.checked()
-        stamp = self._stamp()
-        started = self._per_state("started", 'SELECT operation_id, operation_name, "timestamp" AS started, "user", '
-                                  "regulations FROM events WHERE seq = 0", stamp)
-        closed = self._per_state("closed", 'SELECT operation_id, status, event_count, "timestamp" AS closed '
-                                 "FROM events WHERE event_type = 'audit_closed'", stamp)
-        clauses, params = ["true"], []
+        index = self._index.current()
+        listed = index.listed
+        masks = []
         if filters.start:
-            clauses.append("s.started >= ?")
-            params.append(parse_time(filters.start, "start"))
+            masks.append(pc.greater_equal(listed["started"], pa.scalar(parse_time(filters.start, "start"),
+                                                                       listed.schema.field("started").type)))
         if filters.end:
-            clauses.append("s.started <= ?")
-            params.append(parse_time(filters.end, "end"))
+            masks.append(pc.less_equal(listed["started"], pa.scalar(parse_time(filters.end, "end"),
+                                                                    listed.schema.field("started").type)))
         if filters.name:
-            clauses.append("s.operation_name = ?")
-            params.append(filters.name)
+            masks.append(pc.equal(listed["operation_name"], filters.name))
         if filters.regulation:
-            clauses.append("list_contains(s.regulations, ?)")
-            params.append(filters.regulation)
+            regulations = listed["regulations"].combine_chunks()
+            named = pc.filter(pc.list_parent_indices(regulations),
+                              pc.equal(pc.list_flatten(regulations), filters.regulation))
+            masks.append(pc.is_in(pa.array(range(listed.num_rows), pa.int64()), named))
         if filters.status:
-            clauses.append("coalesce(c.status, 'running') = ?")
-            params.append(filters.status)
-        involved = pa.table({"operation_id": pa.array([], pa.string())})
+            masks.append(pc.equal(listed["status"], filters.status))
         if filters.user:
             forms = stored_forms(filters.user, "user", self.log_dir, "ui") or []  # as typed, and its pseudonym
-            marks = ", ".join("?" * len(forms))
-            involved, _version = query_view(
-                f'SELECT DISTINCT operation_id FROM events WHERE "user" IN ({marks}) OR user_id IN ({marks})',
-                [*forms, *forms], self.log_dir, where="ui")
-            clauses.append("s.operation_id IN (SELECT operation_id FROM involved)")
-        con = duckdb.connect()
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            for view, table in (("started", started), ("closed", closed), ("involved", involved)):
-                con.register(view, table)
-            rows = con.sql(
-                f"""SELECT s.*, coalesce(c.status, 'running') AS status, c.event_count, c.closed
-                FROM started s LEFT JOIN closed c USING (operation_id) WHERE {' AND '.join(clauses)}
-                ORDER BY s.started DESC, s.operation_id LIMIT {PAGE_SIZE + 1} OFFSET {(page - 1) * PAGE_SIZE}""",
-                params=params).to_arrow_table()
-        finally:
-            con.close()
+            masks.append(pc.is_in(listed["operation_id"], index.involving(forms)))
+        matching = listed.filter(functools.reduce(pc.and_, masks)) if masks else listed
+        rows = matching.slice((page - 1) * PAGE_SIZE, PAGE_SIZE + 1)
         shown = self._reveal(rows).to_pylist()
         return Page(shown[:PAGE_SIZE], page, len(shown) > PAGE_SIZE)
 
     def operation(self, operation_id: str, page: int) -> tuple[dict[str, Any] | None, Page]:
         """An operation's summary and one page of its events in seq order, each with its chain status."""
         first = (page - 1) * PAGE_SIZE
-        # One scan finds the operation's rows: the page, and over all of them its size, start and close.
-        table, _version = query_view(
-            "SELECT *, max(seq) OVER () + 1 AS _events, min(\"timestamp\") OVER () AS _started, "
-            "max(status) FILTER (WHERE event_type = 'audit_closed') OVER () AS _status "
-            f"FROM events WHERE operation_id = ? QUALIFY seq >= ? ORDER BY seq, source, source_offset "
-            f"LIMIT {PAGE_SIZE + 2}", [operation_id, max(0, first - 1)], self.log_dir, where="ui")
-        if table.num_rows == 0:
-            if page > 1 and self.operation(operation_id, 1)[0] is not None:
-                raise AuditValidationError("page", f"must be at most the operation's last page, got {page}",
-                                           where="ui")
+        found = self._index.current().summary(operation_id)
+        if found is None:
             return None, Page([], page, False)
-        head = table.slice(0, 1).select(["operation_name", "_started", "_events", "_status"]).to_pylist()[0]
-        summary = {"operation_id": operation_id, "operation_name": head["operation_name"],
-                   "started": head["_started"], "events": head["_events"], "status": head["_status"] or "running"}
-        table = table.drop_columns(["_events", "_started", "_status"])
+        # The index knows the time span of the operation's events: only the files overlapping it are read.
+        table = query_events(operation_id=operation_id, start_time=found["first_ts"], end_time=found["last_ts"],
+                             log_dir=self.log_dir, where="ui", reveal=False)
+        table = (table.filter(pc.greater_equal(table["seq"], max(0, first - 1)))
+                 .sort_by([("seq", "ascending"), ("source", "ascending"), ("source_offset", "ascending")])
+                 .slice(0, PAGE_SIZE + 2))
+        if table.num_rows == 0 and page > 1:
+            raise AuditValidationError("page", f"must be at most the operation's last page, got {page}", where="ui")
+        summary = {"operation_id": operation_id, "operation_name": found["operation_name"],
+                   "started": found["first_ts"], "events": found["last_seq"] + 1, "status": found["status"]}
         events = _timeline(table, self._reveal(table))
         shown = [e for e in events if e.seq >= first]
         return summary, Page([{"event": e} for e in shown[:PAGE_SIZE]], page, len(shown) > PAGE_SIZE)
