@@ -1,7 +1,8 @@
-"""What the explorer's pages show, read through the query layer (``secureml.query.query_view``).
+"""What the explorer's pages show: from the lake's index (``secureml.ui.index``) and the query layer.
 
 Every page reads the newest snapshot of the lake (events logged since show on the next page
-load) and at most one page of rows. Nothing here writes; nothing depends on the
+load): the index brings itself up to date from the files that changed, so no page scans the
+whole lake, and a timeline reads only its operation's rows. Nothing here writes; nothing depends on the
 web framework, so the pages' data can be tested and benchmarked without a server.
 """
 
@@ -28,16 +29,16 @@ from secureml.audit.schema import JSON_FIELDS
 from secureml.integrity.checkpoints import StoredCheckpoint, stored_checkpoints
 from secureml.integrity.scan import intact_rows
 from secureml.lake.table import Lake
-from secureml.query import lake_state, query_events, query_view
+from secureml.query import query_events
 from secureml.query.filters import parse_time
 from secureml.query.logs import ALERTS_FILE
 from secureml.query.privacy import Revealer, reveal_table, revealer_for, stored_forms
 from secureml.reporting.audit_compliance import REQUEST_STATES, requests_section
 from secureml.reporting.source import scope_from_connection
-from secureml.ui.index import OperationIndex
+from secureml.ui.index import LakeIndex
 
 PAGE_SIZE = 50
-CACHE_SECONDS = 30.0  # whole-lake results are recomputed at least this often, even when the lake is unchanged
+CACHE_SECONDS = 30.0  # the keys that reveal values are looked up again this often: an erasure shows within it
 MAX_PAGE = 1_000_000  # deeper than anyone pages by hand; keeps OFFSET bounded
 STATUSES = ("completed", "error", "running")  # 'running': no audit_closed event yet
 _ENVELOPE = envelope_fields()
@@ -130,49 +131,24 @@ class Explorer:
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         self.log_dir = Path(log_dir)
-        self._charts: tuple[tuple[int | None, int], dict[str, Any]] | None = None  # (version, events) -> figures
-        self._charts_lock = threading.Lock()
         self._alerts: tuple[tuple[int, int], pa.Table] | None = None  # (size, mtime) of the record -> its alerts
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[tuple[int | None, int], float, pa.Table]] = {}  # name -> (state, when, rows)
         self._revealer: tuple[float, Revealer | None] | None = None  # (when, revealer)
-        self._index = OperationIndex(self.log_dir)
+        self._index = LakeIndex(self.log_dir)
+        self._requests: tuple[tuple[object, ...], dict[str, int], pa.Table] | None = None  # key -> (counts, rows)
 
-    def _reveal(self, table: pa.Table) -> pa.Table:
-        """Rows to show, with pseudonyms and ciphertexts revealed as the reading path allows.
-
-        The revealer (and the keys it looked up) is renewed every CACHE_SECONDS, so an erasure
-        shows on every page within that time.
-        """
+    def _current_revealer(self) -> tuple[float, Revealer | None]:
+        """The revealer (and when it was made): renewed every CACHE_SECONDS, with the keys it looked up,
+        so an erasure shows on every page within that time."""
         now = time.monotonic()
         with self._lock:
             if self._revealer is None or now - self._revealer[0] >= CACHE_SECONDS:
                 self._revealer = (now, revealer_for(self.log_dir))
-            revealer = self._revealer[1]
-        return reveal_table(table, revealer)
+            return self._revealer
 
-    def _rows(self, sql: str, params: list[object] | None = None) -> list[dict[str, Any]]:
-        return query_view(sql, params, self.log_dir, where="ui")[0].to_pylist()
-
-    def _stamp(self) -> tuple[int | None, int]:
-        """What identifies the lake's current state: its table version and how many events it shows."""
-        return lake_state(self.log_dir, "ui")
-
-    def _per_state(self, name: str, sql: str, stamp: tuple[int | None, int]) -> pa.Table:
-        """A whole-lake query's result, computed once per lake state and then served from memory.
-
-        Entries also expire after CACHE_SECONDS, so what the reading path shows (pseudonyms, erased
-        values) is never older than that even when the lake itself does not change.
-        """
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(name)
-            if hit is not None and hit[0] == stamp and now - hit[1] < CACHE_SECONDS:
-                return hit[2]
-        table = query_view(sql, None, self.log_dir, where="ui")[0]
-        with self._lock:
-            self._cache[name] = (stamp, now, table)
-        return table
+    def _reveal(self, table: pa.Table) -> pa.Table:
+        """Rows to show, with pseudonyms and ciphertexts revealed as the reading path allows."""
+        return reveal_table(table, self._current_revealer()[1])
 
     def operations(self, filters: OperationFilters, page: int) -> Page:
         """Operations (newest start first) matching the filters, one page.
@@ -262,24 +238,23 @@ class Explorer:
         return table
 
     def requests(self, page: int, now: dt.datetime | None = None) -> tuple[dict[str, int], Page]:
-        """Data-subject requests with their statutory deadlines (the reports' rules), overdue and open first."""
-        requests = self._reveal(self._per_state("requests", "SELECT * FROM events WHERE event_type = 'user_request'",
-                                                self._stamp()))
-        con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("_requests", requests)
-        con.execute("CREATE TEMP VIEW events AS SELECT * FROM _requests")
-        scope = scope_from_connection(con, {}, owns_connection=True)  # the reports' staging, on these events only
-        try:
-            _section, counts = requests_section(scope.connection, now or dt.datetime.now(dt.UTC))
-            rows = scope.connection.sql(
-                f"""SELECT subject, request_type, regulation, received, deadline, closed_at, last_status, state
-                FROM _report_requests
-                ORDER BY list_position({list(REQUEST_STATES)}, state), deadline NULLS LAST, received DESC, request
-                LIMIT {PAGE_SIZE + 1} OFFSET {(page - 1) * PAGE_SIZE}""").to_arrow_table().to_pylist()
-        finally:
-            scope.close()
-        return counts.by_state, Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
+        """Data-subject requests with their statutory deadlines (the reports' rules), overdue and open first.
+
+        Every request's deadline and state are worked out once per lake state, revealer and minute
+        (so a deadline passes on the page within a minute of ``now``), then paged in memory.
+        """
+        minute = (now or dt.datetime.now(dt.UTC)).replace(second=0, microsecond=0)
+        state, index = self._index.state()
+        made, revealer = self._current_revealer()
+        key = (state, made, minute)
+        with self._lock:
+            cached = self._requests if self._requests is not None and self._requests[0] == key else None
+        if cached is None:
+            cached = (key, *_request_deadlines(reveal_table(index.requests, revealer), minute))
+            with self._lock:
+                self._requests = cached
+        rows = cached[2].slice((page - 1) * PAGE_SIZE, PAGE_SIZE + 1).to_pylist()
+        return cached[1], Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
 
     def checkpoints(self) -> list[StoredCheckpoint]:
         """The lake's signed checkpoints, newest first."""
@@ -288,44 +263,54 @@ class Explorer:
     def charts(self) -> dict[str, Any]:
         """Plotly figures (data and layout, as JSON values): events per day by type, checks, alerts.
 
-        They aggregate the whole lake, so they are computed once per table version (and size of the
-        embedded log's tail) and then served from memory.
+        The lake's counts come from the index (kept per data file); the alerts' from their record.
         """
-        key = self._stamp()
-        with self._charts_lock:
-            if self._charts is None or self._charts[0] != key:
-                self._charts = (key, self._figures())
-            figures = self._charts[1]
+        index = self._index.current()
+        figures = _figures(index.per_day.to_pylist(), index.checks.to_pylist())
         severities = pc.value_counts(self._alert_table().column("severity")).to_pylist()
         severities.sort(key=lambda c: (-c["counts"], str(c["values"])))
         alerts = {**figures["alerts"], "data": [{"type": "bar", "x": [c["values"] for c in severities],
                                                   "y": [c["counts"] for c in severities]}]}
         return {**figures, "alerts": alerts}
 
-    def _figures(self) -> dict[str, Any]:
-        per_day = [tuple(r.values()) for r in self._rows(
-            "SELECT CAST(event_date AS VARCHAR) AS day, event_type, count(*) AS n FROM events GROUP BY ALL "
-            "ORDER BY 1, 2")]
-        checks = [tuple(r.values()) for r in self._rows(
-            "SELECT coalesce(regulation, '(none)') AS regulation, count(*) FILTER (result) AS passed, "
-            "count(*) FILTER (NOT result) AS failed FROM events WHERE event_type = 'compliance_check' "
-            "GROUP BY 1 ORDER BY 1")]
-        types = sorted({r[1] for r in per_day})
-        days = sorted({r[0] for r in per_day})
-        counts = {(r[0], r[1]): r[2] for r in per_day}
-        layout = {"barmode": "stack", "margin": {"t": 40, "l": 50, "r": 10, "b": 40}, "height": 320,
-                  "xaxis": {"type": "category"}}
-        return {
-            "events": {"data": [{"type": "bar", "name": t, "x": days, "y": [counts.get((d, t), 0) for d in days]}
-                                for t in types], "layout": {**layout, "title": {"text": "Events per day (UTC)"}}},
-            "checks": {"data": [{"type": "bar", "name": "passed", "x": [r[0] for r in checks],
-                                 "y": [r[1] for r in checks], "marker": {"color": "#2e7d32"}},
-                                {"type": "bar", "name": "failed", "x": [r[0] for r in checks],
-                                 "y": [r[2] for r in checks], "marker": {"color": "#c62828"}}],
-                       "layout": {**layout, "title": {"text": "Compliance checks by regulation"}}},
-            "alerts": {"data": [],  # from the alerts record, which changes without the lake
-                       "layout": {**layout, "title": {"text": "Alerts by severity"}}},
-        }
+
+def _request_deadlines(requests: pa.Table, now: dt.datetime) -> tuple[dict[str, int], pa.Table]:
+    """Counts by state and every request (subject, deadline, state ...) in the page's order, by the reports' rules."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("_requests", requests)
+    con.execute("CREATE TEMP VIEW events AS SELECT * FROM _requests")
+    scope = scope_from_connection(con, {}, owns_connection=True)  # the reports' staging, on these events only
+    try:
+        _section, counts = requests_section(scope.connection, now)
+        rows = scope.connection.sql(
+            f"""SELECT subject, request_type, regulation, received, deadline, closed_at, last_status, state
+            FROM _report_requests
+            ORDER BY list_position({list(REQUEST_STATES)}, state), deadline NULLS LAST, received DESC, request
+            """).to_arrow_table()
+    finally:
+        scope.close()
+    return counts.by_state, rows
+
+
+def _figures(per_day: list[dict[str, Any]], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The lake's figures from its events per (day, type) and compliance checks per regulation."""
+    types = sorted({r["event_type"] for r in per_day})
+    days = sorted({r["day"] for r in per_day})
+    counts = {(r["day"], r["event_type"]): r["n"] for r in per_day}
+    layout = {"barmode": "stack", "margin": {"t": 40, "l": 50, "r": 10, "b": 40}, "height": 320,
+              "xaxis": {"type": "category"}}
+    return {
+        "events": {"data": [{"type": "bar", "name": t, "x": days, "y": [counts.get((d, t), 0) for d in days]}
+                            for t in types], "layout": {**layout, "title": {"text": "Events per day (UTC)"}}},
+        "checks": {"data": [{"type": "bar", "name": "passed", "x": [r["regulation"] for r in checks],
+                             "y": [r["passed"] for r in checks], "marker": {"color": "#2e7d32"}},
+                            {"type": "bar", "name": "failed", "x": [r["regulation"] for r in checks],
+                             "y": [r["failed"] for r in checks], "marker": {"color": "#c62828"}}],
+                   "layout": {**layout, "title": {"text": "Compliance checks by regulation"}}},
+        "alerts": {"data": [],  # from the alerts record, which changes without the lake
+                   "layout": {**layout, "title": {"text": "Alerts by severity"}}},
+    }
 
 
 def _timeline(table: pa.Table, shown: pa.Table) -> list[TimelineEvent]:
