@@ -86,6 +86,9 @@ def create_app(log_dir: str | os.PathLike[str], *, access: Access | None = None,
     verifier = BackgroundVerifier(log_dir, public_key)
     env = _environment()
     pool = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="ui-query")
+    # The index of a large lake takes seconds to build: start on it before the first page asks. A failure
+    # here is left to the pages, which build it again and show the error.
+    pool.submit(explorer.warm)
 
     async def in_pool(function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, function, *args)

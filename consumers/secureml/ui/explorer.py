@@ -137,6 +137,10 @@ class Explorer:
         self._index = LakeIndex(self.log_dir)
         self._requests: tuple[tuple[object, ...], dict[str, int], pa.Table] | None = None  # key -> (counts, rows)
 
+    def warm(self) -> None:
+        """Build the lake's index now (a server calls this at start, so its first page need not wait as long)."""
+        self._index.current()
+
     def _current_revealer(self) -> tuple[float, Revealer | None]:
         """The revealer (and when it was made): renewed every CACHE_SECONDS, with the keys it looked up,
         so an erasure shows on every page within that time."""
