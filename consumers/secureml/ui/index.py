@@ -33,45 +33,53 @@ from secureml.query.logs import embedded_tail
 @dataclass(frozen=True)
 class Summary:
     """One query of the index: ``sql`` over the view ``rows`` (the lake ``columns``, the data file's
-    URI ``file`` and the event's UTC ``day``), grouped by (or keeping) ``file``."""
+    URI ``file`` and the event's UTC ``day``), grouped by (or keeping) ``file``; ``merge`` combines
+    such parts (without ``file``) over the view ``parts`` into one of the same columns (None: they
+    are put together as they are), so a merged summary takes more parts later. With a ``key``,
+    only the merged rows whose key a new part names are merged again."""
 
     columns: tuple[str, ...]
     sql: str
+    merge: str | None = None
+    key: str | None = None
 
 
-# Each file's operations. The listed fields come from the operation's start (seq 0) and its
-# audit_closed event; first_ts/last_ts/last_seq span every event of the operation in the file.
+# Each file's operations. The listed fields come from the operation's start (seq 0: the earliest,
+# should a replayed trail have stored two) and its audit_closed event; first_ts/last_ts/last_seq
+# span every event of the operation in the file. An operation's events may lie in several files
+# (its day's file and a later commit, or the tail).
 OPERATIONS = Summary(
     ("operation_id", "operation_name", "seq", "event_type", "timestamp", "user", "user_id", "regulations", "status",
      "event_count"),
     """SELECT file, operation_id,
-      first(operation_name) FILTER (WHERE seq = 0) AS operation_name,
+      arg_min(operation_name, "timestamp") FILTER (WHERE seq = 0) AS operation_name,
       min("timestamp") FILTER (WHERE seq = 0) AS started,
-      first("user") FILTER (WHERE seq = 0) AS "user",
-      first(regulations) FILTER (WHERE seq = 0) AS regulations,
+      arg_min("user", "timestamp") FILTER (WHERE seq = 0) AS "user",
+      arg_min(regulations, "timestamp") FILTER (WHERE seq = 0) AS regulations,
       max(status) FILTER (WHERE event_type = 'audit_closed') AS status,
       max(event_count) FILTER (WHERE event_type = 'audit_closed') AS event_count,
       max("timestamp") FILTER (WHERE event_type = 'audit_closed') AS closed,
       min("timestamp") AS first_ts, max("timestamp") AS last_ts, max(seq) AS last_seq,
       list(DISTINCT "user") FILTER (WHERE "user" IS NOT NULL) AS users,
       list(DISTINCT user_id) FILTER (WHERE user_id IS NOT NULL) AS subjects
-    FROM rows WHERE operation_id IS NOT NULL GROUP BY file, operation_id""")
-# An operation's events may lie in several files (its day's compacted file and a later commit, or the tail).
-_MERGE_OPERATIONS = """
-SELECT operation_id, any_value(operation_name) AS operation_name, min(started) AS started,
-  any_value("user") AS "user", any_value(regulations) AS regulations,
-  coalesce(max(status), 'running') AS status, max(event_count) AS event_count, max(closed) AS closed,
-  min(first_ts) AS first_ts, max(last_ts) AS last_ts, max(last_seq) AS last_seq,
-  list_distinct(flatten(list(list_concat(coalesce(users, []), coalesce(subjects, []))))) AS people
-FROM operations GROUP BY operation_id
-"""
+    FROM rows WHERE operation_id IS NOT NULL GROUP BY file, operation_id""",
+    """SELECT operation_id, arg_min(operation_name, started) AS operation_name, min(started) AS started,
+      arg_min("user", started) AS "user", arg_min(regulations, started) AS regulations, max(status) AS status,
+      max(event_count) AS event_count, max(closed) AS closed, min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+      max(last_seq) AS last_seq, list_distinct(flatten(list(users))) AS users,
+      list_distinct(flatten(list(subjects))) AS subjects
+    FROM parts GROUP BY operation_id""",
+    key="operation_id")
 # Data-subject requests are few: each file keeps its request events whole, for the reports' deadline rules.
 REQUESTS = Summary(tuple(lake_schema().names), "SELECT * FROM rows WHERE event_type = 'user_request'")
-EVENTS_PER_DAY = Summary(("event_type",), "SELECT file, day, event_type, count(*) AS n FROM rows GROUP BY ALL")
+EVENTS_PER_DAY = Summary(
+    ("event_type",), "SELECT file, day, event_type, count(*) AS n FROM rows GROUP BY ALL",
+    "SELECT day, event_type, sum(n)::BIGINT AS n FROM parts GROUP BY ALL")
 CHECKS = Summary(
     ("event_type", "regulation", "result"),
     "SELECT file, coalesce(regulation, '(none)') AS regulation, count(*) FILTER (result) AS passed, "
-    "count(*) FILTER (NOT result) AS failed FROM rows WHERE event_type = 'compliance_check' GROUP BY ALL")
+    "count(*) FILTER (NOT result) AS failed FROM rows WHERE event_type = 'compliance_check' GROUP BY ALL",
+    "SELECT regulation, sum(passed)::BIGINT AS passed, sum(failed)::BIGINT AS failed FROM parts GROUP BY ALL")
 SUMMARIES = {"operations": OPERATIONS, "requests": REQUESTS, "per_day": EVENTS_PER_DAY, "checks": CHECKS}
 
 
@@ -92,6 +100,30 @@ class Index:
     per_day: pa.Table
     checks: pa.Table
 
+    @classmethod
+    def of(cls, merged: dict[str, pa.Table]) -> Index:
+        """The index of merged summaries (one of each of SUMMARIES)."""
+        operations = merged["operations"]
+        operations = operations.set_column(operations.schema.get_field_index("status"), "status",
+                                           pc.coalesce(operations["status"], "running"))  # no audit_closed yet
+        ids = operations["operation_id"]
+        named = [(pc.take(ids, pc.list_parent_indices(column)), pc.list_flatten(column))
+                 for column in (operations["users"].combine_chunks(), operations["subjects"].combine_chunks())]
+        return cls(
+            listed=operations.filter(pc.is_valid(operations["started"]))
+            .select(["operation_id", "operation_name", "started", "user", "regulations", "status", "event_count",
+                     "closed"])
+            .sort_by([("started", "descending"), ("operation_id", "ascending")]),
+            summaries=operations.select(["operation_id", "operation_name", "status", "first_ts", "last_ts",
+                                         "last_seq"]),
+            people=pa.table({"operation_id": pa.chunked_array([i for i, _ in named], ids.type),
+                             "who": pa.chunked_array([w for _, w in named], operations["users"].type.value_type)}),
+            requests=merged["requests"].drop_columns(["day"]),
+            per_day=merged["per_day"].set_column(0, "day", pc.cast(merged["per_day"]["day"], pa.string()))
+            .sort_by([("day", "ascending"), ("event_type", "ascending")]),
+            checks=merged["checks"].sort_by("regulation"),
+        )
+
     def summary(self, operation_id: str) -> dict[str, Any] | None:
         """One operation's row of ``summaries`` (None when no event names it)."""
         at = pc.index(self.summaries.column("operation_id"), operation_id).as_py()
@@ -110,8 +142,10 @@ class LakeIndex:
         self.log_dir = log_dir
         self._lake = Lake(log_dir)
         self._parts: dict[str, dict[str, pa.Table]] = {}  # data file path in the table -> summary name -> part
+        self._files: dict[str, pa.Table] | None = None  # the summaries of every file of the table, merged
         self._current: tuple[tuple[int | None, int], Index] | None = None  # (lake state, index)
         self._lock = threading.Lock()  # one build at a time: a second page waits for it instead of repeating it
+        self._con: duckdb.DuckDBPyConnection | None = None  # the builds' (one at a time, under the lock)
 
     def state(self) -> tuple[tuple[int | None, int], Index]:
         """The lake's newest state (table version, events stored) and its index."""
@@ -128,38 +162,55 @@ class LakeIndex:
         return self.state()[1]
 
     def _build(self, snapshot: Snapshot, tail: pa.Table) -> Index:
-        con = duckdb.connect(config={"threads": 2})
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            new = [f for f in snapshot.files if f.path not in self._parts]
-            merged: dict[str, pa.Table] = {}
+        """The index from the cached parts, new files' parts and the tail's: an added file costs its own scan
+        and the merge of the operations it names; only files removed (compaction) merge every part again."""
+        if self._con is None:
+            self._con = duckdb.connect(config={"threads": 2})
+            self._con.execute("SET TimeZone = 'UTC'")
+        con = self._con
+        new = [f for f in snapshot.files if f.path not in self._parts]
+        removed = self._parts.keys() - {f.path for f in snapshot.files}
+        tail_parts: dict[str, pa.Table] = {}
+        if new or removed or tail.num_rows or self._files is None:
             for name, summary in SUMMARIES.items():
                 read = _scan(con, self._lake, summary, new, tail)
                 files = read.column("file")
-                for f in new:  # a file without such rows (or gone: the reading path serves the others too) adds none
-                    self._parts.setdefault(f.path, {})[name] = read.filter(pc.equal(files, f.uri))
-                parts = [self._parts[f.path][name] for f in snapshot.files]
-                merged[name] = pa.concat_tables([*parts, read.filter(pc.equal(files, ""))]).drop_columns(["file"])
-            # Files no longer in the table (compacted, vacuumed) drop out of the cache here.
-            self._parts = {f.path: self._parts[f.path] for f in snapshot.files}
-            con.register("operations", merged["operations"])
-            con.execute(f"CREATE TEMP TABLE merged AS {_MERGE_OPERATIONS}")
-            con.register("per_day", merged["per_day"])
-            con.register("checks", merged["checks"])
-            return Index(
-                listed=con.sql("SELECT * EXCLUDE (people, first_ts, last_ts, last_seq) FROM merged "
-                               "WHERE started IS NOT NULL ORDER BY started DESC, operation_id").to_arrow_table(),
-                summaries=con.sql("SELECT operation_id, operation_name, status, first_ts, last_ts, last_seq "
-                                  "FROM merged").to_arrow_table(),
-                people=con.sql("SELECT DISTINCT operation_id, unnest(people) AS who FROM merged").to_arrow_table(),
-                requests=merged["requests"].drop_columns(["day"]),
-                per_day=con.sql("SELECT CAST(day AS VARCHAR) AS day, event_type, sum(n)::BIGINT AS n FROM per_day "
-                                "GROUP BY ALL ORDER BY 1, 2").to_arrow_table(),
-                checks=con.sql("SELECT regulation, sum(passed)::BIGINT AS passed, sum(failed)::BIGINT AS failed "
-                               "FROM checks GROUP BY 1 ORDER BY 1").to_arrow_table(),
-            )
-        finally:
-            con.close()
+                for f in new:  # a file without such rows (or gone: the reading path serves the others) adds none
+                    self._parts.setdefault(f.path, {})[name] = read.filter(pc.equal(files, f.uri)).drop_columns(
+                        ["file"])
+                tail_parts[name] = read.filter(pc.equal(files, "")).drop_columns(["file"])
+        # Files no longer in the table (compacted, vacuumed) drop out of the cache here.
+        self._parts = {f.path: self._parts[f.path] for f in snapshot.files}
+        if removed or self._files is None:
+            self._files = {name: _merged(con, summary, None, [*(p[name] for p in self._parts.values()),
+                                                              tail_parts[name].slice(0, 0)])
+                           for name, summary in SUMMARIES.items()}
+        elif new:
+            self._files = {name: _merged(con, summary, self._files[name], [self._parts[f.path][name] for f in new])
+                           for name, summary in SUMMARIES.items()}
+        if not tail.num_rows:
+            return Index.of(self._files)
+        return Index.of({name: _merged(con, summary, self._files[name], [tail_parts[name]])
+                         for name, summary in SUMMARIES.items()})
+
+
+def _merged(con: duckdb.DuckDBPyConnection, summary: Summary, merged: pa.Table | None,
+            parts: list[pa.Table]) -> pa.Table:
+    """``merged`` (a merged summary, or None) with ``parts`` merged in."""
+    kept = None
+    if summary.key is not None and merged is not None:
+        # Rows of operations no new part names are kept as they are: a commit touches a few operations.
+        named = pc.is_in(merged[summary.key], pc.unique(pa.concat_tables(parts)[summary.key]))
+        kept, merged = merged.filter(pc.invert(named)), merged.filter(named)
+    tables = pa.concat_tables([t for t in (merged, *parts) if t is not None], promote_options="permissive")
+    if summary.merge is None:
+        return tables
+    con.register("parts", tables)
+    try:
+        result = con.sql(summary.merge).to_arrow_table()
+    finally:
+        con.unregister("parts")
+    return result if kept is None else pa.concat_tables([kept, result], promote_options="permissive")
 
 
 def _scan(con: duckdb.DuckDBPyConnection, lake: Lake, summary: Summary, files: list[LakeFile],
