@@ -7,9 +7,11 @@ background verify of 10M events is `bench_verify.py`'s business) and times each 
 HTTP: p50/p99 warm, and the first request (whole-lake reads are kept per lake state, so the
 first page after each change of the lake pays for them). Baselines in the same run: a static
 asset from the same server (the HTTP floor) and `get_audit_logs` of one page of one operation
-in this process (the query layer's floor).
+in this process (the query layer's floor). With ``--commits N`` it then appends N small commits
+to the lake (one operation each, as a materializer would) and times the first page after each:
+what a page pays for the lake having changed (use it on a lake of its own: it writes into it).
 
-    .venv/bin/python bench/bench_ui.py [--events 10000000] [--requests 30] [--lake DIR]
+    .venv/bin/python bench/bench_ui.py [--events 10000000] [--requests 30] [--lake DIR] [--commits N]
 """
 
 from __future__ import annotations
@@ -44,6 +46,25 @@ def _table(columns: dict[str, list[object]]) -> pa.Table:
     n = len(next(iter(columns.values())))
     arrays = [pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def add_operation(log_dir: Path, number: int) -> str:
+    """One more operation (its start and close, now) as one commit of its own; returns its id."""
+    now = int(time.time() * 1_000_000)
+    op = f"late-{number}-{now}"
+    rows = [{"event_id": f"{op}:{seq}", "seq": seq, "event_type": kind, "timestamp": now + seq, "status": status,
+             "event_count": 2 if seq else None} for seq, kind, status in ((0, "audit_started", None),
+                                                                           (1, "audit_closed", "completed"))]
+    columns = {key: [r[key] for r in rows] for key in rows[0]}
+    table = _table({**columns, "schema_version": [1, 1], "operation_id": [op, op], "operation_name": ["late", "late"],
+                    "operation_start": [now, now], "level": [20, 20], "user": ["user_1", "user_1"],
+                    "regulations": [["GDPR"], ["GDPR"]], "context": ["{}", "{}"], "producer_host": ["h", "h"],
+                    "producer_pid": [1, 1], "producer_version": ["0.1.0", "0.1.0"], "prev_hash": ["", "0" * 64],
+                    "hash": ["1" * 64, "1" * 64], "source": ["bench/late", "bench/late"],
+                    "source_offset": [2 * number, 2 * number + 1]})
+    write_deltalake(Lake(log_dir).uri, with_partition(table).cast(table_schema()), mode="append",
+                    partition_by=[PARTITION_KEY], writer_properties=WRITER)
+    return op
 
 
 def add_operations_and_requests(log_dir: Path, requests: int) -> None:
@@ -123,6 +144,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=30, help="timed requests per page (after 3 warm-ups)")
     parser.add_argument("--lake", type=Path, metavar="DIR",
                         help="build the lake in DIR and keep it; reuse it when DIR exists (default: a temporary one)")
+    parser.add_argument("--commits", type=int, default=0,
+                        help="then append this many one-operation commits, timing the first page after each")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = args.lake or Path(tmp) / "lake"
@@ -171,6 +194,14 @@ def main() -> int:
                 samples = [get(base + path) for _ in range(args.requests + 3)]
                 results[name] = quantiles(samples[3:], samples[0])
                 print(f"bench: {name} {results[name]}", file=sys.stderr)
+            if args.commits:
+                after = []
+                for number in range(args.commits):
+                    add_operation(log_dir, number)
+                    after.append(get(base + "/operations"))
+                results["operations_first_after_a_commit"] = quantiles(after)
+                print(f"bench: operations_first_after_a_commit {results['operations_first_after_a_commit']}",
+                      file=sys.stderr)
         finally:
             server.terminate()
             server.wait(30)
