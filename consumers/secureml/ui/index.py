@@ -237,5 +237,5 @@ def _scan(con: duckdb.DuckDBPyConnection, lake: Lake, summary: Summary, files: l
                     con.register(f"_file{number}", pa.Table.from_batches(batches))
                     sources.append(f"SELECT {columns}, {quoted_list([file.uri])[1:-1]} AS file, "
                                    f"DATE {quoted_list([file.date])[1:-1]} AS day FROM _file{number}")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW rows AS {' UNION ALL BY NAME '.join(sources)}")
-    return con.sql(summary.sql).to_arrow_table()
+    # A CTE, not a view: the files are bound once, by the query that reads them.
+    return con.sql(f"WITH rows AS ({' UNION ALL BY NAME '.join(sources)}) {summary.sql}").to_arrow_table()
