@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from support.s3 import S3Lake
 
 import secureml.ui.explorer as explorer_module
+from conftest import Harness
 from secureml.audit import AuditTrail, get_audit_logs
 from secureml.audit.privacy.erase import erase_subject
 from secureml.lake.table import Lake
@@ -88,3 +91,21 @@ def test_an_erasure_shows_once_keys_are_looked_up_again(tmp_path: Path, monkeypa
     monkeypatch.setattr(explorer_module, "CACHE_SECONDS", 0.0)  # the renewal a page sees within 30 s
     shown = [r["user"] for r in explorer.operations(by_subject, 1).rows]
     assert shown == [get_audit_logs(operation_id=op, log_dir=log_dir)[0]["user"]] and shown != ["subject_77"]
+
+
+def test_the_index_of_a_lake_in_a_bucket(embedded: Harness, s3_lake: S3Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over a Delta table in a bucket the index lists every operation after each commit and a compaction."""
+    monkeypatch.setenv("SECUREML_AUDIT_LAKE_URI", s3_lake.uri)
+    monkeypatch.setenv("SECUREML_AUDIT_LAKE_STORAGE_OPTIONS", json.dumps(s3_lake.storage_options))
+    explorer = Explorer(embedded.log_dir)
+    first = logged(embedded.log_dir, "first", events=60)
+    materialize_embedded(embedded.log_dir)
+    assert [r["operation_id"] for r in explorer.operations(OperationFilters(), 1).rows] == [first]
+    second = logged(embedded.log_dir, "second")
+    materialize_embedded(embedded.log_dir)
+    assert [r["operation_id"] for r in explorer.operations(OperationFilters(), 1).rows] == [second, first]
+    assert Lake(embedded.log_dir).compact_all(today="2999-01-01") == 2
+    assert [r["operation_id"] for r in explorer.operations(OperationFilters(user="user_1"), 1).rows] == [second, first]
+    summary, page = explorer.operation(first, 2)
+    assert summary is not None and summary["events"] == 62
+    assert [r["event"].seq for r in page.rows] == list(range(50, 62))

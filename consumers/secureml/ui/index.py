@@ -223,6 +223,7 @@ def _scan(con: duckdb.DuckDBPyConnection, lake: Lake, summary: Summary, files: l
     columns = ", ".join(f'"{c}"' for c in summary.columns)
     con.register("_tail", tail)
     sources = [f"SELECT {columns}, '' AS file, CAST(\"timestamp\" AS DATE) AS day FROM _tail"]
+    registered: list[str] = []
     if lake.local:
         present = [f.uri for f in files if os.path.exists(f.uri)]
         if present:
@@ -234,8 +235,13 @@ def _scan(con: duckdb.DuckDBPyConnection, lake: Lake, summary: Summary, files: l
             with suppress(FileNotFoundError):
                 batches = list(lake.batches(file, list(summary.columns)))
                 if batches:
-                    con.register(f"_file{number}", pa.Table.from_batches(batches))
+                    registered.append(f"_file{number}")
+                    con.register(registered[-1], pa.Table.from_batches(batches))
                     sources.append(f"SELECT {columns}, {quoted_list([file.uri])[1:-1]} AS file, "
-                                   f"DATE {quoted_list([file.date])[1:-1]} AS day FROM _file{number}")
-    # A CTE, not a view: the files are bound once, by the query that reads them.
-    return con.sql(f"WITH rows AS ({' UNION ALL BY NAME '.join(sources)}) {summary.sql}").to_arrow_table()
+                                   f"DATE {quoted_list([file.date])[1:-1]} AS day FROM {registered[-1]}")
+    try:
+        # A CTE, not a view: the files are bound once, by the query that reads them.
+        return con.sql(f"WITH rows AS ({' UNION ALL BY NAME '.join(sources)}) {summary.sql}").to_arrow_table()
+    finally:
+        for name in ("_tail", *registered):  # the build's connection lives on: it keeps no rows
+            con.unregister(name)
