@@ -170,27 +170,30 @@ class LakeIndex:
         con = self._con
         new = [f for f in snapshot.files if f.path not in self._parts]
         removed = self._parts.keys() - {f.path for f in snapshot.files}
+        fresh: dict[str, dict[str, pa.Table]] = {f.path: {} for f in new}
         tail_parts: dict[str, pa.Table] = {}
         if new or removed or tail.num_rows or self._files is None:
             for name, summary in SUMMARIES.items():
                 read = _scan(con, self._lake, summary, new, tail)
                 files = read.column("file")
                 for f in new:  # a file without such rows (or gone: the reading path serves the others) adds none
-                    self._parts.setdefault(f.path, {})[name] = read.filter(pc.equal(files, f.uri)).drop_columns(
-                        ["file"])
+                    fresh[f.path][name] = read.filter(pc.equal(files, f.uri)).drop_columns(["file"])
                 tail_parts[name] = read.filter(pc.equal(files, "")).drop_columns(["file"])
         # Files no longer in the table (compacted, vacuumed) drop out of the cache here.
-        self._parts = {f.path: self._parts[f.path] for f in snapshot.files}
-        if removed or self._files is None:
-            self._files = {name: _merged(con, summary, None, [*(p[name] for p in self._parts.values()),
-                                                              tail_parts[name].slice(0, 0)])
-                           for name, summary in SUMMARIES.items()}
+        parts = {f.path: fresh[f.path] if f.path in fresh else self._parts[f.path] for f in snapshot.files}
+        merged = self._files
+        if removed or merged is None:
+            merged = {name: _merged(con, summary, None, [*(p[name] for p in parts.values()),
+                                                         tail_parts[name].slice(0, 0)])
+                      for name, summary in SUMMARIES.items()}
         elif new:
-            self._files = {name: _merged(con, summary, self._files[name], [self._parts[f.path][name] for f in new])
-                           for name, summary in SUMMARIES.items()}
+            merged = {name: _merged(con, summary, merged[name], [fresh[f.path][name] for f in new])
+                      for name, summary in SUMMARIES.items()}
+        # Kept together only once all of it is read: a failed build leaves the cache as it was.
+        self._parts, self._files = parts, merged
         if not tail.num_rows:
-            return Index.of(self._files)
-        return Index.of({name: _merged(con, summary, self._files[name], [tail_parts[name]])
+            return Index.of(merged)
+        return Index.of({name: _merged(con, summary, merged[name], [tail_parts[name]])
                          for name, summary in SUMMARIES.items()})
 
 
