@@ -23,6 +23,7 @@ from deltalake import DeltaTable
 
 from conftest import REPO, Harness, run_cli
 from secureml.audit import AuditTrail, count_events, get_audit_logs
+from secureml.audit import trail as trail_module
 from secureml.integrity import verify
 from secureml.lake.catalog import catalog_state, ensure_catalog
 from secureml.lake.table import COMPACT_SMALL_FILES, Lake
@@ -60,6 +61,26 @@ def test_each_commit_records_the_positions_it_consumed(embedded: Harness) -> Non
     assert table.transaction_version(f"log/{segments[0].name}") == segments[0].stat().st_size
     assert table.to_pyarrow_table().num_rows == 6
     assert not (embedded.log_dir / "lake" / "_manifest.json").exists()
+
+
+def test_a_range_starting_in_a_files_last_millisecond_finds_its_last_events(
+    embedded: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delta keeps a file's max time to the millisecond: events up to 999 us past it are not pruned away."""
+    second = 1_795_000_000_000_000  # a whole second: every event below lies within its first millisecond
+    clock = iter(range(second + 100, second + 1_000, 100))
+    monkeypatch.setattr(trail_module, "now_micros", lambda: next(clock))
+    with AuditTrail("op", log_dir=embedded.log_dir, bootstrap_servers="") as trail:
+        for i in range(5):
+            trail.log_model_inference("m", f"r{i}", i, 0.5)
+    materialize(embedded.log_dir)
+    stored = get_audit_logs(log_dir=embedded.log_dir)
+    assert len(stored) == 7 and all(
+        dt.datetime.fromisoformat(e["timestamp"]).timestamp() * 1_000_000 < second + 1_000 for e in stored)
+    last_inference = stored[-2]
+    assert last_inference["event_type"] == "model_inference"
+    found = get_audit_logs(log_dir=embedded.log_dir, start_time=last_inference["timestamp"])
+    assert [e["event_type"] for e in found] == ["model_inference", "audit_closed"]
 
 
 def test_replayed_commit_adds_nothing(embedded: Harness) -> None:

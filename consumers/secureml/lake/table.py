@@ -160,6 +160,9 @@ def _due_partition(snapshot: Snapshot, today: str) -> tuple[str, bool] | None:
     return None
 
 
+STATISTICS_PRECISION_US = 1_000  # of the min/max times in the Delta log
+
+
 def _micros(value: Any) -> int | None:
     """A statistics value (datetime or integer microseconds) as microseconds."""
     if value is None:
@@ -288,7 +291,11 @@ class Lake:
             uri = f"{base}/{relative}"
             if self.local:
                 uri = uri.removeprefix("file://")
-            yield LakeFile(relative, uri, int(count or 0), str(date), _micros(low), _micros(high))
+            # delta-rs keeps the statistics' times to the millisecond, truncated: the file's latest event
+            # may lie up to 999 us past its max, and pruning on the truncated value would miss it.
+            latest = _micros(high)
+            yield LakeFile(relative, uri, int(count or 0), str(date), _micros(low),
+                           None if latest is None else latest + STATISTICS_PRECISION_US - 1)
 
     def batches(self, file: LakeFile, columns: list[str] | None = None, batch_size: int = 65_536
                 ) -> Iterator[pa.RecordBatch]:

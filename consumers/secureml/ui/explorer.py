@@ -39,7 +39,6 @@ from secureml.ui.index import LakeIndex
 
 PAGE_SIZE = 50
 CACHE_SECONDS = 30.0  # the keys that reveal values are looked up again this often: an erasure shows within it
-STATISTICS_PRECISION = dt.timedelta(milliseconds=1)  # of the min/max times Delta keeps per file
 MAX_PAGE = 1_000_000  # deeper than anyone pages by hand; keeps OFFSET bounded
 STATUSES = ("completed", "error", "running")  # 'running': no audit_closed event yet
 _ENVELOPE = envelope_fields()
@@ -195,9 +194,8 @@ class Explorer:
         if found is None:
             return None, Page([], page, False)
         # The index knows the time span of the operation's events: only the files overlapping it are read.
-        # The files' time statistics are kept to the millisecond, so the span is widened by one on each side.
-        table = query_events(operation_id=operation_id, start_time=found["first_ts"] - STATISTICS_PRECISION,
-                             end_time=found["last_ts"] + STATISTICS_PRECISION, log_dir=self.log_dir, where="ui",
+        table = query_events(operation_id=operation_id, start_time=found["first_ts"],
+                             end_time=found["last_ts"], log_dir=self.log_dir, where="ui",
                              reveal=False)
         table = (table.filter(pc.greater_equal(table["seq"], max(0, first - 1)))
                  .sort_by([("seq", "ascending"), ("source", "ascending"), ("source_offset", "ascending")])
