@@ -29,6 +29,7 @@ from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.schema import JSON_FIELDS, TIMESTAMP_FIELDS
 from secureml.audit.transports.embedded import list_segments
 from secureml.lake.catalog import events_sql
+from secureml.lake.operation_index import OperationIndex
 from secureml.lake.rows import PARTITION_KEY, lake_schema
 from secureml.lake.table import Lake, Snapshot
 from secureml.query.filters import select_events
@@ -81,6 +82,7 @@ def _as_of_argument(value: object, where: str) -> None:
 
 AsOf = int | str | dt.datetime | None
 _lakes: dict[tuple[str, str | None], Lake] = {}
+_OPERATIONS = OperationIndex()  # shared by this process's threads: data files never change once written
 
 
 def _lake(log_dir: Path) -> Lake:
@@ -146,15 +148,15 @@ def _snapshot(log_dir: Path, as_of: AsOf) -> tuple[Lake, Snapshot, pa.Table]:
 
 def _union_sql(lake_sql: str | None, con: duckdb.DuckDBPyConnection, tail: pa.Table, *, hive: bool) -> str:
     """SQL for all events: one table version UNION ALL the embedded tail."""
+    if lake_sql is not None and tail.num_rows == 0:
+        # No union, even with nothing: it would keep filters from reaching the Parquet scan (and
+        # registering the empty tail costs a few ms per query).
+        return lake_sql
     con.register("_tail_events", tail)
     tail_sql = "SELECT * FROM _tail_events"
     if hive:
         tail_sql = f"SELECT *, CAST(\"timestamp\" AS DATE) AS {PARTITION_KEY} FROM _tail_events"
-    if lake_sql is None:
-        return tail_sql
-    if tail.num_rows == 0:
-        return lake_sql  # a union, even with nothing, keeps filters from reaching the Parquet scan
-    return f"{lake_sql} UNION ALL BY NAME {tail_sql}"
+    return tail_sql if lake_sql is None else f"{lake_sql} UNION ALL BY NAME {tail_sql}"
 
 
 def connect(log_dir: str | os.PathLike[str] | None = None, *, as_of: AsOf = None) -> duckdb.DuckDBPyConnection:
@@ -222,7 +224,11 @@ def query_events(
     page = (f" LIMIT {limit}" if limit is not None else "") + (f" OFFSET {offset}" if offset else "")
     lake, snapshot, tail = _snapshot(directory, as_of)
     con = _connection()
-    lake_sql = events_sql(con, lake, snapshot, start_us=selection.start_micros, end_us=selection.end_micros)
+    files = None
+    if operation_id is not None:
+        files = functools.partial(_OPERATIONS.files_holding, con, operation_id=operation_id)
+    lake_sql = events_sql(con, lake, snapshot, start_us=selection.start_micros, end_us=selection.end_micros,
+                          files=files)
     union = _union_sql(lake_sql, con, tail, hive=False)
     sql = f"SELECT * FROM ({union}){selection.where} ORDER BY {ORDER_BY}{page}"
     try:
