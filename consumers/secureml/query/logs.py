@@ -42,13 +42,15 @@ ENVELOPE = envelope_fields()
 # Beyond this many unmaterialised embedded events, a reader materialises them first (if no
 # other writer is busy), so queries stay fast without a separate materializer process.
 AUTO_MATERIALIZE_EVENTS = 20_000
-ORDER_BY = "timestamp, seq, operation_id"
+ORDER = (("timestamp", "ascending"), ("seq", "ascending"), ("operation_id", "ascending"))
 ALERTS_FILE = Path("alerts") / "alerts.jsonl"
 _PAYLOAD = {event_type: fields_of(event_type) for event_type in EVENT_FIELDS}
 Output = Literal["dicts", "arrow", "pandas", "polars"]
 OUTPUTS = ("dicts", "arrow", "pandas", "polars")
 
 _local = threading.local()
+# Below this many rows, looking for columns equal in every row costs more Arrow calls than it saves.
+_TEMPLATE_MIN_ROWS = 64
 # Columns that may hold pseudonyms or ciphertexts (what the privacy policy can touch).
 _PERSONAL_COLUMNS = frozenset({"user", "user_id", "input_data", "details", "parameters", "metrics", "context",
                                "arguments", "return_value", "message", "status", "purpose"})
@@ -231,9 +233,15 @@ def query_events(
     lake_sql = events_sql(con, lake, snapshot, start_us=selection.start_micros, end_us=selection.end_micros,
                           files=files)
     union = _union_sql(lake_sql, con, tail, hive=False)
-    sql = f"SELECT * FROM ({union}){selection.where} ORDER BY {ORDER_BY}{page}"
+    sql = f"SELECT * FROM ({union}){selection.where}"
+    if page:
+        sql += f" ORDER BY {', '.join(column for column, _ in ORDER)}{page}"  # DuckDB's top-N: only a page is kept
     try:
         table = con.sql(sql, params=selection.params).to_arrow_table()
+        if not page:
+            # Sorting indices in Arrow and taking the rows is about twice as fast as DuckDB's sort, which
+            # copies every one of the ~50 columns into its row format (a 157k-row result: 0.5x the time).
+            table = table.take(pc.sort_indices(table, ORDER))
         return reveal_table(table, revealer_for(directory)) if reveal else table
     finally:
         con.unregister("_tail_events")
@@ -357,7 +365,8 @@ def _to_logs(table: pa.Table) -> list[dict[str, Any]]:
         for event_type in present:
             match = pc.equal(types, pa.scalar(event_type, types.type))
             places = pc.indices_nonzero(match).to_pylist()
-            for place, log in zip(places, _logs_of_type(table.filter(match), event_type)):
+            columns = table.select(list(_keys(event_type)))  # filter only the columns the type's dicts hold
+            for place, log in zip(places, _logs_of_type(columns.filter(match), event_type)):
                 logs[place] = log
         return logs
     finally:
@@ -372,7 +381,7 @@ def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any
     field's None) is converted once into a template dict; each row is a copy of the template
     (one C call) with only the other columns set, so its cost follows the columns that vary.
     """
-    keys = (*ENVELOPE, *(n for n in (_PAYLOAD.get(event_type) or fields_of(event_type)) if n not in ENVELOPE))
+    keys = _keys(event_type)
     template: dict[str, Any] = {}
     varying: list[str] = []
     values: list[list[Any]] = []
@@ -381,7 +390,8 @@ def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any
         template[name] = None
         if column.null_count == len(column):
             continue
-        if column.null_count == 0 and not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
+        if (len(column) >= _TEMPLATE_MIN_ROWS and column.null_count == 0 and not pa.types.is_list(column.type)
+                and not pa.types.is_large_list(column.type)):
             bounds = pc.min_max(column)
             if bounds["min"] == bounds["max"]:
                 (value,) = _python_values(name, column.slice(0, 1))
@@ -391,6 +401,12 @@ def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any
         varying.append(name)
         values.append(_python_values(name, column))
     return list(map(_filler(tuple(varying)), itertools.repeat(template, table.num_rows), *values))
+
+
+@functools.lru_cache(maxsize=64)
+def _keys(event_type: str | None) -> tuple[str, ...]:
+    """The keys of an event type's dicts, in order: the envelope, then the type's payload fields."""
+    return (*ENVELOPE, *(n for n in (_PAYLOAD.get(event_type) or fields_of(event_type)) if n not in ENVELOPE))
 
 
 def _python_values(name: str, column: pa.ChunkedArray) -> list[Any]:
