@@ -3,8 +3,9 @@
 An operation_id is a random uuid4, so a file's min/max statistics rule nothing out, and the
 bloom filters of every row group of every file must be read to find one operation (30 files,
 600 row groups for 10M events). This index keeps, per data file, the sorted 64-bit hashes of
-the operation ids it holds: a lookup reads only the files whose hashes include the id's (a
-hash collision only adds a file; the query's own filter decides which rows match).
+the operation ids it holds (Python's ``hash``: the index never leaves the process): a lookup
+reads only the files whose hashes include the id's (a hash collision only adds a file; the
+query's own filter decides which rows match).
 
 It lives in the reader's process and never in the lake: DuckDB, Polars or Spark reading the
 table see a plain Delta table, and no writer (materializer, compaction, retention, erasure)
@@ -34,7 +35,7 @@ _SPARE_ENTRIES = 256
 
 
 class OperationIndex:
-    """Per data file, the sorted hashes (DuckDB's ``hash``) of the operation ids it holds."""
+    """Per data file, the sorted hashes of the operation ids it holds."""
 
     def __init__(self) -> None:
         self._hashes: dict[_Key, np.ndarray] = {}
@@ -54,7 +55,7 @@ class OperationIndex:
                 keys[path] = None
                 continue
             keys[path] = (path, stat.st_size, stat.st_mtime_ns)
-        target = np.uint64(con.sql("SELECT hash(?::VARCHAR)", params=[operation_id]).fetchall()[0][0])
+        target = hash(operation_id)
         with self._lock:
             new = [key for key in keys.values() if key is not None and key not in self._hashes]
             if new:
@@ -78,8 +79,8 @@ class OperationIndex:
         by_path = {key[0]: key for key in keys}
         try:
             found = con.sql(
-                f"SELECT DISTINCT filename, hash(operation_id) AS h FROM read_parquet({quoted_list(list(by_path))}, "
-                "filename = true, union_by_name = true) ORDER BY filename, h"
+                f"SELECT DISTINCT filename, operation_id FROM read_parquet({quoted_list(list(by_path))}, "
+                "filename = true, union_by_name = true) ORDER BY filename"
             ).to_arrow_table()
         except duckdb.Error:
             return  # unreadable: no entries, so every file is kept and the query itself reports the damage
@@ -89,9 +90,9 @@ class OperationIndex:
             codes = files.indices.to_numpy()
             bounds = np.flatnonzero(np.diff(codes)) + 1
             names = files.dictionary.to_pylist()
-            hashes = found["h"].to_numpy()
+            hashes = np.fromiter(map(hash, found["operation_id"].to_pylist()), np.int64, found.num_rows)
             for code, part in zip(codes[np.concatenate(([0], bounds))], np.split(hashes, bounds)):
                 if (key := by_path.get(names[code])) is not None:
-                    self._hashes[key] = part.copy()
+                    self._hashes[key] = np.sort(part)
         for key in keys:
-            self._hashes.setdefault(key, np.empty(0, np.uint64))  # a file without rows holds no operation
+            self._hashes.setdefault(key, np.empty(0, np.int64))  # a file without rows holds no operation
