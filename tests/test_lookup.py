@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from conftest import Harness
@@ -13,6 +14,7 @@ from secureml.audit import AuditTrail, get_audit_logs
 from secureml.audit.events import envelope_fields, fields_of
 from secureml.lake.table import BLOOM_FILTER_COLUMNS, Lake
 from secureml.materializer import materialize
+from secureml.query.logs import _list_column
 
 
 def _log_operations(log_dir: Path, operations: int) -> list[str]:
@@ -111,3 +113,14 @@ def test_dicts_hold_constant_columns_once_per_row_in_schema_order(lake_with_oper
     logs[0]["columns_accessed"].append("changed")
     logs[0]["regulations"].append("changed")
     assert all(e["columns_accessed"] == ["email", "age"] and "changed" not in e["regulations"] for e in logs[1:])
+
+
+@pytest.mark.parametrize("rows", [[["a"], ["b"]], [["a", "b"], ["c", "d"]], [[], []], [["a"], None, ["b", "c"]], []])
+def test_list_columns_read_as_arrow_rows_each_its_own(rows: list[list[str] | None]) -> None:
+    """List columns of equal or ragged lengths, with nulls or offsets not from 0, give Arrow's rows, no list shared."""
+    column = pa.chunked_array([pa.array(rows, pa.large_list(pa.large_string()))], pa.large_list(pa.large_string()))
+    listed = _list_column(column)
+    assert listed == rows
+    assert len({id(row) for row in listed if row is not None}) == sum(row is not None for row in listed)
+    shifted = pa.ListArray.from_arrays(pa.array([1, 2, 3], pa.int32()), pa.array(["x", "a", "b", "y"]))
+    assert _list_column(pa.chunked_array([shifted])) == [["a"], ["b"]]
