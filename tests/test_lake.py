@@ -327,3 +327,15 @@ def test_a_lake_of_the_previous_format_migrates_and_verifies(tmp_path: Path) -> 
     assert count_events(log_dir) == 129
     again = run_cli("migrate", "--log-dir", str(log_dir))
     assert again.returncode == 0 and "nothing to migrate" in again.stderr
+
+
+def test_a_reader_sees_another_writers_commit_at_its_next_snapshot(embedded: Harness) -> None:
+    """A Lake that read the table (and skips re-listing an unchanged one) sees a commit made through another Lake."""
+    _many_small_commits(embedded.log_dir, 1)
+    reader = Lake(embedded.log_dir)
+    first = reader.snapshot()
+    assert reader.snapshot().version == first.version  # unchanged: the same version, its files listed once
+    _many_small_commits(embedded.log_dir, 1)
+    after = reader.snapshot()
+    assert after.version is not None and first.version is not None and after.version > first.version
+    assert Lake(embedded.log_dir).snapshot().rows == after.rows > first.rows

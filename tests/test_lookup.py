@@ -6,12 +6,15 @@ import uuid
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from conftest import Harness
 from secureml.audit import AuditTrail, get_audit_logs
+from secureml.audit.events import envelope_fields, fields_of
 from secureml.lake.table import BLOOM_FILTER_COLUMNS, Lake
 from secureml.materializer import materialize
+from secureml.query.logs import _list_column
 
 
 def _log_operations(log_dir: Path, operations: int) -> list[str]:
@@ -95,3 +98,29 @@ def test_result_dicts_equal_the_arrow_rows_and_each_is_its_own(lake_with_operati
     assert access[1]["columns_accessed"] == ["email", "age"]
     assert inference[3]["context"]["nested"]["tags"] == ["a", "b"]
     assert get_audit_logs(log_dir=log_dir)[0] != logs[0]
+
+
+def test_dicts_hold_constant_columns_once_per_row_in_schema_order(lake_with_operations: tuple[Path, list[str]]) -> None:
+    """Columns equal in every row (a list, a text) read as the Arrow rows, keys in schema order, no list shared."""
+    log_dir, _ids = lake_with_operations
+    logs = get_audit_logs(log_dir=log_dir, event_type="data_access")
+    table = get_audit_logs(log_dir=log_dir, event_type="data_access", output="arrow")
+    assert len(logs) == table.num_rows == 6
+    assert list(logs[0]) == [*envelope_fields(), *(f for f in fields_of("data_access") if f not in envelope_fields())]
+    for name in ("purpose", "dataset_name", "num_records", "seq", "operation_id", "columns_accessed", "regulations"):
+        assert [e[name] for e in logs] == table[name].to_pylist(), name
+    assert all(e["purpose"] == "support" and e["columns_accessed"] == ["email", "age"] for e in logs)
+    logs[0]["columns_accessed"].append("changed")
+    logs[0]["regulations"].append("changed")
+    assert all(e["columns_accessed"] == ["email", "age"] and "changed" not in e["regulations"] for e in logs[1:])
+
+
+@pytest.mark.parametrize("rows", [[["a"], ["b"]], [["a", "b"], ["c", "d"]], [[], []], [["a"], None, ["b", "c"]], []])
+def test_list_columns_read_as_arrow_rows_each_its_own(rows: list[list[str] | None]) -> None:
+    """List columns of equal or ragged lengths, with nulls or offsets not from 0, give Arrow's rows, no list shared."""
+    column = pa.chunked_array([pa.array(rows, pa.large_list(pa.large_string()))], pa.large_list(pa.large_string()))
+    listed = _list_column(column)
+    assert listed == rows
+    assert len({id(row) for row in listed if row is not None}) == sum(row is not None for row in listed)
+    shifted = pa.ListArray.from_arrays(pa.array([1, 2, 3], pa.int32()), pa.array(["x", "a", "b", "y"]))
+    assert _list_column(pa.chunked_array([shifted])) == [["a"], ["b"]]

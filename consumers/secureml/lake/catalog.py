@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -64,9 +65,11 @@ def parquet_sql(paths: list[str], *, with_date: bool) -> str:
 
 def events_sql(
     con: duckdb.DuckDBPyConnection, lake: Lake, snapshot: Snapshot, *, with_date: bool = False,
-    start_us: int | None = None, end_us: int | None = None,
+    start_us: int | None = None, end_us: int | None = None, files: Callable[[list[str]], list[str]] | None = None,
 ) -> str | None:
     """SQL over the events of one table version (None when it has none), files pruned by time range.
+
+    ``files`` narrows a local table's files further (an index of what they hold).
 
     A local table is read by DuckDB's Parquet reader from exactly the version's files; an
     object-store table through delta-rs's own file system, as a pyarrow dataset (DuckDB's
@@ -76,6 +79,8 @@ def events_sql(
         return None
     if lake.local:
         uris = snapshot.uris(start_us, end_us)
+        if files is not None:
+            uris = files(uris)
         present = [uri for uri in uris if os.path.exists(uri)]
         if len(present) < len(uris):
             gone = [Path(uri).name for uri in uris if uri not in set(present)]

@@ -248,6 +248,8 @@ class Lake:
         """The newest version of the table, refreshed incrementally when this thread read it before."""
         cached = self._cached
         if cached is not None:
+            if self._unchanged(cached.version()):
+                return cached
             try:
                 cached.update_incremental()
                 return cached
@@ -255,6 +257,18 @@ class Lake:
                 self._cached = None
         self._cached = self._load()
         return self._cached
+
+    def _unchanged(self, version: int) -> bool:
+        """True when a local table is still at ``version``: its commit file is there and the next one is not.
+
+        Two stats instead of delta-rs's incremental update (a listing of the log, several ms per
+        query on a busy machine). A Delta commit appears atomically as its numbered JSON file, so the
+        next one's absence means no newer version exists (an object store is always asked).
+        """
+        if not self.local:
+            return False
+        log_dir = Path(self.uri.removeprefix("file://")) / "_delta_log"
+        return (log_dir / f"{version:020d}.json").is_file() and not (log_dir / f"{version + 1:020d}.json").exists()
 
     def snapshot(self, as_of: int | str | dt.datetime | None = None) -> Snapshot:
         """One version of the table (the newest, or the one at ``as_of``: a version number or a time)."""

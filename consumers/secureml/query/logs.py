@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import gc
 import importlib.util
+import itertools
 import json
 import os
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -29,6 +31,7 @@ from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.schema import JSON_FIELDS, TIMESTAMP_FIELDS
 from secureml.audit.transports.embedded import list_segments
 from secureml.lake.catalog import events_sql
+from secureml.lake.operation_index import OperationIndex
 from secureml.lake.rows import PARTITION_KEY, lake_schema
 from secureml.lake.table import Lake, Snapshot
 from secureml.query.filters import select_events
@@ -40,13 +43,15 @@ ENVELOPE = envelope_fields()
 # Beyond this many unmaterialised embedded events, a reader materialises them first (if no
 # other writer is busy), so queries stay fast without a separate materializer process.
 AUTO_MATERIALIZE_EVENTS = 20_000
-ORDER_BY = "timestamp, seq, operation_id"
+ORDER = (("timestamp", "ascending"), ("seq", "ascending"), ("operation_id", "ascending"))
 ALERTS_FILE = Path("alerts") / "alerts.jsonl"
 _PAYLOAD = {event_type: fields_of(event_type) for event_type in EVENT_FIELDS}
 Output = Literal["dicts", "arrow", "pandas", "polars"]
 OUTPUTS = ("dicts", "arrow", "pandas", "polars")
 
 _local = threading.local()
+# Below this many rows, looking for columns equal in every row costs more Arrow calls than it saves.
+_TEMPLATE_MIN_ROWS = 64
 # Columns that may hold pseudonyms or ciphertexts (what the privacy policy can touch).
 _PERSONAL_COLUMNS = frozenset({"user", "user_id", "input_data", "details", "parameters", "metrics", "context",
                                "arguments", "return_value", "message", "status", "purpose"})
@@ -81,6 +86,7 @@ def _as_of_argument(value: object, where: str) -> None:
 
 AsOf = int | str | dt.datetime | None
 _lakes: dict[tuple[str, str | None], Lake] = {}
+_OPERATIONS = OperationIndex()  # shared by this process's threads: data files never change once written
 
 
 def _lake(log_dir: Path) -> Lake:
@@ -146,15 +152,15 @@ def _snapshot(log_dir: Path, as_of: AsOf) -> tuple[Lake, Snapshot, pa.Table]:
 
 def _union_sql(lake_sql: str | None, con: duckdb.DuckDBPyConnection, tail: pa.Table, *, hive: bool) -> str:
     """SQL for all events: one table version UNION ALL the embedded tail."""
+    if lake_sql is not None and tail.num_rows == 0:
+        # No union, even with nothing: it would keep filters from reaching the Parquet scan (and
+        # registering the empty tail costs a few ms per query).
+        return lake_sql
     con.register("_tail_events", tail)
     tail_sql = "SELECT * FROM _tail_events"
     if hive:
         tail_sql = f"SELECT *, CAST(\"timestamp\" AS DATE) AS {PARTITION_KEY} FROM _tail_events"
-    if lake_sql is None:
-        return tail_sql
-    if tail.num_rows == 0:
-        return lake_sql  # a union, even with nothing, keeps filters from reaching the Parquet scan
-    return f"{lake_sql} UNION ALL BY NAME {tail_sql}"
+    return tail_sql if lake_sql is None else f"{lake_sql} UNION ALL BY NAME {tail_sql}"
 
 
 def connect(log_dir: str | os.PathLike[str] | None = None, *, as_of: AsOf = None) -> duckdb.DuckDBPyConnection:
@@ -222,11 +228,23 @@ def query_events(
     page = (f" LIMIT {limit}" if limit is not None else "") + (f" OFFSET {offset}" if offset else "")
     lake, snapshot, tail = _snapshot(directory, as_of)
     con = _connection()
-    lake_sql = events_sql(con, lake, snapshot, start_us=selection.start_micros, end_us=selection.end_micros)
+    files = None
+    if operation_id is not None:
+        files = functools.partial(_OPERATIONS.files_holding, con, operation_id=operation_id)
+    lake_sql = events_sql(con, lake, snapshot, start_us=selection.start_micros, end_us=selection.end_micros,
+                          files=files)
     union = _union_sql(lake_sql, con, tail, hive=False)
-    sql = f"SELECT * FROM ({union}){selection.where} ORDER BY {ORDER_BY}{page}"
+    sql = f"SELECT * FROM ({union}){selection.where}"
+    if page:
+        sql += f" ORDER BY {', '.join(column for column, _ in ORDER)}{page}"  # DuckDB's top-N: only a page is kept
     try:
         table = con.sql(sql, params=selection.params).to_arrow_table()
+        if not page:
+            # Sorting indices in Arrow and taking the rows is about twice as fast as DuckDB's sort, which
+            # copies every one of the ~50 columns into its row format (a 157k-row result: 0.5x the time).
+            order = pc.sort_indices(table, ORDER)
+            if not np.array_equal(order.to_numpy(), np.arange(len(order))):  # often in order already: files are sorted
+                table = table.take(order)
         return reveal_table(table, revealer_for(directory)) if reveal else table
     finally:
         con.unregister("_tail_events")
@@ -317,9 +335,16 @@ def _list_column(column: pa.ChunkedArray) -> list[Any]:
     array = column.combine_chunks()
     if array.offset:
         array = pa.concat_arrays([array])  # offsets from 0
-    offsets = array.offsets.to_pylist()
+    offsets = array.offsets.to_numpy()
+    steps = np.diff(offsets)
+    if len(steps) and not array.null_count and (steps == steps[0]).all():
+        # Every row as long (one regulation each, say): rows zipped from strided slices, about 1.4x faster.
+        width = int(steps[0])
+        values = pc.list_flatten(array).to_pylist()  # exactly the rows' values, wherever the offsets start
+        return list(map(list, zip(*(values[i::width] for i in range(width))))) if width else [[] for _ in steps]
     flat = array.values.to_pylist()
-    rows: list[Any] = list(map(flat.__getitem__, map(slice, offsets[:-1], offsets[1:])))
+    bounds = offsets.tolist()
+    rows: list[Any] = list(map(flat.__getitem__, map(slice, bounds[:-1], bounds[1:])))
     if array.null_count:
         for place in pc.indices_nonzero(array.is_null()).to_pylist():
             rows[place] = None
@@ -330,10 +355,10 @@ def _to_logs(table: pa.Table) -> list[dict[str, Any]]:
     """Rows as the user guide's log dicts: envelope plus the payload fields of each event type.
 
     Rows are converted per event type, only the columns that type carries (a payload column
-    of another type is all nulls, and converting it costs as much as the rest), each row one
-    ``dict(zip(keys, values))``; with several types each dict is then put back in its row's place.
-    The cyclic garbage collector is paused meanwhile: the new dicts and lists hold no cycles,
-    and collections triggered by creating millions of them cost as much as creating them.
+    of another type is all nulls, and converting it costs as much as the rest); with several
+    types the dicts are then put back in their rows' order. The cyclic garbage collector is
+    paused meanwhile: the new dicts and lists hold no cycles, and collections triggered by
+    creating millions of them cost as much as creating them.
     """
     count = table.num_rows
     if count == 0:
@@ -342,48 +367,84 @@ def _to_logs(table: pa.Table) -> list[dict[str, Any]]:
     gc.disable()
     try:
         types = table["event_type"]
-        present = pc.unique(types).to_pylist()
-        if len(present) == 1:
-            return _logs_of_type(table, present[0])
-        logs: list[Any] = [None] * count
-        for event_type in present:
+        bounds = pc.min_max(types)  # one pass, cheaper than hashing for the usual single type
+        if bounds["min"] == bounds["max"]:
+            return _logs_of_type(table, bounds["min"].as_py())
+        logs: list[dict[str, Any]] = []
+        places = []
+        for event_type in pc.unique(types).to_pylist():
             match = pc.equal(types, pa.scalar(event_type, types.type))
-            places = pc.indices_nonzero(match).to_pylist()
-            for place, log in zip(places, _logs_of_type(table.filter(match), event_type)):
-                logs[place] = log
-        return logs
+            places.append(pc.indices_nonzero(match).to_numpy())
+            columns = table.select(list(_keys(event_type)))  # filter only the columns the type's dicts hold
+            logs += _logs_of_type(columns.filter(match), event_type)
+        # Each dict back in its row's place, picked in C rather than placed by a Python loop.
+        return list(map(logs.__getitem__, np.argsort(np.concatenate(places), kind="stable").tolist()))
     finally:
         if was_enabled:
             gc.enable()
 
 
 def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any]]:
-    """Rows that all have ``event_type``, as log dicts."""
-    keys = (*ENVELOPE, *(n for n in (_PAYLOAD.get(event_type) or fields_of(event_type)) if n not in ENVELOPE))
+    """Rows that all have ``event_type``, as log dicts.
+
+    A column holding one immutable value in every row (the event type, a producer, an unused
+    field's None) is converted once into a template dict; each row is a copy of the template
+    (one C call) with only the other columns set, so its cost follows the columns that vary.
+    """
+    keys = _keys(event_type)
+    template: dict[str, Any] = {}
+    varying: list[str] = []
     values: list[list[Any]] = []
     for name in keys:
         column = table[name]
-        if name in TIMESTAMP_FIELDS:
-            column = _iso_utc(column)
-        if name in JSON_FIELDS:
-            values.append(_json_column(column))
-        elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-            values.append(_list_column(column))
-        else:
-            values.append(column.to_pylist())
-    return list(map(_dict_maker(keys), *values))
+        template[name] = None
+        if column.null_count == len(column):
+            continue
+        if (len(column) >= _TEMPLATE_MIN_ROWS and column.null_count == 0 and not pa.types.is_list(column.type)
+                and not pa.types.is_large_list(column.type)):
+            bounds = pc.min_max(column)
+            if bounds["min"] == bounds["max"]:
+                (value,) = _python_values(name, column.slice(0, 1))
+                if not isinstance(value, (dict, list)):  # rows are the caller's to change: no shared containers
+                    template[name] = value
+                    continue
+        varying.append(name)
+        values.append(_python_values(name, column))
+    return list(map(_filler(tuple(varying)), itertools.repeat(template, table.num_rows), *values))
 
 
 @functools.lru_cache(maxsize=64)
-def _dict_maker(keys: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
-    """A function of one value per key returning the dict of them: a dict display with constant keys,
-    which CPython builds pre-sized in one step (about 0.8x the time of ``dict(zip(keys, row))``).
+def _keys(event_type: str | None) -> tuple[str, ...]:
+    """The keys of an event type's dicts, in order: the envelope, then the type's payload fields."""
+    return (*ENVELOPE, *(n for n in (_PAYLOAD.get(event_type) or fields_of(event_type)) if n not in ENVELOPE))
 
-    The keys are the event schema's field names; they enter the code as string literals (repr).
+
+def _python_values(name: str, column: pa.ChunkedArray) -> list[Any]:
+    """A column's values as the log dicts hold them (times as ISO text, JSON parsed, lists as lists)."""
+    if name in TIMESTAMP_FIELDS:
+        column = _iso_utc(column)
+    if name in JSON_FIELDS:
+        return _json_column(column)
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        return _list_column(column)
+    return column.to_pylist()
+
+
+@functools.lru_cache(maxsize=64)
+def _filler(keys: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
+    """A function of a template dict and one value per key returning a copy of the template with them set.
+
+    ``dict.copy`` of a template clones its hash table at once, and the keys stay in the
+    template's order; each assignment then names a constant key. The keys are the event
+    schema's field names; they enter the code as string literals (repr).
     """
-    params = ", ".join(f"v{i}" for i in range(len(keys)))
-    body = ", ".join(f"{key!r}: v{i}" for i, key in enumerate(keys))
-    return eval(f"lambda {params}: {{{body}}}")  # noqa: S307 -- literals and parameter names only
+    params = "".join(f", v{i}" for i in range(len(keys)))
+    body = "".join(f"    row[{key!r}] = v{i}\n" for i, key in enumerate(keys))
+    namespace: dict[str, Any] = {}
+    exec(f"def fill(template{params}):\n    row = template.copy()\n{body}    return row\n", namespace)  # noqa: S102 -- literals and parameter names only
+    return namespace["fill"]
+
+
 def get_audit_logs(
     operation_id: str | None = None,
     operation_name: str | None = None,

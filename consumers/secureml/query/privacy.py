@@ -70,8 +70,10 @@ def personal_columns(table: pa.Table, revealer: Revealer | None) -> dict[str, Ca
         return {}
     found = {}
     for field in table.schema:
-        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
-            reveal = _reveal_kind(revealer, field.name, table.column(field.name))
+        column = table.column(field.name)
+        # A column of nulls (another event type's payload) holds nothing to reveal: no Arrow scan for it.
+        if (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)) and column.null_count < len(column):
+            reveal = _reveal_kind(revealer, field.name, column)
             if reveal is not None:
                 found[field.name] = reveal
     return found
