@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from support.s3 import S3Lake
+from support.ui import fetch, serve
 
 import secureml.ui.explorer as explorer_module
 from conftest import Harness
@@ -15,7 +18,7 @@ from secureml.audit.privacy.erase import erase_subject
 from secureml.lake.table import Lake
 from secureml.materializer import materialize_embedded
 from secureml.ui.explorer import Explorer, OperationFilters
-from secureml.ui.index import LakeIndex
+from secureml.ui.index import IndexPending, LakeIndex
 
 
 def logged(log_dir: Path, name: str, user: str = "user_1", events: int = 2) -> str:
@@ -109,3 +112,77 @@ def test_the_index_of_a_lake_in_a_bucket(embedded: Harness, s3_lake: S3Lake, mon
     summary, page = explorer.operation(first, 2)
     assert summary is not None and summary["events"] == 62
     assert [r["event"].seq for r in page.rows] == list(range(50, 62))
+
+
+class Gate:
+    """Holds the index's builds until opened: what a build of a 10M-event lake taking seconds looks like."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.open = threading.Event()
+        build = LakeIndex._build
+
+        def held(index: LakeIndex, *args: object) -> object:
+            assert self.open.wait(60), "the test never opened the gate"
+            return build(index, *args)
+
+        monkeypatch.setattr(LakeIndex, "_build", held)
+
+
+def test_a_page_that_cannot_wait_gets_the_last_complete_index_marked_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a budget, a build still running leaves the caller the last complete index (behind) until it is done."""
+    log_dir = tmp_path / "logs"
+    first = logged(log_dir, "first")
+    materialize_embedded(log_dir)
+    gate = Gate(monkeypatch)
+    index = LakeIndex(log_dir, wait=0.05)
+    with pytest.raises(IndexPending) as pending:
+        index.state()
+    assert pending.value.events == 4 and pending.value.files == 1
+    gate.open.set()
+    index.wait = None
+    assert index.state().index.listed["operation_id"].to_pylist() == [first]
+    gate.open.clear()
+    index.wait = 0.05
+    second = logged(log_dir, "second")
+    materialize_embedded(log_dir)
+    stale = index.state()
+    assert stale.behind and stale.index.listed["operation_id"].to_pylist() == [first]
+    gate.open.set()
+    index.wait = None
+    fresh = index.state()
+    assert not fresh.behind and fresh.index.listed["operation_id"].to_pylist() == [second, first]
+
+
+def test_pages_say_the_index_is_being_built_and_then_that_it_is_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the first index: 503, Retry-After and a page that reloads; later, the last index with a notice."""
+    log_dir = tmp_path / "logs"
+    first = logged(log_dir, "first")
+    materialize_embedded(log_dir)
+    gate = Gate(monkeypatch)
+    with serve(log_dir, verify=False, index_wait=0.05) as served:
+        reply = fetch(served.url + "/operations")
+        assert reply.status == 503 and reply.headers["retry-after"] == "2"
+        assert "Indexing the audit trail" in reply.text and '<meta http-equiv="refresh" content="2">' in reply.text
+        assert "4 events" in reply.text
+        gate.open.set()
+        deadline = time.monotonic() + 60
+        while (reply := fetch(served.url + "/operations")).status == 503 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert reply.status == 200 and first in reply.text and "being indexed" not in reply.text
+        gate.open.clear()
+        second = logged(log_dir, "second")
+        materialize_embedded(log_dir)
+        behind = fetch(served.url + "/operations")
+        assert behind.status == 200 and first in behind.text and second not in behind.text
+        assert "newest\nevents are being indexed" in behind.text
+        unknown_yet = fetch(served.url + f"/operations/{second}")
+        assert unknown_yet.status == 503, "an operation the index may not hold yet is not reported missing"
+        gate.open.set()
+        deadline = time.monotonic() + 60
+        while second not in (reply := fetch(served.url + "/operations")).text and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert second in reply.text and "being indexed" not in reply.text

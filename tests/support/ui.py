@@ -84,11 +84,16 @@ class Served:
 
 
 @contextmanager
-def serve(log_dir: Path, access: Access | None = None, *, verify: bool = True) -> Iterator[Served]:
-    """The explorer over log_dir on a free loopback port, in a thread, for the duration of the block."""
+def serve(log_dir: Path, access: Access | None = None, *, verify: bool = True,
+          index_wait: float | None = None) -> Iterator[Served]:
+    """The explorer over log_dir on a free loopback port, in a thread, for the duration of the block.
+
+    Its pages wait for the lake's index (``index_wait`` None) unless told otherwise: what a test
+    logged just before shows on the next page however loaded the machine is.
+    """
     port = free_port_pair()
-    server = uvicorn.Server(uvicorn.Config(create_app(log_dir, access=access, verify=verify), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    app = create_app(log_dir, access=access, verify=verify, index_wait=index_wait)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="ui-server", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -35,6 +35,7 @@ from secureml.integrity import prove
 from secureml.integrity.exceptions import ProofError
 from secureml.reporting.generator import ReportGenerator
 from secureml.ui.explorer import STATUSES, Explorer, OperationFilters, page_number
+from secureml.ui.index import IndexPending
 from secureml.ui.security import Access, Guard
 from secureml.ui.verification import BackgroundVerifier
 
@@ -48,6 +49,9 @@ REPORT_FILTERS = ("start", "end", "operation_name", "operation_id", "user")
 # Pages query the lake on a few long-lived threads: each keeps one DuckDB connection whose cache of
 # Parquet footers stays warm (a thread per request would start cold); DuckDB parallelises each query.
 QUERY_THREADS = 2
+# A page waits this long for the index of a changed lake, then shows the last complete one (the budget is 300 ms).
+INDEX_WAIT = 0.2
+INDEXING_RELOAD = 2  # seconds between reloads of the page saying the first index is being built
 
 
 def _environment() -> Environment:
@@ -76,13 +80,16 @@ def _utc(value: Any) -> str:
 
 
 def create_app(log_dir: str | os.PathLike[str], *, access: Access | None = None,
-               public_key: str | os.PathLike[str] | None = None, verify: bool = True) -> Guard:
+               public_key: str | os.PathLike[str] | None = None, verify: bool = True,
+               index_wait: float | None = INDEX_WAIT) -> Guard:
     """The explorer over ``log_dir`` behind its guard (read-only methods, access, headers).
 
     ``verify``: the integrity page starts ``verify`` in the background when no result covers the
-    lake's current version (False: it only lists the checkpoints).
+    lake's current version (False: it only lists the checkpoints). ``index_wait``: the seconds a
+    page waits for the index to catch up with a changed lake before it shows the last complete
+    index, marked as such (None: it waits for the build).
     """
-    explorer = Explorer(log_dir)
+    explorer = Explorer(log_dir, index_wait=index_wait)
     verifier = BackgroundVerifier(log_dir, public_key)
     env = _environment()
     pool = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="ui-query")
@@ -106,13 +113,18 @@ def create_app(log_dir: str | os.PathLike[str], *, access: Access | None = None,
             async def handler(request: Request) -> Response:
                 try:
                     context = await in_pool(load, request)
+                except IndexPending as exc:  # the first index of a large lake: say so, and reload
+                    response = render(request, "indexing", 503, section=section, pending=exc)
+                    response.headers["Retry-After"] = str(INDEXING_RELOAD)
+                    return response
                 except AuditValidationError as exc:
                     return render(request, "error", 400, section=section, message=str(exc))
                 except AuditError as exc:
                     return render(request, "error", 500, section=section, message=str(exc))
                 if isinstance(context, Response):
                     return context
-                return render(request, template, section=section, **context)
+                page = context.get("page")
+                return render(request, template, section=section, behind=getattr(page, "behind", False), **context)
             return handler
         return wrap
 

@@ -35,7 +35,7 @@ from secureml.query.logs import ALERTS_FILE
 from secureml.query.privacy import Revealer, reveal_table, revealer_for, stored_forms
 from secureml.reporting.audit_compliance import REQUEST_STATES, requests_section
 from secureml.reporting.source import scope_from_connection
-from secureml.ui.index import LakeIndex
+from secureml.ui.index import IndexPending, LakeIndex
 
 PAGE_SIZE = 50
 CACHE_SECONDS = 30.0  # the keys that reveal values are looked up again this often: an erasure shows within it
@@ -85,6 +85,7 @@ class Page:
     number: int
     has_next: bool
     size: int = PAGE_SIZE
+    behind: bool = False  # from the last complete index: the lake's newest events are being indexed
 
     @property
     def first_index(self) -> int:
@@ -129,17 +130,19 @@ def page_number(value: str | None) -> int:
 class Explorer:
     """Read-only views of one log directory's audit trail."""
 
-    def __init__(self, log_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, log_dir: str | os.PathLike[str], index_wait: float | None = None) -> None:
+        """``index_wait``: how long a page waits for the index to catch up with the lake (see LakeIndex)."""
         self.log_dir = Path(log_dir)
         self._alerts: tuple[tuple[int, int], pa.Table] | None = None  # (size, mtime) of the record -> its alerts
         self._lock = threading.Lock()
         self._revealer: tuple[float, Revealer | None] | None = None  # (when, revealer)
-        self._index = LakeIndex(self.log_dir)
+        self._index = LakeIndex(self.log_dir, wait=index_wait)
         self._requests: tuple[tuple[object, ...], dict[str, int], pa.Table] | None = None  # key -> (counts, rows)
 
     def warm(self) -> None:
-        """Build the lake's index now (a server calls this at start, so its first page need not wait as long)."""
-        self._index.current()
+        """Start building the lake's index now (a server calls this at start, so its first page need not wait)."""
+        with suppress(IndexPending):
+            self._index.current()
 
     def _current_revealer(self) -> tuple[float, Revealer | None]:
         """The revealer (and when it was made): renewed every CACHE_SECONDS, with the keys it looked up,
@@ -161,7 +164,8 @@ class Explorer:
         events name, kept per data file): the filters and the page run in memory.
         """
         filters = filters.checked()
-        index = self._index.current()
+        indexed = self._index.state()
+        index = indexed.index
         listed = index.listed
         masks = []
         if filters.start:
@@ -185,18 +189,22 @@ class Explorer:
         matching = listed.filter(functools.reduce(pc.and_, masks)) if masks else listed
         rows = matching.slice((page - 1) * PAGE_SIZE, PAGE_SIZE + 1)
         shown = self._reveal(rows).to_pylist()
-        return Page(shown[:PAGE_SIZE], page, len(shown) > PAGE_SIZE)
+        return Page(shown[:PAGE_SIZE], page, len(shown) > PAGE_SIZE, behind=indexed.behind)
 
     def operation(self, operation_id: str, page: int) -> tuple[dict[str, Any] | None, Page]:
         """An operation's summary and one page of its events in seq order, each with its chain status."""
         first = (page - 1) * PAGE_SIZE
-        found = self._index.current().summary(operation_id)
+        indexed = self._index.state()
+        found = indexed.index.summary(operation_id)
         if found is None:
+            if indexed.behind:  # it may be among the events being indexed
+                raise IndexPending(0, indexed.state[1], 0.0)
             return None, Page([], page, False)
-        # The index knows the time span of the operation's events: only the files overlapping it are read.
+        # The index knows the time span of the operation's events: only the files overlapping it are read
+        # (up to the lake's end while the index is behind it: the operation may have gone on).
         table = query_events(operation_id=operation_id, start_time=found["first_ts"],
-                             end_time=found["last_ts"], log_dir=self.log_dir, where="ui",
-                             reveal=False)
+                             end_time=None if indexed.behind else found["last_ts"], log_dir=self.log_dir,
+                             where="ui", reveal=False)
         table = (table.filter(pc.greater_equal(table["seq"], max(0, first - 1)))
                  .sort_by([("seq", "ascending"), ("source", "ascending"), ("source_offset", "ascending")])
                  .slice(0, PAGE_SIZE + 2))
@@ -206,7 +214,8 @@ class Explorer:
                    "started": found["first_ts"], "events": found["last_seq"] + 1, "status": found["status"]}
         events = _timeline(table, self._reveal(table))
         shown = [e for e in events if e.seq >= first]
-        return summary, Page([{"event": e} for e in shown[:PAGE_SIZE]], page, len(shown) > PAGE_SIZE)
+        return summary, Page([{"event": e} for e in shown[:PAGE_SIZE]], page, len(shown) > PAGE_SIZE,
+                             behind=indexed.behind)
 
     def alerts(self, page: int) -> Page:
         """The alerter's record (log_dir/alerts), newest first; empty when no alert was recorded.
@@ -249,17 +258,17 @@ class Explorer:
         (so a deadline passes on the page within a minute of ``now``), then paged in memory.
         """
         minute = (now or dt.datetime.now(dt.UTC)).replace(second=0, microsecond=0)
-        state, index = self._index.state()
+        indexed = self._index.state()
         made, revealer = self._current_revealer()
-        key = (state, made, minute)
+        key = (indexed.state, made, minute)
         with self._lock:
             cached = self._requests if self._requests is not None and self._requests[0] == key else None
         if cached is None:
-            cached = (key, *_request_deadlines(reveal_table(index.requests, revealer), minute))
+            cached = (key, *_request_deadlines(reveal_table(indexed.index.requests, revealer), minute))
             with self._lock:
                 self._requests = cached
         rows = cached[2].slice((page - 1) * PAGE_SIZE, PAGE_SIZE + 1).to_pylist()
-        return cached[1], Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
+        return cached[1], Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE, behind=indexed.behind)
 
     def checkpoints(self) -> list[StoredCheckpoint]:
         """The lake's signed checkpoints, newest first."""

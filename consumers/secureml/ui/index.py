@@ -9,12 +9,20 @@ requests and charts pages never scan the lake.
 
 The index keeps values as stored (pseudonyms, ciphertexts): pages reveal the rows they show,
 and a user filter matches the stored forms of the name typed.
+
+Builds run on a thread of their own. A server gives each page a budget (``wait``): a build
+that takes longer leaves the page with the last complete index, marked as behind the lake, or,
+before the first build of a large lake is done, with IndexPending (a page saying so, which
+reloads itself), so no page waits seconds for the lake.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,31 +143,90 @@ class Index:
         return pc.unique(pc.filter(self.people.column("operation_id"), hit))
 
 
-class LakeIndex:
-    """The index of one log directory, brought up to date on each call from what changed."""
+State = tuple[int | None, int]  # (Delta table version, events stored including the embedded tail)
 
-    def __init__(self, log_dir: Path) -> None:
+
+class IndexPending(Exception):
+    """No index of the lake is complete yet: its first build is under way."""
+
+    def __init__(self, files: int, events: int, seconds: float) -> None:
+        super().__init__(f"indexing {events:,} events in {files:,} data files ({seconds:.0f} s so far)")
+        self.files, self.events, self.seconds = files, events, seconds
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """An index and the lake state it covers; ``behind``: the lake has changed since, a build is under way."""
+
+    state: State
+    index: Index
+    behind: bool = False
+
+
+@dataclass(frozen=True)
+class _Build:
+    state: State
+    files: int
+    started: float  # time.monotonic()
+    done: Future[None]
+
+
+class LakeIndex:
+    """The index of one log directory, brought up to date from what changed.
+
+    ``wait``: the seconds a call waits for a build of the lake's newest state before it takes the
+    last complete index (``behind``) or raises IndexPending; None waits for it.
+    """
+
+    def __init__(self, log_dir: Path, wait: float | None = None) -> None:
         self.log_dir = log_dir
+        self.wait = wait
         self._lake = Lake(log_dir)
         self._parts: dict[str, dict[str, pa.Table]] = {}  # data file path in the table -> summary name -> part
         self._files: dict[str, pa.Table] | None = None  # the summaries of every file of the table, merged
-        self._current: tuple[tuple[int | None, int], Index] | None = None  # (lake state, index)
-        self._lock = threading.Lock()  # one build at a time: a second page waits for it instead of repeating it
-        self._con: duckdb.DuckDBPyConnection | None = None  # the builds' (one at a time, under the lock)
+        self._current: tuple[State, Index] | None = None
+        self._building: _Build | None = None
+        self._lock = threading.Lock()  # guards _current and _building
+        # One build at a time, on its own thread: a page that stops waiting does not stop the build.
+        self._builder = ThreadPoolExecutor(1, thread_name_prefix="ui-index")
+        self._con: duckdb.DuckDBPyConnection | None = None  # the builder thread's
 
-    def state(self) -> tuple[tuple[int | None, int], Index]:
-        """The lake's newest state (table version, events stored) and its index."""
+    def state(self) -> Indexed:
+        """The index of the lake's newest state, or, once ``wait`` has passed, the last complete one."""
         snapshot = self._lake.snapshot()
         tail = embedded_tail(self.log_dir, snapshot)
         state = (snapshot.version, snapshot.rows + tail.num_rows)
-        with self._lock:
-            if self._current is None or self._current[0] != state:
-                self._current = (state, self._build(snapshot, tail))
-            return self._current
+        deadline = None if self.wait is None else time.monotonic() + self.wait
+        while True:
+            with self._lock:
+                current = self._current
+                if current is not None and current[0] == state:
+                    return Indexed(*current)
+                if self._building is None:
+                    self._building = _Build(state, len(snapshot.files), time.monotonic(),
+                                            self._builder.submit(self._build_state, state, snapshot, tail))
+                building = self._building
+            try:
+                building.done.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                if current is None:
+                    raise IndexPending(building.files, building.state[1],
+                                       time.monotonic() - building.started) from None
+                return Indexed(*current, behind=True)
+            # Done: either this state's build (returned above on the next turn) or an older one's.
 
     def current(self) -> Index:
-        """The index of the lake's newest state."""
-        return self.state()[1]
+        """The index of the lake's newest state (or the last complete one, see ``state``)."""
+        return self.state().index
+
+    def _build_state(self, state: State, snapshot: Snapshot, tail: pa.Table) -> None:
+        try:
+            index = self._build(snapshot, tail)
+            with self._lock:
+                self._current = (state, index)
+        finally:
+            with self._lock:
+                self._building = None
 
     def _build(self, snapshot: Snapshot, tail: pa.Table) -> Index:
         """The index from the cached parts, new files' parts and the tail's: an added file costs its own scan
