@@ -159,6 +159,7 @@ class Materializer:
         self.report_interval = report_interval
         self.stats = MaterializeStats()
         self._catalog_built = 0.0
+        self._once = False  # the run stops when caught up
         self._maintained = False  # a maintenance thread runs beside the commits
 
     def run(self, *, once: bool = False, stop: threading.Event | None = None) -> MaterializeStats:
@@ -174,8 +175,20 @@ class Materializer:
         if interval is None:
             interval = float("inf") if once else SERVICE_COMMIT_INTERVAL
         began = time.monotonic()
-        self.source.start(lambda sources: self.lake.snapshot().positions(sources))
+        # With a source that allows it, a batch is decoded and committed on a thread of its own while
+        # the next one is read: commits stay in order, one at a time (Committer).
+        committer = Committer(self._commit) if self.source.concurrent_commits else None
+
+        def positions(sources: list[str]) -> dict[str, int]:
+            if committer is not None:
+                # A partition assigned while our commit of it is under way: ask once it is stored, or
+                # everything in it is read, decoded and committed again, only to be trimmed away.
+                committer.join()
+            return self.lake.snapshot().positions(sources)
+
+        self.source.start(positions)
         compactor = None
+        self._once = once
         self._maintained = self.background_compaction and not once
         if self._maintained:
             compactor = threading.Thread(target=self._compact_loop, args=(stop,), daemon=True, name="compactor")
@@ -183,9 +196,6 @@ class Materializer:
         pending: dict[str, Pending] = {}
         count = 0
         last_commit = last_report = time.monotonic()
-        # With a source that allows it, a batch is decoded and committed on a thread of its own while
-        # the next one is read: commits stay in order, one at a time (Committer).
-        committer = Committer(self._commit) if self.source.concurrent_commits else None
         try:
             while not stop.is_set():
                 room = max(1, self.batch_events - count)
@@ -279,8 +289,9 @@ class Materializer:
         spans = {source: (p.start, p.next_position) for source, p in pending.items()}
         self.stats.events += self.lake.commit(without_expired(self.lake, tables), spans)
         self.stats.commits += 1
-        if not self._maintained and time.monotonic() - self._catalog_built >= CATALOG_INTERVAL:
-            ensure_catalog(self.lake)  # (the maintenance thread does it, off this path, when there is one)
+        if not (self._maintained or self._once) and time.monotonic() - self._catalog_built >= CATALOG_INTERVAL:
+            # (the maintenance thread does it, off this path, when there is one; a run once, at its end)
+            ensure_catalog(self.lake)
             self._catalog_built = time.monotonic()
         if self.checkpointer is not None and not self._maintained:
             self.checkpointer.after_commit(self.lake)  # (a service's maintenance thread does it, off this path)
@@ -353,7 +364,8 @@ def materialize(
 
     ``lake_uri``/``storage_options`` put the Delta table elsewhere (``s3://...``); the default
     is ``log_dir/lake/events`` (or ``SECUREML_AUDIT_LAKE_URI``). ``instance_id`` names this
-    member of the consumer group (static membership); give each instance on one host its own.
+    member of the consumer group (static membership, for a service; a run ``once`` leaves the group
+    when it is done); give each instance on one host its own.
     ``witnesses`` (``URL VKEY`` pairs; default ``$SECUREML_AUDIT_WITNESSES``) cosign each checkpoint.
     """
     config = resolve_config(log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic)
@@ -365,7 +377,7 @@ def materialize(
     if config.transport == "kafka":
         from secureml.stream.kafka import KafkaSource
 
-        source = KafkaSource(config, group, instance_id=instance_id)
+        source = KafkaSource(config, group, instance_id=instance_id, static=not once)
         record_location(config)  # the lake's readers find the events' keys from log_dir
     else:
         source = EmbeddedSource(config.log_dir)

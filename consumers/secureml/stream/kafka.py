@@ -59,6 +59,7 @@ class KafkaSource(Source):
         group: str,
         *,
         instance_id: str | None = None,
+        static: bool = True,
         client_settings: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
@@ -67,12 +68,13 @@ class KafkaSource(Source):
         ensure_topic(config)
         ensure_topic(config, dlq_topic(self.topic), partitions=1)
         common = {"bootstrap.servers": config.bootstrap_servers, **config.librdkafka_settings()}
-        # Static membership: a restarted materializer (same host, same lake) takes its partitions
-        # back at once instead of waiting for the group to notice that its old self died.
-        member = instance_id or default_instance_id(config)
-        self._consumer = Consumer({
-            **CONSUMER_DEFAULTS, **common, "group.id": group, "group.instance.id": member, **(client_settings or {})
-        })
+        # Static membership (``static``): a restarted service (same host, same lake) takes its partitions
+        # back at once instead of waiting for the group to notice that its old self died. A run that
+        # ends by itself is a dynamic member: a static one does not leave the group when it closes, so
+        # its partitions, and any member still waiting to join, would wait a whole session timeout.
+        member = {"group.instance.id": instance_id or default_instance_id(config)} if static else {}
+        self._consumer = Consumer({**CONSUMER_DEFAULTS, **common, "group.id": group, **member,
+                                   **(client_settings or {})})
         self._dlq = Producer({**PRODUCER_DEFAULTS, **common})
         self._dlq_failures: list[str] = []
         self._positions: Callable[[list[str]], dict[str, int]] = lambda _sources: {}
