@@ -80,7 +80,8 @@ class KafkaSource(Source):
         self._positions: Callable[[list[str]], dict[str, int]] = lambda _sources: {}
         self._next: dict[int, int] = {}
         self._ends: dict[int, int] = {}
-        self._assigned = threading.Event()
+        self._assigned = threading.Event()  # partitions are assigned (none, maybe): set between rebalances
+        self._ever_assigned = False  # assigned at least once
         self._started = time.monotonic()
 
     def _source(self, partition: int) -> str:
@@ -96,9 +97,13 @@ class KafkaSource(Source):
             self._ends[tp.partition] = high
             self._next[tp.partition] = low if position is None else position
         consumer.assign(partitions)
+        self._ever_assigned = True
         self._assigned.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Until the next assignment this member holds nothing, which is not being caught up: a run
+        # --once that stopped in this gap left the partitions it was about to get back unread.
+        self._assigned.clear()
         for tp in partitions:
             self._ends.pop(tp.partition, None)
             self._next.pop(tp.partition, None)
@@ -165,7 +170,8 @@ class KafkaSource(Source):
 
     def caught_up(self) -> bool:
         if not self._assigned.is_set():
-            if time.monotonic() - self._started > ASSIGNMENT_TIMEOUT:
+            # Only the first assignment is timed: a later rebalance lasts as long as its slowest member.
+            if not self._ever_assigned and time.monotonic() - self._started > ASSIGNMENT_TIMEOUT:
                 raise AuditTransportError(
                     f"no partition of {self.topic!r} was assigned within {ASSIGNMENT_TIMEOUT:.0f}s: is the broker "
                     f"at {self.config.bootstrap_servers} healthy, or do other members of the group hold them all?"
