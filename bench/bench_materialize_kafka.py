@@ -6,7 +6,8 @@ that reads every message and drops it (the limit of reading the topic here; time
 subscribe, so that joining the group counts for both), and the
 materializer (``materialize(once=True)``, a signing key, a fresh lake). Then 2 materializer
 instances in one group sharing one lake (the scale-out deployment), one partition each, against
-1 instance (same topic, a fresh lake and group each time). Reports events/s and the ratios (median of the repeats).
+1 instance (same topic, a fresh lake and group each time), the --baseline revision's too.
+Reports events/s and the ratios (median of the repeats).
 
     .venv/bin/python bench/bench_materialize_kafka.py [--events 500000] [--repeat 3] [--baseline REV] [--profile]
 """
@@ -133,7 +134,12 @@ def main() -> int:
             bare.append(measured["events"] / measured["seconds"])
             print(f"bench: bare consumer: {bare[-1]:,.0f}/s", file=sys.stderr)
             ours.append(materialize_rate(root, broker, topic, 1, env))
-        two = [materialize_rate(root, broker, topic, 2, env) for _ in range(args.repeat)]
+        two: list[float] = []
+        base_two: list[float] = []
+        for _ in range(args.repeat):
+            if code is not None:
+                base_two.append(materialize_rate(root, broker, topic, 2, env, code=code))
+            two.append(materialize_rate(root, broker, topic, 2, env))
         report: dict[str, object] = {
             "events": args.events, "partitions": args.partitions,
             "bare_consumer_events_per_s": round(median(bare)),
@@ -146,6 +152,7 @@ def main() -> int:
             report["baseline"] = args.baseline
             report["baseline_events_per_s"] = round(median(base))
             report["materializer_vs_baseline"] = round(median([o / b for o, b in zip(ours, base)]), 2)
+            report["baseline_two_instances_vs_one"] = round(median(base_two) / median(base), 2)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -9,6 +9,7 @@ tests/test_kafka_pipeline.py::test_a_rebalance_while_a_batch_is_pending_stores_n
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from secureml.audit.exceptions import LakeError
 from secureml.audit.testing import capture_events
 from secureml.lake.rows import events_table
 from secureml.lake.table import Lake
-from secureml.materializer.runner import Materializer
+from secureml.materializer.runner import SERVICE_COMMIT_INTERVAL, Materializer
 from secureml.stream.sources import Batch, Item, Source
 
 SOURCE = "audit-events/0"
@@ -149,3 +150,50 @@ def test_a_failed_pipelined_commit_stops_the_run_with_its_error(tmp_path: Path) 
     with pytest.raises(LakeError, match="disk full"):
         Materializer(lake, source, commit_interval=0, background_compaction=False).run(once=True)
     assert source.acknowledged == []
+
+
+class SlowSource(ScriptedSource):
+    """A scripted source whose every poll takes longer than a service's commit interval."""
+
+    def poll(self, max_items: int, timeout: float) -> list[Batch]:
+        time.sleep(SERVICE_COMMIT_INTERVAL + 0.05)
+        return super().poll(max_items, timeout)
+
+
+def test_a_run_once_commits_by_size_and_when_caught_up_not_by_time(tmp_path: Path) -> None:
+    """Without a commit interval, a run once commits every batch_events events and at its end, however slow."""
+    values = _events(30)
+    lake = Lake(tmp_path)
+    source = SlowSource(values, [(0, 10), (10, 20), (20, 25), (25, 30)])
+    stats = Materializer(lake, source, batch_events=20, background_compaction=False).run(once=True)
+    assert stats.commits == 2
+    assert _stored(lake) == list(range(30))
+
+
+class ThreadRecorder:
+    """A checkpointer that notes the thread of every call, and stops the run after the first checkpoint."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.calls: list[tuple[str, str]] = []
+
+    def after_commit(self, lake: Lake) -> None:
+        self.calls.append(("after_commit", threading.current_thread().name))
+        if lake.snapshot().rows:
+            self.stop.set()
+
+    def finish(self, lake: Lake) -> None:
+        self.calls.append(("finish", threading.current_thread().name))
+
+
+def test_a_service_checkpoints_on_its_maintenance_thread_not_on_the_commit_path(tmp_path: Path) -> None:
+    """A service's checkpoints (seconds of hashing) run beside the commits, so the lake stays fresh meanwhile."""
+    values = _events(30)
+    lake = Lake(tmp_path)
+    stop = threading.Event()
+    recorder = ThreadRecorder(stop)
+    source = PipelinedSource(values, [(0, 10), (10, 30)])
+    Materializer(lake, source, checkpointer=recorder, commit_interval=0).run(stop=stop)
+    assert _stored(lake) == list(range(30))
+    assert {thread for call, thread in recorder.calls if call == "after_commit"} == {"compactor"}
+    assert recorder.calls[-1] == ("finish", "MainThread")

@@ -36,7 +36,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="stop when caught up with the end seen at start")
     parser.add_argument("--replay", action="store_true", help="rebuild the lake from the start of the log")
     parser.add_argument("--batch-events", type=int, default=200_000, help="events per commit at most")
-    parser.add_argument("--commit-interval", type=float, default=0.5, help="seconds between commits")
+    parser.add_argument("--commit-interval", type=float, help="seconds between commits (default: 0.5 for a service; "
+                        "with --once, a commit every --batch-events events and one when caught up)")
     parser.add_argument("--progress", action="store_true", help="report progress every second (default: every 5 s)")
     parser.add_argument("--witness", nargs=2, action="append", metavar=("URL", "VKEY"),
                         help="a witness to submit each checkpoint to: its URL and cosignature vkey (repeatable; "

@@ -29,6 +29,7 @@ DEFAULT_GROUP = "secureml-audit-materializer"
 EMBEDDED_LOCK_FILE = "_embedded.lock"  # held while one process catches the lake up with the embedded log
 VACUUM_INTERVAL = 3600.0  # seconds between vacuums of a running service (retention: Lake.vacuum)
 CATALOG_INTERVAL = 1.0  # seconds between rebuilds of the DuckDB catalog while commits keep coming
+SERVICE_COMMIT_INTERVAL = 0.5  # seconds between a service's commits unless told: how fresh the lake stays
 
 
 @dataclass
@@ -140,7 +141,7 @@ class Materializer:
         source: Source,
         *,
         batch_events: int = 200_000,
-        commit_interval: float = 0.5,
+        commit_interval: float | None = None,
         progress: Callable[[str], None] | None = None,
         background_compaction: bool = True,
         checkpointer: Checkpointer | None = None,
@@ -158,14 +159,36 @@ class Materializer:
         self.report_interval = report_interval
         self.stats = MaterializeStats()
         self._catalog_built = 0.0
+        self._once = False  # the run stops when caught up
         self._maintained = False  # a maintenance thread runs beside the commits
 
     def run(self, *, once: bool = False, stop: threading.Event | None = None) -> MaterializeStats:
-        """Materialise until caught up (once) or until ``stop`` is set."""
+        """Materialise until caught up (once) or until ``stop`` is set.
+
+        A service commits every ``commit_interval`` seconds (SERVICE_COMMIT_INTERVAL unless given):
+        that interval is how fresh the lake stays. A run ``once`` commits every ``batch_events``
+        events and when caught up, unless given an interval: nobody reads the lake in between, and
+        each commit costs a Delta version and a file per partition (hence compactions).
+        """
         stop = stop or threading.Event()
+        interval = self.commit_interval
+        if interval is None:
+            interval = float("inf") if once else SERVICE_COMMIT_INTERVAL
         began = time.monotonic()
-        self.source.start(lambda sources: self.lake.snapshot().positions(sources))
+        # With a source that allows it, a batch is decoded and committed on a thread of its own while
+        # the next one is read: commits stay in order, one at a time (Committer).
+        committer = Committer(self._commit) if self.source.concurrent_commits else None
+
+        def positions(sources: list[str]) -> dict[str, int]:
+            if committer is not None:
+                # A partition assigned while our commit of it is under way: ask once it is stored, or
+                # everything in it is read, decoded and committed again, only to be trimmed away.
+                committer.join()
+            return self.lake.snapshot().positions(sources)
+
+        self.source.start(positions)
         compactor = None
+        self._once = once
         self._maintained = self.background_compaction and not once
         if self._maintained:
             compactor = threading.Thread(target=self._compact_loop, args=(stop,), daemon=True, name="compactor")
@@ -173,19 +196,20 @@ class Materializer:
         pending: dict[str, Pending] = {}
         count = 0
         last_commit = last_report = time.monotonic()
-        # With a source that allows it, a batch is decoded and committed on a thread of its own while
-        # the next one is read: commits stay in order, one at a time (Committer).
-        committer = Committer(self._commit) if self.source.concurrent_commits else None
         try:
             while not stop.is_set():
                 room = max(1, self.batch_events - count)
-                for batch in self.source.poll(min(room, 50_000), 0.05 if once else 0.1):
+                wait = 0.05 if once else 0.1
+                if pending and not (committer and committer.busy):
+                    # Back in time for the commit that is due: waiting the whole poll would add to every latency.
+                    wait = min(wait, max(0.0, last_commit + interval - time.monotonic()))
+                for batch in self.source.poll(min(room, 50_000), wait):
                     count += self._accept(batch, pending)
                 if committer is not None:
                     self._acknowledge(committer)
                 now = time.monotonic()
                 caught_up = self.source.caught_up()
-                due = count >= self.batch_events or now - last_commit >= self.commit_interval or (once and caught_up)
+                due = count >= self.batch_events or now - last_commit >= interval or (once and caught_up)
                 if pending and due and not (committer and committer.busy and count < self.batch_events):
                     if committer is None:
                         self.source.committed(self._commit(pending))
@@ -265,11 +289,12 @@ class Materializer:
         spans = {source: (p.start, p.next_position) for source, p in pending.items()}
         self.stats.events += self.lake.commit(without_expired(self.lake, tables), spans)
         self.stats.commits += 1
-        if not self._maintained and time.monotonic() - self._catalog_built >= CATALOG_INTERVAL:
-            ensure_catalog(self.lake)  # (the maintenance thread does it, off this path, when there is one)
+        if not (self._maintained or self._once) and time.monotonic() - self._catalog_built >= CATALOG_INTERVAL:
+            # (the maintenance thread does it, off this path, when there is one; a run once, at its end)
+            ensure_catalog(self.lake)
             self._catalog_built = time.monotonic()
-        if self.checkpointer is not None:
-            self.checkpointer.after_commit(self.lake)
+        if self.checkpointer is not None and not self._maintained:
+            self.checkpointer.after_commit(self.lake)  # (a service's maintenance thread does it, off this path)
         if not self.background_compaction:
             self.stats.compacted_files += self.lake.compact()
         return {source: nxt for source, (_start, nxt) in spans.items()}
@@ -286,11 +311,17 @@ class Materializer:
         return kept
 
     def _compact_loop(self, stop: threading.Event) -> None:
-        """Maintenance beside the commits: the DuckDB catalog each second, compaction, vacuum."""
+        """Maintenance beside the commits: the DuckDB catalog each second, checkpoints, compaction, vacuum.
+
+        A checkpoint reads and hashes every row since the one before (seconds, for a minute of events):
+        on the commit thread it would hold back the commits, and so the lake's freshness, that long.
+        """
         last_vacuum = last_compaction = time.monotonic()
         while not stop.wait(min(self.compaction_interval, CATALOG_INTERVAL)):
             try:
                 ensure_catalog(self.lake)
+                if self.checkpointer is not None:
+                    self.checkpointer.after_commit(self.lake)
                 if time.monotonic() - last_compaction < self.compaction_interval:
                     continue
                 last_compaction = time.monotonic()
@@ -333,7 +364,8 @@ def materialize(
 
     ``lake_uri``/``storage_options`` put the Delta table elsewhere (``s3://...``); the default
     is ``log_dir/lake/events`` (or ``SECUREML_AUDIT_LAKE_URI``). ``instance_id`` names this
-    member of the consumer group (static membership); give each instance on one host its own.
+    member of the consumer group (static membership, for a service; a run ``once`` leaves the group
+    when it is done); give each instance on one host its own.
     ``witnesses`` (``URL VKEY`` pairs; default ``$SECUREML_AUDIT_WITNESSES``) cosign each checkpoint.
     """
     config = resolve_config(log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic)
@@ -345,7 +377,7 @@ def materialize(
     if config.transport == "kafka":
         from secureml.stream.kafka import KafkaSource
 
-        source = KafkaSource(config, group, instance_id=instance_id)
+        source = KafkaSource(config, group, instance_id=instance_id, static=not once)
         record_location(config)  # the lake's readers find the events' keys from log_dir
     else:
         source = EmbeddedSource(config.log_dir)

@@ -59,6 +59,7 @@ class KafkaSource(Source):
         group: str,
         *,
         instance_id: str | None = None,
+        static: bool = True,
         client_settings: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
@@ -67,18 +68,20 @@ class KafkaSource(Source):
         ensure_topic(config)
         ensure_topic(config, dlq_topic(self.topic), partitions=1)
         common = {"bootstrap.servers": config.bootstrap_servers, **config.librdkafka_settings()}
-        # Static membership: a restarted materializer (same host, same lake) takes its partitions
-        # back at once instead of waiting for the group to notice that its old self died.
-        member = instance_id or default_instance_id(config)
-        self._consumer = Consumer({
-            **CONSUMER_DEFAULTS, **common, "group.id": group, "group.instance.id": member, **(client_settings or {})
-        })
+        # Static membership (``static``): a restarted service (same host, same lake) takes its partitions
+        # back at once instead of waiting for the group to notice that its old self died. A run that
+        # ends by itself is a dynamic member: a static one does not leave the group when it closes, so
+        # its partitions, and any member still waiting to join, would wait a whole session timeout.
+        member = {"group.instance.id": instance_id or default_instance_id(config)} if static else {}
+        self._consumer = Consumer({**CONSUMER_DEFAULTS, **common, "group.id": group, **member,
+                                   **(client_settings or {})})
         self._dlq = Producer({**PRODUCER_DEFAULTS, **common})
         self._dlq_failures: list[str] = []
         self._positions: Callable[[list[str]], dict[str, int]] = lambda _sources: {}
         self._next: dict[int, int] = {}
         self._ends: dict[int, int] = {}
-        self._assigned = threading.Event()
+        self._assigned = threading.Event()  # partitions are assigned (none, maybe): set between rebalances
+        self._ever_assigned = False  # assigned at least once
         self._started = time.monotonic()
 
     def _source(self, partition: int) -> str:
@@ -94,9 +97,13 @@ class KafkaSource(Source):
             self._ends[tp.partition] = high
             self._next[tp.partition] = low if position is None else position
         consumer.assign(partitions)
+        self._ever_assigned = True
         self._assigned.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Until the next assignment this member holds nothing, which is not being caught up: a run
+        # --once that stopped in this gap left the partitions it was about to get back unread.
+        self._assigned.clear()
         for tp in partitions:
             self._ends.pop(tp.partition, None)
             self._next.pop(tp.partition, None)
@@ -163,7 +170,8 @@ class KafkaSource(Source):
 
     def caught_up(self) -> bool:
         if not self._assigned.is_set():
-            if time.monotonic() - self._started > ASSIGNMENT_TIMEOUT:
+            # Only the first assignment is timed: a later rebalance lasts as long as its slowest member.
+            if not self._ever_assigned and time.monotonic() - self._started > ASSIGNMENT_TIMEOUT:
                 raise AuditTransportError(
                     f"no partition of {self.topic!r} was assigned within {ASSIGNMENT_TIMEOUT:.0f}s: is the broker "
                     f"at {self.config.bootstrap_servers} healthy, or do other members of the group hold them all?"
