@@ -45,7 +45,11 @@ def encode_string(s: str) -> bytes:
     """Avro string: length, then UTF-8 bytes."""
     b = s.encode()
     n = len(b)
-    return (_SMALL[n << 1] if n < 64 else encode_long(n)) + b
+    if n < 64:
+        return _SMALL[n << 1] + b
+    if n < 8192:  # two-byte length (an encrypted value, a JSON dict), without encode_long's loop
+        return bytes((n << 1 & 0x7F | 0x80, n >> 6)) + b
+    return encode_long(n) + b
 
 
 def encode_string_array(items: Sequence[str]) -> bytes:
