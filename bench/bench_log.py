@@ -159,10 +159,15 @@ def main() -> int:
                                                         bootstrap_servers=""),
             "bare_kafka_produce": lambda r: bare.run(messages, topic),
         }
+        # CPU time of the whole process (librdkafka's threads included, the broker's not): under other load the
+        # wall clock charges each run for the time others held the cores, the CPU time much less so.
+        cpu: dict[str, list[float]] = {name: [] for name in runs}
         for r in range(args.rounds):
             order = list(runs) if r % 2 == 0 else list(reversed(runs))  # alternating: drift hits all alike
             for name in order:
+                began_cpu = time.process_time()
                 rates[name].append(runs[name](r))
+                cpu[name].append((time.process_time() - began_cpu) / args.events)
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items()),
                   file=sys.stderr)
         result: dict[str, object] = {k: round(median(v)) for k, v in rates.items()}
@@ -172,6 +177,13 @@ def main() -> int:
         for name in ("ours_kafka", "ours_kafka_privacy"):
             result[f"ratio_{name.removeprefix('ours_')}_vs_bare_produce"] = round(
                 median(rates[name]) / median(rates["bare_kafka_produce"]), 2)
+        result.update({f"cpu_us_per_event_{name}": round(median(v) * 1e6, 2) for name, v in cpu.items()})
+        for name in ("ours_kafka", "ours_kafka_privacy", "ours_embedded", "ours_embedded_privacy"):
+            result[f"cpu_ratio_{name.removeprefix('ours_')}_vs_secureml"] = round(
+                median(cpu["secureml_0.3.1"]) / median(cpu[name]), 2)
+        for transport in ("kafka", "embedded"):
+            result[f"privacy_added_cpu_us_per_event_{transport}"] = round(
+                (median(cpu[f"ours_{transport}_privacy"]) - median(cpu[f"ours_{transport}"])) * 1e6, 2)
         for transport in ("kafka", "embedded"):
             off, on = median(rates[f"ours_{transport}"]), median(rates[f"ours_{transport}_privacy"])
             result[f"privacy_added_us_per_event_{transport}"] = round((1 / on - 1 / off) * 1e6, 2)
