@@ -55,7 +55,6 @@ class Protector:
         self._lock = threading.Lock()
         self._pseudonym_key: bytes | None = None
         self._names: dict[str, str] = {}  # identifier -> pseudonym
-        self._keys: dict[str, SubjectKey] = {}  # pseudonym -> key
         self._sealers: dict[str, Callable[[Any], str]] = {}  # pseudonym -> encrypt under its key
         self._subjects: dict[str, tuple[str, Callable[[Any], str]]] = {}  # identifier -> (pseudonym, sealer)
         self._pseudonymise_user = "user" in policy.pseudonymise
@@ -91,13 +90,14 @@ class Protector:
         found = self._subjects.get(identifier)
         if found is None:
             with self._lock:
-                if self._pseudonym_key is None:
-                    self._pseudonym_key = self._keystore().pseudonym_key()
-                name = pseudonym(self._pseudonym_key, identifier)
-                key = self._keys[name] = self._keystore().get_or_create(name, identifier)
-                seal = self._sealers[name] = sealer(key, name)
-                found = self._subjects[identifier] = (name, seal)
-                self._names[identifier] = name
+                found = self._subjects.get(identifier)  # another thread may have loaded it meanwhile
+                if found is None:
+                    if self._pseudonym_key is None:
+                        self._pseudonym_key = self._keystore().pseudonym_key()
+                    name = pseudonym(self._pseudonym_key, identifier)
+                    seal = self._sealers[name] = sealer(self._keystore().get_or_create(name, identifier), name)
+                    found = self._subjects[identifier] = (name, seal)
+                    self._names[identifier] = name
         return found
 
     def forget(self, identifier: str, name: str) -> None:
@@ -105,7 +105,6 @@ class Protector:
         with self._lock:
             self._names.pop(identifier, None)
             self._subjects.pop(identifier, None)
-            self._keys.pop(name, None)
             self._sealers.pop(name, None)
 
     def protect(self, event_type: str, values: dict[str, Any], user: str | None,
