@@ -70,31 +70,38 @@ def ready_messages(events: int) -> list[bytes]:
         return [value for _key, value in captured.transport.stored][1:-1]
 
 
-def run_bare(broker: str, messages: list[bytes], topic: str) -> float:
-    """events/s of a bare confluent-kafka produce() of ready bytes with our producer settings (acks=all,
-    idempotent, the schema header, a delivery callback counting successes), flushed: the limit on this machine."""
-    from confluent_kafka import Producer
+class BareProducer:
+    """A bare confluent-kafka producer with our producer settings (acks=all, idempotent), the schema header and
+    a delivery callback counting successes: the limit on this machine. Made once and reused, like our trails'
+    process-wide producer, so that no round pays for connecting and the idempotent producer id."""
 
-    from secureml.audit.transports.kafka import _HEADERS, PRODUCER_DEFAULTS
+    def __init__(self, broker: str) -> None:
+        from confluent_kafka import Producer
 
-    delivered = [0]
+        from secureml.audit.transports.kafka import _HEADERS, PRODUCER_DEFAULTS
 
-    def on_delivery(err: object, _msg: object) -> None:
+        self.delivered = 0
+        self.headers = _HEADERS
+        self.producer = Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": broker, "on_delivery": self._on_delivery})
+
+    def _on_delivery(self, err: object, _msg: object) -> None:
         if err is None:
-            delivered[0] += 1
+            self.delivered += 1
 
-    producer = Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": broker, "on_delivery": on_delivery})
-    key = uuid.uuid4().hex.encode()
-    produce, poll = producer.produce, producer.poll
-    began = time.perf_counter()
-    for i, value in enumerate(messages):
-        produce(topic, value, key, headers=_HEADERS)
-        if i % 256 == 255:
-            poll(0)
-    producer.flush(60)
-    elapsed = time.perf_counter() - began
-    assert delivered[0] == len(messages), delivered
-    return len(messages) / elapsed
+    def run(self, messages: list[bytes], topic: str) -> float:
+        """events/s of produce() of the ready bytes, flushed."""
+        self.delivered = 0
+        key = uuid.uuid4().hex.encode()
+        produce, poll, headers = self.producer.produce, self.producer.poll, self.headers
+        began = time.perf_counter()
+        for i, value in enumerate(messages):
+            produce(topic, value, key, headers=headers)
+            if i % 256 == 255:
+                poll(0)
+        self.producer.flush(60)
+        elapsed = time.perf_counter() - began
+        assert self.delivered == len(messages), self.delivered
+        return len(messages) / elapsed
 
 
 def bench_materializer(broker: str, events: int, directory: Path) -> dict[str, float]:
@@ -139,7 +146,8 @@ def main() -> int:
         # Connect, create the topics, and create the subjects' keys (a long-running server has them cached).
         for servers in (broker, ""):
             run_ours(SUBJECTS * 2, None, log_dir=root / "warm", bootstrap_servers=servers, topic=topic)
-        run_bare(broker, messages, topic)
+        bare = BareProducer(broker)
+        bare.run(messages, topic)
         runs = {
             "secureml_0.3.1": lambda r: run_secureml(baseline, args.events, root / f"s{r}"),
             "ours_kafka": lambda r: run_ours(args.events, log_dir=root / f"k{r}", bootstrap_servers=broker,
@@ -149,12 +157,17 @@ def main() -> int:
             "ours_embedded": lambda r: run_ours(args.events, log_dir=root / f"e{r}", bootstrap_servers=""),
             "ours_embedded_privacy": lambda r: run_ours(args.events, None, log_dir=root / f"ep{r}",
                                                         bootstrap_servers=""),
-            "bare_kafka_produce": lambda r: run_bare(broker, messages, topic),
+            "bare_kafka_produce": lambda r: bare.run(messages, topic),
         }
+        # CPU time of the whole process (librdkafka's threads included, the broker's not): under other load the
+        # wall clock charges each run for the time others held the cores, the CPU time much less so.
+        cpu: dict[str, list[float]] = {name: [] for name in runs}
         for r in range(args.rounds):
             order = list(runs) if r % 2 == 0 else list(reversed(runs))  # alternating: drift hits all alike
             for name in order:
+                began_cpu = time.process_time()
                 rates[name].append(runs[name](r))
+                cpu[name].append((time.process_time() - began_cpu) / args.events)
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items()),
                   file=sys.stderr)
         result: dict[str, object] = {k: round(median(v)) for k, v in rates.items()}
@@ -164,6 +177,13 @@ def main() -> int:
         for name in ("ours_kafka", "ours_kafka_privacy"):
             result[f"ratio_{name.removeprefix('ours_')}_vs_bare_produce"] = round(
                 median(rates[name]) / median(rates["bare_kafka_produce"]), 2)
+        result.update({f"cpu_us_per_event_{name}": round(median(v) * 1e6, 2) for name, v in cpu.items()})
+        for name in ("ours_kafka", "ours_kafka_privacy", "ours_embedded", "ours_embedded_privacy"):
+            result[f"cpu_ratio_{name.removeprefix('ours_')}_vs_secureml"] = round(
+                median(cpu["secureml_0.3.1"]) / median(cpu[name]), 2)
+        for transport in ("kafka", "embedded"):
+            result[f"privacy_added_cpu_us_per_event_{transport}"] = round(
+                (median(cpu[f"ours_{transport}_privacy"]) - median(cpu[f"ours_{transport}"])) * 1e6, 2)
         for transport in ("kafka", "embedded"):
             off, on = median(rates[f"ours_{transport}"]), median(rates[f"ours_{transport}_privacy"])
             result[f"privacy_added_us_per_event_{transport}"] = round((1 / on - 1 / off) * 1e6, 2)

@@ -1,17 +1,25 @@
-"""The hot path (issues 9, 11): nonces, per-subject sealers, the paused key-topic reader, batched delivery reports."""
+"""The hot path (issues 9, 11): nonces, per-subject sealers, the paused key-topic reader, batched delivery reports,
+unrolled varints, the user encoded once per trail, the privacy step's per-type plan."""
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 import os
 import uuid
 
+import fastavro
+
 from secureml.audit import AuditTrail
+from secureml.audit.codec import encode_long, encode_string
 from secureml.audit.config import AuditConfig
 from secureml.audit.privacy.keys import SubjectKey, pseudonym
 from secureml.audit.privacy.protect import ENCRYPTED_PREFIX, encrypt, sealer
 from secureml.audit.privacy.reveal import ERASED, Revealer
+from secureml.audit.testing import capture_events
 from secureml.audit.transports.kafka import KafkaTransport
+from secureml.stream.decode import decode_one
 
 
 class DictStore:
@@ -105,3 +113,50 @@ def test_delivery_reports_of_interleaved_trails_settle_each_to_its_own_count(kaf
         transport.close(30)
     assert (report_one.sent, report_one.delivered, report_one.failed) == (702, 702, 0)
     assert (report_two.sent, report_two.delivered, report_two.failed) == (236, 236, 0)
+
+
+def fastavro_bytes(kind: str, value: object) -> bytes:
+    """fastavro's encoding of one value (the reference for ours)."""
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, kind, value)
+    return buf.getvalue()
+
+
+def test_unrolled_varints_match_fastavro_at_every_boundary() -> None:
+    """Longs and string lengths on both sides of the one-, two- and three-byte varint bounds encode as fastavro does."""
+    longs = [n + d for n in (0, 63, 64, 1 << 13, 1 << 20, 1 << 48, 1 << 55, 1 << 62) for d in (-1, 0, 1)]
+    for n in [*longs, *(-n for n in longs), 2**63 - 1, -(2**63)]:
+        assert encode_long(n) == fastavro_bytes("long", n), n
+    for size in (0, 63, 64, 95, 127, 128, 8191, 8192, 70_000):
+        text = "é" * (size // 2) + "a" * (size % 2)  # multi-byte characters: the length counts bytes
+        assert encode_string(text) == fastavro_bytes("string", text), size
+
+
+def test_each_event_carries_its_own_user_when_users_alternate() -> None:
+    """A trail encodes its user once, yet events logged for other users (or an equal string) carry their own."""
+    alice_again = "".join(["ali", "ce"])  # equal to "alice", another object
+    with capture_events() as captured:
+        trail = AuditTrail("users", transport=captured.transport, user="svc", privacy="off", bootstrap_servers="")
+        for user in (None, "alice", None, alice_again, "bob", None):
+            trail.log_model_inference("m", "x", 1, user=user)
+        trail.close()
+    assert [decode_one(value)["user"] for _key, value in captured.transport.stored] == [
+        "svc", "svc", "alice", "svc", "alice", "bob", "svc", "svc"]
+
+
+def test_named_keys_inside_json_outputs_are_encrypted_and_other_outputs_kept() -> None:
+    """With the policy on, an output object or list holding a named key gets that value encrypted; scalars stay."""
+    with capture_events() as captured:
+        trail = AuditTrail("outputs", transport=captured.transport, user="analyst_1", bootstrap_servers="")
+        trail.log_model_inference("m", "x", {"email": "bob@example.com", "score": 1}, subject="customer_1")
+        trail.log_model_inference("m", "x", [{"Name": "Bob"}], subject="customer_1")
+        trail.log_model_inference("m", "x", "low_risk", subject="customer_1")
+        trail.log_model_inference("m", "x", 0.25, subject="customer_1")
+        trail.close()
+    stored = [decode_one(value) for _key, value in captured.transport.stored][1:-1]
+    first, second = (json.loads(event["output"]) for event in stored[:2])
+    assert first["email"].startswith(ENCRYPTED_PREFIX) and first["score"] == 1
+    assert second[0]["Name"].startswith(ENCRYPTED_PREFIX)
+    assert [event["output"] for event in stored[2:]] == ['"low_risk"', "0.25"]
+    assert all(event["input_data"].startswith(ENCRYPTED_PREFIX) for event in stored)
+    assert b"bob@example.com" not in b"".join(value for _key, value in captured.transport.stored)

@@ -115,6 +115,9 @@ class AuditTrail:
         self._seq = 0
         self._last_ts = self._start
         self._prev_hash_bytes = encode_string("")
+        # The last user and its encoding: a trail's events mostly carry the same user (the trail's, or its
+        # pseudonym, the same string object each time), so it is encoded once, not per event.
+        self._user_bytes: tuple[str | None, bytes] = (None, b"\x00")
         self._closed = False
         self._close_report: DeliveryReport | None = None
         self._emit("audit_started", ev.PLANS["audit_started"], {}, INFO, self.user, now=self._start)
@@ -149,6 +152,9 @@ class AuditTrail:
             if ts < self._last_ts:  # the wall clock stepped back: keep the operation's order
                 ts = self._last_ts
             event_id = self._id_prefix + str(seq)
+            user_bytes = self._user_bytes
+            if user is not user_bytes[0]:
+                user_bytes = self._user_bytes = (user, b"\x00" if user is None else b"\x02" + encode_string(user))
             prefix = b"".join(
                 (
                     self._version_bytes,
@@ -158,7 +164,7 @@ class AuditTrail:
                     _TYPE_BYTES.get(event_type) or encode_string(event_type),
                     _LEVEL_BYTES.get(level) or encode_long(level),
                     encode_long(ts),
-                    b"\x00" if user is None else b"\x02" + encode_string(user),
+                    user_bytes[1],
                     self._trail_bytes,
                     plan.encode(values),
                     self._prev_hash_bytes,

@@ -55,8 +55,8 @@ class Protector:
         self._lock = threading.Lock()
         self._pseudonym_key: bytes | None = None
         self._names: dict[str, str] = {}  # identifier -> pseudonym
-        self._keys: dict[str, SubjectKey] = {}  # pseudonym -> key
         self._sealers: dict[str, Callable[[Any], str]] = {}  # pseudonym -> encrypt under its key
+        self._subjects: dict[str, tuple[str, Callable[[Any], str]]] = {}  # identifier -> (pseudonym, sealer)
         self._pseudonymise_user = "user" in policy.pseudonymise
         self._pseudonymise_subject = "user_id" in policy.pseudonymise
         self._encrypt_any = tuple(f.partition(".")[2] for f in policy.encrypt_fields if f.startswith("*."))
@@ -70,7 +70,7 @@ class Protector:
         self._key_pattern = re.compile("|".join(re.escape(json.dumps(k)) for k in sorted(self._keys_lower)),
                                        re.IGNORECASE) if self._keys_lower else None
         self._redact = frozenset(policy.redact_fields)
-        self._plans: dict[str, tuple[tuple[str, ...], tuple[tuple[str, bool], ...], tuple[str, ...]]] = {}
+        self._plans: dict[str, Callable[[dict[str, Any], Any], None]] = {}  # event type -> its step
 
     def _keystore(self) -> KeyStore:
         if self._store is None:
@@ -82,60 +82,76 @@ class Protector:
         show who it stands for until it is erased)."""
         name = self._names.get(identifier)
         if name is None:
-            with self._lock:
-                if self._pseudonym_key is None:
-                    self._pseudonym_key = self._keystore().pseudonym_key()
-                name = pseudonym(self._pseudonym_key, identifier)
-                key = self._keys[name] = self._keystore().get_or_create(name, identifier)
-                self._sealers[name] = sealer(key, name)
-                self._names[identifier] = name
+            name = self._subject(identifier)[0]
         return name
+
+    def _subject(self, identifier: str) -> tuple[str, Callable[[Any], str]]:
+        """(pseudonym, sealer under its key) of an identifier, its key fetched or created on first sight."""
+        found = self._subjects.get(identifier)
+        if found is None:
+            with self._lock:
+                found = self._subjects.get(identifier)  # another thread may have loaded it meanwhile
+                if found is None:
+                    if self._pseudonym_key is None:
+                        self._pseudonym_key = self._keystore().pseudonym_key()
+                    name = pseudonym(self._pseudonym_key, identifier)
+                    seal = self._sealers[name] = sealer(self._keystore().get_or_create(name, identifier), name)
+                    found = self._subjects[identifier] = (name, seal)
+                    self._names[identifier] = name
+        return found
 
     def forget(self, identifier: str, name: str) -> None:
         """Drop an erased subject's cached key (its next event gets a new key)."""
         with self._lock:
             self._names.pop(identifier, None)
-            self._keys.pop(name, None)
+            self._subjects.pop(identifier, None)
             self._sealers.pop(name, None)
 
     def protect(self, event_type: str, values: dict[str, Any], user: str | None,
                 subject: str | None) -> tuple[dict[str, Any], str | None]:
-        """The values and user of an event as they are to be stored."""
-        names = self._names
+        """The values and user of an event as they are to be stored (``values``, the call's own dict, is changed
+        in place)."""
         if subject is None:
             subject = values.get("user_id") if event_type == "user_request" else user
-        name = None if subject is None else (names.get(subject) or self.name_of(subject))
         if user is not None and self._pseudonymise_user:
-            user = names.get(user) or self.name_of(user)
-        plan = self._plans.get(event_type) or self._plan(event_type, tuple(values))
-        encrypted, dicts, texts = plan  # values is the call's own dict: changed in place
-        if self._pseudonymise_subject and (user_id := values.get("user_id")) is not None:
-            values["user_id"] = names.get(user_id) or self.name_of(user_id)
-        if name is not None and encrypted:
-            seal = self._sealers[name]
-            for field in encrypted:
-                value = values.get(field)
-                if isinstance(value, str) and not value.startswith(ENCRYPTED_PREFIX):
-                    values[field] = seal(value)
-        for field, redacting in dicts:
-            value = values.get(field)
-            if value is not None:
-                values[field] = self.json_text(value, name, redacting)
-        for field in texts:
-            value = values.get(field)
-            if value is not None:
-                values[field] = redact(value)
+            user = self._names.get(user) or self.name_of(user)
+        apply = self._plans.get(event_type) or self._plan(event_type, tuple(values))
+        apply(values, None if subject is None else (self._subjects.get(subject) or self._subject(subject)))
         return values, user
 
-    def _plan(self, event_type: str, fields: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[tuple[str, bool], ...],
-                                                                       tuple[str, ...]]:
-        """Per event type: the fields to encrypt, the JSON fields to walk (and whether to redact), the texts
-        to redact."""
+    def _plan(self, event_type: str, fields: tuple[str, ...]) -> Callable[[dict[str, Any], Any], None]:
+        """Per event type, what the policy does to its values, as one function: the fields to encrypt, the
+        JSON fields to walk (and whether to redact their strings), the texts to redact. Built once, so the hot
+        path neither looks the policy up nor walks fields the policy leaves alone."""
         encrypted = tuple(f for f in (*self._encrypt.get(event_type, ()), *self._encrypt_any) if f in fields)
         dicts = tuple((f, f in self._redact) for f in fields if f in DICT_FIELDS and f not in encrypted)
         texts = tuple(f for f in fields if f in self._redact and f not in DICT_FIELDS and f not in encrypted)
-        plan = self._plans[event_type] = (encrypted, dicts, texts)
-        return plan
+        user_id = self._pseudonymise_subject and "user_id" in fields
+        names, name_of, json_text = self._names, self.name_of, self.json_text
+        keyed = self._key_pattern is not None
+
+        def apply(values: dict[str, Any], subject: tuple[str, Callable[[Any], str]] | None) -> None:
+            if user_id and (identifier := values.get("user_id")) is not None:
+                values["user_id"] = names.get(identifier) or name_of(identifier)
+            if subject is not None:
+                seal = subject[1]
+                for field in encrypted:
+                    value = values.get(field)
+                    if isinstance(value, str) and not value.startswith(ENCRYPTED_PREFIX):
+                        values[field] = seal(value)
+            name = None if subject is None else subject[0]
+            for field, redacting in dicts:
+                value = values.get(field)
+                # Only a JSON object or array can hold a named key: a string or number needs no look.
+                if value is not None and (redacting or (keyed and value[:1] in "{[")):
+                    values[field] = json_text(value, name, redacting)
+            for field in texts:
+                value = values.get(field)
+                if value is not None:
+                    values[field] = redact(value)
+
+        self._plans[event_type] = apply
+        return apply
 
     def json_text(self, text: str, name: str | None, redacting: bool) -> str:
         """JSON text with named keys' values encrypted (when there is a subject) and strings redacted."""
