@@ -50,7 +50,7 @@ REPORT_FILTERS = ("start", "end", "operation_name", "operation_id", "user")
 # Parquet footers stays warm (a thread per request would start cold); DuckDB parallelises each query.
 QUERY_THREADS = 2
 # A page waits this long for the index of a changed lake, then shows the last complete one (the budget is 300 ms).
-INDEX_WAIT = 0.2
+INDEX_WAIT = 0.15
 INDEXING_RELOAD = 2  # seconds between reloads of the page saying the first index is being built
 
 
