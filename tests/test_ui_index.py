@@ -128,14 +128,19 @@ class Gate:
         monkeypatch.setattr(LakeIndex, "_build", held)
 
 
+def held_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str, Gate]:
+    """A lake of one materialised operation (its id), and a closed gate before the index's builds."""
+    log_dir = tmp_path / "logs"
+    first = logged(log_dir, "first")
+    materialize_embedded(log_dir)
+    return log_dir, first, Gate(monkeypatch)
+
+
 def test_a_page_that_cannot_wait_gets_the_last_complete_index_marked_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a budget, a build still running leaves the caller the last complete index (behind) until it is done."""
-    log_dir = tmp_path / "logs"
-    first = logged(log_dir, "first")
-    materialize_embedded(log_dir)
-    gate = Gate(monkeypatch)
+    log_dir, first, gate = held_lake(tmp_path, monkeypatch)
     index = LakeIndex(log_dir, wait=0.05)
     with pytest.raises(IndexPending) as pending:
         index.state()
@@ -159,10 +164,7 @@ def test_pages_say_the_index_is_being_built_and_then_that_it_is_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before the first index: 503, Retry-After and a page that reloads; later, the last index with a notice."""
-    log_dir = tmp_path / "logs"
-    first = logged(log_dir, "first")
-    materialize_embedded(log_dir)
-    gate = Gate(monkeypatch)
+    log_dir, first, gate = held_lake(tmp_path, monkeypatch)
     with serve(log_dir, verify=False, index_wait=0.05) as served:
         reply = fetch(served.url + "/operations")
         assert reply.status == 503 and reply.headers["retry-after"] == "2"
