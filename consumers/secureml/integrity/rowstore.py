@@ -14,6 +14,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,26 +32,46 @@ BATCH_ROWS = 16_384
 _LEAF_ORDER = "source, source_offset, rowid"
 
 
-def _work_directory(parent: Path) -> Path:
+def _work_directory(parent: Path, purpose: str) -> Path:
     """A fresh owner-only directory under ``parent``, else under the system temp directory."""
     try:
-        return Path(tempfile.mkdtemp(prefix=".verify-", dir=parent))
+        return Path(tempfile.mkdtemp(prefix=f".{purpose}-", dir=parent))
     except OSError as exc:
-        logger.warning("cannot write verify's work files under %s (%s): using the system temp directory", parent, exc)
-        return Path(tempfile.mkdtemp(prefix="secureml-audit-verify-"))
+        logger.warning("cannot write %s's work files under %s (%s): using the system temp directory", purpose,
+                       parent, exc)
+        return Path(tempfile.mkdtemp(prefix=f"secureml-audit-{purpose}-"))
+
+
+def _connect(directory: Path) -> duckdb.DuckDBPyConnection:
+    """A DuckDB database in ``directory`` that holds at most MEMORY_LIMIT and spills the rest beside it."""
+    # A database file, not an in-memory one: in memory, tables' blocks compete with the sorts'
+    # pinned blocks for the limit, and a 1M-event sort ran out of memory at 100 MB.
+    return duckdb.connect(str(directory / "rows.duckdb"), config={
+        "threads": 2, "memory_limit": MEMORY_LIMIT, "temp_directory": str(directory / "spill"),
+        "preserve_insertion_order": True})
+
+
+@contextmanager
+def spilling_connection(parent: Path, purpose: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A bounded DuckDB connection (``_connect``) in a work directory under ``parent``, removed afterwards."""
+    directory = _work_directory(parent, purpose)
+    try:
+        con = _connect(directory)
+        try:
+            yield con
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class RowStore:
     """Skeleton rows (``scan.SKELETON``) in a DuckDB table ``rows``; ``con`` runs SQL over it."""
 
     def __init__(self, parent: Path) -> None:
-        self.directory = _work_directory(parent)
+        self.directory = _work_directory(parent, "verify")
         try:
-            # A database file, not an in-memory one: in memory, the table's blocks compete with the
-            # sorts' pinned blocks for the limit, and a 1M-event sort ran out of memory at 100 MB.
-            self.con = duckdb.connect(str(self.directory / "rows.duckdb"), config={
-                "threads": 2, "memory_limit": MEMORY_LIMIT, "temp_directory": str(self.directory / "spill"),
-                "preserve_insertion_order": True})
+            self.con = _connect(self.directory)
             self.con.register("skeleton", SKELETON.empty_table())
             self.con.execute("CREATE TABLE rows AS SELECT * FROM skeleton")
             self.con.unregister("skeleton")
