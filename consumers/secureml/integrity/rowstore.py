@@ -46,9 +46,11 @@ def _connect(directory: Path) -> duckdb.DuckDBPyConnection:
     """A DuckDB database in ``directory`` that holds at most MEMORY_LIMIT and spills the rest beside it."""
     # A database file, not an in-memory one: in memory, tables' blocks compete with the sorts'
     # pinned blocks for the limit, and a 1M-event sort ran out of memory at 100 MB.
-    return duckdb.connect(str(directory / "rows.duckdb"), config={
+    con = duckdb.connect(str(directory / "rows.duckdb"), config={
         "threads": 2, "memory_limit": MEMORY_LIMIT, "temp_directory": str(directory / "spill"),
         "preserve_insertion_order": True})
+    con.execute("PRAGMA disable_checkpoint_on_shutdown")  # the file is deleted after: writing it out is waste
+    return con
 
 
 @contextmanager
@@ -80,9 +82,9 @@ class RowStore:
             raise
         self._leaf_spans: dict[str, tuple[int, int]] | None = None
 
-    def add(self, rows: pa.Table | pa.RecordBatch) -> None:
-        """Append skeleton rows."""
-        if rows.num_rows == 0:
+    def add(self, rows: pa.Table | pa.RecordBatch | pa.RecordBatchReader) -> None:
+        """Append skeleton rows (a reader's in one statement: a statement per batch costs more than the scan)."""
+        if not isinstance(rows, pa.RecordBatchReader) and rows.num_rows == 0:
             return
         self.con.register("incoming", rows)
         try:
