@@ -26,7 +26,10 @@ from secureml.integrity.scan import SKELETON
 
 logger = logging.getLogger(__name__)
 
-MEMORY_LIMIT = "160MB"  # DuckDB's buffer pool; sorts beyond it spill to the work directory
+# DuckDB's buffer pool; sorts beyond it spill to the work directory. One thread: each thread of a
+# sort pins blocks of its own: two ran out of a 96 MB pool sorting 1M rows; one sorts them in 100 MB.
+MEMORY_LIMIT = "100MB"
+THREADS = 1
 BATCH_ROWS = 16_384
 # Merkle leaf order: by source, then offset; ties (rows stored twice) in the order they were scanned.
 _LEAF_ORDER = "source, source_offset, rowid"
@@ -47,7 +50,7 @@ def _connect(directory: Path) -> duckdb.DuckDBPyConnection:
     # A database file, not an in-memory one: in memory, tables' blocks compete with the sorts'
     # pinned blocks for the limit, and a 1M-event sort ran out of memory at 100 MB.
     con = duckdb.connect(str(directory / "rows.duckdb"), config={
-        "threads": 2, "memory_limit": MEMORY_LIMIT, "temp_directory": str(directory / "spill"),
+        "threads": THREADS, "memory_limit": MEMORY_LIMIT, "temp_directory": str(directory / "spill"),
         "preserve_insertion_order": True})
     con.execute("PRAGMA disable_checkpoint_on_shutdown")  # the file is deleted after: writing it out is waste
     return con
