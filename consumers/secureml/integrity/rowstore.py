@@ -35,7 +35,7 @@ BATCH_ROWS = 16_384
 _LEAF_ORDER = "source, source_offset, rowid"
 
 
-def _work_directory(parent: Path, purpose: str) -> Path:
+def work_directory(parent: Path, purpose: str) -> Path:
     """A fresh owner-only directory under ``parent``, else under the system temp directory."""
     try:
         return Path(tempfile.mkdtemp(prefix=f".{purpose}-", dir=parent))
@@ -59,7 +59,7 @@ def _connect(directory: Path) -> duckdb.DuckDBPyConnection:
 @contextmanager
 def spilling_connection(parent: Path, purpose: str) -> Iterator[duckdb.DuckDBPyConnection]:
     """A bounded DuckDB connection (``_connect``) in a work directory under ``parent``, removed afterwards."""
-    directory = _work_directory(parent, purpose)
+    directory = work_directory(parent, purpose)
     try:
         con = _connect(directory)
         try:
@@ -74,7 +74,7 @@ class RowStore:
     """Skeleton rows (``scan.SKELETON``) in a DuckDB table ``rows``; ``con`` runs SQL over it."""
 
     def __init__(self, parent: Path) -> None:
-        self.directory = _work_directory(parent, "verify")
+        self.directory = work_directory(parent, "verify")
         try:
             self.con = _connect(self.directory)
             self.con.register("skeleton", SKELETON.empty_table())
