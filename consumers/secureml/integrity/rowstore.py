@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 MEMORY_LIMIT = "100MB"
 THREADS = 1
 BATCH_ROWS = 16_384
+# Rows DuckDB sorts at once: one sort of 10M rows ran out of the 100 MB pool, so the checks' orders
+# are built from sorts of pieces this size (operations by a hash of their id, sources by offset range).
+SORT_ROWS = 500_000
 # Merkle leaf order: by source, then offset; ties (rows stored twice) in the order they were scanned.
 _LEAF_ORDER = "source, source_offset, rowid"
 
@@ -110,8 +113,14 @@ class RowStore:
         yield from reader
 
     def by_operation(self) -> Iterator[pa.RecordBatch]:
-        """Every row, ordered by operation, seq, then position (the chain checks' order)."""
-        return self.batches("SELECT * FROM rows ORDER BY operation_id, seq, source, source_offset, rowid")
+        """Every row, each operation's together, ordered by seq, then position (the chain checks' order).
+
+        The operations come in buckets of about SORT_ROWS rows (by a hash of their id), each sorted on its own.
+        """
+        buckets = max(1, -(-self.count() // SORT_ROWS))
+        for bucket in range(buckets):
+            yield from self.batches("SELECT * FROM rows WHERE hash(operation_id) % ? = ? "
+                                    "ORDER BY operation_id, seq, source, source_offset, rowid", (buckets, bucket))
 
     def count_of_type(self, event_type: str) -> int:
         """How many stored rows are events of one type."""
@@ -137,10 +146,16 @@ class RowStore:
     def _sort_leaves(self) -> dict[str, tuple[int, int]]:
         """Store the rows' (source, offset, hash) in leaf order once; each source's rowid span in it."""
         self.con.execute("DROP TABLE IF EXISTS leaves")
-        self.con.execute(f"CREATE TABLE leaves AS SELECT source, source_offset, hash FROM rows ORDER BY {_LEAF_ORDER}")
+        self.con.execute("CREATE TABLE leaves AS SELECT source, source_offset, hash FROM rows LIMIT 0")
         spans, start = {}, 0
-        for source, count in self.con.execute(
-                "SELECT source, count(*) FROM leaves GROUP BY source ORDER BY source").fetchall():
+        for source, count, low, high in self.con.execute(
+                "SELECT source, count(*), min(source_offset), max(source_offset) FROM rows GROUP BY source "
+                "ORDER BY source").fetchall():
+            width = (high - low) // -(-count // SORT_ROWS) + 1  # offset ranges of about SORT_ROWS rows each
+            for piece in range(low, high + 1, width):
+                self.con.execute(f"INSERT INTO leaves SELECT source, source_offset, hash FROM rows WHERE source = ? "
+                                 f"AND source_offset >= ? AND source_offset < ? ORDER BY {_LEAF_ORDER}",
+                                 [source, piece, piece + width])
             spans[source] = (start, start + count - 1)
             start += count
         return spans
