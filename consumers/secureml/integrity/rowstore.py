@@ -27,13 +27,13 @@ from secureml.integrity.scan import SKELETON
 logger = logging.getLogger(__name__)
 
 # DuckDB's buffer pool; sorts beyond it spill to the work directory. One thread: each thread of a
-# sort pins blocks of its own: two ran out of a 96 MB pool sorting 1M rows; one sorts them in 100 MB.
-MEMORY_LIMIT = "100MB"
+# sort pins blocks of its own (two ran out of a 96 MB pool sorting 1M rows at once).
+MEMORY_LIMIT = "64MB"
 THREADS = 1
 BATCH_ROWS = 16_384
-# Rows DuckDB sorts at once: one sort of 10M rows ran out of the 100 MB pool, so the checks' orders
+# Rows DuckDB sorts at once: one sort of 10M rows ran out of a 100 MB pool, so the checks' orders
 # are built from sorts of pieces this size (operations by a hash of their id, sources by offset range).
-SORT_ROWS = 500_000
+SORT_ROWS = 250_000
 # Merkle leaf order: by source, then offset; ties (rows stored twice) in the order they were scanned.
 _LEAF_ORDER = "source, source_offset, rowid"
 

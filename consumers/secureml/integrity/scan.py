@@ -17,7 +17,7 @@ from secureml.lake.rows import lake_schema
 from secureml.lake.table import Lake, Snapshot
 
 Progress = Callable[[int, int], None]  # (rows done, rows in all)
-BATCH_ROWS = 16_384  # a row group of the lake's files: larger batches cost memory, not speed
+BATCH_ROWS = 8_192  # half a row group of the lake's files: larger batches cost memory, not speed
 
 # The columns the checks use; ``intact`` is True when the row's hash matches its content.
 SKELETON = pa.schema([
