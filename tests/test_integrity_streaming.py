@@ -73,8 +73,11 @@ def test_incremental_merkle_roots_equal_the_batch_roots_for_1_to_300_leaves() ->
         assert root_of_frontier(frontier) == tree.root(size)
 
 
-def test_the_row_store_serves_each_sources_leaves_in_offset_order_like_rows_in_memory(tmp_path: Path) -> None:
-    """Hashes of any offset range of any source, read back from DuckDB, equal those sorted in memory."""
+@pytest.mark.parametrize("sort_rows", [7, rowstore.SORT_ROWS])
+def test_the_row_store_serves_each_sources_leaves_in_offset_order_like_rows_in_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sort_rows: int) -> None:
+    """Any offset range of any source's hashes, read back from DuckDB (sorted whole or in pieces), match memory."""
+    monkeypatch.setattr(rowstore, "SORT_ROWS", sort_rows)
     table = pa.Table.from_pylist(_skeleton_rows(random.Random(5)), schema=SKELETON)
     memory = TableLeaves(table)
     rng = random.Random(6)
@@ -107,6 +110,7 @@ def test_chains_checked_in_chunks_of_whole_operations_find_what_one_pass_finds(
     assert sum(1 for report in whole.values() if report.findings) >= 15
     monkeypatch.setattr(chains, "CHUNK_ROWS", 7)  # smaller than the 40-event operations
     monkeypatch.setattr(rowstore, "BATCH_ROWS", 5)
+    monkeypatch.setattr(rowstore, "SORT_ROWS", 9)  # operations come in buckets, each sorted on its own
     with RowStore(tmp_path) as store:
         store.add(table)
         streamed = check_chains_in_order(store.by_operation(), files)

@@ -409,3 +409,24 @@ def test_timeline_lists_each_operation_in_seq_order(tmp_path: Path) -> None:
         ("training", "0", "audit_started"), ("", "1", "data_access"), ("", "2", "audit_closed"),
     ]
     assert table.rows[1][5].startswith("151 events: 1 model(s)")
+
+
+def test_a_lake_report_spills_only_under_log_dir_and_cleans_up(sample_lake: Path, tmp_path: Path) -> None:
+    """A lake report's bounded connection spills to an owner-only work directory in log_dir, gone after."""
+    import gc
+    import stat
+
+    from secureml.reporting import source
+
+    before = sorted(p.name for p in sample_lake.iterdir())
+    connection = source.connect_lake(str(sample_lake))
+    spill = next(sample_lake.glob(".report-*"))
+    assert stat.S_IMODE(spill.stat().st_mode) == 0o700
+    assert connection.execute("SELECT current_setting('temp_directory')").fetchone() == (str(spill),)
+    connection.close()
+    del connection
+    gc.collect()
+    path = ReportGenerator().generate_audit_report({"log_dir": str(sample_lake)}, tmp_path / "r.pdf")
+    assert fact(pdf_text(Path(path)), "Total events") == lake_count(sample_lake)
+    gc.collect()
+    assert sorted(p.name for p in sample_lake.iterdir()) == before

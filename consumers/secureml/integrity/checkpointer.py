@@ -20,12 +20,13 @@ import base64
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from secureml.audit._fs import file_lock, make_private_dir
@@ -66,11 +67,18 @@ from secureml.integrity.keys import (
     sign,
     signature_valid,
 )
-from secureml.integrity.lakerows import by_source, grouped, snapshot_rows
-from secureml.integrity.merkle import consistency_proof_from, extend_frontier, leaf_hashes, root_of_frontier
+from secureml.integrity.merkle import (
+    consistency_proof_with,
+    extend_frontier,
+    leaf_hashes,
+    new_ranges,
+    root_of_frontier,
+)
 from secureml.integrity.notes import SignedNote, valid_name
+from secureml.integrity.rowstore import BATCH_ROWS, spilling_connection
 from secureml.integrity.topicwitness import KAFKA, collect_cosignatures
 from secureml.integrity.treehead import sign_tree_head
+from secureml.lake.catalog import events_sql
 from secureml.lake.table import Lake
 
 # Its warnings are notes the user must see (a key created, a checkpoint not written): with no
@@ -200,10 +208,11 @@ class LakeCheckpointer:
         directory = make_private_dir(checkpoint_dir(lake.root))
         with file_lock(directory / LOCK_FILE):  # one chain, even with several materializers on this host
             previous, state = self._folded(lake.root, public)
-            extension = self._next(lake, previous, state, key_id(public))
+            extension = self._next(lake, previous, state, key_id(public),
+                                   prove=self.publisher is not None or self.witnesses is not None)
             if extension is None:
                 return None
-            unsigned, new_leaves = extension
+            unsigned, step = extension
             checkpoint = replace(unsigned, signature=sign(key, unsigned.signed_bytes()))
             path = write_checkpoint(lake.root, checkpoint)
             assert checkpoint.log is not None
@@ -213,7 +222,6 @@ class LakeCheckpointer:
             state.add(checkpoint)
             self._chain = _Chain(path.name, checkpoint, state)
         if self.publisher is not None or self.witnesses is not None:
-            step = _step_proof(previous, new_leaves)
             self._fresh = (checkpoint, step)
             if self.publisher is not None:
                 self.publisher.publish(checkpoint, note, step)
@@ -287,15 +295,16 @@ class LakeCheckpointer:
         return checkpoint, state
 
     def _next(
-        self, lake: Lake, previous: Checkpoint | None, state: ChainState, signer: str
-    ) -> tuple[Checkpoint, list[bytes]] | None:
-        """The unsigned checkpoint that extends the chain with the rows added since it, and the log leaves it adds."""
+        self, lake: Lake, previous: Checkpoint | None, state: ChainState, signer: str, *, prove: bool
+    ) -> tuple[Checkpoint, tuple[int, list[bytes]]] | None:
+        """The unsigned checkpoint that extends the chain with the rows added since it, and (with ``prove``)
+        the consistency proof (previous log size, nodes) from the previous checkpoint's log tree to its.
+
+        The new rows are never held at once: DuckDB finds their chain heads and streams their
+        leaves in log order, sorting out of core within ``rowstore.MEMORY_LIMIT``.
+        """
         covered = {source: coverage for source, (_seq, coverage) in state.sources.items()}
-        snapshot, rows = snapshot_rows(
-            lake, ("operation_id", "seq", "event_type", "hash", "source", "source_offset"),
-            "source_offset > coalesce(list_extract(?::BIGINT[], list_position(?::VARCHAR[], source)), -1)",
-            [[c.last_offset for c in covered.values()], list(covered)],
-        )
+        snapshot = lake.snapshot()
         behind = [s for s, c in covered.items() if (snapshot.position(s) or 0) <= c.last_offset]
         if behind:
             if not self._behind_noted:
@@ -303,31 +312,43 @@ class LakeCheckpointer:
                             "replay is rebuilding it); one is written once it has caught up", behind[0])
                 self._behind_noted = True
             return None
-        if rows.num_rows == 0:
-            return None
-        sources, new_leaves = _extended(rows, covered)
+        with spilling_connection(lake.log_dir, "checkpoint") as con:
+            events = events_sql(con, lake, snapshot)
+            if events is None:
+                return None
+            con.register("coverage", pa.table({
+                "source": pa.array(list(covered), pa.large_string()),
+                "last_offset": pa.array([c.last_offset for c in covered.values()], pa.int64())}))
+            con.execute(f"""
+                CREATE TEMP VIEW new_rows AS
+                SELECT e.operation_id, e.seq, e.event_type, e.hash, e.source, e.source_offset
+                FROM ({events}) e LEFT JOIN coverage c ON e.source = c.source
+                WHERE e.source_offset > coalesce(c.last_offset, -1)""")
+            count = int(con.execute("SELECT count(*) FROM new_rows").fetchall()[0][0])
+            if count == 0:
+                return None
+            origin, size, frontier = _log_start(lake, previous, signer)
+            proved = prove and previous is not None and previous.log is not None
+            tree = logtree.LogFold(new_ranges(size, size + count) if proved else (), size, list(frontier))
+            sources = _extended(con.sql("SELECT source, source_offset, hash FROM new_rows "
+                                        "ORDER BY source, source_offset").to_arrow_reader(BATCH_ROWS), covered, tree)
+            heads = _heads(con)
+        step = (size, consistency_proof_with(frontier, size, tree.size, tree.hashes)) if proved else (0, [])
         return Checkpoint.new(
             sequence=previous.sequence + 1 if previous else 0,
             created_at=micros_to_iso(now_micros()),
             key_id=signer,
             sources=sources,
-            operations=_heads(rows),
+            operations=heads,
             prev_checkpoint_hash=previous.digest() if previous else "",
             table_version=snapshot.version,
-            log=_log_tree(lake, previous, signer, new_leaves),
-        ), new_leaves
+            log=LogTree(origin, tree.size, tree.root.hex(), tuple(n.hex() for n in tree.frontier)),
+        ), step
 
 
-def _step_proof(previous: Checkpoint | None, new_leaves: list[bytes]) -> tuple[int, list[bytes]]:
-    """The previous checkpoint's log size and the consistency proof from it to the tree with ``new_leaves``."""
-    if previous is None or previous.log is None:
-        return 0, []
-    frontier = [bytes.fromhex(n) for n in previous.log.frontier]
-    return previous.log.tree_size, consistency_proof_from(frontier, previous.log.tree_size, new_leaves)
-
-
-def _log_tree(lake: Lake, previous: Checkpoint | None, signer: str, new_leaves: list[bytes]) -> LogTree:
-    """The log tree with the new leaves appended (rebuilt from the lake when the chain began before log trees)."""
+def _log_start(lake: Lake, previous: Checkpoint | None, signer: str) -> tuple[str, int, list[bytes]]:
+    """Origin, size and frontier of the log tree the new leaves extend (rebuilt from the lake when the chain
+    began before log trees)."""
     if previous is None:
         origin, size, frontier = logtree.default_origin(signer), 0, []
     elif previous.log is not None:
@@ -342,41 +363,50 @@ def _log_tree(lake: Lake, previous: Checkpoint | None, signer: str, new_leaves: 
     if not valid_name(origin):
         raise CheckpointError(f"{logtree.ORIGIN_ENV}={origin!r}: a log origin must be non-empty, without spaces or "
                               "'+' (it names the log's note key), e.g. example.com/audit/prod")
-    frontier = extend_frontier(frontier, size, new_leaves)
-    return LogTree(origin, size + len(new_leaves), root_of_frontier(frontier).hex(), tuple(n.hex() for n in frontier))
+    return origin, size, frontier
 
 
 def _extended(
-    rows: pa.Table, covered: dict[str, SourceCoverage]
-) -> tuple[dict[str, SourceCoverage], list[bytes]]:
-    """New coverage of every source with rows past its old coverage, and the leaves in log-tree order."""
-    spans, offsets, hashes = by_source(rows)
+    batches: Iterable[pa.RecordBatch], covered: dict[str, SourceCoverage], tree: logtree.LogFold
+) -> dict[str, SourceCoverage]:
+    """New coverage of every source with rows past its old coverage; their leaves go onto ``tree``.
+
+    ``batches`` hold (source, source_offset, hash) ordered by source, then offset: log-tree order.
+    """
     extended: dict[str, SourceCoverage] = {}
-    new_leaves: list[bytes] = []
-    for source in sorted(spans):
-        start, end = spans[source]
-        old = covered.get(source)
-        size = old.tree_size if old else 0
-        leaves = leaf_hashes(hashes.slice(start, end - start).to_pylist())
-        new_leaves += leaves
-        frontier = extend_frontier([bytes.fromhex(n) for n in old.frontier] if old else [], size, leaves)
-        extended[source] = SourceCoverage(
-            size + end - start, int(offsets[end - 1]), root_of_frontier(frontier).hex(),
-            tuple(n.hex() for n in frontier),
-        )
-    return extended, new_leaves
+    source, size, frontier, last = "", 0, list[bytes](), -1
+
+    def close() -> None:
+        if source:
+            extended[source] = SourceCoverage(size, last, root_of_frontier(frontier).hex(),
+                                              tuple(n.hex() for n in frontier))
+
+    for batch in batches:
+        runs = pc.run_end_encode(batch.column(0))
+        start = 0
+        for name, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
+            if name != source:
+                close()
+                old = covered.get(name)
+                source, size = name, old.tree_size if old else 0
+                frontier = [bytes.fromhex(n) for n in old.frontier] if old else []
+            leaves = leaf_hashes(batch.column(2).slice(start, end - start).to_pylist())
+            frontier = extend_frontier(frontier, size, leaves)
+            size += len(leaves)
+            last = int(batch.column(1)[end - 1].as_py())
+            tree.extend(leaves)
+            start = end
+    close()
+    return extended
 
 
-def _heads(rows: pa.Table) -> dict[str, OperationHead]:
-    """The last event of every operation among the rows."""
-    operations = grouped(rows, "operation_id", "seq")
-    take = pa.array(operations.order[operations.last])
+def _heads(con: duckdb.DuckDBPyConnection) -> dict[str, OperationHead]:
+    """The last event of every operation among the new rows (``new_rows``)."""
     return {
-        operations.names[group]: OperationHead(seq, digest, event_type == CLOSED)
-        for group, seq, digest, event_type in zip(
-            operations.group[operations.last].tolist(), rows.column("seq").take(take).to_pylist(),
-            rows.column("hash").take(take).to_pylist(), rows.column("event_type").take(take).to_pylist(),
-        )
+        operation_id: OperationHead(seq, digest, event_type == CLOSED)
+        for operation_id, seq, digest, event_type in con.execute(
+            "SELECT operation_id, max(seq), arg_max(hash, seq), arg_max(event_type, seq) FROM new_rows "
+            "GROUP BY operation_id").fetchall()
     }
 
 

@@ -10,7 +10,7 @@ largest first: enough to append leaves and to compute the root, so a checkpoint 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
@@ -169,10 +169,23 @@ def consistency_ranges(old_size: int, new_size: int) -> list[tuple[int, int]]:
 
 
 def consistency_proof_from(frontier: Sequence[bytes], old_size: int, new_leaves: list[bytes]) -> list[bytes]:
-    """The consistency proof from a tree (given by its frontier) to it with ``new_leaves`` appended.
+    """The consistency proof from a tree (given by its frontier) to it with ``new_leaves`` appended."""
+    new_nodes = {(begin, end): MerkleTree(new_leaves[begin - old_size : end - old_size]).root(end - begin)
+                 for begin, end in new_ranges(old_size, old_size + len(new_leaves))}
+    return consistency_proof_with(frontier, old_size, old_size + len(new_leaves), new_nodes)
+
+
+def new_ranges(old_size: int, new_size: int) -> list[tuple[int, int]]:
+    """The ranges of the consistency proof old -> new that lie among the new leaves (hashed from those)."""
+    return [(begin, end) for begin, end in consistency_ranges(old_size, new_size) if end > old_size]
+
+
+def consistency_proof_with(frontier: Sequence[bytes], old_size: int, new_size: int,
+                           new_nodes: Mapping[tuple[int, int], bytes]) -> list[bytes]:
+    """The consistency proof old -> new from the old tree's frontier and the hashes of its ``new_ranges``.
 
     Every node of such a proof lies wholly among the old leaves, where it is a run of frontier
-    nodes, or wholly among the new ones.
+    nodes, or wholly among the new ones, where the caller hashed it (the new leaves can stream).
     """
     bounds: dict[int, int] = {}
     start = 0
@@ -181,11 +194,11 @@ def consistency_proof_from(frontier: Sequence[bytes], old_size: int, new_leaves:
             bounds[start] = len(bounds)
             start += 1 << index
     proof = []
-    for begin, end in consistency_ranges(old_size, old_size + len(new_leaves)):
+    for begin, end in consistency_ranges(old_size, new_size):
         if end <= old_size:
             proof.append(root_of_frontier(frontier[bounds[begin]:]) if end == old_size else frontier[bounds[begin]])
         else:
-            proof.append(MerkleTree(new_leaves[begin - old_size : end - old_size]).root(end - begin))
+            proof.append(new_nodes[(begin, end)])
     return proof
 
 

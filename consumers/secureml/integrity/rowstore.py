@@ -14,6 +14,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,32 +26,60 @@ from secureml.integrity.scan import SKELETON
 
 logger = logging.getLogger(__name__)
 
-MEMORY_LIMIT = "160MB"  # DuckDB's buffer pool; sorts beyond it spill to the work directory
+# DuckDB's buffer pool; sorts beyond it spill to the work directory. One thread: each thread of a
+# sort pins blocks of its own (two ran out of a 96 MB pool sorting 1M rows at once).
+MEMORY_LIMIT = "64MB"
+THREADS = 1
 BATCH_ROWS = 16_384
+# Rows DuckDB sorts at once: one sort of 10M rows ran out of a 100 MB pool, so the checks' orders
+# are built from sorts of pieces this size (operations by a hash of their id, sources by offset range).
+SORT_ROWS = 250_000
 # Merkle leaf order: by source, then offset; ties (rows stored twice) in the order they were scanned.
 _LEAF_ORDER = "source, source_offset, rowid"
 
 
-def _work_directory(parent: Path) -> Path:
+def work_directory(parent: Path, purpose: str) -> Path:
     """A fresh owner-only directory under ``parent``, else under the system temp directory."""
     try:
-        return Path(tempfile.mkdtemp(prefix=".verify-", dir=parent))
+        return Path(tempfile.mkdtemp(prefix=f".{purpose}-", dir=parent))
     except OSError as exc:
-        logger.warning("cannot write verify's work files under %s (%s): using the system temp directory", parent, exc)
-        return Path(tempfile.mkdtemp(prefix="secureml-audit-verify-"))
+        logger.warning("cannot write %s's work files under %s (%s): using the system temp directory", purpose,
+                       parent, exc)
+        return Path(tempfile.mkdtemp(prefix=f"secureml-audit-{purpose}-"))
+
+
+def _connect(directory: Path) -> duckdb.DuckDBPyConnection:
+    """A DuckDB database in ``directory`` that holds at most MEMORY_LIMIT and spills the rest beside it."""
+    # A database file, not an in-memory one: in memory, tables' blocks compete with the sorts'
+    # pinned blocks for the limit, and a 1M-event sort ran out of memory at 100 MB.
+    con = duckdb.connect(str(directory / "rows.duckdb"), config={
+        "threads": THREADS, "memory_limit": MEMORY_LIMIT, "temp_directory": str(directory / "spill"),
+        "preserve_insertion_order": True})
+    con.execute("PRAGMA disable_checkpoint_on_shutdown")  # the file is deleted after: writing it out is waste
+    return con
+
+
+@contextmanager
+def spilling_connection(parent: Path, purpose: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A bounded DuckDB connection (``_connect``) in a work directory under ``parent``, removed afterwards."""
+    directory = work_directory(parent, purpose)
+    try:
+        con = _connect(directory)
+        try:
+            yield con
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class RowStore:
     """Skeleton rows (``scan.SKELETON``) in a DuckDB table ``rows``; ``con`` runs SQL over it."""
 
     def __init__(self, parent: Path) -> None:
-        self.directory = _work_directory(parent)
+        self.directory = work_directory(parent, "verify")
         try:
-            # A database file, not an in-memory one: in memory, the table's blocks compete with the
-            # sorts' pinned blocks for the limit, and a 1M-event sort ran out of memory at 100 MB.
-            self.con = duckdb.connect(str(self.directory / "rows.duckdb"), config={
-                "threads": 2, "memory_limit": MEMORY_LIMIT, "temp_directory": str(self.directory / "spill"),
-                "preserve_insertion_order": True})
+            self.con = _connect(self.directory)
             self.con.register("skeleton", SKELETON.empty_table())
             self.con.execute("CREATE TABLE rows AS SELECT * FROM skeleton")
             self.con.unregister("skeleton")
@@ -59,9 +88,9 @@ class RowStore:
             raise
         self._leaf_spans: dict[str, tuple[int, int]] | None = None
 
-    def add(self, rows: pa.Table | pa.RecordBatch) -> None:
-        """Append skeleton rows."""
-        if rows.num_rows == 0:
+    def add(self, rows: pa.Table | pa.RecordBatch | pa.RecordBatchReader) -> None:
+        """Append skeleton rows (a reader's in one statement: a statement per batch costs more than the scan)."""
+        if not isinstance(rows, pa.RecordBatchReader) and rows.num_rows == 0:
             return
         self.con.register("incoming", rows)
         try:
@@ -84,8 +113,14 @@ class RowStore:
         yield from reader
 
     def by_operation(self) -> Iterator[pa.RecordBatch]:
-        """Every row, ordered by operation, seq, then position (the chain checks' order)."""
-        return self.batches("SELECT * FROM rows ORDER BY operation_id, seq, source, source_offset, rowid")
+        """Every row, each operation's together, ordered by seq, then position (the chain checks' order).
+
+        The operations come in buckets of about SORT_ROWS rows (by a hash of their id), each sorted on its own.
+        """
+        buckets = max(1, -(-self.count() // SORT_ROWS))
+        for bucket in range(buckets):
+            yield from self.batches("SELECT * FROM rows WHERE hash(operation_id) % ? = ? "
+                                    "ORDER BY operation_id, seq, source, source_offset, rowid", (buckets, bucket))
 
     def count_of_type(self, event_type: str) -> int:
         """How many stored rows are events of one type."""
@@ -111,10 +146,16 @@ class RowStore:
     def _sort_leaves(self) -> dict[str, tuple[int, int]]:
         """Store the rows' (source, offset, hash) in leaf order once; each source's rowid span in it."""
         self.con.execute("DROP TABLE IF EXISTS leaves")
-        self.con.execute(f"CREATE TABLE leaves AS SELECT source, source_offset, hash FROM rows ORDER BY {_LEAF_ORDER}")
+        self.con.execute("CREATE TABLE leaves AS SELECT source, source_offset, hash FROM rows LIMIT 0")
         spans, start = {}, 0
-        for source, count in self.con.execute(
-                "SELECT source, count(*) FROM leaves GROUP BY source ORDER BY source").fetchall():
+        for source, count, low, high in self.con.execute(
+                "SELECT source, count(*), min(source_offset), max(source_offset) FROM rows GROUP BY source "
+                "ORDER BY source").fetchall():
+            width = (high - low) // -(-count // SORT_ROWS) + 1  # offset ranges of about SORT_ROWS rows each
+            for piece in range(low, high + 1, width):
+                self.con.execute(f"INSERT INTO leaves SELECT source, source_offset, hash FROM rows WHERE source = ? "
+                                 f"AND source_offset >= ? AND source_offset < ? ORDER BY {_LEAF_ORDER}",
+                                 [source, piece, piece + width])
             spans[source] = (start, start + count - 1)
             start += count
         return spans

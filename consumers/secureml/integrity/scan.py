@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +17,7 @@ from secureml.lake.rows import lake_schema
 from secureml.lake.table import Lake, Snapshot
 
 Progress = Callable[[int, int], None]  # (rows done, rows in all)
-BATCH_ROWS = 16_384  # a row group of the lake's files: larger batches cost memory, not speed
+BATCH_ROWS = 8_192  # half a row group of the lake's files: larger batches cost memory, not speed
 
 # The columns the checks use; ``intact`` is True when the row's hash matches its content.
 SKELETON = pa.schema([
@@ -74,40 +74,41 @@ def _skeleton(batch: pa.RecordBatch, file_index: int) -> pa.RecordBatch:
 
 
 def scan_lake(
-    lake: Lake, snapshot: Snapshot, keep: Callable[[pa.RecordBatch], None], operation_id: str | None = None,
+    lake: Lake, snapshot: Snapshot, keep: Callable[[pa.RecordBatchReader], None], operation_id: str | None = None,
     progress: Progress | None = None,
 ) -> Scan:
     """Read every data file of a table version (only one operation's rows when given), a batch at a time.
 
-    ``keep`` takes the skeleton of each batch (``SKELETON``), so memory holds one batch at most.
+    ``keep`` consumes one stream of the skeletons of every batch (``SKELETON``): one stream
+    rather than a call per batch, so a store inserts them in one statement; memory holds one
+    batch at most.
     """
     total = snapshot.rows
     done = 0
-    kept = 0
-    findings: list[Finding] = []
+    scan = Scan(0, [f.path for f in snapshot.files])
 
-    def advance(rows: int) -> None:
+    def skeletons() -> Iterator[pa.RecordBatch]:
         nonlocal done
-        done += rows
-        if progress is not None:
-            progress(min(done, total), total)
+        for index, entry in enumerate(snapshot.files):
+            try:
+                for batch in lake.batches(entry, batch_size=BATCH_ROWS):
+                    done += batch.num_rows
+                    if progress is not None:
+                        progress(min(done, total), total)
+                    if operation_id is not None:
+                        batch = batch.filter(pc.equal(batch.column("operation_id"), operation_id))
+                    skeleton = _skeleton(batch, index)
+                    scan.events += skeleton.num_rows
+                    yield skeleton
+            except FileNotFoundError:
+                scan.findings.append(Finding(
+                    FILE_MISSING, "error", f"{entry.path} is part of table version {snapshot.version} ({entry.rows} "
+                    "events) but missing: its events are gone from the lake; restore it from a backup or replay "
+                    "the source", files=(entry.path,)))
+            except (OSError, pa.ArrowException) as exc:
+                scan.findings.append(Finding(
+                    FILE_MISSING, "error", f"{entry.path} cannot be read ({exc}): its {entry.rows} events are lost "
+                    "to queries; restore it from a backup or replay the source", files=(entry.path,)))
 
-    for index, entry in enumerate(snapshot.files):
-        try:
-            for batch in lake.batches(entry, batch_size=BATCH_ROWS):
-                advance(batch.num_rows)
-                if operation_id is not None:
-                    batch = batch.filter(pc.equal(batch.column("operation_id"), operation_id))
-                skeleton = _skeleton(batch, index)
-                kept += skeleton.num_rows
-                keep(skeleton)
-        except FileNotFoundError:
-            findings.append(Finding(
-                FILE_MISSING, "error", f"{entry.path} is part of table version {snapshot.version} ({entry.rows} "
-                "events) but missing: its events are gone from the lake; restore it from a backup or replay "
-                "the source", files=(entry.path,)))
-        except (OSError, pa.ArrowException) as exc:
-            findings.append(Finding(
-                FILE_MISSING, "error", f"{entry.path} cannot be read ({exc}): its {entry.rows} events are lost "
-                "to queries; restore it from a backup or replay the source", files=(entry.path,)))
-    return Scan(kept, [f.path for f in snapshot.files], findings)
+    keep(pa.RecordBatchReader.from_batches(SKELETON, skeletons()))
+    return scan

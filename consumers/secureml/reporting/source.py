@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,8 +22,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from secureml.audit.config import resolve_config
 from secureml.audit.events import MAX_LEVEL, MAX_LONG, boolean, count, json_value, text_list
 from secureml.audit.exceptions import AuditValidationError
+from secureml.integrity.rowstore import work_directory
 from secureml.query import connect
 from secureml.query.filters import Selection, parse_time, select_events
 from secureml.query.privacy import stored_forms
@@ -33,6 +37,9 @@ from secureml.reporting.exceptions import (
 
 FILTER_KEYS = ("log_dir", "operation_id", "operation_name", "start_time", "end_time", "event_type", "user")
 EVENTS_TABLE = "_report_events"
+# The staged events beyond this spill to a work directory under log_dir: a report over 10M events
+# must not hold them all in memory.
+MEMORY_LIMIT = "256MB"
 # Temporary objects a report creates in the connection, dropped when it is done.
 TEMP_TABLES = (EVENTS_TABLE, "_report_operations", "_report_requests")
 
@@ -148,7 +155,13 @@ def connect_lake(log_dir: object) -> duckdb.DuckDBPyConnection:
             f"The log_dir {str(log_dir)!r} does not exist; pass the directory your AuditTrail writes to "
             "(its log_dir argument or $SECUREML_AUDIT_LOG_DIR)."
         )
-    return connect(None if log_dir is None else str(log_dir))
+    connection = connect(None if log_dir is None else str(log_dir))
+    directory = resolve_config(log_dir=None if log_dir is None else str(log_dir), bootstrap_servers="").log_dir
+    spill = work_directory(directory, "report")
+    weakref.finalize(connection, shutil.rmtree, spill, True)  # DuckDB removes its files on close, not the directory
+    connection.execute(f"SET temp_directory = '{str(spill).replace(chr(39), chr(39) * 2)}'")
+    connection.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    return connection
 
 
 def scope_from_connection(

@@ -1,0 +1,178 @@
+"""Benchmark: peak RSS and rate of every whole-lake command over a lake of 1M-10M real events.
+
+The events are logged through AuditTrail into the embedded log (so every hash and chain is
+real) and materialised once (measured: the baseline every rate is compared with). Then each
+command runs in a child process of its own, so its peak RSS (``ru_maxrss``) is its own:
+verify, the first signed checkpoint, compaction, a report, retention apply and an export.
+With --lake DIR the built lake is kept there and reused (10M events take several minutes to
+log); the commands that change a lake then run on a fresh copy of it. Target (issue 11): peak
+RSS bounded by batch size, not lake size; verify <= 500 MB at 10M events and >= 2x the
+materializer's rate.
+
+Run: .venv/bin/python bench/bench_memory.py [--events 10000000] [--lake DIR] [--steps verify ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_verify import log_events
+
+from secureml.integrity.keys import SIGNING_KEY_ENV
+
+RSS_TARGET_MB = 500
+# In this order: verify needs the checkpoint, compaction and retention change the lake.
+STEPS = ("materialize", "checkpoint", "verify", "report", "export", "compact", "retention")
+
+# Each step in a child: its result as JSON on the last line, with its own peak RSS.
+CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+step, log_dir, key, out = sys.argv[1:5]
+began = time.perf_counter()
+result = {}
+
+
+def cli(*arguments):
+    from secureml.audit.cli import main
+    status = main(list(arguments))
+    if status != 0:
+        raise SystemExit(f"secureml-audit {arguments[0]} exited with {status}")
+
+
+if step == "materialize":
+    from secureml.lake.table import Lake
+    from secureml.materializer.runner import Materializer
+    from secureml.stream.sources import EmbeddedSource
+    stats = Materializer(Lake(Path(log_dir)), EmbeddedSource(Path(log_dir))).run(once=True)
+    result = {"events": stats.events}
+elif step == "verify":
+    from secureml.integrity import verify
+    from secureml.integrity.keys import public_key_path
+    verified = verify(log_dir, public_key=public_key_path(Path(key)))
+    result = {"events": verified.events, "ok": verified.ok, "summary": None if verified.ok else verified.summary()}
+elif step == "checkpoint":
+    from secureml.integrity import LakeCheckpointer
+    from secureml.integrity.keys import generate_key
+    from secureml.lake.table import Lake
+    generate_key(Path(key))
+    LakeCheckpointer(Path(key), create_key=False).checkpoint(Lake(Path(log_dir)))
+elif step == "compact":  # the day's partition as a closed day: z-ordered by operation and time
+    import datetime as dt
+    from secureml.lake.table import Lake
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).date().isoformat()
+    result = {"files_replaced": Lake(Path(log_dir)).compact_all(today=tomorrow)}
+elif step == "report":
+    cli("report", "--log-dir", log_dir, "--output", out + ".pdf", "--quiet")
+elif step == "export":
+    cli("export", "--format", "ocsf", "--sink", "file:" + out + ".ocsf.jsonl", "--log-dir", log_dir)
+    result = {"mb_written": round(Path(out + ".ocsf.jsonl").stat().st_size / 2**20)}
+elif step == "retention":  # judged a year on: the default policy expires every inference (about 80%)
+    import datetime as dt
+    from secureml.retention import apply_retention
+    applied = apply_retention(log_dir, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=365))
+    result = {"expired": applied.events, "signed": applied.signed}
+result["seconds"] = time.perf_counter() - began
+result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(json.dumps(result, default=str))
+"""
+
+
+def step(name: str, log_dir: Path, key: Path) -> dict:
+    """Run one step in a child process; its JSON result (events, seconds, peak RSS)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECUREML_AUDIT_")}
+    env[SIGNING_KEY_ENV] = str(key)  # never the home directory's key
+    began = time.monotonic()
+    output = key.parent.parent / name  # what a report or an export writes: outside the log directory
+    out = subprocess.run([sys.executable, "-c", CHILD, name, str(log_dir), str(key), str(output)],
+                         env=env, capture_output=True, text=True, timeout=4 * 3600)
+    if out.returncode != 0:
+        raise SystemExit(f"bench: {name} failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"bench: {name} ({time.monotonic() - began:.0f} s): {result}", file=sys.stderr, flush=True)
+    return result
+
+
+def rated(result: dict, events: int) -> dict:
+    """A step's result with its rate over the lake's events."""
+    return result | {"events_per_s": round(events / result["seconds"])}
+
+
+def fresh_copy(source: Path, target: Path) -> None:
+    """A copy of a built log directory to run the commands that change it on, so the built one is reused as is.
+
+    Parquet files and log segments, never changed in place (only added or deleted), are hard
+    links; everything else (Delta log, catalog, offsets) is copied.
+    """
+    shutil.rmtree(target.parent, ignore_errors=True)
+
+    def link_or_copy(src: str, dst: str) -> None:
+        if src.endswith(".parquet") or f"{os.sep}log{os.sep}" in src.removeprefix(str(source)):
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link_or_copy)
+
+
+def main() -> int:
+    """Build (or reuse) the lake, run each command in a child, print peak RSS and rates as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--lake", type=Path, help="build the lake here once and reuse it in later runs")
+    parser.add_argument("--steps", nargs="*", choices=STEPS, default=list(STEPS), help="the commands to run")
+    args = parser.parse_args()
+    work = args.lake or Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    built = work / "built.json"
+    try:
+        if not built.exists():
+            started = time.perf_counter()
+            log_events(work / "logs", args.events, "", "")
+            print(f"bench: logged {args.events:,} events in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            built.write_text(json.dumps({"events": args.events, "materialize": step(
+                "materialize", work / "logs", work / "keys" / "signing_key.pem")}))
+        lake = json.loads(built.read_text())
+        events, materialized = lake["events"], lake["materialize"]
+        run = work / "run"
+        fresh_copy(work / "logs", run / "logs")
+        # The materializer's rate when the lake was built, unless measured again in this run (step materialize).
+        report: dict[str, object] = {"events": events, "materialize": rated(materialized, events)}
+        try:
+            for name in args.steps:
+                if name == "materialize":  # again, in this run: the log alone, into an empty lake
+                    shutil.copytree(work / "logs" / "log", work / "again" / "logs" / "log", copy_function=os.link)
+                    try:
+                        result = step(name, work / "again" / "logs", work / "again" / "keys" / "signing_key.pem")
+                    finally:
+                        shutil.rmtree(work / "again", ignore_errors=True)
+                else:
+                    result = step(name, run / "logs", run / "keys" / "signing_key.pem")
+                report[name] = rated(result, events)
+        finally:
+            shutil.rmtree(run, ignore_errors=True)
+        if "verify" in report:
+            verify = report["verify"]
+            assert isinstance(verify, dict)
+            if not verify["ok"]:
+                print(json.dumps(verify["summary"], indent=2), file=sys.stderr)
+                return 2
+            ratio = verify["events_per_s"] / report["materialize"]["events_per_s"]  # type: ignore[index]
+            report["ratio_verify_vs_materialize"] = round(ratio, 2)
+            report["verify_meets_target"] = ratio >= 2 and verify["peak_rss_mb"] <= RSS_TARGET_MB
+        print(json.dumps(report, indent=2))
+        return 0
+    finally:
+        if args.lake is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
