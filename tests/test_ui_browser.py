@@ -15,10 +15,17 @@ from selenium.common.exceptions import NoAlertPresentException, StaleElementRefe
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from support.ui import HOSTILE_NAME, KEYSTORE_ENV, Served, Trail, build_trail, keystore_of, serve
+from support.ui import (  # noqa: F401 (the *_fixture imports are the module's fixtures)
+    HOSTILE_NAME,
+    Served,
+    Trail,
+    served_fixture,
+    trail_fixture,
+    trail_keystore_fixture,
+)
 
 from secureml.integrity import verify_proof
-from secureml.integrity.keys import SIGNING_KEY_ENV, load_public_key, public_key_path
+from secureml.integrity.keys import load_public_key, public_key_path
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -26,30 +33,6 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1366,900")
-
-
-@pytest.fixture(scope="module")
-def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
-    """One audit trail for the module, signed with a key made for it (never the home directory's)."""
-    base = tmp_path_factory.mktemp("ui-browser")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(SIGNING_KEY_ENV, str(base / "keys" / "signing_key.pem"))
-        patch.setenv(KEYSTORE_ENV, str(keystore_of(base / "logs")))
-        patch.delenv("SECUREML_AUDIT_LAKE_URI", raising=False)
-        yield build_trail(base / "logs")
-
-
-@pytest.fixture(autouse=True)
-def _trail_keystore(_clean_environment: None, trail: Trail, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The explorer reads with the privacy key store the module's trail was logged with."""
-    monkeypatch.setenv(KEYSTORE_ENV, str(keystore_of(trail.log_dir)))
-
-
-@pytest.fixture(scope="module")
-def served(trail: Trail) -> Iterator[Served]:
-    """The explorer over the module's trail."""
-    with serve(trail.log_dir) as running:
-        yield running
 
 
 @pytest.fixture

@@ -9,52 +9,26 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from support.ports import free_port_pair
-from support.ui import (
+from support.ui import (  # noqa: F401 (the *_fixture imports are the module's fixtures)
     HOSTILE_NAME,
-    KEYSTORE_ENV,
     OPERATIONS,
     Served,
     Trail,
-    build_trail,
     fetch,
-    keystore_of,
     serve,
+    served_fixture,
+    trail_fixture,
+    trail_keystore_fixture,
 )
 
 from conftest import REPO, run_cli
 from secureml.audit import AuditTrail
 from secureml.integrity import prove, verify_proof
-from secureml.integrity.keys import SIGNING_KEY_ENV, load_public_key, public_key_path
+from secureml.integrity.keys import load_public_key, public_key_path
 from secureml.ui.security import CSP, Access
-
-
-@pytest.fixture(scope="module")
-def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
-    """One audit trail for the module, signed with a key made for it (never the home directory's)."""
-    base = tmp_path_factory.mktemp("ui")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(SIGNING_KEY_ENV, str(base / "keys" / "signing_key.pem"))
-        patch.setenv(KEYSTORE_ENV, str(keystore_of(base / "logs")))
-        patch.delenv("SECUREML_AUDIT_LAKE_URI", raising=False)
-        yield build_trail(base / "logs")
-
-
-@pytest.fixture(autouse=True)
-def _trail_keystore(_clean_environment: None, trail: Trail, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The explorer reads with the privacy key store the module's trail was logged with."""
-    monkeypatch.setenv(KEYSTORE_ENV, str(keystore_of(trail.log_dir)))
-
-
-@pytest.fixture(scope="module")
-def served(trail: Trail) -> Iterator[Served]:
-    """The explorer over the module's trail, open to loopback without a credential."""
-    with serve(trail.log_dir) as running:
-        yield running
 
 
 def rows_of(html: str, table: str) -> list[str]:

@@ -1,7 +1,9 @@
 """Helpers the explorer tests share: a small audit trail with every page's kind of data, and a live server.
 
-No tests here. The trail is logged through the embedded transport, materialised with a signing
-key (so proofs can be made), and run through the alerter, like a real deployment's.
+No tests here; the fixtures ``trail``, ``served`` and the autouse ``_trail_keystore`` (the
+``*_fixture`` functions) are imported by the explorer's test modules, each of which gets its own.
+The trail is logged through the embedded transport, materialised with a signing key (so proofs
+can be made), and run through the alerter, like a real deployment's.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import uvicorn
 
 from secureml.alerting.alerter import Alerter
 from secureml.audit import AuditTrail
+from secureml.integrity.keys import SIGNING_KEY_ENV
 from secureml.materializer import materialize_embedded
 from secureml.ui.app import create_app
 from secureml.ui.security import Access
@@ -107,6 +111,30 @@ def serve(log_dir: Path, access: Access | None = None, *, verify: bool = True,
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@pytest.fixture(scope="module", name="trail")
+def trail_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
+    """One audit trail for the module, signed with a key made for it (never the home directory's)."""
+    base = tmp_path_factory.mktemp("ui")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SIGNING_KEY_ENV, str(base / "keys" / "signing_key.pem"))
+        patch.setenv(KEYSTORE_ENV, str(keystore_of(base / "logs")))
+        patch.delenv("SECUREML_AUDIT_LAKE_URI", raising=False)
+        yield build_trail(base / "logs")
+
+
+@pytest.fixture(autouse=True, name="_trail_keystore")
+def trail_keystore_fixture(_clean_environment: None, trail: Trail, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The explorer reads with the privacy key store the module's trail was logged with."""
+    monkeypatch.setenv(KEYSTORE_ENV, str(keystore_of(trail.log_dir)))
+
+
+@pytest.fixture(scope="module", name="served")
+def served_fixture(trail: Trail) -> Iterator[Served]:
+    """The explorer over the module's trail, open to loopback without a credential."""
+    with serve(trail.log_dir) as running:
+        yield running
 
 
 @dataclass(frozen=True)
