@@ -25,6 +25,7 @@ from conftest import REPO, Harness, run_cli
 from secureml.audit import AuditTrail, count_events, get_audit_logs
 from secureml.audit import trail as trail_module
 from secureml.integrity import verify
+from secureml.lake import table as table_module
 from secureml.lake.catalog import catalog_state, ensure_catalog
 from secureml.lake.table import COMPACT_SMALL_FILES, Lake
 from secureml.materializer import materialize
@@ -201,6 +202,36 @@ def test_todays_partition_is_merged_once_small_files_pile_up(embedded: Harness) 
     _many_small_commits(embedded.log_dir, 1)
     assert len(lake.snapshot().files) == 1
     assert count_events(embedded.log_dir) == COMPACT_SMALL_FILES * 3
+
+
+def test_compaction_bins_small_files_and_leaves_files_past_the_target_alone(
+    embedded: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed day's small files merge into a bin of up to the target size; a larger file is never rewritten."""
+    _many_small_commits(embedded.log_dir, 1, events=3000)
+    lake = Lake(embedded.log_dir)
+    (big,) = lake.snapshot().files
+    target = Path(big.uri).stat().st_size - 1
+    _many_small_commits(embedded.log_dir, 6)
+    monkeypatch.setattr(table_module, "TARGET_FILE_BYTES", target)
+    monkeypatch.setattr(table_module, "SMALL_FILE_BYTES", target // 2)
+    assert lake.compact_all(today="2999-01-01") == 6
+    files = lake.snapshot().files
+    assert big in files and len(files) == 2
+    assert Path(next(f for f in files if f != big).uri).stat().st_size <= target
+    assert lake.compact(today="2999-01-01") == 0  # what compaction made is not due again
+    assert lake.snapshot().rows == count_events(embedded.log_dir) == 3002 + 6 * 3
+
+
+def test_only_small_files_make_todays_partition_due(embedded: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Today's partition is compacted once small files pile up; files at size, however many, never make it due."""
+    monkeypatch.setattr(table_module, "COMPACT_SMALL_FILES", 4)
+    monkeypatch.setattr(table_module, "SMALL_FILE_BYTES", 1)  # every file is at size
+    _many_small_commits(embedded.log_dir, 5)
+    lake = Lake(embedded.log_dir)
+    assert lake.compact() == 0 and len(lake.snapshot().files) == 5
+    monkeypatch.setattr(table_module, "SMALL_FILE_BYTES", 2**30)  # every file is small
+    assert lake.compact() == 5 and len(lake.snapshot().files) == 1
 
 
 def test_a_file_written_but_never_committed_is_never_counted(embedded: Harness) -> None:

@@ -72,8 +72,14 @@ BLOOM_FILTER_COLUMNS = ("operation_id", "user", "user_id")
 _BLOOM = ColumnProperties(bloom_filter_properties=BloomFilterProperties(True, fpp=0.01, ndv=ROW_GROUP_ROWS // 4))
 WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS,
                           column_properties={name: _BLOOM for name in BLOOM_FILTER_COLUMNS})
-COMPACT_SMALL_FILES = 16  # today's partition is compacted (unsorted) once it has this many files
-SORT_COLUMNS = ("operation_name", "timestamp")
+# Compaction merges small files, streaming, into bins of up to TARGET_FILE_BYTES, one bin at a time; delta-rs
+# never rewrites a file larger than that, so a compaction's work and memory are a bin's, not a partition's.
+# No sort: a z-order sorts a whole day at once (7.3 GB at 10M events; with a DataFusion memory pool it spilled
+# yet used more than the pool, and failed below 256 MB). Files keep the time order they were appended in,
+# which the time statistics prune on; operation ids have bloom filters and the operation index.
+TARGET_FILE_BYTES = 128 * 2**20
+SMALL_FILE_BYTES = TARGET_FILE_BYTES // 2  # a file still to be merged: only these make a partition due
+COMPACT_SMALL_FILES = 16  # today's partition is compacted once it has this many small files
 # Superseded files stay this long: far longer than any query, and time travel reaches as far.
 VACUUM_RETENTION_HOURS = 7 * 24
 # One writer at a time maintains the table (compaction); the lease is an app transaction.
@@ -147,16 +153,23 @@ class Snapshot:
         ]
 
 
-def _due_partition(snapshot: Snapshot, today: str) -> tuple[str, bool] | None:
-    """The first partition due for compaction, and whether it is a closed day."""
-    by_date: dict[str, int] = {}
+def _due_partition(snapshot: Snapshot, today: str) -> str | None:
+    """The first partition due for compaction.
+
+    Only small files count (below SMALL_FILE_BYTES): a closed day is due while two or more remain,
+    today's once COMPACT_SMALL_FILES piled up. Files compaction already made never make a partition
+    due again by themselves.
+    """
+    assert snapshot.table is not None
+    actions = pa.table(snapshot.table.get_add_actions(flatten=True)).select(["path", "size_bytes"]).to_pylist()
+    sizes = {unquote(a["path"]): a["size_bytes"] for a in actions}
+    small: dict[str, int] = {}
     for f in snapshot.files:
-        by_date[f.date] = by_date.get(f.date, 0) + 1
-    for date, count in sorted(by_date.items()):
-        if date < today and count > 1:
-            return date, True
-        if count >= COMPACT_SMALL_FILES:
-            return date, False
+        if sizes.get(f.path, 0) < SMALL_FILE_BYTES:
+            small[f.date] = small.get(f.date, 0) + 1
+    for date, count in sorted(small.items()):
+        if count >= (2 if date < today else COMPACT_SMALL_FILES):
+            return date
     return None
 
 
@@ -435,9 +448,10 @@ class Lake:
     def compact(self, *, today: str | None = None) -> int:
         """Compact one partition if one is due; returns the number of files it replaced.
 
-        A closed day (before ``today``, UTC) with more than one file is rewritten z-ordered by
-        operation and time; today's partition is merged (unsorted) once it has many small files.
-        Both are one Delta commit that changes no data, so concurrent appends are never lost.
+        A closed day (before ``today``, UTC) with two small files or more, and today's partition
+        once many small files piled up, have their files merged into bins of up to
+        TARGET_FILE_BYTES, one bin at a time (memory: a bin's writer); larger files are left alone.
+        It is one Delta commit that changes no data, so concurrent appends are never lost.
         delta-rs does not detect two optimizations of one partition racing each other (both
         commit, and the rows are stored twice), so only the holder of the table's maintenance
         lease optimizes; the other instances of a group skip their turn.
@@ -449,16 +463,11 @@ class Lake:
         due = _due_partition(snapshot, today or dt.datetime.now(dt.UTC).date().isoformat())
         if due is None or not self._take_lease():
             return 0
-        date, closed = due
         try:
-            table = self._fresh()
-            where = [(PARTITION_KEY, "=", date)]
             with owner_only():
-                if closed:
-                    metrics = table.optimize.z_order(list(SORT_COLUMNS), partition_filters=where,
-                                                     writer_properties=WRITER)
-                else:
-                    metrics = table.optimize.compact(partition_filters=where, writer_properties=WRITER)
+                metrics = self._fresh().optimize.compact(partition_filters=[(PARTITION_KEY, "=", due)],
+                                                         target_size=TARGET_FILE_BYTES, max_concurrent_tasks=1,
+                                                         writer_properties=WRITER)
             return int(metrics.get("numFilesRemoved", 0))
         except CommitFailedError:
             return 0  # a concurrent commit touched the partition: try again next time
