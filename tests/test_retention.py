@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
@@ -22,6 +24,7 @@ from secureml.audit import AuditTrail, connect, get_audit_logs
 from secureml.audit.exceptions import AuditValidationError
 from secureml.integrity import verify
 from secureml.integrity.keys import SIGNING_KEY_ENV, generate_key, key_id, load_signing_key, sign
+from secureml.integrity.merkle import MerkleTree, leaf_hashes
 from secureml.integrity.result import LOG_DELETED, MISSING
 from secureml.lake.table import Lake
 from secureml.retention import add_hold, apply_retention, list_holds, load_policy, remove_hold, stored_subject
@@ -69,6 +72,31 @@ def test_expired_rows_are_gone_and_verify_passes_reporting_the_expiry(
     # Nothing is left on disk to read them from: the removed data files were vacuumed.
     for path in (embedded.log_dir / "lake" / "events").rglob("*.parquet"):
         assert "application-0" not in pq.read_table(path).column("input_data").to_pylist()
+
+
+def test_the_record_built_two_rows_at_a_time_equals_the_whole_computation(
+    embedded: Harness, mixed: Logged, signing_key: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Judged and ordered a batch at a time, the removed events and their Merkle root are those of the whole lake."""
+    import secureml.retention.apply as apply_module
+
+    monkeypatch.setattr(apply_module, "SCAN_BATCH_ROWS", 2)
+    moment = dt.datetime.now(dt.UTC)
+    policy = {"default": "1y"}
+    con = duckdb.connect()
+    con.register("events", DeltaTable(Lake(embedded.log_dir).uri).to_pyarrow_table())
+    expected = con.sql(f"SELECT source, source_offset, hash FROM events WHERE "
+                       f"{load_policy(policy).expired_sql(moment, 'duckdb')} ORDER BY source, source_offset").fetchall()
+    result = apply_retention(embedded.log_dir, policy, now=moment)
+    record = stored_records(retention_root(embedded.log_dir))[0].record
+    removed = pq.read_table(retention_root(embedded.log_dir) / "records" / record.body["removed"]["file"])
+    assert result.events == record.body["removed"]["rows"] == len(expected) == 11
+    assert [tuple(r.values()) for r in removed.select(["source", "source_offset", "hash"]).to_pylist()] == expected
+    hashes = [h for _s, _o, h in expected]
+    assert record.body["removed"]["merkle_root"] == MerkleTree(leaf_hashes(hashes)).root(len(hashes)).hex()
+    assert not (retention_root(embedded.log_dir) / apply_module.SPILL_DIR).exists()  # the unordered rows, gone
+    verified = verify(embedded.log_dir, public_key=signing_key.public)
+    assert verified.ok and verified.expired_events == 11, [f.message for f in verified.errors]
 
 
 def test_legal_holds_keep_rows_by_operation_and_by_subject_and_later_records_chain(

@@ -2,6 +2,12 @@
 
 The commit rewrites the partitions (days) that hold expired events without them.
 
+Memory is bounded by a batch, not by the lake or by what expires: the lake's files are read a
+batch at a time and one predicate (DuckDB, on each batch) tells expired rows from kept ones, both
+when finding them and when rewriting their partitions. The removed events stream to a file under
+the retention folder, DuckDB orders them by (source, offset) within a bounded pool (spilling under
+the retention folder too), and their record file and Merkle root are written from that order.
+
 Order of work, so that a crash at any step leaves a lake that verifies or says what to do:
 the removed events' file and the record-to-be (``pending.json``) are written, then the
 rewrite commits (its commitInfo names the record), then the signed record is stored, then the
@@ -16,6 +22,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,12 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from secureml.audit._fs import file_lock, owner_only, write_atomically
+from secureml.audit._fs import file_lock, make_private_dir, open_private, owner_only, write_atomically
 from secureml.audit.config import resolve_config
 from secureml.audit.timeutil import micros_to_iso, now_micros
 from secureml.audit.transports.embedded import log_path
@@ -42,7 +51,6 @@ from secureml.lake.table import WRITER, Lake, Snapshot
 from secureml.retention.exceptions import RetentionError
 from secureml.retention.holds import HOLDS_FILE, LOCK_FILE, Hold, held_sql, read_holds, retention_dir
 from secureml.retention.policy import RetentionPolicy, load_policy, quote
-from secureml.retention.positions import position_keys
 from secureml.retention.records import (
     COMMIT_KEY,
     FORMAT_VERSION,
@@ -59,7 +67,9 @@ log = logging.getLogger(__name__)
 
 _ATTEMPTS = 10
 LEASE_WAIT_SECONDS = 120.0  # how long apply waits for a compaction holding the maintenance lease
-LEAF_CHUNK = 1 << 16
+SCAN_BATCH_ROWS = 65_536  # lake rows judged at a time: what memory holds of the lake
+SORT_MEMORY_LIMIT = "128MB"  # DuckDB's pool for ordering the removed events; past it, it spills to disk
+SPILL_DIR = ".spill"  # in the retention folder (inside log_dir): the removed events before ordering, the sort's spill
 
 
 @dataclass
@@ -113,42 +123,131 @@ def _positions_sql(table: DeltaTable) -> str:
     return "(" + " OR ".join(terms) + ")" if terms else "false"
 
 
-def _expired_rows(table: DeltaTable, predicate: str) -> pa.Table:
-    """The removed events' skeleton rows (REMOVED_SCHEMA), in (source, offset) order, read batch by batch."""
-    found = QueryBuilder().register("events", table).execute(f"SELECT * FROM events WHERE {predicate}")
-    schema = table_schema()
-    parts = []
-    for raw in found:
-        rows = pa.record_batch(raw)
-        if not rows.num_rows:
-            continue
-        batch = rows.select(schema.names).cast(schema)
-        bones = skeleton(batch, 0)
-        parts.append(pa.RecordBatch.from_arrays(
-            [bones.column(n) if n in bones.schema.names else batch.column(n) for n in REMOVED_SCHEMA.names],
-            schema=REMOVED_SCHEMA))
-    removed = pa.Table.from_batches(parts, REMOVED_SCHEMA)
-    return removed.sort_by([("source", "ascending"), ("source_offset", "ascending")])
+class _Judge:
+    """Tells expired rows from kept ones, a batch at a time, with one predicate: the same answer when finding and
+    when rewriting."""
+
+    def __init__(self, predicate: str) -> None:
+        # One thread: the answers come back in the batch's row order.
+        self._con = duckdb.connect(config={"threads": 1, "preserve_insertion_order": True})
+        self._sql = f"SELECT coalesce(({predicate}), false) AS expired FROM batch"
+
+    def expired(self, batch: pa.RecordBatch) -> pa.Array:
+        """True for each row of ``batch`` the predicate expires."""
+        self._con.register("batch", pa.Table.from_batches([batch]))
+        try:
+            return self._con.sql(self._sql).to_arrow_table()["expired"].combine_chunks()
+        finally:
+            self._con.unregister("batch")
+
+    def close(self) -> None:
+        """Release DuckDB."""
+        self._con.close()
 
 
-def merkle_root(hashes: pa.ChunkedArray) -> str:
-    """RFC 6962 root of the leaf hashes of event hashes, in order (hex)."""
-    frontier: list[bytes] = []
-    for start in range(0, len(hashes), LEAF_CHUNK):
-        frontier = extend_frontier(frontier, start, leaf_hashes(hashes.slice(start, LEAF_CHUNK).to_pylist()))
-    return root_of_frontier(frontier).hex()
+@dataclass
+class _Found:
+    """What the scan found, in counts: by event type and by source, the days, the time range."""
+
+    events: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)
+    dates: set[str] = field(default_factory=set)
+    first: dt.datetime | None = None
+    last: dt.datetime | None = None
+
+    def add(self, removed: pa.RecordBatch) -> None:
+        """Count a batch of removed rows (REMOVED_SCHEMA)."""
+        self.events += removed.num_rows
+        for name, into in (("event_type", self.counts), ("source", self.sources)):
+            for entry in pc.value_counts(removed[name]).to_pylist():
+                into[entry["values"]] = into.get(entry["values"], 0) + entry["counts"]
+        days = pc.unique(pc.cast(pc.cast(removed["timestamp"], pa.timestamp("us")), pa.date32())).to_pylist()
+        self.dates.update(day.isoformat() for day in days)
+        times = pc.min_max(removed["timestamp"])
+        low, high = times["min"].as_py(), times["max"].as_py()
+        self.first = low if self.first is None else min(self.first, low)
+        self.last = high if self.last is None else max(self.last, high)
 
 
-def _counts(rows: pa.Table) -> dict[str, int]:
-    grouped = rows.group_by("event_type").aggregate([("event_type", "count")])
-    return dict(zip(grouped["event_type"].to_pylist(), grouped["event_type_count"].to_pylist()))
+def _removed_rows(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The skeleton rows (REMOVED_SCHEMA) of lake rows."""
+    bones = skeleton(batch, 0)
+    return pa.RecordBatch.from_arrays(
+        [bones.column(n) if n in bones.schema.names else batch.column(n) for n in REMOVED_SCHEMA.names],
+        schema=REMOVED_SCHEMA)
+
+
+def _find_expired(lake: Lake, snapshot: Snapshot, judge: _Judge, spill: Path | None) -> _Found:
+    """Count the expired rows of a version, a batch at a time, and stream their skeletons to ``spill`` (unordered)."""
+    found = _Found()
+    sink = None if spill is None else os.fdopen(open_private(spill, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb")
+    writer = None if sink is None else pq.ParquetWriter(sink, REMOVED_SCHEMA, compression="zstd")
+    try:
+        for entry in snapshot.files:
+            for batch in lake.batches(entry, batch_size=SCAN_BATCH_ROWS):
+                expired = batch.filter(judge.expired(batch))
+                if not expired.num_rows:
+                    continue
+                removed = _removed_rows(expired)
+                found.add(removed)
+                if writer is not None:
+                    writer.write_batch(removed)
+    finally:
+        if writer is not None and sink is not None:
+            writer.close()
+            sink.close()
+    return found
+
+
+class _MerkleRoot:
+    """RFC 6962 root of event hashes appended in order, a batch at a time (memory: the frontier)."""
+
+    def __init__(self) -> None:
+        self.frontier: list[bytes] = []
+        self.size = 0
+
+    def add(self, hashes: pa.Array) -> None:
+        """Append the leaves of these event hashes."""
+        leaves = leaf_hashes(hashes.to_pylist())
+        self.frontier = extend_frontier(self.frontier, self.size, leaves)
+        self.size += len(leaves)
+
+    def hex(self) -> str:
+        """The root so far (hex)."""
+        return root_of_frontier(self.frontier).hex()
+
+
+def _write_ordered(root: Path, sequence: int, spill: Path) -> tuple[str, str, str]:
+    """The record's removed-events file, in (source, offset) order; returns its name, SHA-256 and Merkle root.
+
+    DuckDB orders the spilled rows in a bounded pool, spilling beside them (under log_dir).
+    """
+    con = duckdb.connect(config={"threads": 1, "memory_limit": SORT_MEMORY_LIMIT, "preserve_insertion_order": True,
+                                 "temp_directory": str(spill.parent / "sort")})
+    tree = _MerkleRoot()
+
+    def ordered() -> Iterator[pa.RecordBatch]:
+        reader = con.sql("SELECT * FROM read_parquet(?) ORDER BY source, source_offset",
+                         params=[str(spill)]).to_arrow_reader(SCAN_BATCH_ROWS)
+        for batch in reader:
+            batch = batch.cast(REMOVED_SCHEMA)
+            tree.add(batch["hash"])
+            yield batch
+
+    try:
+        with owner_only():  # DuckDB's spill files take no mode
+            name, digest = write_removed(root, sequence, ordered())
+    finally:
+        con.close()
+    return name, digest, tree.hex()
 
 
 def _iso(value: Any) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _finished_segments(lake: Lake, table: DeltaTable, removed: pa.Table) -> list[dict[str, Any]]:
+def _finished_segments(lake: Lake, table: DeltaTable, gone: dict[str, int]) -> list[dict[str, Any]]:
     """Embedded-log segments every event of which is removed now, read to their end, whose writer has finished."""
     directory = log_path(lake.log_dir)
     if not lake.local or not directory.is_dir():
@@ -156,7 +255,6 @@ def _finished_segments(lake: Lake, table: DeltaTable, removed: pa.Table) -> list
     found = QueryBuilder().register("events", table).execute(
         "SELECT source, count(*) AS n FROM events WHERE source LIKE 'log/%' GROUP BY source")
     held = pa.table(found.read_all()).to_pylist()
-    gone = _counts(removed.select(["source"]).rename_columns(["event_type"])) if removed.num_rows else {}
     names = [p.name for p in directory.iterdir()]
     segments = []
     for entry in held:
@@ -247,71 +345,67 @@ def _apply(lake: Lake, root: Path, rules: RetentionPolicy, holds: list[Hold], mo
         table = snapshot.table
         assert table is not None and snapshot.version is not None
         before = snapshot.version
-        predicate = (f"({rules.expired_sql(moment, 'datafusion')}) AND NOT {held_sql(holds)} "
-                     f"AND {_positions_sql(table)}")
-        log.info("retention: finding events expired at %s in table version %d", _iso(moment), before)
-        removed = _expired_rows(table, predicate)
-        result = RetentionResult(removed.num_rows, _counts(removed) if removed.num_rows else {}, dry_run=dry_run,
-                                 table_version_before=before)
-        if removed.num_rows:
-            times = pc.min_max(removed["timestamp"])
-            result.first, result.last = _iso(times["min"].as_py()), _iso(times["max"].as_py())
-        if dry_run or not removed.num_rows:
-            return result
-        segments = _finished_segments(lake, table, removed)
-        name, digest = write_removed(root, sequence, removed)
-        body = {
-            "version": FORMAT_VERSION, "sequence": sequence, "evaluated_at": _iso(moment),
-            "prev_record_hash": previous.digest() if previous else "", "policy": rules.to_dict(),
-            "holds": [{"kind": h.kind, "value": h.value} for h in holds],
-            "events": removed.num_rows, "counts": result.counts, "range": {"first": result.first, "last": result.last},
-            "table_version_before": before,
-            "removed": {"file": name, "sha256": digest, "rows": removed.num_rows,
-                        "merkle_root": merkle_root(removed["hash"])},
-            "segments": segments,
-        }
-        # Written before the delete: an apply interrupted after it completes the record from this.
-        write_atomically(root / PENDING_FILE, json.dumps(body).encode(), 0o600, replace=True)
-        log.info("retention: rewriting %d partition(s) without %d expired events, in one commit",
-                 len(_dates(removed)), removed.num_rows)
+        judge = _Judge(f"({rules.expired_sql(moment, 'duckdb')}) AND NOT {held_sql(holds)} AND {_positions_sql(table)}")
+        spill = None if dry_run else make_private_dir(root / SPILL_DIR) / f"{sequence:012d}.unordered.parquet"
         try:
-            after = _rewrite(lake, snapshot, removed, sequence)
-        except CommitFailedError:
-            log.info("retention: another writer changed the same partitions meanwhile: judging again")
-            continue
-        except (DeltaError, OSError, RetentionError) as exc:
-            (root / PENDING_FILE).unlink(missing_ok=True)
-            raise RetentionError(f"could not delete expired events from {lake.uri}: {exc}. Nothing was deleted; "
-                                 "check that the lake is writable and try again") from exc
+            log.info("retention: finding events expired at %s in table version %d", _iso(moment), before)
+            found = _find_expired(lake, snapshot, judge, spill)
+            result = RetentionResult(found.events, found.counts, dry_run=dry_run, table_version_before=before)
+            if found.events:
+                assert found.first is not None and found.last is not None
+                result.first, result.last = _iso(found.first), _iso(found.last)
+            if dry_run or not found.events:
+                return result
+            assert spill is not None
+            segments = _finished_segments(lake, table, found.sources)
+            name, digest, root_hash = _write_ordered(root, sequence, spill)
+            body = {
+                "version": FORMAT_VERSION, "sequence": sequence, "evaluated_at": _iso(moment),
+                "prev_record_hash": previous.digest() if previous else "", "policy": rules.to_dict(),
+                "holds": [{"kind": h.kind, "value": h.value} for h in holds],
+                "events": found.events, "counts": result.counts, "range": {"first": result.first, "last": result.last},
+                "table_version_before": before,
+                "removed": {"file": name, "sha256": digest, "rows": found.events, "merkle_root": root_hash},
+                "segments": segments,
+            }
+            # Written before the delete: an apply interrupted after it completes the record from this.
+            write_atomically(root / PENDING_FILE, json.dumps(body).encode(), 0o600, replace=True)
+            log.info("retention: rewriting %d partition(s) without %d expired events, in one commit",
+                     len(found.dates), found.events)
+            try:
+                after = _rewrite(lake, snapshot, found, judge, sequence)
+            except CommitFailedError:
+                log.info("retention: another writer changed the same partitions meanwhile: judging again")
+                continue
+            except (DeltaError, OSError, RetentionError) as exc:
+                (root / PENDING_FILE).unlink(missing_ok=True)
+                raise RetentionError(f"could not delete expired events from {lake.uri}: {exc}. Nothing was deleted; "
+                                     "check that the lake is writable and try again") from exc
+        finally:
+            judge.close()
+            shutil.rmtree(root / SPILL_DIR, ignore_errors=True)
         return _finish(lake, root, body, key, after, result)
     raise RetentionError(f"could not delete expired events from {lake.uri}: other writers kept changing the same "
                          "files; try again when compaction is idle")
 
 
-def _dates(removed: pa.Table) -> list[str]:
-    """The partitions (UTC dates) that hold removed events."""
-    days = pc.unique(pc.cast(pc.cast(removed["timestamp"], pa.timestamp("us")), pa.date32())).to_pylist()
-    return sorted(day.isoformat() for day in days)
-
-
-def _rewrite(lake: Lake, snapshot: Snapshot, removed: pa.Table, sequence: int) -> int:
+def _rewrite(lake: Lake, snapshot: Snapshot, found: _Found, judge: _Judge, sequence: int) -> int:
     """Rewrite the partitions holding removed events without them, in one commit; returns the new table version.
 
-    The rows stream from the version's files through the writer (memory: a batch, plus the
-    removed positions; on an object store, the kept rows of those partitions). A rewrite rather
+    The rows stream from the version's files through the writer, judged again batch by batch
+    (memory: a batch; on an object store, the kept rows of those partitions). A rewrite rather
     than a Delta ``delete``: delta-rs's delete writes string-view columns that pyarrow datasets
     then fail to filter. The commit names the record.
     """
-    dates = _dates(removed)
-    files = [f for f in snapshot.files if f.date in dates]
-    gone = position_keys(removed)
-    expected = sum(f.rows for f in files) - removed.num_rows
+    dates = sorted(found.dates)
+    files = [f for f in snapshot.files if f.date in found.dates]
+    expected = sum(f.rows for f in files) - found.events
 
     def kept() -> Iterator[pa.RecordBatch]:
         count = 0
         for entry in files:
-            for batch in lake.batches(entry):
-                batch = batch.filter(pc.invert(pc.is_in(position_keys(batch), value_set=gone)))
+            for batch in lake.batches(entry, batch_size=SCAN_BATCH_ROWS):
+                batch = batch.filter(pc.invert(judge.expired(batch)))
                 count += batch.num_rows
                 yield from with_partition(pa.Table.from_batches([batch])).cast(table_schema()).to_batches()
         if count != expected:  # raised inside the writer: nothing is committed

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,12 +116,13 @@ def removed_path(retention_root: Path, record: RetentionRecord) -> Path:
     return records_dir(retention_root) / Path(str(record.body["removed"]["file"])).name
 
 
-def write_removed(retention_root: Path, sequence: int, rows: pa.Table) -> tuple[str, str]:
-    """Store the removed events' file for a record; returns its name and SHA-256."""
+def write_removed(retention_root: Path, sequence: int, batches: Iterable[pa.RecordBatch]) -> tuple[str, str]:
+    """Store the removed events' file for a record, a batch at a time (REMOVED_SCHEMA); returns its name and SHA-256."""
     directory = make_private_dir(records_dir(retention_root))
     path = directory / f"{sequence:012d}{REMOVED_SUFFIX}"
-    with replacing(path, 0o600, replace=True) as tmp:
-        pq.write_table(rows.cast(REMOVED_SCHEMA), tmp, compression="zstd")
+    with replacing(path, 0o600, replace=True) as tmp, pq.ParquetWriter(tmp, REMOVED_SCHEMA, compression="zstd") as out:
+        for batch in batches:
+            out.write_batch(batch)
     return path.name, file_sha256(path)
 
 
