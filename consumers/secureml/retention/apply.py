@@ -123,13 +123,20 @@ def _positions_sql(table: DeltaTable) -> str:
     return "(" + " OR ".join(terms) + ")" if terms else "false"
 
 
+def _duckdb(config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that prints no progress bar (it would land on the CLI's stdout)."""
+    con = duckdb.connect(config=config)
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
 class _Judge:
     """Tells expired rows from kept ones, a batch at a time, with one predicate: the same answer when finding and
     when rewriting."""
 
     def __init__(self, predicate: str) -> None:
         # One thread: the answers come back in the batch's row order.
-        self._con = duckdb.connect(config={"threads": 1, "preserve_insertion_order": True})
+        self._con = _duckdb({"threads": 1, "preserve_insertion_order": True})
         self._sql = f"SELECT coalesce(({predicate}), false) AS expired FROM batch"
 
     def expired(self, batch: pa.RecordBatch) -> pa.Array:
@@ -223,8 +230,8 @@ def _write_ordered(root: Path, sequence: int, spill: Path) -> tuple[str, str, st
 
     DuckDB orders the spilled rows in a bounded pool, spilling beside them (under log_dir).
     """
-    con = duckdb.connect(config={"threads": 1, "memory_limit": SORT_MEMORY_LIMIT, "preserve_insertion_order": True,
-                                 "temp_directory": str(spill.parent / "sort")})
+    con = _duckdb({"threads": 1, "memory_limit": SORT_MEMORY_LIMIT, "preserve_insertion_order": True,
+                   "temp_directory": str(spill.parent / "sort")})
     tree = _MerkleRoot()
 
     def ordered() -> Iterator[pa.RecordBatch]:
