@@ -7,9 +7,12 @@ verify, the first signed checkpoint, compaction, a report, retention apply and a
 With --lake DIR the built lake is kept there and reused (10M events take several minutes to
 log); the commands that change a lake then run on a fresh copy of it. Target (issue 11): peak
 RSS bounded by batch size, not lake size; verify <= 500 MB at 10M events and >= 2x the
-materializer's rate.
+materializer's rate. With --baseline SRC (a source tree holding ``producer/`` and ``consumers/``,
+e.g. ``git archive main producer consumers``), each of the compact and retention steps runs
+first with that code, then with this one, each on a fresh copy of the lake: same-run ratios.
 
 Run: .venv/bin/python bench/bench_memory.py [--events 10000000] [--lake DIR] [--steps verify ...]
+     [--baseline SRC]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from secureml.integrity.keys import SIGNING_KEY_ENV
 RSS_TARGET_MB = 500
 # In this order: verify needs the checkpoint, compaction and retention change the lake.
 STEPS = ("materialize", "checkpoint", "verify", "report", "export", "compact", "retention")
+CHANGING = ("compact", "retention")  # the steps a --baseline tree runs too
 
 # Each step in a child: its result as JSON on the last line, with its own peak RSS.
 CHILD = """
@@ -65,7 +69,7 @@ elif step == "checkpoint":
     from secureml.lake.table import Lake
     generate_key(Path(key))
     LakeCheckpointer(Path(key), create_key=False).checkpoint(Lake(Path(log_dir)))
-elif step == "compact":  # the day's partition as a closed day: z-ordered by operation and time
+elif step == "compact":  # the day's partition as a closed day: its small files merged in bins
     import datetime as dt
     from secureml.lake.table import Lake
     tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).date().isoformat()
@@ -86,10 +90,12 @@ print(json.dumps(result, default=str))
 """
 
 
-def step(name: str, log_dir: Path, key: Path) -> dict:
-    """Run one step in a child process; its JSON result (events, seconds, peak RSS)."""
+def step(name: str, log_dir: Path, key: Path, code: Path | None = None) -> dict:
+    """Run one step in a child process (with the source tree ``code`` when given); its JSON result."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECUREML_AUDIT_")}
     env[SIGNING_KEY_ENV] = str(key)  # never the home directory's key
+    if code is not None:
+        env["PYTHONPATH"] = f"{code / 'producer'}:{code / 'consumers'}"
     began = time.monotonic()
     output = key.parent.parent / name  # what a report or an export writes: outside the log directory
     out = subprocess.run([sys.executable, "-c", CHILD, name, str(log_dir), str(key), str(output)],
@@ -97,7 +103,8 @@ def step(name: str, log_dir: Path, key: Path) -> dict:
     if out.returncode != 0:
         raise SystemExit(f"bench: {name} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"bench: {name} ({time.monotonic() - began:.0f} s): {result}", file=sys.stderr, flush=True)
+    label = name if code is None else f"{name} (baseline {code})"
+    print(f"bench: {label} ({time.monotonic() - began:.0f} s): {result}", file=sys.stderr, flush=True)
     return result
 
 
@@ -129,6 +136,8 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--lake", type=Path, help="build the lake here once and reuse it in later runs")
     parser.add_argument("--steps", nargs="*", choices=STEPS, default=list(STEPS), help="the commands to run")
+    parser.add_argument("--baseline", type=Path, metavar="SRC",
+                        help="run compact and retention with this source tree too, each on a fresh copy")
     args = parser.parse_args()
     work = args.lake or Path(tempfile.mkdtemp(prefix="bench-memory-"))
     built = work / "built.json"
@@ -153,6 +162,15 @@ def main() -> int:
                         result = step(name, work / "again" / "logs", work / "again" / "keys" / "signing_key.pem")
                     finally:
                         shutil.rmtree(work / "again", ignore_errors=True)
+                elif args.baseline is not None and name in CHANGING:
+                    fresh_copy(work / "logs", run / "logs")
+                    baseline = rated(step(name, run / "logs", run / "keys" / "signing_key.pem", args.baseline), events)
+                    fresh_copy(work / "logs", run / "logs")
+                    result = step(name, run / "logs", run / "keys" / "signing_key.pem")
+                    report[f"{name}_baseline"] = baseline
+                    ours = rated(result, events)
+                    report[f"ratio_{name}_rate_vs_baseline"] = round(ours["events_per_s"] / baseline["events_per_s"], 2)
+                    report[f"ratio_{name}_rss_vs_baseline"] = round(ours["peak_rss_mb"] / baseline["peak_rss_mb"], 2)
                 else:
                     result = step(name, run / "logs", run / "keys" / "signing_key.pem")
                 report[name] = rated(result, events)

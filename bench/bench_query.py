@@ -36,8 +36,11 @@ DAY_US = 86_400_000_000
 START_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 
 
-def build_lake(log_dir: Path, events: int, days: int = 30, operations: int = 20_000) -> None:
-    """A lake of `events` rows over `days` date partitions, each day one file sorted as compaction sorts."""
+def build_lake(log_dir: Path, events: int, days: int = 30, operations: int = 20_000, *, sorted_days: bool = True
+               ) -> None:
+    """A lake of `events` rows over `days` date partitions, each day one file sorted by operation and time
+    (``sorted_days``, as the first compaction z-ordered a closed day) or in time order (as appended, and as
+    compaction in bins leaves it)."""
     schema = lake_schema()
     lake = Lake(log_dir)
     per_day = events // days
@@ -67,7 +70,8 @@ def build_lake(log_dir: Path, events: int, days: int = 30, operations: int = 20_
         }
         arrays = [columns[f.name].cast(f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema]
         table = pa.Table.from_arrays(arrays, schema=schema)
-        table = table.sort_by([("operation_name", "ascending"), ("timestamp", "ascending"), ("seq", "ascending")])
+        order = [("operation_name", "ascending")] if sorted_days else []
+        table = table.sort_by([*order, ("timestamp", "ascending"), ("seq", "ascending")])
         write_deltalake(lake.uri, with_partition(table).cast(table_schema()), mode="append",
                         partition_by=[PARTITION_KEY], writer_properties=WRITER)
         print(f"\rbench: wrote day {day + 1}/{days}", file=sys.stderr, end="")
@@ -85,12 +89,14 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--lake", type=Path, metavar="DIR",
                         help="build the lake in DIR and keep it; reuse it when DIR exists (default: a temporary one)")
+    parser.add_argument("--layout", choices=("sorted", "appended"), default="sorted",
+                        help="each day sorted by operation and time, or in time order (compaction in bins)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = args.lake or Path(tmp) / "lake"
         began = time.perf_counter()
         if not log_dir.exists():
-            build_lake(log_dir, args.events)
+            build_lake(log_dir, args.events, sorted_days=args.layout == "sorted")
         built = time.perf_counter() - began
         start, end = "2026-01-12T06:00:00", "2026-01-12T18:00:00"
         ours, ours_arrow, baseline, rows = [], [], [], 0
@@ -139,7 +145,7 @@ def main() -> int:
             big_dicts.append(t1 - t0)
             big_arrow.append(time.perf_counter() - t1)
         result = {
-            "events": args.events, "build_seconds": round(built, 1),
+            "events": args.events, "layout": args.layout, "build_seconds": round(built, 1),
             "get_audit_logs_p50_ms": round(statistics.median(ours) * 1000, 1),
             "get_audit_logs_p90_ms": round(sorted(ours)[int(len(ours) * 0.9)] * 1000, 1),
             "get_audit_logs_arrow_p50_ms": round(statistics.median(ours_arrow) * 1000, 1),
