@@ -16,7 +16,7 @@ from secureml.audit import AuditTrail, get_audit_logs
 from secureml.audit.events import envelope_fields, fields_of
 from secureml.lake.table import BLOOM_FILTER_COLUMNS, Lake
 from secureml.materializer import materialize
-from secureml.query.logs import _iso_utc, _list_column, _to_logs
+from secureml.query.logs import _iso_utc, _list_column, _shared_values, _to_logs
 
 
 def _log_operations(log_dir: Path, operations: int) -> list[str]:
@@ -154,3 +154,17 @@ def test_dicts_in_a_given_order_equal_the_rows_taken_in_that_order(
         order = np.random.default_rng(7).permutation(table.num_rows)
         assert _to_logs(table, order) == _to_logs(table.take(order))
         assert [list(log) for log in _to_logs(table, order)] == [list(log) for log in _to_logs(table.take(order))]
+
+
+def test_large_text_and_time_columns_read_as_arrow_rows_repeated_values_shared() -> None:
+    """A large column of few distinct texts or times (and nulls) reads as Arrow's rows, each distinct value once."""
+    names = pa.chunked_array([pa.array([f"op-{i % 7}" if i % 5 else None for i in range(20_000)])] * 2)
+    shared = _shared_values(names)
+    assert shared == names.to_pylist()
+    assert len({id(value) for value in shared}) == 8  # 7 texts and None
+    start = dt.datetime(2026, 1, 12, 8, 10, 19, 200000, _UTC)
+    times = pa.chunked_array([pa.array([start + dt.timedelta(seconds=i % 3) for i in range(20_000)],
+                                       pa.timestamp("us", "UTC"))])
+    assert _shared_values(times, _iso_utc) == _iso_utc(times).to_pylist()
+    distinct = pa.chunked_array([pa.array([str(i) for i in range(20_000)])])
+    assert _shared_values(distinct) == distinct.to_pylist()
