@@ -168,3 +168,14 @@ def test_large_text_and_time_columns_read_as_arrow_rows_repeated_values_shared()
     assert _shared_values(times, _iso_utc) == _iso_utc(times).to_pylist()
     distinct = pa.chunked_array([pa.array([str(i) for i in range(20_000)])])
     assert _shared_values(distinct) == distinct.to_pylist()
+
+
+def test_dicts_of_a_few_rows_equal_those_built_column_wise(lake_with_operations: tuple[Path, list[str]]) -> None:
+    """Types with a few rows (converted row by row) give the dicts the column-wise conversion gives for many rows."""
+    log_dir, _ids = lake_with_operations
+    table = get_audit_logs(log_dir=log_dir, output="arrow")
+    few = _to_logs(table)
+    many = _to_logs(pa.concat_tables([table] * 80))  # every event type >= 64 rows: column-wise
+    assert few == many[:len(few)]
+    assert [list(log) for log in few] == [list(log) for log in many[:len(few)]]
+    assert all(type(log[k]) is type(other[k]) for log, other in zip(few, many) for k in log)

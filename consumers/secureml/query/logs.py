@@ -439,6 +439,8 @@ def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any
     (one C call) with only the other columns set, so its cost follows the columns that vary.
     """
     keys = _keys(event_type)
+    if table.num_rows < _TEMPLATE_MIN_ROWS:
+        return _few_logs(table, keys)
     template: dict[str, Any] = {}
     varying: list[str] = []
     values: list[list[Any]] = []
@@ -457,6 +459,31 @@ def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any
         varying.append(name)
         values.append(_python_values(name, column))
     return list(map(_filler(tuple(varying)), itertools.repeat(template, table.num_rows), *values))
+
+
+def _few_logs(table: pa.Table, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A few rows as log dicts, by Arrow's own row conversion with times and JSON texts then set in Python.
+
+    For the handful of rows of an operation's start and end beside its many other events, this
+    costs less than the two or three Arrow calls per column of the column-wise conversion.
+    """
+    logs = table.select(list(keys)).to_pylist()
+    times = [key for key in keys if key in TIMESTAMP_FIELDS]
+    texts = [key for key in keys if key in JSON_FIELDS]
+    for log in logs:
+        for key in times:
+            if (value := log[key]) is not None:
+                log[key] = _iso_text(value)
+        for key in texts:
+            if (value := log[key]) is not None:
+                log[key] = json.loads(value)
+    return logs
+
+
+def _iso_text(value: dt.datetime) -> str:
+    """A time as ``_iso_utc`` writes it (a naive time is UTC, as the lake stores times)."""
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).isoformat(
+        timespec="microseconds")
 
 
 @functools.lru_cache(maxsize=64)
