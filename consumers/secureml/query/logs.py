@@ -50,7 +50,8 @@ Output = Literal["dicts", "arrow", "pandas", "polars"]
 OUTPUTS = ("dicts", "arrow", "pandas", "polars")
 
 _local = threading.local()
-# Below this many rows, looking for columns equal in every row costs more Arrow calls than it saves.
+# Below this many rows of one event type, Arrow's own row conversion costs less than the column-wise
+# one (its search for columns equal in every row, and two or three Arrow calls per column).
 _TEMPLATE_MIN_ROWS = 64
 # Sharing repeated values (``_shared_values``) pays in large results, where allocating an object per
 # row dominates; below this many rows its Arrow calls cost more than they save (measured at 2.5k rows).
@@ -450,8 +451,8 @@ def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any
         if column.null_count == len(column):
             continue
         # Equality to the first value: several times cheaper than min_max, which orders strings.
-        if (len(column) >= _TEMPLATE_MIN_ROWS and column.null_count == 0 and not pa.types.is_list(column.type)
-                and not pa.types.is_large_list(column.type) and pc.all(pc.equal(column, column[0])).as_py()):
+        if (column.null_count == 0 and not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type)
+                and pc.all(pc.equal(column, column[0])).as_py()):
             (value,) = _python_values(name, column.slice(0, 1))
             if not isinstance(value, (dict, list)):  # rows are the caller's to change: no shared containers
                 template[name] = value
@@ -515,10 +516,10 @@ def _shared_values(
     ``convert`` then runs on the distinct values only. Whether to try is decided on the first
     rows: encoding a column of distinct values (event ids, times) only adds to its cost.
     """
-    if len(column) < _SHARE_MIN_ROWS or 2 * pc.count_distinct(column.slice(0, _PROBE_ROWS)).as_py() > _PROBE_ROWS:
-        return (column if convert is None else convert(column)).to_pylist()
-    encoded = pc.dictionary_encode(column).combine_chunks()
-    if 2 * len(encoded.dictionary) > len(encoded):
+    encoded = None
+    if len(column) >= _SHARE_MIN_ROWS and 2 * pc.count_distinct(column.slice(0, _PROBE_ROWS)).as_py() <= _PROBE_ROWS:
+        encoded = pc.dictionary_encode(column).combine_chunks()
+    if encoded is None or 2 * len(encoded.dictionary) > len(encoded):
         return (column if convert is None else convert(column)).to_pylist()
     values = (encoded.dictionary if convert is None else convert(pa.chunked_array([encoded.dictionary]))).to_pylist()
     indices = encoded.indices
