@@ -8,14 +8,19 @@ same run: the same filter as a DuckDB scan of the same files without the lake's 
 
 Also times one operation_id among all events (no time range: the reader's operation index
 names the files holding it, the first lookup of the process builds it) against the same DuckDB scan,
-and the dict rate of a large result (one operation name over all days) against Arrow.
+and the dict rate of large results (time ranges returning about 100k and 1M rows) against the same
+query's Arrow output, alternating.
 
     .venv/bin/python bench/bench_query.py [--events 10000000] [--queries 30] [--lake DIR]
+        [--large-rows 100000,1000000]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import gc
+import itertools
 import json
 import statistics
 import sys
@@ -83,6 +88,45 @@ def _paired(ours: list[float], baseline: list[float]) -> float:
     return round(statistics.median(o / b for o, b in zip(ours, baseline)), 3)
 
 
+def _large_result(log_dir: Path, size: int) -> dict[str, float]:
+    """Dicts against Arrow, alternating, for a time range from 2026-01-02 holding about ``size`` rows."""
+    per_us = Lake(log_dir).snapshot().rows / (30 * DAY_US)  # both lake builders spread events over 30 days
+    start_us = START_US + DAY_US
+    span = {"start_time": _iso(start_us), "end_time": _iso(start_us + int(size / per_us))}
+    dicts, arrow, floor, rows = [], [], [], 0
+    for _ in range(7 if size <= 200_000 else 3):
+        t0 = time.perf_counter()
+        logs = get_audit_logs(log_dir=log_dir, **span)
+        t1 = time.perf_counter()
+        get_audit_logs(log_dir=log_dir, output="arrow", **span)
+        t2 = time.perf_counter()
+        # A floor for any dict output: copying one ready dict per row (its keys, the values shared), the
+        # garbage collector paused as get_audit_logs pauses it.
+        gc.disable()
+        copies = list(map(dict, itertools.repeat(logs[-1], len(logs))))
+        floor.append(time.perf_counter() - t2)
+        gc.enable()
+        rows = len(logs)
+        del logs, copies
+        dicts.append(t1 - t0)
+        arrow.append(t2 - t1)
+    return {
+        "rows": rows,
+        "dicts_rows_per_s": round(rows / statistics.median(dicts)),
+        "arrow_rows_per_s": round(rows / statistics.median(arrow)),
+        "dicts_vs_arrow_time": round(statistics.median(dicts) / statistics.median(arrow), 2),
+        "dicts_vs_arrow_time_median_of_pairs": _paired(dicts, arrow),
+        # What making the dicts adds to the same query (the dict rate of the conversion alone).
+        "conversion_rows_per_s": round(rows / max(1e-9, statistics.median(dicts) - statistics.median(arrow))),
+        "dict_copy_floor_rows_per_s": round(rows / statistics.median(floor)),
+    }
+
+
+def _iso(micros: int) -> str:
+    """A time in micros as the ISO 8601 text get_audit_logs takes."""
+    return dt.datetime.fromtimestamp(micros / 1e6, dt.UTC).isoformat()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -91,6 +135,9 @@ def main() -> int:
                         help="build the lake in DIR and keep it; reuse it when DIR exists (default: a temporary one)")
     parser.add_argument("--layout", choices=("sorted", "appended"), default="sorted",
                         help="each day sorted by operation and time, or in time order (compaction in bins)")
+
+    parser.add_argument("--large-rows", default="100000,1000000",
+                        help="sizes of the large results whose dict rate is measured (comma-separated)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = args.lake or Path(tmp) / "lake"
@@ -136,14 +183,7 @@ def main() -> int:
                 by_id.append(t1 - t0)
                 by_id_scan.append(t2 - t1)
                 id_rows += n
-        big_dicts, big_arrow, big_rows = [], [], 0
-        for q in range(7):
-            t0 = time.perf_counter()
-            big_rows = len(get_audit_logs(operation_name=f"model_{q}", log_dir=log_dir))
-            t1 = time.perf_counter()
-            get_audit_logs(operation_name=f"model_{q}", log_dir=log_dir, output="arrow")
-            big_dicts.append(t1 - t0)
-            big_arrow.append(time.perf_counter() - t1)
+        large = {size: _large_result(log_dir, size) for size in map(int, args.large_rows.split(","))}
         result = {
             "events": args.events, "layout": args.layout, "build_seconds": round(built, 1),
             "get_audit_logs_p50_ms": round(statistics.median(ours) * 1000, 1),
@@ -163,13 +203,7 @@ def main() -> int:
             "operation_id_speedup_vs_scan": round(statistics.median(by_id_scan) / statistics.median(by_id), 2),
             "operation_id_vs_scan_median_of_pairs": _paired(by_id, by_id_scan),
             "rows_per_operation": id_rows // args.queries,
-            "large_result_rows": big_rows,
-            "large_result_dicts_rows_per_s": round(big_rows / statistics.median(big_dicts)),
-            "large_result_arrow_rows_per_s": round(big_rows / statistics.median(big_arrow)),
-            "large_result_dicts_vs_arrow_time": round(statistics.median(big_dicts) / statistics.median(big_arrow), 2),
-            # What making the dicts adds to the same query (the dict rate of the conversion alone).
-            "large_result_conversion_rows_per_s": round(
-                big_rows / max(1e-9, statistics.median(big_dicts) - statistics.median(big_arrow))),
+            "large_results": large,
         }
     print(json.dumps(result, indent=2))
     return 0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -14,7 +16,7 @@ from secureml.audit import AuditTrail, get_audit_logs
 from secureml.audit.events import envelope_fields, fields_of
 from secureml.lake.table import BLOOM_FILTER_COLUMNS, Lake
 from secureml.materializer import materialize
-from secureml.query.logs import _list_column
+from secureml.query.logs import _iso_utc, _list_column, _shared_values, _to_logs
 
 
 def _log_operations(log_dir: Path, operations: int) -> list[str]:
@@ -124,3 +126,56 @@ def test_list_columns_read_as_arrow_rows_each_its_own(rows: list[list[str] | Non
     assert len({id(row) for row in listed if row is not None}) == sum(row is not None for row in listed)
     shifted = pa.ListArray.from_arrays(pa.array([1, 2, 3], pa.int32()), pa.array(["x", "a", "b", "y"]))
     assert _list_column(pa.chunked_array([shifted])) == [["a"], ["b"]]
+
+
+_UTC = dt.UTC
+
+
+@pytest.mark.parametrize("times", [
+    [dt.datetime(2026, 1, 12, 8, 10, 19, 200000, _UTC), dt.datetime(2026, 1, 12, 8, 10, 19, 0, _UTC)],
+    [dt.datetime(2026, 1, 12, 8, 10, 19, 5, _UTC), None],
+    [dt.datetime(999, 12, 31, 23, 59, 59, 999999, _UTC), dt.datetime(2026, 1, 1, tzinfo=_UTC)],
+    [],
+])
+def test_times_read_as_iso_utc_text_whatever_their_width_or_nulls(times: list[dt.datetime | None]) -> None:
+    """Timestamps, split in chunks and sliced, read as Python's ISO text with microseconds (None stays None)."""
+    column = pa.chunked_array([pa.array([None, *times], pa.timestamp("us", "UTC")).slice(1), pa.array(times[:1],
+                              pa.timestamp("us", "UTC"))], pa.timestamp("us", "UTC"))
+    expected = [None if t is None else t.isoformat(timespec="microseconds") for t in [*times, *times[:1]]]
+    assert _iso_utc(column).to_pylist() == expected
+
+
+def test_dicts_in_a_given_order_equal_the_rows_taken_in_that_order(
+        lake_with_operations: tuple[Path, list[str]]) -> None:
+    """Dicts ordered by row indices (several event types, or one) equal the dicts of the table taken in that order."""
+    log_dir, _ids = lake_with_operations
+    for table in (get_audit_logs(log_dir=log_dir, output="arrow"),
+                  get_audit_logs(log_dir=log_dir, event_type="data_access", output="arrow")):
+        order = np.random.default_rng(7).permutation(table.num_rows)
+        assert _to_logs(table, order) == _to_logs(table.take(order))
+        assert [list(log) for log in _to_logs(table, order)] == [list(log) for log in _to_logs(table.take(order))]
+
+
+def test_large_text_and_time_columns_read_as_arrow_rows_repeated_values_shared() -> None:
+    """A large column of few distinct texts or times (and nulls) reads as Arrow's rows, each distinct value once."""
+    names = pa.chunked_array([pa.array([f"op-{i % 7}" if i % 5 else None for i in range(20_000)])] * 2)
+    shared = _shared_values(names)
+    assert shared == names.to_pylist()
+    assert len({id(value) for value in shared}) == 8  # 7 texts and None
+    start = dt.datetime(2026, 1, 12, 8, 10, 19, 200000, _UTC)
+    times = pa.chunked_array([pa.array([start + dt.timedelta(seconds=i % 3) for i in range(20_000)],
+                                       pa.timestamp("us", "UTC"))])
+    assert _shared_values(times, _iso_utc) == _iso_utc(times).to_pylist()
+    distinct = pa.chunked_array([pa.array([str(i) for i in range(20_000)])])
+    assert _shared_values(distinct) == distinct.to_pylist()
+
+
+def test_dicts_of_a_few_rows_equal_those_built_column_wise(lake_with_operations: tuple[Path, list[str]]) -> None:
+    """Types with a few rows (converted row by row) give the dicts the column-wise conversion gives for many rows."""
+    log_dir, _ids = lake_with_operations
+    table = get_audit_logs(log_dir=log_dir, output="arrow")
+    few = _to_logs(table)
+    many = _to_logs(pa.concat_tables([table] * 80))  # every event type >= 64 rows: column-wise
+    assert few == many[:len(few)]
+    assert [list(log) for log in few] == [list(log) for log in many[:len(few)]]
+    assert all(type(log[k]) is type(other[k]) for log, other in zip(few, many) for k in log)

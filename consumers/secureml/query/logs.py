@@ -50,8 +50,14 @@ Output = Literal["dicts", "arrow", "pandas", "polars"]
 OUTPUTS = ("dicts", "arrow", "pandas", "polars")
 
 _local = threading.local()
-# Below this many rows, looking for columns equal in every row costs more Arrow calls than it saves.
+# Below this many rows of one event type, Arrow's own row conversion costs less than the column-wise
+# one (its search for columns equal in every row, and two or three Arrow calls per column).
 _TEMPLATE_MIN_ROWS = 64
+# Sharing repeated values (``_shared_values``) pays in large results, where allocating an object per
+# row dominates; below this many rows its Arrow calls cost more than they save (measured at 2.5k rows).
+_SHARE_MIN_ROWS = 10_000
+# Rows looked at to guess whether a column's values repeat enough to be shared.
+_PROBE_ROWS = 256
 # Columns that may hold pseudonyms or ciphertexts (what the privacy policy can touch).
 _PERSONAL_COLUMNS = frozenset({"user", "user_id", "input_data", "details", "parameters", "metrics", "context",
                                "arguments", "return_value", "message", "status", "purpose"})
@@ -210,10 +216,13 @@ def query_events(
     as_of: AsOf = None,
     where: str = "get_audit_logs",
     reveal: bool = True,
+    in_order: bool = True,
 ) -> pa.Table:
     """Matching events as an Arrow table in time order (then seq), with every lake column.
 
     Personal values read as logged (``reveal``; False gives them as stored and sealed).
+    ``in_order=False`` leaves a whole result (not a page) in the order read, for a caller that
+    orders what it makes of the rows instead (``time_order`` gives the order).
     """
     _position_argument(limit, "limit", where, optional=True)
     _position_argument(offset, "offset", where, optional=False)
@@ -239,17 +248,31 @@ def query_events(
         sql += f" ORDER BY {', '.join(column for column, _ in ORDER)}{page}"  # DuckDB's top-N: only a page is kept
     try:
         table = con.sql(sql, params=selection.params).to_arrow_table()
-        if not page:
-            # Sorting indices in Arrow and taking the rows is about twice as fast as DuckDB's sort, which
-            # copies every one of the ~50 columns into its row format (a 157k-row result: 0.5x the time).
-            order = pc.sort_indices(table, ORDER)
-            if not np.array_equal(order.to_numpy(), np.arange(len(order))):  # often in order already: files are sorted
-                table = table.take(order)
+        if not page and in_order and (order := time_order(table)) is not None:
+            table = _taken(table, order)
         return reveal_table(table, revealer_for(directory)) if reveal else table
     finally:
         con.unregister("_tail_events")
         if not lake.local:
             con.unregister(f"lake_v{snapshot.version}")
+
+
+def time_order(table: pa.Table) -> np.ndarray | None:
+    """Row indices that put ``table`` in time order (then seq), or None when it is in order (files are sorted).
+
+    Sorting indices in Arrow and taking the rows is about twice as fast as DuckDB's sort, which
+    copies every one of the ~50 columns into its row format (a 157k-row result: 0.5x the time).
+    """
+    order = pc.sort_indices(table, ORDER).to_numpy()
+    return None if np.array_equal(order, np.arange(len(order))) else order
+
+
+def _taken(table: pa.Table, order: np.ndarray) -> pa.Table:
+    """The rows of ``table`` in ``order``; a column of nulls (another event type's payload) is made anew,
+    not taken: taking from ~30 null columns of DuckDB's chunked result costs as much as the rest."""
+    count = len(order)
+    columns = [pa.nulls(count, c.type) if c.null_count == len(c) else c.take(order) for c in table.columns]
+    return pa.Table.from_arrays(columns, schema=table.schema)
 
 
 def query_view(
@@ -285,14 +308,34 @@ def query_view(
             con.unregister(f"lake_v{snapshot.version}")
 
 
-def _iso_utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
+# Arrow's text of a timestamp[us], ``2026-01-12 08:10:19.200000``, and the log dicts' ISO form of it.
+_ARROW_TIME_WIDTH = 26
+_ISO_SUFFIX = np.frombuffer(b"+00:00", np.uint8)
+
+
+def _iso_utc(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """UTC timestamps as ISO 8601 text with microseconds (``2026-01-12T08:10:19.200000+00:00``).
 
-    Cast without the time zone, then reshaped: several times faster than strftime, which
-    converts every value through the zone database.
+    Cast without the time zone (strftime converts every value through the zone database),
+    then reshaped. Arrow's text of a timestamp[us] has one width for years 1000-9999, so
+    the ``T`` and the offset are set in one numpy copy of the bytes; Arrow's string kernels
+    for the same take about 3x as long as the cast itself.
     """
-    text = pc.cast(pc.cast(column, pa.timestamp("us")), pa.string())
-    return pc.binary_join_element_wise(pc.replace_substring(text, " ", "T", max_replacements=1), "+00:00", "")
+    text = pc.cast(pc.cast(column, pa.timestamp("us")), pa.large_string()).combine_chunks()
+    count = len(text)
+    _, offsets_buffer, data = text.buffers()
+    offsets = np.frombuffer(offsets_buffer, np.int64, count + 1, text.offset * 8)
+    if count == 0 or text.null_count or not (np.diff(offsets) == _ARROW_TIME_WIDTH).all():
+        iso = pc.replace_substring(text, " ", "T", max_replacements=1)
+        return pc.binary_join_element_wise(iso, pa.scalar("+00:00", text.type), pa.scalar("", text.type))
+    width = _ARROW_TIME_WIDTH + len(_ISO_SUFFIX)
+    out = np.empty((count, width), np.uint8)
+    out[:, :_ARROW_TIME_WIDTH] = np.frombuffer(data, np.uint8, count * _ARROW_TIME_WIDTH, int(offsets[0])).reshape(
+        count, _ARROW_TIME_WIDTH)
+    out[:, 10] = ord("T")
+    out[:, _ARROW_TIME_WIDTH:] = _ISO_SUFFIX
+    positions = np.arange(0, (count + 1) * width, width, dtype=np.int64)
+    return pa.LargeStringArray.from_buffers(count, pa.py_buffer(positions), pa.py_buffer(out))
 
 
 def _json_column(column: pa.ChunkedArray) -> list[Any]:
@@ -351,8 +394,11 @@ def _list_column(column: pa.ChunkedArray) -> list[Any]:
     return rows
 
 
-def _to_logs(table: pa.Table) -> list[dict[str, Any]]:
+def _to_logs(table: pa.Table, order: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Rows as the user guide's log dicts: envelope plus the payload fields of each event type.
+
+    ``order`` (row indices) puts the dicts in another order than the rows': reordering the
+    dicts costs a fraction of reordering the table's columns.
 
     Rows are converted per event type, only the columns that type carries (a payload column
     of another type is all nulls, and converting it costs as much as the rest); with several
@@ -369,7 +415,8 @@ def _to_logs(table: pa.Table) -> list[dict[str, Any]]:
         types = table["event_type"]
         bounds = pc.min_max(types)  # one pass, cheaper than hashing for the usual single type
         if bounds["min"] == bounds["max"]:
-            return _logs_of_type(table, bounds["min"].as_py())
+            rows = _logs_of_type(table, bounds["min"].as_py())
+            return rows if order is None else list(map(rows.__getitem__, order.tolist()))
         logs: list[dict[str, Any]] = []
         places = []
         for event_type in pc.unique(types).to_pylist():
@@ -378,7 +425,8 @@ def _to_logs(table: pa.Table) -> list[dict[str, Any]]:
             columns = table.select(list(_keys(event_type)))  # filter only the columns the type's dicts hold
             logs += _logs_of_type(columns.filter(match), event_type)
         # Each dict back in its row's place, picked in C rather than placed by a Python loop.
-        return list(map(logs.__getitem__, np.argsort(np.concatenate(places), kind="stable").tolist()))
+        positions = np.argsort(np.concatenate(places), kind="stable")
+        return list(map(logs.__getitem__, (positions if order is None else positions[order]).tolist()))
     finally:
         if was_enabled:
             gc.enable()
@@ -392,6 +440,8 @@ def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any
     (one C call) with only the other columns set, so its cost follows the columns that vary.
     """
     keys = _keys(event_type)
+    if table.num_rows < _TEMPLATE_MIN_ROWS:
+        return _few_logs(table, keys)
     template: dict[str, Any] = {}
     varying: list[str] = []
     values: list[list[Any]] = []
@@ -400,17 +450,41 @@ def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any
         template[name] = None
         if column.null_count == len(column):
             continue
-        if (len(column) >= _TEMPLATE_MIN_ROWS and column.null_count == 0 and not pa.types.is_list(column.type)
-                and not pa.types.is_large_list(column.type)):
-            bounds = pc.min_max(column)
-            if bounds["min"] == bounds["max"]:
-                (value,) = _python_values(name, column.slice(0, 1))
-                if not isinstance(value, (dict, list)):  # rows are the caller's to change: no shared containers
-                    template[name] = value
-                    continue
+        # Equality to the first value: several times cheaper than min_max, which orders strings.
+        if (column.null_count == 0 and not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type)
+                and pc.all(pc.equal(column, column[0])).as_py()):
+            (value,) = _python_values(name, column.slice(0, 1))
+            if not isinstance(value, (dict, list)):  # rows are the caller's to change: no shared containers
+                template[name] = value
+                continue
         varying.append(name)
         values.append(_python_values(name, column))
     return list(map(_filler(tuple(varying)), itertools.repeat(template, table.num_rows), *values))
+
+
+def _few_logs(table: pa.Table, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A few rows as log dicts, by Arrow's own row conversion with times and JSON texts then set in Python.
+
+    For the handful of rows of an operation's start and end beside its many other events, this
+    costs less than the two or three Arrow calls per column of the column-wise conversion.
+    """
+    logs = table.select(list(keys)).to_pylist()
+    times = [key for key in keys if key in TIMESTAMP_FIELDS]
+    texts = [key for key in keys if key in JSON_FIELDS]
+    for log in logs:
+        for key in times:
+            if (value := log[key]) is not None:
+                log[key] = _iso_text(value)
+        for key in texts:
+            if (value := log[key]) is not None:
+                log[key] = json.loads(value)
+    return logs
+
+
+def _iso_text(value: dt.datetime) -> str:
+    """A time as ``_iso_utc`` writes it (a naive time is UTC, as the lake stores times)."""
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).isoformat(
+        timespec="microseconds")
 
 
 @functools.lru_cache(maxsize=64)
@@ -422,12 +496,37 @@ def _keys(event_type: str | None) -> tuple[str, ...]:
 def _python_values(name: str, column: pa.ChunkedArray) -> list[Any]:
     """A column's values as the log dicts hold them (times as ISO text, JSON parsed, lists as lists)."""
     if name in TIMESTAMP_FIELDS:
-        column = _iso_utc(column)
+        return _shared_values(column, _iso_utc)
     if name in JSON_FIELDS:
         return _json_column(column)
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
         return _list_column(column)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return _shared_values(column)
     return column.to_pylist()
+
+
+def _shared_values(
+    column: pa.ChunkedArray, convert: Callable[[pa.ChunkedArray], pa.Array | pa.ChunkedArray] | None = None,
+) -> list[Any]:
+    """A text or time column's values (``convert``-ed in Arrow), each distinct value made once and shared
+    by its rows when at most half the rows are distinct (ids, names, an operation's start).
+
+    Strings are immutable, so sharing is safe; it saves allocating an object per row, and
+    ``convert`` then runs on the distinct values only. Whether to try is decided on the first
+    rows: encoding a column of distinct values (event ids, times) only adds to its cost.
+    """
+    encoded = None
+    if len(column) >= _SHARE_MIN_ROWS and 2 * pc.count_distinct(column.slice(0, _PROBE_ROWS)).as_py() <= _PROBE_ROWS:
+        encoded = pc.dictionary_encode(column).combine_chunks()
+    if encoded is None or 2 * len(encoded.dictionary) > len(encoded):
+        return (column if convert is None else convert(column)).to_pylist()
+    values = (encoded.dictionary if convert is None else convert(pa.chunked_array([encoded.dictionary]))).to_pylist()
+    indices = encoded.indices
+    if indices.null_count:
+        values.append(None)
+        indices = indices.fill_null(len(values) - 1)
+    return list(map(values.__getitem__, indices.to_numpy().tolist()))
 
 
 @functools.lru_cache(maxsize=64)
@@ -480,10 +579,10 @@ def get_audit_logs(
     table = query_events(
         operation_id, operation_name, start_time, end_time, log_dir,
         event_type=event_type, user=user, subject=subject, limit=limit, offset=offset, as_of=as_of,
-        reveal=output != "dicts",
+        reveal=output != "dicts", in_order=output != "dicts",
     )
     if output == "dicts":
-        return reveal_logs(_to_logs(table), revealer_for(_log_dir(log_dir)), table)
+        return reveal_logs(_to_logs(table, time_order(table)), revealer_for(_log_dir(log_dir)), table)
     if output == "arrow":
         return table
     if output == "pandas":
