@@ -135,7 +135,6 @@ def main() -> int:
                         help="build the lake in DIR and keep it; reuse it when DIR exists (default: a temporary one)")
     parser.add_argument("--layout", choices=("sorted", "appended"), default="sorted",
                         help="each day sorted by operation and time, or in time order (compaction in bins)")
-
     parser.add_argument("--large-rows", default="100000,1000000",
                         help="sizes of the large results whose dict rate is measured (comma-separated)")
     args = parser.parse_args()
