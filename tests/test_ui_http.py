@@ -327,10 +327,14 @@ def test_cli_serves_the_explorer(trail: Trail) -> None:
         while time.monotonic() < deadline:
             try:
                 reply = fetch(f"http://127.0.0.1:{port}/operations", headers={"Authorization": "Bearer t0ken"})
-                break
             except OSError:
                 assert process.poll() is None, process.communicate()
                 time.sleep(0.2)
+                continue
+            if reply.status != 503:  # 503: the lake's first index is still being built (a loaded machine)
+                break
+            assert reply.headers.get("retry-after") == "2", reply.headers
+            time.sleep(0.5)
         assert reply is not None and reply.status == 200 and "credit_risk_model_training" in reply.text
     finally:
         process.send_signal(signal.SIGINT)
