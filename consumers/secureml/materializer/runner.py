@@ -19,6 +19,7 @@ from secureml.lake.catalog import ensure_catalog
 from secureml.lake.migrate import migrate_if_needed
 from secureml.lake.rows import events_table
 from secureml.lake.table import Lake
+from secureml.materializer.compaction import compact_in_child
 from secureml.retention.positions import without_expired
 from secureml.stream.accept import accepted_indexes, decoded
 from secureml.stream.decode import warm_decoder
@@ -319,13 +320,13 @@ class Materializer:
 
         A checkpoint reads and hashes every row since the one before (seconds, for a minute of events):
         on the commit thread it would hold back the commits, and so the lake's freshness, that long.
-        Compaction runs in the first round without a new commit, and while commits keep coming only
-        every ``compaction_interval`` seconds: it competes with them for the cores, and merging today's
-        partition rewrites its merged file too. Every 2 s (the old default, 16 files apart at 10k
-        events/s) it delayed the commits beside it by up to a second, the largest freshness outlier.
+        Compaction runs in a child process (compaction.py says why), in the first round without a new
+        commit, and while commits keep coming only every ``compaction_interval`` seconds: it competes
+        with them for the cores, and merging today's partition rewrites its merged file too.
         """
         last_vacuum = last_compaction = time.monotonic()
         commits = self.stats.commits
+        compacted: int | None = None  # the table version the last compaction left: until a newer one, nothing is due
         while not stop.wait(min(self.compaction_interval, CATALOG_INTERVAL)):
             try:
                 ensure_catalog(self.lake)
@@ -334,9 +335,10 @@ class Materializer:
                 busy, commits = self.stats.commits != commits, self.stats.commits
                 if busy and time.monotonic() - last_compaction < self.compaction_interval:
                     continue
-                last_compaction = time.monotonic()
-                while not stop.is_set() and (merged := self.lake.compact()):
-                    self.stats.compacted_files += merged
+                if self.lake.snapshot().version != compacted:
+                    last_compaction = time.monotonic()
+                    self.stats.compacted_files += compact_in_child(self.lake)
+                    compacted = self.lake.snapshot().version
                 if time.monotonic() - last_vacuum >= VACUUM_INTERVAL:
                     last_vacuum = time.monotonic()
                     self.lake.vacuum()
