@@ -21,7 +21,8 @@ from secureml.audit import AuditTrail
 from secureml.audit.exceptions import LakeError
 from secureml.audit.testing import capture_events
 from secureml.lake.rows import events_table
-from secureml.lake.table import COMPACT_SMALL_FILES, Lake
+from secureml.lake.table import COMPACT_SMALL_FILES, PREVIOUS_FORMAT_MANIFEST, Lake
+from secureml.materializer.compaction import compact_in_child
 from secureml.materializer.runner import SERVICE_COMMIT_INTERVAL, Materializer
 from secureml.stream.sources import Batch, Item, Source
 
@@ -241,3 +242,22 @@ def test_a_busy_service_compacts_once_its_commits_pause(tmp_path: Path) -> None:
     appends = [i for i, (operation, added) in enumerate(operations) if operation == "WRITE" and added]
     assert len(appends) > COMPACT_SMALL_FILES and appends[-1] < first_optimize
     assert _stored(lake) == list(range(len(values)))
+
+
+def test_a_compaction_in_a_child_process_merges_the_small_files_and_reports_them(tmp_path: Path) -> None:
+    """compact_in_child merges today's small files in another process and returns how many it replaced."""
+    values = _events(COMPACT_SMALL_FILES)
+    lake = Lake(tmp_path)
+    for i in range(COMPACT_SMALL_FILES):
+        lake.commit({SOURCE: events_table([SOURCE], [i], [1], values[i : i + 1])}, {SOURCE: (i, i + 1)})
+    assert compact_in_child(lake) == COMPACT_SMALL_FILES
+    assert len(lake.snapshot().files) == 1 and _stored(lake) == list(range(COMPACT_SMALL_FILES))
+
+
+def test_a_failed_compaction_in_a_child_process_raises_a_lake_error(tmp_path: Path) -> None:
+    """A child that cannot compact (here: a lake in the previous format) raises LakeError with its reason."""
+    lake = Lake(tmp_path)
+    lake.root.mkdir(parents=True)
+    (lake.root / PREVIOUS_FORMAT_MANIFEST).write_text("{}")
+    with pytest.raises(LakeError, match="compaction in a child process failed.*previous lake format"):
+        compact_in_child(lake)

@@ -24,10 +24,11 @@ def compact_in_child(lake: Lake, timeout: float = 3600.0) -> int:
     """Compact ``lake`` until nothing is due, in a child process; returns the files it replaced."""
     # The lake's settings go through stdin: storage options may hold credentials, which argv would show.
     settings = json.dumps({"log_dir": str(lake.log_dir), "uri": lake.uri, "storage_options": lake.storage_options})
-    done = subprocess.run([sys.executable, "-m", __name__], input=settings, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    done = subprocess.run([sys.executable, "-c", f"from {__name__} import main; main()"], input=settings,
+                          capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
-        raise LakeError(f"compaction in a child process failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]  # the exception, after its traceback
+        raise LakeError(f"compaction in a child process failed (exit {done.returncode}): {reason}")
     return int(done.stdout.strip().splitlines()[-1])
 
 
@@ -37,7 +38,3 @@ def main() -> None:
     settings = json.loads(sys.stdin.read())
     lake = Lake(settings["log_dir"], uri=settings["uri"], storage_options=settings["storage_options"])
     print(lake.compact_all())
-
-
-if __name__ == "__main__":
-    main()
