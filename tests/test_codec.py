@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,14 @@ def test_batch_decode_equals_one_by_one() -> None:
         table = table.set_column(table.schema.get_field_index(column), column, table[column].cast(pa.int64()))
     assert table.to_pylist() == records
     assert event_hash(canonical_bytes(records[0])) == event_hash(canonical_bytes(table.to_pylist()[0]))
+
+
+def test_warming_the_decoder_loads_polars_before_any_message() -> None:
+    """warm_decoder() (run while a Kafka materializer joins its group) leaves the first decode nothing to import."""
+    script = ("import sys; from secureml.stream.decode import warm_decoder; assert 'polars' not in sys.modules; "
+              "warm_decoder(); assert 'polars' in sys.modules; print('warm')")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "warm", done.stderr
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ tests/test_kafka_pipeline.py::test_a_rebalance_while_a_batch_is_pending_stores_n
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,8 @@ from secureml.audit import AuditTrail
 from secureml.audit.exceptions import LakeError
 from secureml.audit.testing import capture_events
 from secureml.lake.rows import events_table
-from secureml.lake.table import Lake
+from secureml.lake.table import COMPACT_SMALL_FILES, PREVIOUS_FORMAT_MANIFEST, Lake
+from secureml.materializer.compaction import compact_in_child
 from secureml.materializer.runner import SERVICE_COMMIT_INTERVAL, Materializer
 from secureml.stream.sources import Batch, Item, Source
 
@@ -197,3 +199,65 @@ def test_a_service_checkpoints_on_its_maintenance_thread_not_on_the_commit_path(
     assert _stored(lake) == list(range(30))
     assert {thread for call, thread in recorder.calls if call == "after_commit"} == {"compactor"}
     assert recorder.calls[-1] == ("finish", "MainThread")
+
+
+class PacedSource(PipelinedSource):
+    """A pipelined scripted source that hands out one span every 0.1 s, like a steady stream."""
+
+    def poll(self, max_items: int, timeout: float) -> list[Batch]:
+        time.sleep(0.1)
+        return super().poll(max_items, timeout)
+
+
+def _operations(lake: Lake) -> list[tuple[str, int]]:
+    """(operation, files added) of every commit of the lake's table, oldest first."""
+    log = Path(lake.uri) / "_delta_log"
+    commits = []
+    for path in sorted(log.glob("*.json")):
+        actions = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        info = next(a["commitInfo"] for a in actions if "commitInfo" in a)
+        commits.append((str(info.get("operation")), sum(1 for a in actions if "add" in a)))
+    return commits
+
+
+def test_a_busy_service_compacts_once_its_commits_pause(tmp_path: Path) -> None:
+    """While commits keep coming a service leaves today's small files alone; the first quiet second compacts them."""
+    values = _events(COMPACT_SMALL_FILES + 44)
+    lake = Lake(tmp_path)
+    stop = threading.Event()
+    source = PacedSource(values, [(i, i + 1) for i in range(len(values))])  # ~6 s of commits
+    materializer = Materializer(lake, source, commit_interval=0, compaction_interval=3600)
+    runner = threading.Thread(target=materializer.run, kwargs={"stop": stop})
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not materializer.stats.compacted_files:
+            assert time.monotonic() < deadline and runner.is_alive(), "the idle service never compacted"
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        runner.join(60)
+    operations = _operations(lake)
+    first_optimize = next(i for i, (operation, _added) in enumerate(operations) if operation == "OPTIMIZE")
+    appends = [i for i, (operation, added) in enumerate(operations) if operation == "WRITE" and added]
+    assert len(appends) > COMPACT_SMALL_FILES and appends[-1] < first_optimize
+    assert _stored(lake) == list(range(len(values)))
+
+
+def test_a_compaction_in_a_child_process_merges_the_small_files_and_reports_them(tmp_path: Path) -> None:
+    """compact_in_child merges today's small files in another process and returns how many it replaced."""
+    values = _events(COMPACT_SMALL_FILES)
+    lake = Lake(tmp_path)
+    for i in range(COMPACT_SMALL_FILES):
+        lake.commit({SOURCE: events_table([SOURCE], [i], [1], values[i : i + 1])}, {SOURCE: (i, i + 1)})
+    assert compact_in_child(lake) == COMPACT_SMALL_FILES
+    assert len(lake.snapshot().files) == 1 and _stored(lake) == list(range(COMPACT_SMALL_FILES))
+
+
+def test_a_failed_compaction_in_a_child_process_raises_a_lake_error(tmp_path: Path) -> None:
+    """A child that cannot compact (here: a lake in the previous format) raises LakeError with its reason."""
+    lake = Lake(tmp_path)
+    lake.root.mkdir(parents=True)
+    (lake.root / PREVIOUS_FORMAT_MANIFEST).write_text("{}")
+    with pytest.raises(LakeError, match="compaction in a child process failed.*previous lake format"):
+        compact_in_child(lake)

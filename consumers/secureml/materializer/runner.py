@@ -19,8 +19,10 @@ from secureml.lake.catalog import ensure_catalog
 from secureml.lake.migrate import migrate_if_needed
 from secureml.lake.rows import events_table
 from secureml.lake.table import Lake
+from secureml.materializer.compaction import compact_in_child
 from secureml.retention.positions import without_expired
 from secureml.stream.accept import accepted_indexes, decoded
+from secureml.stream.decode import warm_decoder
 from secureml.stream.sources import Batch, EmbeddedSource, Item, Source
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ EMBEDDED_LOCK_FILE = "_embedded.lock"  # held while one process catches the lake
 VACUUM_INTERVAL = 3600.0  # seconds between vacuums of a running service (retention: Lake.vacuum)
 CATALOG_INTERVAL = 1.0  # seconds between rebuilds of the DuckDB catalog while commits keep coming
 SERVICE_COMMIT_INTERVAL = 0.5  # seconds between a service's commits unless told: how fresh the lake stays
+BUSY_COMPACTION_INTERVAL = 30.0  # seconds between a service's compactions while commits keep coming (idle: at once)
 
 
 @dataclass
@@ -145,7 +148,7 @@ class Materializer:
         progress: Callable[[str], None] | None = None,
         background_compaction: bool = True,
         checkpointer: Checkpointer | None = None,
-        compaction_interval: float = 2.0,
+        compaction_interval: float = BUSY_COMPACTION_INTERVAL,
         report_interval: float = 5.0,
     ) -> None:
         self.lake = lake
@@ -186,6 +189,8 @@ class Materializer:
                 committer.join()
             return self.lake.snapshot().positions(sources)
 
+        if self.source.slow_start:
+            threading.Thread(target=warm_decoder, daemon=True, name="warm-decoder").start()
         self.source.start(positions)
         compactor = None
         self._once = once
@@ -315,18 +320,25 @@ class Materializer:
 
         A checkpoint reads and hashes every row since the one before (seconds, for a minute of events):
         on the commit thread it would hold back the commits, and so the lake's freshness, that long.
+        Compaction runs in a child process (compaction.py says why), in the first round without a new
+        commit, and while commits keep coming only every ``compaction_interval`` seconds: it competes
+        with them for the cores, and merging today's partition rewrites its merged file too.
         """
         last_vacuum = last_compaction = time.monotonic()
+        commits = self.stats.commits
+        compacted: int | None = None  # the table version the last compaction left: until a newer one, nothing is due
         while not stop.wait(min(self.compaction_interval, CATALOG_INTERVAL)):
             try:
                 ensure_catalog(self.lake)
                 if self.checkpointer is not None:
                     self.checkpointer.after_commit(self.lake)
-                if time.monotonic() - last_compaction < self.compaction_interval:
+                busy, commits = self.stats.commits != commits, self.stats.commits
+                if busy and time.monotonic() - last_compaction < self.compaction_interval:
                     continue
-                last_compaction = time.monotonic()
-                while not stop.is_set() and (merged := self.lake.compact()):
-                    self.stats.compacted_files += merged
+                if self.lake.snapshot().version != compacted:
+                    last_compaction = time.monotonic()
+                    self.stats.compacted_files += compact_in_child(self.lake)
+                    compacted = self.lake.snapshot().version
                 if time.monotonic() - last_vacuum >= VACUUM_INTERVAL:
                     last_vacuum = time.monotonic()
                     self.lake.vacuum()

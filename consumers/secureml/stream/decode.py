@@ -75,13 +75,26 @@ DECODE_CHUNK = 20_000
 
 
 def _decode_block(messages: Sequence[bytes], version: int, target: pa.Schema) -> pa.Table:
-    import polars as pl
-
     header, sync = _container_header(version)
     data = b"".join(messages)
     block = encode_long(len(messages)) + encode_long(len(data)) + data + sync
-    table = pl.read_avro(io.BytesIO(header + block)).to_arrow()
-    return conform(table, target)
+    return _read_container(header + block, target)
+
+
+def _read_container(container: bytes, target: pa.Schema) -> pa.Table:
+    import polars as pl
+
+    return conform(pl.read_avro(io.BytesIO(container)).to_arrow(), target)
+
+
+def warm_decoder() -> None:
+    """Load what the first decode would (Polars, and pyarrow's lazy pandas import), ahead of it.
+
+    About a second on a busy machine, all of it holding the GIL: paid inside the first commit, it
+    delays that commit (a service's first events) and stalls the thread reading the stream.
+    """
+    _read_container(_container_header(SCHEMA_VERSION)[0], arrow_schema(SCHEMA_VERSION))  # no records
+    pa.array([0], pa.int64())  # pyarrow imports pandas (when installed) on the first array made from Python objects
 
 
 def conform(table: pa.Table, target: pa.Schema) -> pa.Table:

@@ -52,6 +52,7 @@ class KafkaSource(Source):
     """Reads ``config.topic`` in consumer group ``group``; bad messages go to ``<topic>-dlq``."""
 
     concurrent_commits = True  # librdkafka's consumer and producer are thread-safe
+    slow_start = True  # the first assignment waits for the group to form (the broker delays a new group's first)
 
     def __init__(
         self,

@@ -64,6 +64,8 @@ class Source(ABC):
     #: Whether dead_letter, flush_dead_letters and committed may run on another thread than poll
     #: (the materializer then commits a batch while it reads the next).
     concurrent_commits = False
+    #: Whether start() is followed by a wait long enough (joining a consumer group) to load the decoder meanwhile.
+    slow_start = False
 
     @abstractmethod
     def start(self, positions: Callable[[list[str]], dict[str, int]]) -> None:
