@@ -229,9 +229,12 @@ def test_only_small_files_make_todays_partition_due(embedded: Harness, monkeypat
     monkeypatch.setattr(table_module, "SMALL_FILE_BYTES", 1)  # every file is at size
     _many_small_commits(embedded.log_dir, 5)
     lake = Lake(embedded.log_dir)
+    assert not lake.compaction_due()
     assert lake.compact() == 0 and len(lake.snapshot().files) == 5
     monkeypatch.setattr(table_module, "SMALL_FILE_BYTES", 2**30)  # every file is small
+    assert lake.compaction_due()
     assert lake.compact() == 5 and len(lake.snapshot().files) == 1
+    assert not lake.compaction_due()
 
 
 def test_a_file_written_but_never_committed_is_never_counted(embedded: Harness) -> None:

@@ -445,6 +445,12 @@ class Lake:
 
     # -- maintenance ----------------------------------------------------------------------------
 
+    def compaction_due(self, *, today: str | None = None) -> bool:
+        """True when a partition is due for compaction (cheap: the snapshot's file list and sizes only)."""
+        snapshot = self.snapshot()
+        return snapshot.table is not None and _due_partition(
+            snapshot, today or dt.datetime.now(dt.UTC).date().isoformat()) is not None
+
     def compact(self, *, today: str | None = None) -> int:
         """Compact one partition if one is due; returns the number of files it replaced.
 

@@ -335,10 +335,14 @@ class Materializer:
                 busy, commits = self.stats.commits != commits, self.stats.commits
                 if busy and time.monotonic() - last_compaction < self.compaction_interval:
                     continue
-                if self.lake.snapshot().version != compacted:
-                    last_compaction = time.monotonic()
-                    self.stats.compacted_files += compact_in_child(self.lake)
-                    compacted = self.lake.snapshot().version
+                version = self.lake.snapshot().version
+                if version != compacted:
+                    # A child costs a second of imports: only when a partition is due.
+                    if self.lake.compaction_due():
+                        last_compaction = time.monotonic()
+                        self.stats.compacted_files += compact_in_child(self.lake)
+                        version = self.lake.snapshot().version
+                    compacted = version
                 if time.monotonic() - last_vacuum >= VACUUM_INTERVAL:
                     last_vacuum = time.monotonic()
                     self.lake.vacuum()
