@@ -3,15 +3,21 @@
 Runs on every event, so it is built for the hot path: pseudonyms and subject keys (with their
 AEAD objects) are cached per identifier, so once a subject is known no event touches the key
 store; text without an '@' or a digit skips the detectors.
+
+Sealing uses the optional native accelerator (``pip install ./native``, the distribution
+``secureml-audit-native``) when it is installed and ``SECUREML_AUDIT_NATIVE`` is not ``0``; it
+writes the same stored form as the pure-Python path here, which is used otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from binascii import b2a_base64
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from secureml.audit.privacy.detectors import CANDIDATE as _CANDIDATE
@@ -22,6 +28,23 @@ from secureml.audit.privacy.policy import DICT_FIELDS, PrivacyPolicy
 ENCRYPTED_PREFIX = "enc:v1:"
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+NATIVE_ENV = "SECUREML_AUDIT_NATIVE"
+
+
+def _load_native() -> ModuleType | None:
+    """The native accelerator, or None when it is switched off or not installed: it is a separate, optional
+    distribution (it needs Rust to build), so its absence is a normal installation, not an error."""
+    if os.environ.get(NATIVE_ENV) == "0":
+        return None
+    try:
+        import secureml_audit_native
+    except ImportError:
+        return None
+    return secureml_audit_native
+
+
+# The module sealer() seals with, or None for the pure-Python path (the bench sets it to compare the two).
+native: ModuleType | None = _load_native()
 
 
 def encrypt(key: SubjectKey, name: str, value: Any) -> str:
@@ -32,10 +55,13 @@ def encrypt(key: SubjectKey, name: str, value: Any) -> str:
 def sealer(key: SubjectKey, name: str) -> Callable[[Any], str]:
     """``encrypt`` for one subject, with what is the same for every value (AEAD, associated data, the text's
     head) bound once: the hot path calls it per encrypted value."""
-    aead_encrypt = key.aead.encrypt
-    nonce = key.nonce
     aad = name.encode()
     head = f"{ENCRYPTED_PREFIX}{name}:"
+    if native is not None:
+        # Its nonces come from its own random 64-bit part and counter, as two processes' do for one key.
+        return native.Sealer(key.key, head, aad, _dumps).seal  # type: ignore[no-any-return]
+    aead_encrypt = key.aead.encrypt
+    nonce = key.nonce
 
     def seal(value: Any) -> str:
         iv = nonce()

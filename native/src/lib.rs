@@ -1,0 +1,137 @@
+//! Native accelerator for secureml-audit's privacy step.
+//!
+//! `Sealer` writes exactly what `secureml.audit.privacy.protect.sealer()` writes in Python:
+//! `<head><base64(nonce12 + AES-256-GCM(JSON text of the value) + tag)>`, the associated data
+//! being the field name. It exists because the Python path pays for the `cryptography` call
+//! (which copies the cipher context per call), base64 and JSON escaping in separate steps; here
+//! the key schedule is expanded once per subject and one call does the whole value.
+
+use std::sync::Mutex;
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+const NONCE_LEN: usize = 12;
+
+/// The 96-bit nonce source of one sealer: a random 64-bit part drawn when the sealer is made (fresh
+/// in every process) and a 32-bit counter; the random part is drawn again before the counter wraps,
+/// so a nonce never repeats under the key within the process (the scheme of `SubjectKey.nonce`).
+struct Nonces {
+    base: u64,
+    counter: u32,
+}
+
+impl Nonces {
+    fn new() -> PyResult<Self> {
+        Ok(Nonces { base: random_u64()?, counter: 0 })
+    }
+
+    fn next(&mut self) -> PyResult<[u8; NONCE_LEN]> {
+        if self.counter == u32::MAX {
+            self.base = random_u64()?;
+            self.counter = 0;
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..8].copy_from_slice(&self.base.to_be_bytes());
+        nonce[8..].copy_from_slice(&self.counter.to_be_bytes());
+        self.counter += 1;
+        Ok(nonce)
+    }
+}
+
+fn random_u64() -> PyResult<u64> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|err| PyOSError::new_err(format!("secureml_audit_native: no random bytes from the OS: {err}")))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Appends `text` as a JSON string exactly as Python's `json.encoder.encode_basestring` does (the
+/// `ensure_ascii=False` form): only `"`, `\` and control characters are escaped, with the short
+/// escapes where JSON has them and lowercase `\u00xx` otherwise; everything else is copied as UTF-8.
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let short = match byte {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
+            0x00..=0x1f => 0,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if short != 0 {
+            out.extend_from_slice(&[b'\\', short]);
+        } else {
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(byte >> 4) as usize], HEX[(byte & 0xf) as usize]]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Encrypts values of one field under one subject's key: `Sealer(key, head, aad, dumps)`, then
+/// `seal(value)`. A `str` is escaped here; any other value is turned into JSON text by `dumps` (the
+/// Python encoder the pure path uses, so both paths encrypt the same text).
+#[pyclass(frozen, module = "secureml_audit_native")]
+struct Sealer {
+    cipher: Aes256Gcm,
+    head: String,
+    aad: Vec<u8>,
+    dumps: PyObject,
+    nonces: Mutex<Nonces>,
+}
+
+#[pymethods]
+impl Sealer {
+    #[new]
+    fn new(key: &[u8], head: String, aad: Vec<u8>, dumps: PyObject) -> PyResult<Self> {
+        let cipher = Aes256Gcm::new_from_slice(key)
+            .map_err(|_| PyValueError::new_err(format!("Sealer: key must be 32 bytes (AES-256), got {}", key.len())))?;
+        Ok(Sealer { cipher, head, aad, dumps, nonces: Mutex::new(Nonces::new()?) })
+    }
+
+    /// The stored form of `value`: the head, then base64 of nonce + ciphertext + tag.
+    fn seal<'py>(&self, py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+        let mut sealed = Vec::with_capacity(64);
+        // The nonce's place is reserved first so the ciphertext is built in one buffer, in place.
+        sealed.extend_from_slice(&[0u8; NONCE_LEN]);
+        if value.is_exact_instance_of::<PyString>() {
+            push_json_string(&mut sealed, value.downcast::<PyString>()?.to_str()?);
+        } else {
+            let text = self.dumps.bind(py).call1((value,))?;
+            sealed.extend_from_slice(text.downcast::<PyString>()?.to_str()?.as_bytes());
+        }
+        let nonce = self.nonces.lock().expect("nonce counter lock poisoned").next()?;
+        sealed[..NONCE_LEN].copy_from_slice(&nonce);
+        let (_, plain) = sealed.split_at_mut(NONCE_LEN);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &self.aad, plain)
+            .map_err(|_| PyValueError::new_err("Sealer.seal: value too long for AES-GCM"))?;
+        sealed.extend_from_slice(&tag);
+        let mut text = String::with_capacity(self.head.len() + (sealed.len() + 2) / 3 * 4);
+        text.push_str(&self.head);
+        STANDARD.encode_string(&sealed, &mut text);
+        Ok(PyString::new(py, &text))
+    }
+}
+
+#[pymodule]
+fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<Sealer>()?;
+    Ok(())
+}

@@ -1,0 +1,123 @@
+"""The native accelerator of the privacy step (issue 9): its sealer writes what the pure-Python sealer writes, opens
+with the reader and is erased like it; without it (or switched off) the pure-Python path seals readable events.
+
+CI installs the accelerator (`pip install ./native`): these tests fail, never skip, when it is missing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import secureml_audit_native
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from secureml.audit import AuditTrail, erase_subject, get_audit_logs
+from secureml.audit.privacy import protect
+from secureml.audit.privacy.keys import SubjectKey, pseudonym
+from secureml.audit.privacy.protect import ENCRYPTED_PREFIX, NATIVE_ENV, sealer
+from secureml.audit.privacy.reveal import ERASED
+
+NAME = pseudonym(b"k" * 32, "alice")
+TRICKY_STRINGS = [
+    "", "plain", 'say "hi"', "back\\slash \\\" both", "".join(chr(c) for c in range(32)), "\x7f\x80\u2028\u2029",
+    "é ß 日本語", "emoji 😀👍🏽", "</script>&<'>", "x" * 10_000, "line\nbreak\ttab\rreturn\b\f",
+]
+OTHER_VALUES: list[Any] = [0, -7, 0.87, 1e300, True, None, [1, "two", None], {"b": 1, "a": {"é": "\n"}},
+                           {"score": 0.7, "list": [0.1, "😀"]}]
+
+
+def opened(key: SubjectKey, text: str) -> tuple[bytes, bytes]:
+    """(nonce, plaintext) of a sealed text, opened with `cryptography` directly (not through the project's reader)."""
+    head = f"{ENCRYPTED_PREFIX}{NAME}:"
+    assert text.startswith(head)
+    raw = base64.b64decode(text[len(head):], validate=True)
+    return raw[:12], AESGCM(key.key).decrypt(raw[:12], raw[12:], NAME.encode())
+
+
+def python_sealer(key: SubjectKey, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The pure-Python path's sealer for NAME, built with the accelerator switched off."""
+    with monkeypatch.context() as patch:
+        patch.setattr(protect, "native", None)
+        return sealer(key, NAME)
+
+
+def test_the_accelerator_is_in_use() -> None:
+    """With the accelerator installed and not switched off, sealer() returns its sealer."""
+    assert protect.native is secureml_audit_native
+    seal = sealer(SubjectKey(os.urandom(32), "alice"), NAME)
+    assert isinstance(seal.__self__, secureml_audit_native.Sealer)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("value", TRICKY_STRINGS + OTHER_VALUES)
+def test_native_seals_the_same_plaintext_as_python(value: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """For quotes, backslashes, control characters, non-ASCII, emoji, empty text and non-str values the native
+    sealer encrypts byte for byte the JSON text the pure-Python sealer does; both open with cryptography."""
+    key = SubjectKey(os.urandom(32), "alice")
+    native_nonce, native_plain = opened(key, sealer(key, NAME)(value))
+    python_nonce, python_plain = opened(key, python_sealer(key, monkeypatch)(value))
+    assert native_plain == python_plain
+    assert json.loads(native_plain) == value
+    assert native_nonce != python_nonce
+
+
+def test_native_nonces_never_repeat_and_each_sealer_draws_its_own_random_part() -> None:
+    """Over many values one sealer's nonces are distinct, counting up under one random 64-bit part; another sealer
+    of the same key draws another random part."""
+    key = SubjectKey(os.urandom(32), "alice")
+    seal = sealer(key, NAME)
+    nonces = [opened(key, seal("v"))[0] for _ in range(20_000)]
+    assert len(set(nonces)) == len(nonces)
+    assert {n[:8] for n in nonces} == {nonces[0][:8]}
+    assert [int.from_bytes(n[8:], "big") for n in nonces] == list(range(len(nonces)))
+    assert opened(key, sealer(key, NAME)("v"))[0][:8] != nonces[0][:8]
+
+
+def test_native_sealer_refuses_a_key_that_is_not_256_bits() -> None:
+    """A key of another length is refused when the sealer is made, naming the call and the rule."""
+    with pytest.raises(ValueError, match="Sealer: key must be 32 bytes"):
+        secureml_audit_native.Sealer(b"short", "enc:v1:x:", b"x", json.dumps)
+
+
+def log_subject(log_dir: Path, value: str) -> str:
+    """A trail logging one inference on subject customer_7 with the given input; its operation id."""
+    with AuditTrail("native_op", log_dir=log_dir, user="analyst_1") as trail:
+        trail.log_model_inference("credit_model_v1", value, {"score": 0.7}, 0.9, subject="customer_7")
+        return trail.operation_id
+
+
+def test_natively_sealed_events_read_back_and_erase(tmp_path: Path) -> None:
+    """Events sealed natively read as logged through get_audit_logs with the key store; erasing the subject makes
+    them unreadable."""
+    log_dir = tmp_path / "logs"
+    values = TRICKY_STRINGS[2:9]
+    for value in values:
+        log_subject(log_dir, value)
+    stored = b"".join(p.read_bytes() for p in (log_dir / "log").rglob("*") if p.is_file())
+    assert b"emoji" not in stored and b"back\\" not in stored
+    read = [log["input_data"] for log in get_audit_logs(log_dir=log_dir, event_type="model_inference")]
+    assert read == values
+    erase_subject("customer_7", log_dir)
+    erased = [log["input_data"] for log in get_audit_logs(log_dir=log_dir, event_type="model_inference")]
+    assert erased == [ERASED] * len(values)
+
+
+def test_switched_off_the_pure_python_path_seals_readable_events(tmp_path: Path) -> None:
+    """With SECUREML_AUDIT_NATIVE=0 a process seals in pure Python, and what it wrote reads back as logged."""
+    log_dir = tmp_path / "logs"
+    script = (
+        "import sys; from secureml.audit.privacy import protect; assert protect.native is None, protect.native; "
+        "from secureml.audit import AuditTrail\n"
+        "with AuditTrail('native_op', log_dir=sys.argv[1], user='analyst_1') as trail:\n"
+        "    trail.log_model_inference('m', sys.argv[2], 'low', 0.9, subject='customer_7')\n"
+    )
+    value = TRICKY_STRINGS[3] + TRICKY_STRINGS[7]
+    subprocess.run([sys.executable, "-c", script, str(log_dir), value], env={**os.environ, NATIVE_ENV: "0"},
+                   check=True, timeout=120)
+    logs = get_audit_logs(log_dir=log_dir, event_type="model_inference")
+    assert [log["input_data"] for log in logs] == [value]
