@@ -17,6 +17,7 @@ disturbed by other load).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -89,6 +90,8 @@ def main() -> int:
     modes = ("off", *sealers)
     result: dict[str, object] = {"events_per_round": args.events, "rounds": args.rounds, "subjects": SUBJECTS,
                                  "native_installed": NATIVE is not None, "load_average": os.getloadavg()[0]}
+    # One key-encryption key for both sealings' key store folders: in Kafka mode they share the key topic.
+    os.environ.setdefault("SECUREML_AUDIT_KEK", base64.b64encode(os.urandom(32)).decode())
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for sealing in sealers:

@@ -123,7 +123,7 @@ impl Sealer {
             .encrypt_in_place_detached(Nonce::from_slice(&nonce), &self.aad, plain)
             .map_err(|_| PyValueError::new_err("Sealer.seal: value too long for AES-GCM"))?;
         sealed.extend_from_slice(&tag);
-        let mut text = String::with_capacity(self.head.len() + (sealed.len() + 2) / 3 * 4);
+        let mut text = String::with_capacity(self.head.len() + sealed.len().div_ceil(3) * 4);
         text.push_str(&self.head);
         STANDARD.encode_string(&sealed, &mut text);
         Ok(PyString::new(py, &text))
@@ -134,4 +134,23 @@ impl Sealer {
 fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Sealer>()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_about_to_wrap_draws_a_new_random_part() {
+        let old = 0x0123_4567_89ab_cdef_u64;
+        let mut nonces = Nonces { base: old, counter: u32::MAX - 1 };
+        let last_of_old = nonces.next().unwrap();
+        assert_eq!(last_of_old[..8], old.to_be_bytes());
+        assert_eq!(last_of_old[8..], (u32::MAX - 1).to_be_bytes());
+        let renewed: Vec<_> = (0..3).map(|_| nonces.next().unwrap()).collect();
+        assert_ne!(renewed[0][..8], old.to_be_bytes()); // a fresh 64-bit draw (equal with chance 2^-64)
+        assert!(renewed.iter().all(|n| n[..8] == renewed[0][..8]));
+        let counters: Vec<_> = renewed.iter().map(|n| u32::from_be_bytes(n[8..].try_into().unwrap())).collect();
+        assert_eq!(counters, [0, 1, 2]);
+    }
 }
