@@ -121,3 +121,30 @@ def test_switched_off_the_pure_python_path_seals_readable_events(tmp_path: Path)
                    check=True, timeout=120)
     logs = get_audit_logs(log_dir=log_dir, event_type="model_inference")
     assert [log["input_data"] for log in logs] == [value]
+
+
+@pytest.mark.parametrize("sealing", ["native", "python"])
+def test_a_forked_child_seals_with_fresh_nonces(sealing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child forked after events were sealed reloads its subjects' keys: its nonces do not continue the parent's
+    (with either sealer)."""
+    if sealing == "python":
+        monkeypatch.setattr(protect, "native", None)
+    with AuditTrail("native_op", log_dir=tmp_path / "logs", user="analyst_1") as trail:
+        trail.log_model_inference("m", "before the fork", "low", 0.9, subject="customer_7")
+        protector = trail._privacy
+        assert protector is not None
+
+        def nonce_base() -> bytes:
+            sealed = protector.protect("model_inference", {"input_data": "v"}, None, "customer_7")[0]["input_data"]
+            return base64.b64decode(sealed.rpartition(":")[2])[:8]
+
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # the child reports its nonce's random part and leaves at once (no pytest teardown)
+            os.write(write, nonce_base())
+            os._exit(0)
+        os.close(write)
+        assert os.waitpid(child, 0)[1] == 0
+        in_child = os.read(read, 8)
+        os.close(read)
+        assert len(in_child) == 8 and in_child != nonce_base()

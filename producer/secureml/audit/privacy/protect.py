@@ -97,6 +97,16 @@ class Protector:
                                        re.IGNORECASE) if self._keys_lower else None
         self._redact = frozenset(policy.redact_fields)
         self._plans: dict[str, Callable[[dict[str, Any], Any], None]] = {}  # event type -> its step
+        os.register_at_fork(after_in_child=self._reload_keys)
+
+    def _reload_keys(self) -> None:
+        """In a forked child: drop the parent's sealers, whose nonce counters (random part and count) the child
+        inherited, so that its first event per subject loads the key again with a fresh random part; else child
+        and parent would seal under one key with the same nonces."""
+        self._lock = threading.Lock()  # another thread of the parent may have held it at the fork
+        self._names.clear()
+        self._subjects.clear()
+        self._sealers.clear()
 
     def _keystore(self) -> KeyStore:
         if self._store is None:
