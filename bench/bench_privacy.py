@@ -89,7 +89,7 @@ def main() -> int:
     sealers = ("python", "native") if NATIVE is not None else ("python",)
     modes = ("off", *sealers)
     result: dict[str, object] = {"events_per_round": args.events, "rounds": args.rounds, "subjects": SUBJECTS,
-                                 "native_installed": NATIVE is not None, "load_average": os.getloadavg()[0]}
+                                 "native_used": NATIVE is not None, "load_average": os.getloadavg()[0]}
     # One key-encryption key for both sealings' key store folders: in Kafka mode they share the key topic.
     os.environ.setdefault("SECUREML_AUDIT_KEK", base64.b64encode(os.urandom(32)).decode())
     with tempfile.TemporaryDirectory() as tmp:
