@@ -1,13 +1,17 @@
-"""The native accelerator of the privacy step (issue 9): its sealer writes what the pure-Python sealer writes, opens
-with the reader and is erased like it; without it (or switched off) the pure-Python path seals readable events.
+"""The native accelerator (issues 9, 11): its sealer writes what the pure-Python sealer writes, opens with the reader
+and is erased like it; its hash chain gives byte for byte the pure-Python messages; without it (or switched off) the
+pure-Python paths write readable events.
 
 CI installs the accelerator (`pip install ./native`): these tests fail, never skip, when it is missing."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import itertools
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +22,14 @@ import secureml_audit_native
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from secureml.audit import AuditTrail, erase_subject, get_audit_logs
+from secureml.audit import trail as trail_module
+from secureml.audit.accelerator import NATIVE_ENV
+from secureml.audit.codec import encode_long, seal
 from secureml.audit.privacy import protect
 from secureml.audit.privacy.keys import SubjectKey, pseudonym
-from secureml.audit.privacy.protect import ENCRYPTED_PREFIX, NATIVE_ENV, sealer
+from secureml.audit.privacy.protect import ENCRYPTED_PREFIX, sealer
 from secureml.audit.privacy.reveal import ERASED
+from secureml.audit.testing import capture_events
 
 NAME = pseudonym(b"k" * 32, "alice")
 TRICKY_STRINGS = [
@@ -48,8 +56,9 @@ def python_sealer(key: SubjectKey, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_the_accelerator_is_in_use() -> None:
-    """With the accelerator installed and not switched off, sealer() returns its sealer."""
+    """With the accelerator installed and not switched off, sealer() returns its sealer and trails chain with it."""
     assert protect.native is secureml_audit_native
+    assert trail_module._native_chain is secureml_audit_native.chain
     seal = sealer(SubjectKey(os.urandom(32), "alice"), NAME)
     assert isinstance(seal.__self__, secureml_audit_native.Sealer)  # type: ignore[attr-defined]
 
@@ -108,11 +117,11 @@ def test_natively_sealed_events_read_back_and_erase(tmp_path: Path) -> None:
 
 
 def test_switched_off_the_pure_python_path_seals_readable_events(tmp_path: Path) -> None:
-    """With SECUREML_AUDIT_NATIVE=0 a process seals in pure Python, and what it wrote reads back as logged."""
+    """With SECUREML_AUDIT_NATIVE=0 a process seals and chains in pure Python; what it wrote reads back as logged."""
     log_dir = tmp_path / "logs"
     script = (
         "import sys; from secureml.audit.privacy import protect; assert protect.native is None, protect.native; "
-        "from secureml.audit import AuditTrail\n"
+        "from secureml.audit import AuditTrail, trail; assert trail._native_chain is None\n"
         "with AuditTrail('native_op', log_dir=sys.argv[1], user='analyst_1') as trail:\n"
         "    trail.log_model_inference('m', sys.argv[2], 'low', 0.9, subject='customer_7')\n"
     )
@@ -148,3 +157,49 @@ def test_a_forked_child_seals_with_fresh_nonces(sealing: str, tmp_path: Path, mo
         in_child = os.read(read, 8)
         os.close(read)
         assert len(in_child) == 8 and in_child != nonce_base()
+
+
+def test_native_chain_is_codec_seal_of_the_joined_parts() -> None:
+    """For random parts (empty, short, long, any bytes) chain() gives codec.seal's message and the hash as a string."""
+    rng = random.Random(7)
+    length = encode_long(64)
+    for _ in range(500):
+        sizes = [rng.choice((0, 1, 2, 40, 63, 64, 65, 300, 5000)) for _ in range(rng.randint(1, 12))]
+        parts = tuple(rng.randbytes(size) for size in sizes)
+        message, digest = seal(b"".join(parts))
+        assert secureml_audit_native.chain(parts, length) == (message, length + digest.encode())
+
+
+def log_random_events(seed: int) -> list[tuple[bytes, bytes]]:
+    """The (key, message) pairs of a trail logging 300 random events (seeded), under a fixed id and clock."""
+    rng = random.Random(seed)
+    texts = ["a", "é😀", "x" * 70, "q\"\\\n", "日本語" * 30]
+    with capture_events() as captured:
+        trail = AuditTrail("chain_op", transport=captured.transport, privacy="off", user=rng.choice(texts))
+        for i in range(300):
+            if rng.random() < 0.7:
+                trail.log_model_inference(rng.choice(texts) + str(i), rng.choice(texts), {"score": rng.random()},
+                                          rng.random(), user=rng.choice([None, *texts]))
+            else:
+                trail.log_error(rng.choice(texts) + "Error", rng.choice(texts) * rng.randint(1, 40))
+        trail.close()
+        return list(captured.transport.emitted)
+
+
+def test_trail_messages_are_byte_identical_with_and_without_the_native_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random events (seq past the one-byte varints, long and non-ASCII texts) give the same messages, hash chain
+    included, with the native chain and with the pure-Python one."""
+    monkeypatch.setattr(trail_module, "_uuid4", lambda: "00000000-0000-4000-8000-000000000000")
+    runs = []
+    for chain in (secureml_audit_native.chain, None):
+        clock = itertools.count(1_765_000_000_000_000, 7)
+        monkeypatch.setattr(trail_module, "now_micros", lambda clock=clock: next(clock))
+        monkeypatch.setattr(trail_module, "_native_chain", chain)
+        runs.append(log_random_events(seed=11))
+    native, python = runs
+    assert len(native) == 302 and native == python
+    previous = encode_long(0)  # the first event's previous hash is the empty string
+    for _, message in native:
+        prefix = message[:-66]
+        assert prefix.endswith(previous) and message[-64:] == hashlib.sha256(prefix).hexdigest().encode()
+        previous = message[-66:]

@@ -4,8 +4,7 @@ Runs on every event, so it is built for the hot path: pseudonyms and subject key
 AEAD objects) are cached per identifier, so once a subject is known no event touches the key
 store; text without an '@' or a digit skips the detectors.
 
-Sealing uses the optional native accelerator (``pip install ./native``, the distribution
-``secureml-audit-native``) when it is installed and ``SECUREML_AUDIT_NATIVE`` is not ``0``; it
+Sealing uses the optional native accelerator (``secureml.audit.accelerator``) when it is there; it
 writes the same stored form as the pure-Python path here, which is used otherwise.
 """
 
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from secureml.audit import accelerator
 from secureml.audit.privacy.detectors import CANDIDATE as _CANDIDATE
 from secureml.audit.privacy.detectors import redact
 from secureml.audit.privacy.keys import KeyStore, SubjectKey, pseudonym
@@ -28,23 +28,8 @@ from secureml.audit.privacy.policy import DICT_FIELDS, PrivacyPolicy
 ENCRYPTED_PREFIX = "enc:v1:"
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
-NATIVE_ENV = "SECUREML_AUDIT_NATIVE"
-
-
-def _load_native() -> ModuleType | None:
-    """The native accelerator, or None when it is switched off or not installed: it is a separate, optional
-    distribution (it needs Rust to build), so its absence is a normal installation, not an error."""
-    if os.environ.get(NATIVE_ENV) == "0":
-        return None
-    try:
-        import secureml_audit_native
-    except ImportError:
-        return None
-    return secureml_audit_native
-
-
 # The module sealer() seals with, or None for the pure-Python path (the bench sets it to compare the two).
-native: ModuleType | None = _load_native()
+native: ModuleType | None = accelerator.native
 
 
 def encrypt(key: SubjectKey, name: str, value: Any) -> str:
