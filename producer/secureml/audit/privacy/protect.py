@@ -89,6 +89,7 @@ class Protector:
         inherited, so that its first event per subject loads the key again with a fresh random part; else child
         and parent would seal under one key with the same nonces."""
         self._lock = threading.Lock()  # another thread of the parent may have held it at the fork
+        self._store = None  # a new one: a Kafka key store's clients do not survive a fork
         self._names.clear()
         self._subjects.clear()
         self._sealers.clear()
