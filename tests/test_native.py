@@ -75,6 +75,14 @@ def test_native_seals_the_same_plaintext_as_python(value: Any, monkeypatch: pyte
     assert native_nonce != python_nonce
 
 
+def test_a_lone_surrogate_is_refused_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A str that is not valid Unicode (a lone surrogate) raises UnicodeEncodeError on both paths, sealing nothing."""
+    key = SubjectKey(os.urandom(32), "alice")
+    for seal_value in (sealer(key, NAME), python_sealer(key, monkeypatch)):
+        with pytest.raises(UnicodeEncodeError):
+            seal_value("half \ud800 a pair")
+
+
 def test_native_nonces_never_repeat_and_each_sealer_draws_its_own_random_part() -> None:
     """Over many values one sealer's nonces are distinct, counting up under one random 64-bit part; another sealer
     of the same key draws another random part."""
