@@ -140,8 +140,9 @@ class AuditTrail:
         closing: bool = False,
         where: str = "AuditTrail",
     ) -> str:
-        if self._privacy is not None:
-            values, user = self._privacy.protect(event_type, values, user, subject)
+        privacy = self._privacy
+        if privacy is not None:  # Protector.protect inlined: one frame less per event
+            user = (privacy.steps.get(event_type) or privacy.step(event_type, tuple(values)))(values, user, subject)
         with self._lock:
             if self._closed:
                 raise AuditClosedError(

@@ -30,6 +30,8 @@ _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=Fa
 _json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 # The module sealer() seals with, or None for the pure-Python path (the bench sets it to compare the two).
 native: ModuleType | None = accelerator.native
+# An event type's privacy step: (values, changed in place; user; subject) -> the user to store.
+Step = Callable[[dict[str, Any], str | None, str | None], str | None]
 
 
 def encrypt(key: SubjectKey, name: str, value: Any) -> str:
@@ -65,7 +67,6 @@ class Protector:
         self._store: KeyStore | None = None
         self._lock = threading.Lock()
         self._pseudonym_key: bytes | None = None
-        self._names: dict[str, str] = {}  # identifier -> pseudonym
         self._sealers: dict[str, Callable[[Any], str]] = {}  # pseudonym -> encrypt under its key
         self._subjects: dict[str, tuple[str, Callable[[Any], str]]] = {}  # identifier -> (pseudonym, sealer)
         self._pseudonymise_user = "user" in policy.pseudonymise
@@ -81,7 +82,7 @@ class Protector:
         self._key_pattern = re.compile("|".join(re.escape(json.dumps(k)) for k in sorted(self._keys_lower)),
                                        re.IGNORECASE) if self._keys_lower else None
         self._redact = frozenset(policy.redact_fields)
-        self._plans: dict[str, Callable[[dict[str, Any], Any], None]] = {}  # event type -> its step
+        self.steps: dict[str, Step] = {}  # event type -> its step (see ``step``)
         os.register_at_fork(after_in_child=self._reload_keys)
 
     def _reload_keys(self) -> None:
@@ -90,7 +91,6 @@ class Protector:
         and parent would seal under one key with the same nonces."""
         self._lock = threading.Lock()  # another thread of the parent may have held it at the fork
         self._store = None  # a new one: a Kafka key store's clients do not survive a fork
-        self._names.clear()
         self._subjects.clear()
         self._sealers.clear()
 
@@ -102,10 +102,7 @@ class Protector:
     def name_of(self, identifier: str) -> str:
         """The pseudonym of an identifier, registering the identifier's key on first sight (so readers can
         show who it stands for until it is erased)."""
-        name = self._names.get(identifier)
-        if name is None:
-            name = self._subject(identifier)[0]
-        return name
+        return (self._subjects.get(identifier) or self._subject(identifier))[0]
 
     def _subject(self, identifier: str) -> tuple[str, Callable[[Any], str]]:
         """(pseudonym, sealer under its key) of an identifier, its key fetched or created on first sight."""
@@ -119,61 +116,70 @@ class Protector:
                     name = pseudonym(self._pseudonym_key, identifier)
                     seal = self._sealers[name] = sealer(self._keystore().get_or_create(name, identifier), name)
                     found = self._subjects[identifier] = (name, seal)
-                    self._names[identifier] = name
         return found
 
     def forget(self, identifier: str, name: str) -> None:
         """Drop an erased subject's cached key (its next event gets a new key)."""
         with self._lock:
-            self._names.pop(identifier, None)
             self._subjects.pop(identifier, None)
             self._sealers.pop(name, None)
 
     def protect(self, event_type: str, values: dict[str, Any], user: str | None,
                 subject: str | None) -> tuple[dict[str, Any], str | None]:
         """The values and user of an event as they are to be stored (``values``, the call's own dict, is changed
-        in place)."""
-        if subject is None:
-            subject = values.get("user_id") if event_type == "user_request" else user
-        if user is not None and self._pseudonymise_user:
-            user = self._names.get(user) or self.name_of(user)
-        apply = self._plans.get(event_type) or self._plan(event_type, tuple(values))
-        apply(values, None if subject is None else (self._subjects.get(subject) or self._subject(subject)))
+        in place). The trail calls ``steps``/``step`` itself, saving this call's frame on the hot path."""
+        user = (self.steps.get(event_type) or self.step(event_type, tuple(values)))(values, user, subject)
         return values, user
 
-    def _plan(self, event_type: str, fields: tuple[str, ...]) -> Callable[[dict[str, Any], Any], None]:
-        """Per event type, what the policy does to its values, as one function: the fields to encrypt, the
-        JSON fields to walk (and whether to redact their strings), the texts to redact. Built once, so the hot
-        path neither looks the policy up nor walks fields the policy leaves alone."""
-        encrypted = tuple(f for f in (*self._encrypt.get(event_type, ()), *self._encrypt_any) if f in fields)
-        dicts = tuple((f, f in self._redact) for f in fields if f in DICT_FIELDS and f not in encrypted)
-        texts = tuple(f for f in fields if f in self._redact and f not in DICT_FIELDS and f not in encrypted)
-        user_id = self._pseudonymise_subject and "user_id" in fields
-        names, name_of, json_text = self._names, self.name_of, self.json_text
+    def step(self, event_type: str, fields: tuple[str, ...]) -> Step:
+        """Per event type, what the policy does to its values, as one function ``(values, user, subject) -> the
+        user to store``: the subject's pseudonym and sealer, the fields to encrypt, the JSON fields to walk (and
+        whether to redact their strings), the texts to redact. Generated once as straight-line code (from the
+        event's field names only), so the hot path neither looks the policy up nor loops over fields."""
+        encrypted = [f for f in (*self._encrypt.get(event_type, ()), *self._encrypt_any) if f in fields]
         keyed = self._key_pattern is not None
-
-        def apply(values: dict[str, Any], subject: tuple[str, Callable[[Any], str]] | None) -> None:
-            if user_id and (identifier := values.get("user_id")) is not None:
-                values["user_id"] = names.get(identifier) or name_of(identifier)
-            if subject is not None:
-                seal = subject[1]
-                for field in encrypted:
-                    value = values.get(field)
-                    if isinstance(value, str) and not value.startswith(ENCRYPTED_PREFIX):
-                        values[field] = seal(value)
-            name = None if subject is None else subject[0]
-            for field, redacting in dicts:
-                value = values.get(field)
-                # Only a JSON object or array can hold a named key: a string or number needs no look.
-                if value is not None and (redacting or (keyed and value[:1] in "{[")):
-                    values[field] = json_text(value, name, redacting)
-            for field in texts:
-                value = values.get(field)
-                if value is not None:
-                    values[field] = redact(value)
-
-        self._plans[event_type] = apply
-        return apply
+        # A JSON field the policy neither redacts nor can find a named key in is left alone.
+        dicts = [(f, f in self._redact) for f in fields
+                 if f in DICT_FIELDS and f not in encrypted and (keyed or f in self._redact)]
+        texts = [f for f in fields if f in self._redact and f not in DICT_FIELDS and f not in encrypted]
+        default_subject = "values.get('user_id')" if event_type == "user_request" else "user"
+        lines = [
+            "def step(values, user, subject):",
+            f"    if subject is None: subject = {default_subject}",
+            # Every subject's key is registered on first sight, whether or not this type encrypts a value.
+            "    found = None if subject is None else (subjects.get(subject) or load(subject))",
+        ]
+        if self._pseudonymise_user:
+            # Mostly the user is the subject (no subject= given): then its pseudonym is already at hand.
+            lines.append("    if user is not None: user = found[0] if user is subject "
+                         "else (subjects.get(user) or load(user))[0]")
+        if self._pseudonymise_subject and "user_id" in fields:
+            lines += ["    identifier = values.get('user_id')",
+                      "    if identifier is not None: values['user_id'] = "
+                      "(subjects.get(identifier) or load(identifier))[0]"]
+        if encrypted:
+            lines += ["    if found is not None:", "        seal = found[1]"]
+            for field in encrypted:
+                lines += [f"        value = values.get({field!r})",
+                          "        if isinstance(value, str) and not value.startswith(PREFIX): "
+                          f"values[{field!r}] = seal(value)"]
+        if dicts:
+            lines.append("    name = None if found is None else found[0]")
+        for field, redacting in dicts:
+            # Only a JSON object or array can hold a named key: a string or number needs no look.
+            test = "value is not None" if redacting else "value is not None and value[:1] in '{['"
+            lines += [f"    value = values.get({field!r})",
+                      f"    if {test}: values[{field!r}] = json_text(value, name, {redacting})"]
+        for field in texts:
+            lines += [f"    value = values.get({field!r})",
+                      f"    if value is not None: values[{field!r}] = redact(value)"]
+        lines.append("    return user")
+        scope: dict[str, Any] = {"subjects": self._subjects, "load": self._subject, "json_text": self.json_text,
+                                 "redact": redact, "PREFIX": ENCRYPTED_PREFIX}
+        exec("\n".join(lines), scope)  # noqa: S102 - generated from the event's field names only
+        step: Step = scope["step"]
+        self.steps[event_type] = step
+        return step
 
     def json_text(self, text: str, name: str | None, redacting: bool) -> str:
         """JSON text with named keys' values encrypted (when there is a subject) and strings redacted."""
