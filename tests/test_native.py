@@ -83,6 +83,21 @@ def test_a_lone_surrogate_is_refused_alike(monkeypatch: pytest.MonkeyPatch) -> N
             seal_value("half \ud800 a pair")
 
 
+def test_seal_field_seals_a_str_in_place_once_and_leaves_anything_else() -> None:
+    """Sealer.seal_field (the step's one call per encrypted field) seals a str value in place under the subject's key,
+    leaves an already sealed text, a non-str value and a missing field as they are, and uses the same prefix."""
+    assert secureml_audit_native.ENCRYPTED_PREFIX == ENCRYPTED_PREFIX
+    key = SubjectKey(os.urandom(32), "alice")
+    seal_field = sealer(key, NAME).__self__.seal_field  # type: ignore[attr-defined]
+    values: dict[str, Any] = {"input_data": TRICKY_STRINGS[7], "confidence": 0.87, "output": ["low"]}
+    seal_field(values, "input_data")
+    sealed = values["input_data"]
+    assert json.loads(opened(key, sealed)[1]) == TRICKY_STRINGS[7]
+    for field in ("input_data", "confidence", "output", "missing"):
+        seal_field(values, field)
+    assert values == {"input_data": sealed, "confidence": 0.87, "output": ["low"]}
+
+
 def test_native_nonces_never_repeat_and_each_sealer_draws_its_own_random_part() -> None:
     """Over many values one sealer's nonces are distinct, counting up under one random 64-bit part; another sealer
     of the same key draws another random part."""

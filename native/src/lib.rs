@@ -18,10 +18,13 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 use sha2::{Digest, Sha256};
 
 const NONCE_LEN: usize = 12;
+/// What every stored ciphertext starts with (`protect.ENCRYPTED_PREFIX`; a test pins the two equal): a value that
+/// already does is not sealed again.
+const ENCRYPTED_PREFIX: &str = "enc:v1:";
 
 /// The 96-bit nonce source of one sealer: a random 64-bit part drawn when the sealer is made (fresh
 /// in every process) and a 32-bit counter; the random part is drawn again before the counter wraps,
@@ -133,6 +136,19 @@ impl Sealer {
         STANDARD.encode_string(&sealed, &mut text);
         Ok(PyString::new(py, &text))
     }
+
+    /// `values[field]` sealed in place when it is a `str` not sealed yet (anything else is left as it is): the
+    /// privacy step's work on one encrypted field in one call instead of five Python operations.
+    fn seal_field(&self, py: Python<'_>, values: &Bound<'_, PyDict>, field: &Bound<'_, PyString>) -> PyResult<()> {
+        if let Some(value) = values.get_item(field)? {
+            if let Ok(text) = value.downcast::<PyString>() {
+                if !text.to_str()?.starts_with(ENCRYPTED_PREFIX) {
+                    values.set_item(field, self.seal(py, &value)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An event's message and the next event's previous hash: the parts joined (the prefix), then `hash_length` and
@@ -160,6 +176,7 @@ fn chain<'py>(
 #[pymodule]
 fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Sealer>()?;
+    module.add("ENCRYPTED_PREFIX", ENCRYPTED_PREFIX)?;
     module.add_function(wrap_pyfunction!(chain, module)?)?;
     Ok(())
 }

@@ -32,6 +32,8 @@ _json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ign
 native: ModuleType | None = accelerator.native
 # An event type's privacy step: (values, changed in place; user; subject) -> the user to store.
 Step = Callable[[dict[str, Any], str | None, str | None], str | None]
+# A subject's pseudonym, its sealer, and the native sealer's in-place form (values, field) or None.
+Subject = tuple[str, Callable[[Any], str], Callable[[dict[str, Any], str], None] | None]
 
 
 def encrypt(key: SubjectKey, name: str, value: Any) -> str:
@@ -68,7 +70,7 @@ class Protector:
         self._lock = threading.Lock()
         self._pseudonym_key: bytes | None = None
         self._sealers: dict[str, Callable[[Any], str]] = {}  # pseudonym -> encrypt under its key
-        self._subjects: dict[str, tuple[str, Callable[[Any], str]]] = {}  # identifier -> (pseudonym, sealer)
+        self._subjects: dict[str, Subject] = {}  # identifier -> (pseudonym, sealer, in-place sealer)
         self._pseudonymise_user = "user" in policy.pseudonymise
         self._pseudonymise_subject = "user_id" in policy.pseudonymise
         self._encrypt_any = tuple(f.partition(".")[2] for f in policy.encrypt_fields if f.startswith("*."))
@@ -104,8 +106,9 @@ class Protector:
         show who it stands for until it is erased)."""
         return (self._subjects.get(identifier) or self._subject(identifier))[0]
 
-    def _subject(self, identifier: str) -> tuple[str, Callable[[Any], str]]:
-        """(pseudonym, sealer under its key) of an identifier, its key fetched or created on first sight."""
+    def _subject(self, identifier: str) -> Subject:
+        """(pseudonym, sealer under its key, its in-place form or None) of an identifier, its key fetched or created
+        on first sight."""
         found = self._subjects.get(identifier)
         if found is None:
             with self._lock:
@@ -115,7 +118,9 @@ class Protector:
                         self._pseudonym_key = self._keystore().pseudonym_key()
                     name = pseudonym(self._pseudonym_key, identifier)
                     seal = self._sealers[name] = sealer(self._keystore().get_or_create(name, identifier), name)
-                    found = self._subjects[identifier] = (name, seal)
+                    native_sealer = getattr(seal, "__self__", None)  # the native Sealer also seals a field in place
+                    in_place = None if native_sealer is None else native_sealer.seal_field
+                    found = self._subjects[identifier] = (name, seal, in_place)
         return found
 
     def forget(self, identifier: str, name: str) -> None:
@@ -158,10 +163,14 @@ class Protector:
                       "    if identifier is not None: values['user_id'] = "
                       "(subjects.get(identifier) or load(identifier))[0]"]
         if encrypted:
-            lines += ["    if found is not None:", "        seal = found[1]"]
+            # The native sealer does a field's get, checks, seal and store in one call; the pure-Python one here.
+            lines += ["    if found is not None:", "        seal_field = found[2]",
+                      "        if seal_field is not None:"]
+            lines += [f"            seal_field(values, {field!r})" for field in encrypted]
+            lines += ["        else:", "            seal = found[1]"]
             for field in encrypted:
-                lines += [f"        value = values.get({field!r})",
-                          "        if isinstance(value, str) and not value.startswith(PREFIX): "
+                lines += [f"            value = values.get({field!r})",
+                          "            if isinstance(value, str) and not value.startswith(PREFIX): "
                           f"values[{field!r}] = seal(value)"]
         if dicts:
             lines.append("    name = None if found is None else found[0]")
