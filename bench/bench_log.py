@@ -4,8 +4,10 @@ Ours into Kafka is measured end to end: acks=all, idempotent, hash-chained, and 
 close(), so every event counted is acknowledged by the broker. Each of ours runs with the
 privacy policy off and on (a user and one of 1,000 data subjects per event, input_data
 encrypted); a bare confluent-kafka produce() of the same ready bytes, with our producer settings,
-is the limit on the machine. Rounds alternate their order. Also measures the materializer's
-events/s against a plain consumer reading the same messages (the ceiling).
+is the limit on the machine. With the native accelerator installed, ours with the policy off also
+runs on its pure-Python path ("_pure": no native hash chain) for a same-run comparison. Rounds
+alternate their order. Also measures the materializer's events/s against a plain consumer reading
+the same messages (the ceiling).
 
     .venv/bin/python bench/bench_log.py [--events 20000] [--rounds 5] [--materialize 500000]
 """
@@ -19,12 +21,26 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from _common import bootstrap, log_inferences, median, secureml_031_audit
 from secureml.audit import AuditTrail
+from secureml.audit import trail as trail_module
 
 SUBJECTS = 1000
+NATIVE_CHAIN = trail_module._native_chain  # the accelerator's hash chain, None when it is not installed
+
+
+def pure_python(run: Callable[[int], float]) -> Callable[[int], float]:
+    """run with the trail's pure-Python hash chain instead of the accelerator's."""
+    def without_accelerator(r: int) -> float:
+        trail_module._native_chain = None
+        try:
+            return run(r)
+        finally:
+            trail_module._native_chain = NATIVE_CHAIN
+    return without_accelerator
 
 
 def run_secureml(module, events: int, directory: Path) -> float:  # noqa: ANN001 - a loaded module
@@ -159,6 +175,11 @@ def main() -> int:
                                                         bootstrap_servers=""),
             "bare_kafka_produce": lambda r: bare.run(messages, topic),
         }
+        if NATIVE_CHAIN is not None:
+            runs["ours_kafka_pure"] = pure_python(runs["ours_kafka"])
+            runs["ours_embedded_pure"] = pure_python(runs["ours_embedded"])
+            rates.update({"ours_kafka_pure": [], "ours_embedded_pure": []})
+        ours = [name for name in runs if name.startswith("ours_")]
         # CPU time of the whole process (librdkafka's threads included, the broker's not): under other load the
         # wall clock charges each run for the time others held the cores, the CPU time much less so.
         cpu: dict[str, list[float]] = {name: [] for name in runs}
@@ -172,13 +193,13 @@ def main() -> int:
                   file=sys.stderr)
         result: dict[str, object] = {k: round(median(v)) for k, v in rates.items()}
         peer = median(rates["secureml_0.3.1"])
-        for name in ("ours_kafka", "ours_kafka_privacy", "ours_embedded", "ours_embedded_privacy"):
+        for name in ours:
             result[f"ratio_{name.removeprefix('ours_')}_vs_secureml"] = round(median(rates[name]) / peer, 2)
         for name in ("ours_kafka", "ours_kafka_privacy"):
             result[f"ratio_{name.removeprefix('ours_')}_vs_bare_produce"] = round(
                 median(rates[name]) / median(rates["bare_kafka_produce"]), 2)
         result.update({f"cpu_us_per_event_{name}": round(median(v) * 1e6, 2) for name, v in cpu.items()})
-        for name in ("ours_kafka", "ours_kafka_privacy", "ours_embedded", "ours_embedded_privacy"):
+        for name in ours:
             result[f"cpu_ratio_{name.removeprefix('ours_')}_vs_secureml"] = round(
                 median(cpu["secureml_0.3.1"]) / median(cpu[name]), 2)
         for transport in ("kafka", "embedded"):
@@ -187,6 +208,11 @@ def main() -> int:
         for transport in ("kafka", "embedded"):
             off, on = median(rates[f"ours_{transport}"]), median(rates[f"ours_{transport}_privacy"])
             result[f"privacy_added_us_per_event_{transport}"] = round((1 / on - 1 / off) * 1e6, 2)
+        if NATIVE_CHAIN is not None:
+            for transport in ("kafka", "embedded"):
+                result[f"cpu_ratio_{transport}_native_vs_pure"] = round(
+                    median(cpu[f"ours_{transport}_pure"]) / median(cpu[f"ours_{transport}"]), 3)
+        result["load_average_after"] = os.getloadavg()[0]
         if args.materialize:
             result.update({k: round(v, 2) for k, v in bench_materializer(broker, args.materialize, root / "m").items()})
     print(json.dumps(result, indent=2))

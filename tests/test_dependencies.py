@@ -24,6 +24,9 @@ USED_WITHOUT_IMPORT = {
 }
 # Optional extras of the package -> the only folder whose code may import them (lazily, with an install hint).
 EXTRA_CODE = {"ui": "consumers/secureml/ui"}
+# Modules built from this repository (pip install ./native), never from a registry, so in no requirement list ->
+# the only files that may import them (the package behind a pure-Python fallback).
+LOCAL_BUILDS = {"secureml_audit_native": {"producer/secureml/audit/accelerator.py", "tests/test_native.py"}}
 
 
 def normalised(name: str) -> str:
@@ -84,9 +87,17 @@ def distributions_of(modules: dict[str, set[str]]) -> dict[str, set[str]]:
     return found
 
 
+def without_local_builds(imported: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Imported modules less the LOCAL_BUILDS, failing when a file outside their allowed ones imports one."""
+    for module, allowed in LOCAL_BUILDS.items():
+        outside = sorted(imported.get(module, set()) - allowed)
+        assert not outside, f"{module} (built from this repository) is imported outside {sorted(allowed)}: {outside}"
+    return {module: files for module, files in imported.items() if module not in LOCAL_BUILDS}
+
+
 def test_dependencies_are_exactly_what_the_package_imports() -> None:
     """[project].dependencies names every distribution producer/ and consumers/ import, and no other."""
-    imported = distributions_of(third_party_imports([REPO / "producer", REPO / "consumers"]))
+    imported = distributions_of(without_local_builds(third_party_imports([REPO / "producer", REPO / "consumers"])))
     declared = requirement_names(PROJECT["dependencies"])
     for extra, folder in EXTRA_CODE.items():
         for name in requirement_names(PROJECT["optional-dependencies"][extra]):
@@ -101,7 +112,7 @@ def test_test_extra_covers_what_the_tests_import() -> None:
     """The test extra plus the dependencies provide every test import; the extra holds nothing the tests never use."""
     tests = REPO / "tests"
     local = frozenset(Path(path.relative_to(tests).parts[0]).stem for path in tests.rglob("*.py"))  # conftest, support
-    imported = distributions_of(third_party_imports([tests], local))
+    imported = distributions_of(without_local_builds(third_party_imports([tests], local)))
     declared = requirement_names(PROJECT["dependencies"])
     test_extra = requirement_names(PROJECT["optional-dependencies"]["test"])
     undeclared = {name: sorted(files) for name, files in imported.items() if name not in declared | test_extra}

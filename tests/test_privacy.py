@@ -324,3 +324,21 @@ def test_dead_letter_copies_are_redacted(tmp_path: Path) -> None:
     copy = base64.b64decode(str(letters[0]["value_base64"]))
     assert b"<email>" in copy and b"<ssn>" in copy and b"alice@example.com" not in copy
     assert b"alice@example.com" not in (log_dir / "dlq" / "dead-letters.jsonl").read_bytes()
+
+
+def test_a_user_is_stored_as_one_pseudonym_whether_or_not_it_is_the_subject(tmp_path: Path) -> None:
+    """The step's shortcut for a user who is the event's subject stores the pseudonym and ciphertext the full look-up
+    stores: one name per user, values sealed under the subject's own key."""
+    log_dir = tmp_path / "logs"
+    with AuditTrail("privacy_op", log_dir=log_dir, user="analyst_123") as trail:
+        trail.log_model_inference("m", "own data", "low", 0.9)  # the user is the subject
+        trail.log_model_inference("m", "their data", "low", 0.9, subject="user_12345")
+        trail.log_model_inference("m", "own again", "low", 0.9, subject="analyst_123")
+    sealed = connect(log_dir).sql("SELECT user, input_data FROM events_sealed WHERE event_type = 'model_inference' "
+                                  "ORDER BY seq").fetchall()
+    users = {user for user, _ in sealed}
+    assert len(users) == 1 and is_pseudonym(next(iter(users)))
+    name = sealed[0][0]
+    assert [value.startswith(f"enc:v1:{name}:") for _, value in sealed] == [True, False, True]
+    assert [log["input_data"] for log in get_audit_logs(log_dir=log_dir, event_type="model_inference")] == [
+        "own data", "their data", "own again"]

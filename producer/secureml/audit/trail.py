@@ -10,6 +10,7 @@ from hashlib import sha256
 from types import TracebackType
 from typing import Any
 
+from secureml.audit import accelerator
 from secureml.audit import events as ev
 from secureml.audit.codec import PayloadPlan, encode_long, encode_string, encode_string_array
 from secureml.audit.config import AuditConfig, resolve_config
@@ -24,6 +25,8 @@ INFO, WARNING, ERROR = ev.LEVELS["INFO"], ev.LEVELS["WARNING"], ev.LEVELS["ERROR
 _TYPE_BYTES = {t: encode_string(t) for t in ev.EVENT_FIELDS}
 _LEVEL_BYTES = {level: encode_long(level) for level in range(0, 60, 5)}
 _HASH_LENGTH = encode_long(64)  # every hash is 64 hex characters
+# The accelerator's join + SHA-256 + hex in one call (0.55x the time of the hashlib path below), or None.
+_native_chain = None if accelerator.native is None else accelerator.native.chain
 _SMALL_LONGS = [encode_long(n) for n in range(64)]  # seq of a trail's first events
 _HOST = socket.gethostname()
 _MAX_MESSAGE_CHARS = 2000  # error messages are cut: they may quote data
@@ -137,8 +140,9 @@ class AuditTrail:
         closing: bool = False,
         where: str = "AuditTrail",
     ) -> str:
-        if self._privacy is not None:
-            values, user = self._privacy.protect(event_type, values, user, subject)
+        privacy = self._privacy
+        if privacy is not None:  # Protector.protect inlined: one frame less per event
+            user = (privacy.steps.get(event_type) or privacy.step(event_type, tuple(values)))(values, user, subject)
         with self._lock:
             if self._closed:
                 raise AuditClosedError(
@@ -155,30 +159,33 @@ class AuditTrail:
             user_bytes = self._user_bytes
             if user is not user_bytes[0]:
                 user_bytes = self._user_bytes = (user, b"\x00" if user is None else b"\x02" + encode_string(user))
-            prefix = b"".join(
-                (
-                    self._version_bytes,
-                    encode_string(event_id),
-                    self._operation_bytes,
-                    _SMALL_LONGS[seq] if seq < 64 else encode_long(seq),
-                    _TYPE_BYTES.get(event_type) or encode_string(event_type),
-                    _LEVEL_BYTES.get(level) or encode_long(level),
-                    encode_long(ts),
-                    user_bytes[1],
-                    self._trail_bytes,
-                    plan.encode(values),
-                    self._prev_hash_bytes,
-                )
+            parts = (
+                self._version_bytes,
+                encode_string(event_id),
+                self._operation_bytes,
+                _SMALL_LONGS[seq] if seq < 64 else encode_long(seq),
+                _TYPE_BYTES.get(event_type) or encode_string(event_type),
+                _LEVEL_BYTES.get(level) or encode_long(level),
+                encode_long(ts),
+                user_bytes[1],
+                self._trail_bytes,
+                plan.encode(values),
+                self._prev_hash_bytes,
             )
-            # codec.seal(prefix), inlined: the message is the prefix, then its SHA-256 as an Avro string.
-            digest_bytes = sha256(prefix).hexdigest().encode()
-            message = b"".join((prefix, _HASH_LENGTH, digest_bytes))
+            # codec.seal of the joined parts: the message is the prefix, then its SHA-256 as an Avro string
+            # (``hashed``, the next event's previous hash). Natively in one call when the accelerator is there.
+            if _native_chain is not None:
+                message, hashed = _native_chain(parts, _HASH_LENGTH)
+            else:
+                prefix = b"".join(parts)
+                hashed = _HASH_LENGTH + sha256(prefix).hexdigest().encode()
+                message = prefix + hashed
             if len(message) > ev.MAX_EVENT_BYTES:
                 raise _oversized(len(message), values, where)
             self._transport.emit(self._key, message, self._tracker)
             self._seq = seq + 1
             self._last_ts = ts
-            self._prev_hash_bytes = _HASH_LENGTH + digest_bytes
+            self._prev_hash_bytes = hashed
             if closing:
                 self._closed = True
             return event_id

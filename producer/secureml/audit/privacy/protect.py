@@ -3,17 +3,23 @@
 Runs on every event, so it is built for the hot path: pseudonyms and subject keys (with their
 AEAD objects) are cached per identifier, so once a subject is known no event touches the key
 store; text without an '@' or a digit skips the detectors.
+
+Sealing uses the optional native accelerator (``secureml.audit.accelerator``) when it is there; it
+writes the same stored form as the pure-Python path here, which is used otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from binascii import b2a_base64
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
+from secureml.audit import accelerator
 from secureml.audit.privacy.detectors import CANDIDATE as _CANDIDATE
 from secureml.audit.privacy.detectors import redact
 from secureml.audit.privacy.keys import KeyStore, SubjectKey, pseudonym
@@ -22,6 +28,12 @@ from secureml.audit.privacy.policy import DICT_FIELDS, PrivacyPolicy
 ENCRYPTED_PREFIX = "enc:v1:"
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+# The module sealer() seals with, or None for the pure-Python path (the bench sets it to compare the two).
+native: ModuleType | None = accelerator.native
+# An event type's privacy step: (values, changed in place; user; subject) -> the user to store.
+Step = Callable[[dict[str, Any], str | None, str | None], str | None]
+# A subject's pseudonym, its sealer, and the native sealer's in-place form (values, field) or None.
+Subject = tuple[str, Callable[[Any], str], Callable[[dict[str, Any], str], None] | None]
 
 
 def encrypt(key: SubjectKey, name: str, value: Any) -> str:
@@ -32,10 +44,13 @@ def encrypt(key: SubjectKey, name: str, value: Any) -> str:
 def sealer(key: SubjectKey, name: str) -> Callable[[Any], str]:
     """``encrypt`` for one subject, with what is the same for every value (AEAD, associated data, the text's
     head) bound once: the hot path calls it per encrypted value."""
-    aead_encrypt = key.aead.encrypt
-    nonce = key.nonce
     aad = name.encode()
     head = f"{ENCRYPTED_PREFIX}{name}:"
+    if native is not None:
+        # Its nonces come from its own random 64-bit part and counter, as two processes' do for one key.
+        return native.Sealer(key.key, head, aad, _dumps).seal  # type: ignore[no-any-return]
+    aead_encrypt = key.aead.encrypt
+    nonce = key.nonce
 
     def seal(value: Any) -> str:
         iv = nonce()
@@ -54,9 +69,8 @@ class Protector:
         self._store: KeyStore | None = None
         self._lock = threading.Lock()
         self._pseudonym_key: bytes | None = None
-        self._names: dict[str, str] = {}  # identifier -> pseudonym
         self._sealers: dict[str, Callable[[Any], str]] = {}  # pseudonym -> encrypt under its key
-        self._subjects: dict[str, tuple[str, Callable[[Any], str]]] = {}  # identifier -> (pseudonym, sealer)
+        self._subjects: dict[str, Subject] = {}  # identifier -> (pseudonym, sealer, in-place sealer)
         self._pseudonymise_user = "user" in policy.pseudonymise
         self._pseudonymise_subject = "user_id" in policy.pseudonymise
         self._encrypt_any = tuple(f.partition(".")[2] for f in policy.encrypt_fields if f.startswith("*."))
@@ -70,7 +84,17 @@ class Protector:
         self._key_pattern = re.compile("|".join(re.escape(json.dumps(k)) for k in sorted(self._keys_lower)),
                                        re.IGNORECASE) if self._keys_lower else None
         self._redact = frozenset(policy.redact_fields)
-        self._plans: dict[str, Callable[[dict[str, Any], Any], None]] = {}  # event type -> its step
+        self.steps: dict[str, Step] = {}  # event type -> its step (see ``step``)
+        os.register_at_fork(after_in_child=self._reload_keys)
+
+    def _reload_keys(self) -> None:
+        """In a forked child: drop the parent's sealers, whose nonce counters (random part and count) the child
+        inherited, so that its first event per subject loads the key again with a fresh random part; else child
+        and parent would seal under one key with the same nonces."""
+        self._lock = threading.Lock()  # another thread of the parent may have held it at the fork
+        self._store = None  # a new one: a Kafka key store's clients do not survive a fork
+        self._subjects.clear()
+        self._sealers.clear()
 
     def _keystore(self) -> KeyStore:
         if self._store is None:
@@ -80,13 +104,11 @@ class Protector:
     def name_of(self, identifier: str) -> str:
         """The pseudonym of an identifier, registering the identifier's key on first sight (so readers can
         show who it stands for until it is erased)."""
-        name = self._names.get(identifier)
-        if name is None:
-            name = self._subject(identifier)[0]
-        return name
+        return (self._subjects.get(identifier) or self._subject(identifier))[0]
 
-    def _subject(self, identifier: str) -> tuple[str, Callable[[Any], str]]:
-        """(pseudonym, sealer under its key) of an identifier, its key fetched or created on first sight."""
+    def _subject(self, identifier: str) -> Subject:
+        """(pseudonym, sealer under its key, its in-place form or None) of an identifier, its key fetched or created
+        on first sight."""
         found = self._subjects.get(identifier)
         if found is None:
             with self._lock:
@@ -96,62 +118,77 @@ class Protector:
                         self._pseudonym_key = self._keystore().pseudonym_key()
                     name = pseudonym(self._pseudonym_key, identifier)
                     seal = self._sealers[name] = sealer(self._keystore().get_or_create(name, identifier), name)
-                    found = self._subjects[identifier] = (name, seal)
-                    self._names[identifier] = name
+                    native_sealer = getattr(seal, "__self__", None)  # the native Sealer also seals a field in place
+                    in_place = None if native_sealer is None else native_sealer.seal_field
+                    found = self._subjects[identifier] = (name, seal, in_place)
         return found
 
     def forget(self, identifier: str, name: str) -> None:
         """Drop an erased subject's cached key (its next event gets a new key)."""
         with self._lock:
-            self._names.pop(identifier, None)
             self._subjects.pop(identifier, None)
             self._sealers.pop(name, None)
 
     def protect(self, event_type: str, values: dict[str, Any], user: str | None,
                 subject: str | None) -> tuple[dict[str, Any], str | None]:
         """The values and user of an event as they are to be stored (``values``, the call's own dict, is changed
-        in place)."""
-        if subject is None:
-            subject = values.get("user_id") if event_type == "user_request" else user
-        if user is not None and self._pseudonymise_user:
-            user = self._names.get(user) or self.name_of(user)
-        apply = self._plans.get(event_type) or self._plan(event_type, tuple(values))
-        apply(values, None if subject is None else (self._subjects.get(subject) or self._subject(subject)))
+        in place). The trail calls ``steps``/``step`` itself, saving this call's frame on the hot path."""
+        user = (self.steps.get(event_type) or self.step(event_type, tuple(values)))(values, user, subject)
         return values, user
 
-    def _plan(self, event_type: str, fields: tuple[str, ...]) -> Callable[[dict[str, Any], Any], None]:
-        """Per event type, what the policy does to its values, as one function: the fields to encrypt, the
-        JSON fields to walk (and whether to redact their strings), the texts to redact. Built once, so the hot
-        path neither looks the policy up nor walks fields the policy leaves alone."""
-        encrypted = tuple(f for f in (*self._encrypt.get(event_type, ()), *self._encrypt_any) if f in fields)
-        dicts = tuple((f, f in self._redact) for f in fields if f in DICT_FIELDS and f not in encrypted)
-        texts = tuple(f for f in fields if f in self._redact and f not in DICT_FIELDS and f not in encrypted)
-        user_id = self._pseudonymise_subject and "user_id" in fields
-        names, name_of, json_text = self._names, self.name_of, self.json_text
+    def step(self, event_type: str, fields: tuple[str, ...]) -> Step:
+        """Per event type, what the policy does to its values, as one function ``(values, user, subject) -> the
+        user to store``: the subject's pseudonym and sealer, the fields to encrypt, the JSON fields to walk (and
+        whether to redact their strings), the texts to redact. Generated once as straight-line code (from the
+        event's field names only), so the hot path neither looks the policy up nor loops over fields."""
+        encrypted = [f for f in (*self._encrypt.get(event_type, ()), *self._encrypt_any) if f in fields]
         keyed = self._key_pattern is not None
-
-        def apply(values: dict[str, Any], subject: tuple[str, Callable[[Any], str]] | None) -> None:
-            if user_id and (identifier := values.get("user_id")) is not None:
-                values["user_id"] = names.get(identifier) or name_of(identifier)
-            if subject is not None:
-                seal = subject[1]
-                for field in encrypted:
-                    value = values.get(field)
-                    if isinstance(value, str) and not value.startswith(ENCRYPTED_PREFIX):
-                        values[field] = seal(value)
-            name = None if subject is None else subject[0]
-            for field, redacting in dicts:
-                value = values.get(field)
-                # Only a JSON object or array can hold a named key: a string or number needs no look.
-                if value is not None and (redacting or (keyed and value[:1] in "{[")):
-                    values[field] = json_text(value, name, redacting)
-            for field in texts:
-                value = values.get(field)
-                if value is not None:
-                    values[field] = redact(value)
-
-        self._plans[event_type] = apply
-        return apply
+        # A JSON field the policy neither redacts nor can find a named key in is left alone.
+        dicts = [(f, f in self._redact) for f in fields
+                 if f in DICT_FIELDS and f not in encrypted and (keyed or f in self._redact)]
+        texts = [f for f in fields if f in self._redact and f not in DICT_FIELDS and f not in encrypted]
+        default_subject = "values.get('user_id')" if event_type == "user_request" else "user"
+        lines = [
+            "def step(values, user, subject):",
+            f"    if subject is None: subject = {default_subject}",
+            # Every subject's key is registered on first sight, whether or not this type encrypts a value.
+            "    found = None if subject is None else (subjects.get(subject) or load(subject))",
+        ]
+        if self._pseudonymise_user:
+            # Mostly the user is the subject (no subject= given): then its pseudonym is already at hand.
+            lines.append("    if user is not None: user = found[0] if user is subject "
+                         "else (subjects.get(user) or load(user))[0]")
+        if self._pseudonymise_subject and "user_id" in fields:
+            lines += ["    identifier = values.get('user_id')",
+                      "    if identifier is not None: values['user_id'] = "
+                      "(subjects.get(identifier) or load(identifier))[0]"]
+        if encrypted:
+            # The native sealer does a field's get, checks, seal and store in one call; the pure-Python one here.
+            lines += ["    if found is not None:", "        seal_field = found[2]",
+                      "        if seal_field is not None:"]
+            lines += [f"            seal_field(values, {field!r})" for field in encrypted]
+            lines += ["        else:", "            seal = found[1]"]
+            for field in encrypted:
+                lines += [f"            value = values.get({field!r})",
+                          "            if isinstance(value, str) and not value.startswith(PREFIX): "
+                          f"values[{field!r}] = seal(value)"]
+        if dicts:
+            lines.append("    name = None if found is None else found[0]")
+        for field, redacting in dicts:
+            # Only a JSON object or array can hold a named key: a string or number needs no look.
+            test = "value is not None" if redacting else "value is not None and value[:1] in '{['"
+            lines += [f"    value = values.get({field!r})",
+                      f"    if {test}: values[{field!r}] = json_text(value, name, {redacting})"]
+        for field in texts:
+            lines += [f"    value = values.get({field!r})",
+                      f"    if value is not None: values[{field!r}] = redact(value)"]
+        lines.append("    return user")
+        scope: dict[str, Any] = {"subjects": self._subjects, "load": self._subject, "json_text": self.json_text,
+                                 "redact": redact, "PREFIX": ENCRYPTED_PREFIX}
+        exec("\n".join(lines), scope)  # noqa: S102 - generated from the event's field names only
+        step: Step = scope["step"]
+        self.steps[event_type] = step
+        return step
 
     def json_text(self, text: str, name: str | None, redacting: bool) -> str:
         """JSON text with named keys' values encrypted (when there is a subject) and strings redacted."""

@@ -1,0 +1,28 @@
+"""The optional native accelerator (``pip install ./native``, the distribution ``secureml-audit-native``).
+
+It seals the privacy step's encrypted values (``privacy.protect.sealer``) and hash-chains each
+event's message (``AuditTrail``); both write byte for byte what their pure-Python paths write,
+which run when it is not installed or ``SECUREML_AUDIT_NATIVE`` is ``0``.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+NATIVE_ENV = "SECUREML_AUDIT_NATIVE"
+
+
+def _load() -> ModuleType | None:
+    """The native module, or None when it is switched off or not installed: it is a separate, optional
+    distribution (it needs Rust to build), so its absence is a normal installation, not an error."""
+    if os.environ.get(NATIVE_ENV) == "0":
+        return None
+    try:
+        import secureml_audit_native
+    except ImportError:
+        return None
+    return secureml_audit_native
+
+
+native: ModuleType | None = _load()
