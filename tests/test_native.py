@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 import secureml_audit_native
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from secureml.audit import AuditTrail, erase_subject, get_audit_logs
+from secureml.audit import AuditTrail, accelerator, erase_subject, get_audit_logs
 from secureml.audit import trail as trail_module
 from secureml.audit.accelerator import NATIVE_ENV
 from secureml.audit.codec import encode_long, seal
@@ -61,6 +62,19 @@ def test_the_accelerator_is_in_use() -> None:
     assert trail_module._native_chain is secureml_audit_native.chain
     seal = sealer(SubjectKey(os.urandom(32), "alice"), NAME)
     assert isinstance(seal.__self__, secureml_audit_native.Sealer)  # type: ignore[attr-defined]
+
+
+def test_an_installed_build_of_another_interface_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A native build left installed from another version (its INTERFACE differs) is skipped with a warning
+    saying how to reinstall it, so the trail runs on the pure-Python path rather than calling what it lacks."""
+    assert secureml_audit_native.INTERFACE == accelerator.INTERFACE
+    outdated = types.ModuleType("secureml_audit_native")
+    outdated.INTERFACE = accelerator.INTERFACE - 1  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "secureml_audit_native", outdated)
+    with pytest.warns(RuntimeWarning, match=r"pip install \./native"):
+        assert accelerator._load() is None
+    monkeypatch.setitem(sys.modules, "secureml_audit_native", secureml_audit_native)
+    assert accelerator._load() is secureml_audit_native
 
 
 @pytest.mark.parametrize("value", TRICKY_STRINGS + OTHER_VALUES)

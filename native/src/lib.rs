@@ -25,6 +25,9 @@ const NONCE_LEN: usize = 12;
 /// What every stored ciphertext starts with (`protect.ENCRYPTED_PREFIX`; a test pins the two equal): a value that
 /// already does is not sealed again.
 const ENCRYPTED_PREFIX: &str = "enc:v1:";
+/// The interface this build offers (`accelerator.INTERFACE` must equal it): raised whenever a function or method
+/// the Python side calls is added or changed, so an older build left installed is not used, rather than failing.
+const INTERFACE: u32 = 2;
 
 /// The 96-bit nonce source of one sealer: a random 64-bit part drawn when the sealer is made (fresh
 /// in every process) and a 32-bit counter; the random part is drawn again before the counter wraps,
@@ -177,6 +180,7 @@ fn chain<'py>(
 fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Sealer>()?;
     module.add("ENCRYPTED_PREFIX", ENCRYPTED_PREFIX)?;
+    module.add("INTERFACE", INTERFACE)?;
     module.add_function(wrap_pyfunction!(chain, module)?)?;
     Ok(())
 }

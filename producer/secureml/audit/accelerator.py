@@ -8,9 +8,11 @@ which run when it is not installed or ``SECUREML_AUDIT_NATIVE`` is ``0``.
 from __future__ import annotations
 
 import os
+import warnings
 from types import ModuleType
 
 NATIVE_ENV = "SECUREML_AUDIT_NATIVE"
+INTERFACE = 2  # the native module's INTERFACE this code calls (native/src/lib.rs raises both together)
 
 
 def _load() -> ModuleType | None:
@@ -21,6 +23,12 @@ def _load() -> ModuleType | None:
     try:
         import secureml_audit_native
     except ImportError:
+        return None
+    found = getattr(secureml_audit_native, "INTERFACE", None)
+    if found != INTERFACE:
+        warnings.warn(f"secureml-audit-native offers interface {found}, this secureml-audit calls {INTERFACE}: it is "
+                      "not used (the pure-Python path writes the same bytes, slower); reinstall it from this "
+                      "version's sources: pip install ./native", RuntimeWarning, stacklevel=2)
         return None
     return secureml_audit_native
 
