@@ -99,14 +99,15 @@ def _verify(
     lake: Lake, snapshot: Snapshot, store: RowStore, public_key: PublicKey | None, operation_id: str | None,
     progress: Progress | None, as_of: int | str | dt.datetime | None, witnesses: WitnessPolicy | None, started: float,
 ) -> VerificationResult:
-    """``verify`` with the rows kept in ``store`` as they are scanned, and every check reading them back from it."""
-    stored = stored_checkpoints(lake.root)
-    if as_of is not None:  # the chain as it stood at that version: later checkpoints cover rows it lacks
-        stored = _up_to(stored, snapshot.version)
+    """``verify`` with the rows kept in ``store`` as they are scanned (most chains judged on the way), and the other
+    checks reading them back from it."""
     chains = ChainStream()  # judges most chains as the rows go by; the rest are sorted and judged after
     scan = scan_lake(lake, snapshot, lambda rows: store.add(pa.RecordBatchReader.from_batches(
         SKELETON, chains.passing(rows))), operation_id, progress)
     key, key_origin, findings = _trusted_key(lake, public_key)
+    stored = stored_checkpoints(lake.root)
+    if as_of is not None:  # the chain as it stood at that version: later checkpoints cover rows it lacks
+        stored = _up_to(stored, snapshot.version)
     checkpoints, state = check_checkpoints(stored, key)
     if not stored:
         findings = [Finding(
