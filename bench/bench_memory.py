@@ -98,7 +98,7 @@ def step(name: str, log_dir: Path, key: Path) -> dict:
                          env=env, capture_output=True, text=True, timeout=4 * 3600)
     if out.returncode != 0:
         raise SystemExit(f"bench: {name} failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])  # not a progress bar
     print(f"bench: {name} ({time.monotonic() - began:.0f} s): {result}", file=sys.stderr, flush=True)
     return result
 

@@ -56,6 +56,7 @@ def _connect(directory: Path) -> duckdb.DuckDBPyConnection:
         "threads": THREADS, "memory_limit": MEMORY_LIMIT, "temp_directory": str(directory / "spill"),
         "preserve_insertion_order": True})
     con.execute("PRAGMA disable_checkpoint_on_shutdown")  # the file is deleted after: writing it out is waste
+    con.execute("SET enable_progress_bar = false")  # long statements would draw one on the caller's stdout
     return con
 
 
