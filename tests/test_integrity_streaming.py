@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from secureml.integrity import chains, rowstore
-from secureml.integrity.chains import check_chains, check_chains_in_order
+from secureml.integrity.chains import ChainStream, check_chains, check_chains_in_order
 from secureml.integrity.checkpoints import Checkpoint, SourceCoverage
 from secureml.integrity.lakerows import TableLeaves
 from secureml.integrity.logtree import fold
@@ -115,6 +115,26 @@ def test_chains_checked_in_chunks_of_whole_operations_find_what_one_pass_finds(
         store.add(table)
         streamed = check_chains_in_order(store.by_operation(), files)
     assert streamed == whole
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_chains_judged_as_rows_go_by_with_only_the_doubtful_sorted_find_what_one_pass_finds(
+        tmp_path: Path, shuffled: bool) -> None:
+    """ChainStream's perfect chains plus the sorted check of its suspects equal check_chains on all rows."""
+    rows = _skeleton_rows(random.Random(9))
+    if not shuffled:  # each operation's rows in logged order, operations interleaved, as the materializer stores them
+        rows.sort(key=lambda r: (r["source_offset"], r["seq"]))
+    table = pa.Table.from_pylist(rows, schema=SKELETON)
+    files = ["part-0.parquet"]
+    stream = ChainStream()
+    with RowStore(tmp_path) as store:
+        store.add(pa.RecordBatchReader.from_batches(SKELETON, stream.passing(table.to_batches(max_chunksize=11))))
+        judged = stream.perfect()
+        assert not set(judged) & stream.suspect
+        judged.update(check_chains_in_order(store.by_operation(stream.suspect), files))
+    assert judged == check_chains(table, files)
+    if not shuffled:  # rows in order: no sound chain was sorted
+        assert not {op for op, report in judged.items() if not report.findings} & stream.suspect
 
 
 def test_the_work_directory_is_owner_only_inside_log_dir_and_gone_after_close(tmp_path: Path) -> None:

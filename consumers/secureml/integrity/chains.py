@@ -2,12 +2,13 @@
 
 One vectorised pass over the rows, sorted by (operation, seq), finds the operations whose
 chain is not perfect; only those are examined in Python, to name what happened and where.
+``ChainStream`` spares that sort for the operations whose rows arrive as a perfect chain.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
@@ -139,6 +140,83 @@ def check_chains_in_order(batches: Iterable[pa.RecordBatch], files: list[str]) -
     if pending:
         reports.update(check_chains(pa.Table.from_batches(pending), files))
     return reports
+
+
+class ChainStream:
+    """Chains checked as rows go by in scan order, with no sort: the operations that arrive as perfect chains.
+
+    The materializer stores each operation's events in the order they were logged, so an
+    operation's rows usually arrive seq 0, 1, 2, ..., each linked to the one before: its state
+    here is its last seq and hash. An operation whose rows do not arrive so (a gap, a broken
+    link, a modified event, no single close at its end, or rows merely stored out of order, as
+    after compaction) is *suspect*: ``check_chains`` judges it on its rows sorted by
+    (operation, seq), which names what happened. An operation that arrives perfect would be
+    perfect sorted too (its seqs are distinct and already in order), so its report is the same.
+    """
+
+    def __init__(self) -> None:
+        # operation -> [name, events, last seq, last hash, closes, last row closes, last row's event_count]
+        self._open: dict[str, list] = {}
+        self.suspect: set[str] = set()
+
+    def passing(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """The batches, unchanged, each checked on its way."""
+        for batch in batches:
+            self.add(batch)
+            yield batch
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """The next skeleton rows (``scan.SKELETON``) in scan order."""
+        rows = batch.num_rows
+        if rows == 0:
+            return
+        encoded = pc.dictionary_encode(batch.column("operation_id"))
+        group = encoded.indices.to_numpy(zero_copy_only=False)
+        order = np.argsort(group, kind="stable")  # each operation's rows together, in arrival order
+        group = group[order]
+        take = pa.array(order)
+        seq = batch.column("seq").to_numpy(zero_copy_only=False)[order]
+        prev_hash, digest = batch.column("prev_hash").take(take), batch.column("hash").take(take)
+        closing = pc.equal(batch.column("event_type"), CLOSED).to_numpy(zero_copy_only=False)[order]
+        first = np.ones(rows, dtype=bool)
+        first[1:] = group[1:] != group[:-1]
+        follows = np.append(False, (seq[1:] == seq[:-1] + 1) & pc.equal(prev_hash[1:], digest[:-1]).to_numpy(
+            zero_copy_only=False))
+        sound = (first | follows) & batch.column("intact").to_numpy(zero_copy_only=False)[order]
+        count = len(encoded.dictionary)
+        unsound = np.bincount(group, weights=~sound, minlength=count).tolist()
+        events = np.bincount(group, minlength=count).tolist()
+        closes = np.bincount(group, weights=closing, minlength=count).astype(np.int64).tolist()
+        starts = np.flatnonzero(first)
+        ends = np.append(starts[1:], rows) - 1
+        names = batch.column("operation_name").take(pa.array(order[starts])).to_pylist()
+        counted = batch.column("event_count").fill_null(-1).to_numpy(zero_copy_only=False)[order][ends].tolist()
+        opening = zip(seq[starts].tolist(), prev_hash.take(pa.array(starts)).to_pylist())
+        closing_rows = zip(seq[ends].tolist(), digest.take(pa.array(ends)).to_pylist(), closing[ends].tolist(), counted)
+        for index, (operation, (first_seq, first_prev), (last_seq, last_hash, last_closes, last_count)) in enumerate(
+                zip(encoded.dictionary.to_pylist(), opening, closing_rows)):
+            if operation in self.suspect:
+                continue
+            state = self._open.get(operation)
+            expected = (0, "") if state is None else (state[2] + 1, state[3])
+            if unsound[index] or (first_seq, first_prev) != expected:
+                self.suspect.add(operation)
+                self._open.pop(operation, None)
+                continue
+            if state is None:
+                state = self._open[operation] = [names[index], 0, 0, "", 0, False, -1]
+            state[1] += events[index]
+            state[2:] = last_seq, last_hash, state[4] + closes[index], last_closes, last_count
+
+    def perfect(self) -> dict[str, OperationReport]:
+        """Reports of the operations whose chain arrived perfect; the others join ``suspect``."""
+        reports = {}
+        for operation, (name, events, last_seq, _hash, closes, last_closes, counted) in self._open.items():
+            if closes == 1 and last_closes and counted == events:
+                reports[operation] = OperationReport(operation, name, events, last_seq, True)
+            else:
+                self.suspect.add(operation)
+        return reports
 
 
 def chain_findings(operation_id: str, rows: list[Row]) -> list[Finding]:

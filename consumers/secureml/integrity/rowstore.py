@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -56,6 +56,7 @@ def _connect(directory: Path) -> duckdb.DuckDBPyConnection:
         "threads": THREADS, "memory_limit": MEMORY_LIMIT, "temp_directory": str(directory / "spill"),
         "preserve_insertion_order": True})
     con.execute("PRAGMA disable_checkpoint_on_shutdown")  # the file is deleted after: writing it out is waste
+    con.execute("SET enable_progress_bar = false")  # long statements would draw one on the caller's stdout
     return con
 
 
@@ -112,15 +113,28 @@ class RowStore:
         reader = self.con.sql(sql, params=list(params)).to_arrow_reader(BATCH_ROWS)
         yield from reader
 
-    def by_operation(self) -> Iterator[pa.RecordBatch]:
-        """Every row, each operation's together, ordered by seq, then position (the chain checks' order).
+    def by_operation(self, only: Iterable[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Every row (of the ``only`` operations, when given), each operation's together, ordered by seq, then
+        position (the chain checks' order).
 
         The operations come in buckets of about SORT_ROWS rows (by a hash of their id), each sorted on its own.
         """
-        buckets = max(1, -(-self.count() // SORT_ROWS))
-        for bucket in range(buckets):
-            yield from self.batches("SELECT * FROM rows WHERE hash(operation_id) % ? = ? "
-                                    "ORDER BY operation_id, seq, source, source_offset, rowid", (buckets, bucket))
+        chosen = "TRUE"
+        if only is not None:
+            self.con.register("wanted", pa.table({"operation_id": pa.array(list(only), pa.large_string())}))
+            try:
+                self.con.execute("CREATE OR REPLACE TEMP TABLE chosen AS SELECT * FROM wanted")
+            finally:
+                self.con.unregister("wanted")
+            chosen = "operation_id IN (SELECT operation_id FROM chosen)"
+        try:
+            rows = int(self.con.execute(f"SELECT count(*) FROM rows WHERE {chosen}").fetchall()[0][0])
+            buckets = max(1, -(-rows // SORT_ROWS))
+            for bucket in range(buckets):
+                yield from self.batches(f"SELECT * FROM rows WHERE {chosen} AND hash(operation_id) % ? = ? "
+                                        "ORDER BY operation_id, seq, source, source_offset, rowid", (buckets, bucket))
+        finally:
+            self.con.execute("DROP TABLE IF EXISTS chosen")
 
     def count_of_type(self, event_type: str) -> int:
         """How many stored rows are events of one type."""

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from secureml.integrity.checkpoints import ChainState, Checkpoint, SourceCoverage, StoredCheckpoint
 from secureml.integrity.keys import key_id, signature_valid
 from secureml.integrity.lakerows import Leaves, leaves_of
-from secureml.integrity.logtree import fold
+from secureml.integrity.logtree import LogFold, segments
 from secureml.integrity.merkle import extend_frontier, leaf_hashes, root_of_frontier
 from secureml.integrity.result import (
     CHAIN_BROKEN,
@@ -82,43 +82,106 @@ def check_checkpoints(
     return reports, state
 
 
-def _first_mismatch(leaves: Leaves, source: str, claims: list[tuple[int, SourceCoverage]]
-                    ) -> tuple[int, int] | None:
-    """(index of the first claim of one source its rows do not match, rows it covers), streaming the leaves.
+class _SourceClaims:
+    """One source's signed roots checked as its leaves go by, claim after claim (in chain order).
 
     The frontier grows from one claimed offset to the next, so memory stays small whatever the
-    source's size.
+    source's size; after the first claim its rows do not match, the source is no longer hashed.
     """
-    size, frontier, covered = 0, list[bytes](), -1
-    for index, (_number, coverage) in enumerate(claims):
-        if coverage.last_offset < covered:  # a claim that covers less than the one before it: start over
-            size, frontier, covered = 0, [], -1
-        for chunk in leaves.between(source, covered, coverage.last_offset):
-            frontier = extend_frontier(frontier, size, leaf_hashes(chunk))
-            size += len(chunk)
-        covered = coverage.last_offset
-        if size != coverage.tree_size or tuple(n.hex() for n in frontier) != coverage.frontier \
-                or root_of_frontier(frontier).hex() != coverage.root:
-            return index, size
-    return None
+
+    def __init__(self, claims: list[tuple[int, SourceCoverage]]) -> None:
+        self.claims = claims
+        self.next = 0  # the claim whose range the leaves now passing belong to
+        self.size, self.frontier, self.covered = 0, list[bytes](), -1
+        self.mismatch: tuple[int, int] | None = None  # (index of the first claim that fails, rows it covers)
+
+    @property
+    def open(self) -> bool:
+        """True while claims are left to check."""
+        return self.mismatch is None and self.next < len(self.claims)
+
+    def restarts(self) -> bool:
+        """True when the next claim covers less than the one before it: its rows are read again from the start."""
+        return self.claims[self.next][1].last_offset < self.covered
+
+    def extend(self, leaves: list[bytes]) -> None:
+        """Leaves of the next claim's range, in order."""
+        self.frontier = extend_frontier(self.frontier, self.size, leaves)
+        self.size += len(leaves)
+
+    def close_claim(self) -> None:
+        """The next claim's range has gone by: compare what it signed."""
+        coverage = self.claims[self.next][1]
+        self.covered = coverage.last_offset
+        if self.size != coverage.tree_size or tuple(n.hex() for n in self.frontier) != coverage.frontier \
+                or root_of_frontier(self.frontier).hex() != coverage.root:
+            self.mismatch = self.next, self.size
+        self.next += 1
 
 
-def check_roots(rows: pa.Table | Leaves, stored: list[StoredCheckpoint], reports: list[CheckpointReport]) -> None:
-    """Recompute every checkpoint's Merkle roots from the lake; name the first range that differs, per source."""
+def check_trees(rows: pa.Table | Leaves, stored: list[StoredCheckpoint], reports: list[CheckpointReport]) -> None:
+    """Every checkpoint's per-source Merkle roots and its log tree, recomputed from the lake in one pass.
+
+    Each leaf is read and hashed once and feeds both trees: its source's (checked claim by claim,
+    naming the first range that differs, per source) and the log tree (naming the first
+    checkpoint whose log tree differs).
+    """
     leaves = leaves_of(rows)
+    chain = [(item.checkpoint, report) for item, report in zip(stored, reports) if item.checkpoint is not None]
     claims: dict[str, list[tuple[int, SourceCoverage]]] = defaultdict(list)
     by_number: dict[int, CheckpointReport] = {}
-    for item, report in zip(stored, reports):
-        if item.checkpoint is not None:
-            report.roots_match = True
-            by_number[item.checkpoint.sequence] = report
-            for source, coverage in item.checkpoint.sources.items():
-                claims[source].append((item.checkpoint.sequence, coverage))
-    for source, source_claims in claims.items():
-        mismatch = _first_mismatch(leaves, source, source_claims)
-        if mismatch is None:
+    for checkpoint, report in chain:
+        report.roots_match = True
+        by_number[checkpoint.sequence] = report
+        for source, coverage in checkpoint.sources.items():
+            claims[source].append((checkpoint.sequence, coverage))
+    sources = {source: _SourceClaims(source_claims) for source, source_claims in claims.items()}
+    tree, log_failed, log_findings = LogFold(), False, list[tuple[CheckpointReport, Finding]]()
+    last: Checkpoint | None = None
+
+    def log_checked(checkpoint: Checkpoint) -> None:
+        nonlocal log_failed
+        signed = checkpoint.log
+        if signed is None:
+            return
+        if log_failed:
+            by_number[checkpoint.sequence].roots_match = False  # follows from the first
+            return
+        if tree.size != signed.tree_size or tree.root.hex() != signed.root \
+                or tuple(n.hex() for n in tree.frontier) != signed.frontier:
+            log_failed = True
+            report = by_number[checkpoint.sequence]
+            report.roots_match = False
+            log_findings.append((report, Finding(
+                LOG_MISMATCH, "error",
+                f"checkpoint #{checkpoint.sequence}: the lake's {tree.size} events it covers do not hash to the log "
+                f"tree root it signed over {signed.tree_size} events (origin {signed.origin}): events were changed, "
+                "removed, added or moved", checkpoint=checkpoint.sequence)))
+
+    for checkpoint, source, after, up_to in segments(checkpoint for checkpoint, _report in chain):
+        if last is not None and checkpoint is not last:
+            log_checked(last)
+        last = checkpoint
+        roots = sources[source]
+        alone = roots.open and roots.restarts()
+        if alone:  # a claim that covers less than the one before it: that source's tree starts over
+            roots.size, roots.frontier = 0, []
+            for chunk in leaves.between(source, -1, roots.claims[roots.next][1].last_offset):
+                roots.extend(leaf_hashes(chunk))
+        for chunk in leaves.between(source, after, up_to):
+            hashed = leaf_hashes(chunk)
+            tree.extend(hashed)
+            if roots.open and not alone:
+                roots.extend(hashed)
+        if roots.open:
+            roots.close_claim()
+    if last is not None:
+        log_checked(last)
+    for source, roots in sources.items():
+        if roots.mismatch is None:
             continue
-        first, size = mismatch
+        first, size = roots.mismatch
+        source_claims = roots.claims
         for number, _coverage in source_claims[first:]:
             by_number[number].roots_match = False  # the later ones follow from the first
         number, coverage = source_claims[first]
@@ -129,30 +192,8 @@ def check_roots(rows: pa.Table | Leaves, stored: list[StoredCheckpoint], reports
             f"checkpoint #{number}: the lake's {size} events of {source} in {where} do not hash to the root "
             f"signed over {coverage.tree_size} events: events there were changed, removed, added or moved",
             source=source, checkpoint=number))
-
-
-def check_log(rows: pa.Table | Leaves, stored: list[StoredCheckpoint], reports: list[CheckpointReport]) -> None:
-    """Rebuild the log tree from the lake and compare it with every checkpoint that signed one; name the first miss."""
-    chain = [(item.checkpoint, report) for item, report in zip(stored, reports) if item.checkpoint is not None]
-    by_sequence = {checkpoint.sequence: report for checkpoint, report in chain}
-    failed = False
-    for checkpoint, tree in fold(rows, [checkpoint for checkpoint, _report in chain]):
-        signed = checkpoint.log
-        if signed is None:
-            continue
-        if failed:
-            by_sequence[checkpoint.sequence].roots_match = False  # follows from the first
-            continue
-        if tree.size != signed.tree_size or tree.root.hex() != signed.root \
-                or tuple(n.hex() for n in tree.frontier) != signed.frontier:
-            failed = True
-            report = by_sequence[checkpoint.sequence]
-            report.roots_match = False
-            report.findings.append(Finding(
-                LOG_MISMATCH, "error",
-                f"checkpoint #{checkpoint.sequence}: the lake's {tree.size} events it covers do not hash to the log "
-                f"tree root it signed over {signed.tree_size} events (origin {signed.origin}): events were changed, "
-                "removed, added or moved", checkpoint=checkpoint.sequence))
+    for report, finding in log_findings:
+        report.findings.append(finding)
 
 
 def check_heads(

@@ -7,12 +7,13 @@ import os
 import time
 from pathlib import Path
 
+import pyarrow as pa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from secureml.audit.config import resolve_config
 from secureml.audit.privacy.erase import ERASURE_EVENT
 from secureml.audit.transports.embedded import log_path
-from secureml.integrity.chains import check_chains_in_order
+from secureml.integrity.chains import ChainStream, check_chains_in_order
 from secureml.integrity.checkpoints import LAKE_PUBLIC_KEY, StoredCheckpoint, checkpoint_dir, stored_checkpoints
 from secureml.integrity.exceptions import IntegrityError
 from secureml.integrity.keys import load_public_key
@@ -28,7 +29,7 @@ from secureml.integrity.result import (
 )
 from secureml.integrity.rowstore import RowStore
 from secureml.integrity.scan import SKELETON, Progress, scan_lake
-from secureml.integrity.signed import check_checkpoints, check_heads, check_log, check_roots
+from secureml.integrity.signed import check_checkpoints, check_heads, check_trees
 from secureml.integrity.witnessed import WitnessPolicy, check_witnessed
 from secureml.lake.table import Lake, Snapshot
 from secureml.retention.holds import RETENTION_DIR
@@ -98,8 +99,11 @@ def _verify(
     lake: Lake, snapshot: Snapshot, store: RowStore, public_key: PublicKey | None, operation_id: str | None,
     progress: Progress | None, as_of: int | str | dt.datetime | None, witnesses: WitnessPolicy | None, started: float,
 ) -> VerificationResult:
-    """``verify`` with the rows kept in ``store`` as they are scanned, and every check reading them back from it."""
-    scan = scan_lake(lake, snapshot, store.add, operation_id, progress)
+    """``verify`` with the rows kept in ``store`` as they are scanned (most chains judged on the way), and the other
+    checks reading them back from it."""
+    chains = ChainStream()  # judges most chains as the rows go by; the rest are sorted and judged after
+    scan = scan_lake(lake, snapshot, lambda rows: store.add(pa.RecordBatchReader.from_batches(
+        SKELETON, chains.passing(rows))), operation_id, progress)
     key, key_origin, findings = _trusted_key(lake, public_key)
     stored = stored_checkpoints(lake.root)
     if as_of is not None:  # the chain as it stood at that version: later checkpoints cover rows it lacks
@@ -122,12 +126,15 @@ def _verify(
                             snapshot.version if as_of is not None else None)
     del positions
     store.add(expiry.rows)
+    for batch in expiry.rows.to_batches():
+        chains.add(batch)
     files = scan.files + expiry.files
     findings += expiry.findings + _embedded_log_findings(lake, snapshot, store.sources(), expiry.segments)
-    operations = check_chains_in_order(store.by_operation(), files)
+    operations = chains.perfect()
+    if chains.suspect:
+        operations.update(check_chains_in_order(store.by_operation(chains.suspect), files))
     if operation_id is None:
-        check_roots(store, stored, checkpoints)
-        check_log(store, stored, checkpoints)
+        check_trees(store, stored, checkpoints)
     head_findings, not_covered = check_heads(store.con, state, operations, files, operation_id)
     witnessed = "not checked (pass --witness-key)"
     if witnesses is not None and witnesses.active:
