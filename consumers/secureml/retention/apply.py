@@ -43,7 +43,7 @@ from secureml.audit.timeutil import micros_to_iso, now_micros
 from secureml.audit.transports.embedded import log_path
 from secureml.integrity.exceptions import SigningKeyError
 from secureml.integrity.keys import default_key_path, key_id, load_signing_key, sign
-from secureml.integrity.merkle import extend_frontier, leaf_hashes, root_of_frontier
+from secureml.integrity.merkle import leaf_hashes
 from secureml.integrity.scan import _skeleton as skeleton
 from secureml.lake.catalog import ensure_catalog
 from secureml.lake.rows import PARTITION_KEY, table_schema, with_partition
@@ -207,39 +207,25 @@ def _find_expired(lake: Lake, snapshot: Snapshot, judge: _Judge, spill: Path | N
     return found
 
 
-class _MerkleRoot:
-    """RFC 6962 root of event hashes appended in order, a batch at a time (memory: the frontier)."""
-
-    def __init__(self) -> None:
-        self.frontier: list[bytes] = []
-        self.size = 0
-
-    def add(self, hashes: pa.Array) -> None:
-        """Append the leaves of these event hashes."""
-        leaves = leaf_hashes(hashes.to_pylist())
-        self.frontier = extend_frontier(self.frontier, self.size, leaves)
-        self.size += len(leaves)
-
-    def hex(self) -> str:
-        """The root so far (hex)."""
-        return root_of_frontier(self.frontier).hex()
-
-
 def _write_ordered(root: Path, sequence: int, spill: Path) -> tuple[str, str, str]:
     """The record's removed-events file, in (source, offset) order; returns its name, SHA-256 and Merkle root.
 
-    DuckDB orders the spilled rows in a bounded pool, spilling beside them (under log_dir).
+    DuckDB orders the spilled rows in a bounded pool, spilling beside them (under log_dir); the Merkle root
+    grows as they go by (memory: its frontier).
     """
+    # Imported here: the log tree's module imports this package (retention.positions) at its top.
+    from secureml.integrity.logtree import LogFold
+
     con = _duckdb({"threads": 1, "memory_limit": SORT_MEMORY_LIMIT, "preserve_insertion_order": True,
                    "temp_directory": str(spill.parent / "sort")})
-    tree = _MerkleRoot()
+    tree = LogFold()
 
     def ordered() -> Iterator[pa.RecordBatch]:
         reader = con.sql("SELECT * FROM read_parquet(?) ORDER BY source, source_offset",
                          params=[str(spill)]).to_arrow_reader(SCAN_BATCH_ROWS)
         for batch in reader:
             batch = batch.cast(REMOVED_SCHEMA)
-            tree.add(batch["hash"])
+            tree.extend(leaf_hashes(batch["hash"].to_pylist()))
             yield batch
 
     try:
@@ -247,7 +233,7 @@ def _write_ordered(root: Path, sequence: int, spill: Path) -> tuple[str, str, st
             name, digest = write_removed(root, sequence, ordered())
     finally:
         con.close()
-    return name, digest, tree.hex()
+    return name, digest, tree.root.hex()
 
 
 def _iso(value: Any) -> str:
