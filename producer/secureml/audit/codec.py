@@ -51,7 +51,7 @@ def encode_string(s: str) -> bytes:
     n = len(b)
     if n < 64:
         return _SMALL[n << 1] + b
-    if n < 8192:  # two-byte length (an encrypted value, a JSON dict), without encode_long's loop
+    if n < 8192:  # two-byte length (an encrypted value, a JSON dict) inline: a call less than encode_long
         return bytes((n << 1 & 0x7F | 0x80, n >> 6)) + b
     return encode_long(n) + b
 
