@@ -10,6 +10,8 @@
 //! `codec.seal`: the Python path (joins, a `hashlib` digest object, a hex str and its encoding)
 //! took 1.8x its time on a 400-byte event (bench/RESULTS.md).
 
+mod arrow_ffi;
+
 use std::sync::Mutex;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
@@ -182,6 +184,7 @@ fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("ENCRYPTED_PREFIX", ENCRYPTED_PREFIX)?;
     module.add("INTERFACE", INTERFACE)?;
     module.add_function(wrap_pyfunction!(chain, module)?)?;
+    module.add_function(wrap_pyfunction!(arrow_ffi::arrow_roundtrip, module)?)?;
     Ok(())
 }
 
