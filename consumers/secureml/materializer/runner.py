@@ -21,7 +21,7 @@ from secureml.lake.rows import events_table
 from secureml.lake.table import Lake
 from secureml.materializer.compaction import compact_in_child
 from secureml.retention.positions import without_expired
-from secureml.stream.accept import accepted_indexes, decoded
+from secureml.stream.accept import accepted_indexes
 from secureml.stream.decode import warm_decoder
 from secureml.stream.sources import Batch, EmbeddedSource, Item, Source
 
@@ -61,10 +61,17 @@ class Pending:
     positions: list[int] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
     values: list[bytes] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
 
-    def table(self, source: str) -> Any:
-        """Decoded lake rows."""
-        return events_table([source] * len(self.values), self.positions, self.versions, self.values)
+    def table(self, source: str, refuse: Callable[[Item, str], None]) -> Any:
+        """Decoded lake rows; a message that is not sealed or does not decode goes to ``refuse``."""
+
+        def refused(index: int, reason: str) -> None:
+            end = self.positions[index + 1] if index + 1 < len(self.positions) else self.next_position
+            refuse(Item(source, self.positions[index], end, self.versions[index], self.values[index],
+                        self.keys[index]), reason)
+
+        return events_table([source] * len(self.values), self.positions, self.versions, self.values, refused)
 
 
 class Committer:
@@ -261,18 +268,21 @@ class Materializer:
             # seeks to the lake's position, behind what is pending. What it reads again replaces
             # the pending messages from there on; kept as well, they would be stored twice.
             keep = bisect_left(into.positions, first)
-            del into.positions[keep:], into.versions[keep:], into.values[keep:]
+            del into.positions[keep:], into.versions[keep:], into.values[keep:], into.keys[keep:]
             into.start = min(into.start, first)
         into.next_position = batch.next_position
-        accepted = accepted_indexes(batch, self.source.dead_letter)
+        # The seals are checked as the commit decodes (natively in the same pass, on the commit thread).
+        accepted = accepted_indexes(batch, self.source.dead_letter, sealed_later=True)
         if len(accepted) == len(batch.positions):
             into.positions += batch.positions
             into.versions += batch.versions  # type: ignore[arg-type]  # accepted: known versions
             into.values += batch.values
+            into.keys += batch.keys
         else:
             into.positions += [batch.positions[i] for i in accepted]
             into.versions += [batch.versions[i] for i in accepted]  # type: ignore[misc]  # accepted: known
             into.values += [batch.values[i] for i in accepted]
+            into.keys += [batch.keys[i] for i in accepted]
         self.stats.dead_letters += len(batch.positions) - len(accepted)
         return len(accepted)
 
@@ -285,11 +295,8 @@ class Materializer:
         """Decode and store a batch; returns the next position of each source it covers."""
         tables = {}
         for source, accepted in pending.items():
-            try:
-                tables[source] = accepted.table(source)
-            except Exception:  # noqa: BLE001 - sealed yet undecodable (forged): sort them out one by one
-                tables[source] = self._decodable(source, accepted).table(source)
-            accepted.values = []  # decoded: the raw messages need not stay in memory while the batch commits
+            tables[source] = accepted.table(source, self._refuse)
+            accepted.values = accepted.keys = []  # decoded: the raw messages need not stay in memory meanwhile
         self.source.flush_dead_letters()
         spans = {source: (p.start, p.next_position) for source, p in pending.items()}
         self.stats.events += self.lake.commit(without_expired(self.lake, tables), spans)
@@ -304,16 +311,10 @@ class Materializer:
             self.stats.compacted_files += self.lake.compact()
         return {source: nxt for source, (_start, nxt) in spans.items()}
 
-    def _decodable(self, source: str, accepted: Pending) -> Pending:
-        """The messages that decode one by one; the rest become dead letters."""
-        kept = Pending(accepted.start, accepted.next_position)
-        for position, version, value in zip(accepted.positions, accepted.versions, accepted.values):
-            if decoded(Item(source, position, position + 1, version, value), self.source.dead_letter) is not None:
-                kept.positions.append(position)
-                kept.versions.append(version)
-                kept.values.append(value)
-        self.stats.dead_letters += len(accepted.values) - len(kept.values)
-        return kept
+    def _refuse(self, item: Item, reason: str) -> None:
+        """A message the commit found not sealed or not decodable: a dead letter."""
+        self.source.dead_letter(item, reason)
+        self.stats.dead_letters += 1
 
     def _compact_loop(self, stop: threading.Event) -> None:
         """Maintenance beside the commits: the DuckDB catalog each second, checkpoints, compaction, vacuum.

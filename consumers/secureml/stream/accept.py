@@ -22,17 +22,27 @@ from secureml.stream.sources import Batch, Item
 Refuse = Callable[[Item, str], None]
 
 
-def accepted_indexes(batch: Batch, refuse: Refuse) -> list[int]:
-    """Indexes of the batch's sealed events of a known schema; every other message goes to ``refuse``."""
+def accepted_indexes(batch: Batch, refuse: Refuse, *, sealed_later: bool = False) -> list[int]:
+    """Indexes of the batch's sealed events of a known schema; every other message goes to ``refuse``.
+
+    ``sealed_later``: leave the seal to ``events_table(..., refuse)``, which checks it while it decodes
+    (natively in the same pass over the bytes); only the schema version and the source's marks are checked here.
+    """
     if not batch.broken:  # the usual case, in one pass without a call per message beyond the seal check
         known, sealed = known_versions_set(), is_sealed
-        good = [i for i, (version, value) in enumerate(zip(batch.versions, batch.values))
-                if version in known and value and sealed(value)]
+        good = ([i for i, version in enumerate(batch.versions) if version in known] if sealed_later else
+                [i for i, (version, value) in enumerate(zip(batch.versions, batch.values))
+                 if version in known and value and sealed(value)])
         if len(good) == len(batch.values):
             return good
     kept = []
     for index, (version, value) in enumerate(zip(batch.versions, batch.values)):
-        reason = batch.broken[index][1] if index in batch.broken else rejection(version, value)
+        if index in batch.broken:
+            reason: str | None = batch.broken[index][1]
+        elif sealed_later and version in known_versions_set():
+            reason = None
+        else:
+            reason = rejection(version, value)
         if reason is None:
             kept.append(index)
         else:
@@ -42,17 +52,15 @@ def accepted_indexes(batch: Batch, refuse: Refuse) -> list[int]:
 
 def accepted_events(batches: Iterable[Batch], refuse: Refuse) -> pa.Table | None:
     """The accepted events of ``batches`` as one table of the lake's schema (None when there are none)."""
-    sources: list[str] = []
-    offsets: list[int] = []
-    versions: list[int] = []
-    values: list[bytes] = []
+    items: list[tuple[Batch, int]] = []
     for batch in batches:
-        for index in accepted_indexes(batch, refuse):
-            sources.append(batch.source)
-            offsets.append(batch.positions[index])
-            versions.append(batch.versions[index])  # type: ignore[arg-type]  # accepted: a known version
-            values.append(batch.values[index])
-    return events_table(sources, offsets, versions, values) if values else None
+        items += [(batch, index) for index in accepted_indexes(batch, refuse, sealed_later=True)]
+    if not items:
+        return None
+    return events_table([batch.source for batch, _ in items], [batch.positions[i] for batch, i in items],
+                        [batch.versions[i] for batch, i in items],  # type: ignore[misc]  # accepted: known versions
+                        [batch.values[i] for batch, i in items],
+                        lambda at, reason: refuse(items[at][0].item(items[at][1]), reason))
 
 
 def decoded(item: Item, refuse: Refuse) -> dict[str, Any] | None:
