@@ -3,9 +3,13 @@
 Logs N events once (embedded log, or a Kafka topic), then materialises them with ``--once``
 twice in fresh child processes: the first wave's materializer (checked out from git at
 ``--baseline``, its own manifest-and-Parquet lake) and ours (a Delta table), each into its
-own log directory. Reports events/s and peak RSS of each and the ratios.
+own log directory. Reports events/s and peak RSS of each and the ratios. With ``--against REV``
+(e.g. main), that revision's materializer runs instead, alternating with ours ``--repeat`` times, each
+into a fresh log directory: the same-run ratio of rates and of CPU time (``getrusage``: the child's
+threads on both cores).
 
     .venv/bin/python bench/bench_materialize.py [--events 1000000] [--source embedded|kafka]
+        [--against REV [--repeat 3]]
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from _common import bootstrap, log_inferences
+from _common import bootstrap, log_inferences, median
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST_WAVE = "21a2e7e"  # the last commit with the manifest lake
@@ -30,8 +34,9 @@ import json, os, resource, sys, time
 from secureml.materializer import materialize
 began = time.perf_counter()
 stats = materialize(sys.argv[1], bootstrap_servers=sys.argv[2] or "", topic=sys.argv[3], group=sys.argv[4])
+usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"events": stats.events, "seconds": time.perf_counter() - began,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}))
 """
 
 
@@ -52,9 +57,18 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--source", choices=["embedded", "kafka"], default="embedded")
     parser.add_argument("--baseline", default=FIRST_WAVE, help="git revision of the first wave's lake")
+    parser.add_argument("--against", metavar="REV", help="run this revision's materializer (not the first wave's)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of --against and ours")
     args = parser.parse_args()
     broker = bootstrap() if args.source == "kafka" else ""
     topic = f"bench-mat-{uuid.uuid4().hex[:8]}"
+    if args.against:
+        with tempfile.TemporaryDirectory() as tmp:
+            log_inferences(args.events, Path(tmp) / "logged", broker, topic)
+            result = {"events": args.events, "source": args.source,
+                      **against(args, Path(tmp), Path(tmp) / "logged", broker, topic)}
+        print(json.dumps(result, indent=2))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         old_code = root / "first-wave"
@@ -86,6 +100,41 @@ def main() -> int:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old_code)], check=False)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def against(args: argparse.Namespace, root: Path, source: Path, broker: str, topic: str) -> dict[str, object]:
+    """``--against``: that revision's materializer and ours, alternating, each into a fresh log directory."""
+    code = root / "against"
+    code.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", args.against, "producer", "consumers", "schemas"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+    runs: dict[str, list[dict[str, float]]] = {"against": [], "ours": []}
+    for round_ in range(args.repeat):
+        for name, pythonpath in (("against", f"{code / 'producer'}:{code / 'consumers'}"), ("ours", None)):
+            directory = root / f"{name}-{round_}"
+            if args.source == "embedded":
+                shutil.copytree(source / "log", directory / "log")
+            else:
+                directory.mkdir()
+            measured = run(pythonpath, directory, broker, topic, root / f"{name}-key" / "signing_key.pem")
+            assert measured["events"] == args.events, measured
+            runs[name].append(measured)
+            shutil.rmtree(directory)
+            print(f"bench: {name}: {measured['events'] / measured['seconds']:,.0f}/s, "
+                  f"{measured['cpu_seconds'] / measured['events'] * 1e6:.2f} us CPU/event, "
+                  f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    rates = {name: [r["events"] / r["seconds"] for r in measured] for name, measured in runs.items()}
+    cpu = {name: [r["cpu_seconds"] / r["events"] * 1e6 for r in measured] for name, measured in runs.items()}
+    return {
+        "against": args.against,
+        "against_events_per_s": round(median(rates["against"])),
+        "ours_events_per_s": round(median(rates["ours"])),
+        "ratio_rate_vs_against": round(median([o / b for o, b in zip(rates["ours"], rates["against"])]), 2),
+        "against_cpu_us_per_event": round(median(cpu["against"]), 2),
+        "ours_cpu_us_per_event": round(median(cpu["ours"]), 2),
+        "ratio_cpu_vs_against": round(median([o / b for o, b in zip(cpu["ours"], cpu["against"])]), 2),
+    }
 
 
 if __name__ == "__main__":

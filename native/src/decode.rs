@@ -73,19 +73,25 @@ struct Column {
 }
 
 impl Column {
-    fn new(name: String, kind: Kind, nullable: bool) -> Column {
+    /// An empty column with room for `rows` rows (the vectors of other kinds stay unallocated).
+    fn new(name: String, kind: Kind, nullable: bool, rows: usize) -> Column {
+        let room = |wanted: bool| if wanted { rows } else { 0 };
+        let mut offsets = Vec::with_capacity(room(kind == Kind::String) + 1);
+        offsets.push(0);
+        let mut lists = Vec::with_capacity(room(kind == Kind::StringArray) + 1);
+        lists.push(0);
         Column {
             name,
             kind,
             nullable,
-            valid: Vec::new(),
-            longs: Vec::new(),
-            ints: Vec::new(),
-            doubles: Vec::new(),
-            booleans: Vec::new(),
-            offsets: vec![0],
+            valid: Vec::with_capacity(room(nullable)),
+            longs: Vec::with_capacity(room(matches!(kind, Kind::Long | Kind::Timestamp))),
+            ints: Vec::with_capacity(room(kind == Kind::Int)),
+            doubles: Vec::with_capacity(room(kind == Kind::Double)),
+            booleans: Vec::with_capacity(room(kind == Kind::Boolean)),
+            offsets,
             data: Vec::new(),
-            lists: vec![0],
+            lists,
         }
     }
 
@@ -319,7 +325,7 @@ pub fn decode_events<'py>(
     for (name, kind, nullable) in fields {
         let parsed = Kind::parse(&kind)
             .ok_or_else(|| PyValueError::new_err(format!("decode_events: field {name:?} has unknown kind {kind:?}")))?;
-        columns.push(Column::new(name, parsed, nullable));
+        columns.push(Column::new(name, parsed, nullable, messages.len()));
     }
     // Strong references held for the whole call: the list may change once the GIL is released.
     let held: Vec<Bound<'py, PyBytes>> = messages

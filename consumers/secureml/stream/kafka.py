@@ -119,21 +119,24 @@ class KafkaSource(Source):
         messages = self._consumer.consume(num_messages=max_items, timeout=timeout)
         if not messages:
             return []
-        if any([msg.error() is not None for msg in messages]):
+        message = type(messages[0])
+        if any(map(message.error, messages)):
             messages = self._without_errors(messages)
             if not messages:
                 return []
-        # Column by column (list comprehensions): this runs for every message the materializer reads.
-        # A message without error always has a partition, an offset and a value.
-        partitions = [msg.partition() for msg in messages]
-        offsets = [msg.offset() for msg in messages]
-        values = [msg.value() or b"" for msg in messages]
+        # Column by column, each a C loop over the messages (map of the Message type's methods): this runs
+        # for every message the materializer reads. A message without error always has a partition, an
+        # offset and a value.
+        partitions = list(map(message.partition, messages))
+        offsets = list(map(message.offset, messages))
+        values = list(map(message.value, messages))
+        keys = list(map(message.key, messages))
         # The schema version is also the record's first field: read it from there, and only look at
         # the (costly) headers of a message whose first byte is not a known version.
         first_byte = _FIRST_BYTE_VERSION.get
         versions: list[int | None] = [first_byte(value[0]) if value else None for value in values]
-        keys = [msg.key() for msg in messages]
         for i in [i for i, version in enumerate(versions) if version is None]:
+            values[i] = values[i] or b""  # (a message without a value: a tombstone)
             versions[i] = header_version(cast("list[tuple[str, bytes]] | None", messages[i].headers()))
         batches: list[Batch] = []
         groups: dict[int, list[int] | None] = {}  # partition -> its messages' indexes (None: all of them)
