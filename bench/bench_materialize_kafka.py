@@ -27,7 +27,7 @@ from pathlib import Path
 from _common import bootstrap, log_inferences, median
 
 BARE = """
-import json, sys, time
+import json, resource, sys, time
 from confluent_kafka import Consumer
 broker, topic, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
 consumer = Consumer({"bootstrap.servers": broker, "group.id": "bare-" + str(time.time()),
@@ -42,12 +42,13 @@ while seen < expected:
         if message.error() is None:
             seen += 1
             total_bytes += len(message.value())
-print(json.dumps({"events": seen, "seconds": time.perf_counter() - began}))
+seconds, usage = time.perf_counter() - began, resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"events": seen, "seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime}))
 consumer.close()
 """
 
 MATERIALIZE = """
-import json, sys, time
+import json, resource, sys, time
 from secureml.materializer import materialize
 log_dir, broker, topic, group, instance = sys.argv[1:6]
 profile = len(sys.argv) > 6
@@ -61,7 +62,8 @@ seconds = time.perf_counter() - began
 if profile:
     profiler.stop()
     sys.stderr.write(profiler.output_text(unicode=False, color=False, show_all=False))
-print(json.dumps({"events": stats.events, "seconds": seconds}))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"events": stats.events, "seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime}))
 """
 
 
@@ -78,8 +80,9 @@ def result(proc: subprocess.Popen[str]) -> dict[str, float]:
 
 
 def materialize_rate(root: Path, broker: str, topic: str, instances: int, env: dict[str, str],
-                     profile: bool = False, code: Path | None = None) -> float:
-    """Events/s of ``instances`` materializers in one group sharing one lake, wall clock of the slowest."""
+                     profile: bool = False, code: Path | None = None, cpu: list[float] | None = None) -> float:
+    """Events/s of ``instances`` materializers in one group sharing one lake, wall clock of the slowest
+    (their CPU time per event, whole processes with imports, appended to ``cpu``)."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
     if code is not None:  # an earlier revision's materializer (--baseline)
         env = {**env, "PYTHONPATH": f"{code / 'producer'}:{code / 'consumers'}"}
@@ -89,8 +92,12 @@ def materialize_rate(root: Path, broker: str, topic: str, instances: int, env: d
     results = [result(p) for p in procs]
     events = sum(int(r["events"]) for r in results)
     slowest = max(r["seconds"] for r in results)
-    print(f"bench: {instances} materializer(s): {events:,} events in {slowest:.2f}s "
-          f"(wall {time.perf_counter() - began:.1f}s incl. start)", file=sys.stderr)
+    used = sum(r["cpu_seconds"] for r in results) / events * 1e6
+    if cpu is not None:
+        cpu.append(used)
+    print(f"bench: {instances} materializer(s){' (baseline)' if code else ''}: {events:,} events in {slowest:.2f}s "
+          f"(wall {time.perf_counter() - began:.1f}s incl. start), {used:.2f} us CPU/event, "
+          f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
     return events / slowest
 
 
@@ -127,13 +134,17 @@ def main() -> int:
         bare: list[float] = []
         ours: list[float] = []
         base: list[float] = []
+        bare_cpu: list[float] = []
+        ours_cpu: list[float] = []
+        base_cpu: list[float] = []
         for _ in range(args.repeat):
             if code is not None:
-                base.append(materialize_rate(root, broker, topic, 1, env, code=code))
+                base.append(materialize_rate(root, broker, topic, 1, env, code=code, cpu=base_cpu))
             measured = result(child(BARE, broker, topic, str(args.events), env=env))
             bare.append(measured["events"] / measured["seconds"])
-            print(f"bench: bare consumer: {bare[-1]:,.0f}/s", file=sys.stderr)
-            ours.append(materialize_rate(root, broker, topic, 1, env))
+            bare_cpu.append(measured["cpu_seconds"] / measured["events"] * 1e6)
+            print(f"bench: bare consumer: {bare[-1]:,.0f}/s, {bare_cpu[-1]:.2f} us CPU/event", file=sys.stderr)
+            ours.append(materialize_rate(root, broker, topic, 1, env, cpu=ours_cpu))
         two: list[float] = []
         base_two: list[float] = []
         for _ in range(args.repeat):
@@ -145,6 +156,8 @@ def main() -> int:
             "bare_consumer_events_per_s": round(median(bare)),
             "materializer_events_per_s": round(median(ours)),
             "materializer_vs_bare_consumer": round(median([o / b for o, b in zip(ours, bare)]), 2),
+            "bare_consumer_cpu_us_per_event": round(median(bare_cpu), 2),
+            "materializer_cpu_us_per_event": round(median(ours_cpu), 2),
             "two_instances_events_per_s": round(median(two)),
             "two_instances_vs_one": round(median(two) / median(ours), 2),
         }
@@ -152,6 +165,8 @@ def main() -> int:
             report["baseline"] = args.baseline
             report["baseline_events_per_s"] = round(median(base))
             report["materializer_vs_baseline"] = round(median([o / b for o, b in zip(ours, base)]), 2)
+            report["baseline_cpu_us_per_event"] = round(median(base_cpu), 2)
+            report["cpu_ratio_vs_baseline"] = round(median([o / b for o, b in zip(ours_cpu, base_cpu)]), 2)
             report["baseline_two_instances_vs_one"] = round(median(base_two) / median(base), 2)
     print(json.dumps(report, indent=2))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import subprocess
 import sys
@@ -83,11 +84,14 @@ def test_batch_decode_equals_one_by_one() -> None:
 
 
 def test_warming_the_decoder_loads_polars_before_any_message() -> None:
-    """warm_decoder() (run while a Kafka materializer joins its group) leaves the first decode nothing to import."""
-    script = ("import sys; from secureml.stream.decode import warm_decoder; assert 'polars' not in sys.modules; "
-              "warm_decoder(); assert 'polars' in sys.modules; print('warm')")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "warm", done.stderr
+    """warm_decoder() (run while a Kafka materializer joins its group) leaves the first decode nothing to import:
+    Polars without the native decoder; with it, Polars is not loaded at all."""
+    for native, loaded in (("0", True), ("1", False)):
+        script = ("import sys; from secureml.stream.decode import warm_decoder; assert 'polars' not in sys.modules; "
+                  f"warm_decoder(); assert ('polars' in sys.modules) is {loaded}; print('warm')")
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "SECUREML_AUDIT_NATIVE": native})
+        assert done.returncode == 0 and done.stdout.strip() == "warm", done.stderr
 
 
 @pytest.fixture
