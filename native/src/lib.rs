@@ -11,6 +11,7 @@
 //! took 1.8x its time on a 400-byte event (bench/RESULTS.md).
 
 mod arrow_ffi;
+mod event;
 
 use std::sync::Mutex;
 
@@ -181,6 +182,7 @@ fn chain<'py>(
 #[pymodule]
 fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Sealer>()?;
+    module.add_class::<event::EventChain>()?;
     module.add("ENCRYPTED_PREFIX", ENCRYPTED_PREFIX)?;
     module.add("INTERFACE", INTERFACE)?;
     module.add_function(wrap_pyfunction!(chain, module)?)?;
