@@ -271,3 +271,40 @@ def test_outputs_read_back_as_logged(tmp_path: Path) -> None:
             assert math.isnan(log["output"])
         else:
             assert log["output"] == json.loads(json.dumps(output)), output
+
+
+def test_the_level_and_user_a_trail_was_made_with_are_fixed() -> None:
+    """log_level and user are read-only: the native path holds them, so a later assignment cannot make the two
+    paths filter or attribute differently."""
+    with capture_events() as captured:
+        trail = AuditTrail("native_event_op", transport=captured.transport, privacy="off", log_level="WARNING",
+                           user="analyst_1")
+        assert (trail.log_level, trail.user) == (30, "analyst_1")
+        with pytest.raises(AttributeError):
+            trail.log_level = 0  # type: ignore[misc]
+        with pytest.raises(AttributeError):
+            trail.user = "bob"  # type: ignore[misc]
+        assert trail.log_model_inference("m", "x", "o", 0.5) is None
+        assert trail.log_model_inference("m", "x", "o", 0.5, level="ERROR") == f"{trail.operation_id}:1"
+
+
+def test_the_count_and_state_are_readable_while_an_event_is_emitted() -> None:
+    """A transport (or another thread) may read the trail's event_count, closed and repr while an event is being
+    emitted: the native chain publishes them apart from the state the emitting call holds."""
+    with capture_events() as captured:
+        seen: list[tuple[int, bool]] = []
+        trail: AuditTrail | None = None
+        emit = captured.transport.emit
+
+        def observing(key: bytes, value: bytes, tracker: Any) -> None:
+            if trail is not None:
+                seen.append((trail.event_count, trail.closed))
+                assert "events=" in repr(trail)
+            emit(key, value, tracker)
+
+        captured.transport.emit = observing  # type: ignore[method-assign]
+        trail = AuditTrail("native_event_op", transport=captured.transport, privacy="off")
+        trail.log_model_inference("m", "x", "o", 0.5)
+        trail.log_error("E", "message")
+        trail.close()
+    assert seen == [(1, False), (2, False), (3, False)]

@@ -5,7 +5,8 @@
 //! constant parts are encoded once by the trail, then per event the id, seq, type, level, timestamp, user, payload
 //! and previous hash are joined, SHA-256 appended as an Avro string, and the message handed to the transport's
 //! `emit`; the state (seq, last timestamp, previous hash) moves on only once `emit` returned. The trail's lock
-//! serialises the calls (the trail holds it around each one).
+//! serialises the calls (the trail holds it around each one); `seq` and `closed` are readable at any time, also
+//! while an event is being emitted (another thread, or the transport itself, may ask).
 //!
 //! `model_inference` also does what the Python path does before that: the argument rules of `events.py`, the
 //! privacy step the trail's policy asks for on an inference (pseudonymise the user, encrypt text fields under the
@@ -14,6 +15,10 @@
 //! an oversized event, a closed trail) returns `False` before anything is recorded: the trail then takes the
 //! pure-Python path, which raises its exact error or handles the rare case.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString, PyTuple};
@@ -127,20 +132,18 @@ impl Privacy {
     }
 }
 
-/// The mutable state of a trail's chain.
+/// The mutable state of a trail's chain (`seq` and `closed` are published beside it).
 struct State {
-    seq: i64,
     last_ts: i64,
     /// The previous event's hash as an Avro string (the empty string before the first event).
     prev_hash: Vec<u8>,
-    closed: bool,
     /// The last user and its encoding as an optional string: a trail's events mostly carry the same user object.
     user: Option<PyObject>,
     user_bytes: Vec<u8>,
 }
 
 /// A trail's hash chain; see the module's comment.
-#[pyclass(module = "secureml_audit_native")]
+#[pyclass(frozen, module = "secureml_audit_native")]
 pub struct EventChain {
     version: Vec<u8>,
     id_prefix: String,
@@ -152,7 +155,9 @@ pub struct EventChain {
     emit: PyObject,
     key: Py<PyBytes>,
     tracker: PyObject,
-    state: State,
+    state: Mutex<State>,
+    seq: AtomicI64,
+    closed: AtomicBool,
     // model_inference's fast path
     log_level: i64,
     default_user: Option<Py<PyString>>,
@@ -167,7 +172,7 @@ impl EventChain {
     /// the limit (nothing recorded). The state moves on only once `emit` returned.
     #[allow(clippy::too_many_arguments)]
     fn seal_and_emit<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         type_bytes: &[u8],
         level: i64,
@@ -177,23 +182,27 @@ impl EventChain {
         closing: bool,
     ) -> PyResult<Result<Bound<'py, PyString>, usize>> {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let state = &mut self.state;
+        // Never waits: the trail's lock serialises the calls, and waiting here with the GIL held could deadlock.
+        let mut state = self.state.try_lock().map_err(|_| {
+            PyRuntimeError::new_err("EventChain: called while another event is being sealed (the trail's lock serialises them)")
+        })?;
         let ts = ts.max(state.last_ts); // the wall clock stepped back: keep the operation's order
-        let seq = state.seq;
+        let seq = self.seq.load(Ordering::SeqCst);
         let user_known = match (&state.user, user) {
             (None, None) => true,
             (Some(known), Some(user)) => known.is(user),
             _ => false,
         };
         if !user_known {
-            state.user_bytes.clear();
+            let mut encoded = Vec::with_capacity(64);
             match user {
-                None => state.user_bytes.push(0),
+                None => encoded.push(0),
                 Some(user) => {
-                    state.user_bytes.push(2);
-                    push_string(&mut state.user_bytes, user.to_str()?.as_bytes());
+                    encoded.push(2);
+                    push_string(&mut encoded, user.to_str()?.as_bytes());
                 }
             }
+            state.user_bytes = encoded;
             state.user = user.map(|u| u.clone().into_any().unbind());
         }
         let event_id = format!("{}{}", self.id_prefix, seq);
@@ -222,13 +231,12 @@ impl EventChain {
         }
         let value = PyBytes::new(py, &message);
         self.emit.bind(py).call1((self.key.bind(py), value, self.tracker.bind(py)))?;
-        let state = &mut self.state;
-        state.seq = seq + 1;
         state.last_ts = ts;
         state.prev_hash.clear();
         state.prev_hash.extend_from_slice(&message[start..]);
+        self.seq.store(seq + 1, Ordering::SeqCst);
         if closing {
-            state.closed = true;
+            self.closed.store(true, Ordering::SeqCst);
         }
         Ok(Ok(PyString::new(py, &event_id)))
     }
@@ -271,7 +279,7 @@ impl EventChain {
             "input_data" => Ok(Field::InputData),
             "output" => Ok(Field::Output),
             "confidence" => Ok(Field::Confidence),
-            _ => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            _ => Err(PyValueError::new_err(format!(
                 "EventChain: {name:?} is not a field of model_inference"
             ))),
         };
@@ -301,7 +309,9 @@ impl EventChain {
             emit,
             key,
             tracker,
-            state: State { seq: 0, last_ts: start, prev_hash: vec![0], closed: false, user: None, user_bytes: vec![0] },
+            state: Mutex::new(State { last_ts: start, prev_hash: vec![0], user: None, user_bytes: vec![0] }),
+            seq: AtomicI64::new(0),
+            closed: AtomicBool::new(false),
             log_level,
             default_user,
             type_bytes,
@@ -314,13 +324,13 @@ impl EventChain {
     /// The next event's seq (the events recorded so far).
     #[getter]
     fn seq(&self) -> i64 {
-        self.state.seq
+        self.seq.load(Ordering::SeqCst)
     }
 
     /// True once the closing event was recorded.
     #[getter]
     fn closed(&self) -> bool {
-        self.state.closed
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Seals an event of an encoded type and payload, at `now` or the clock's time, and emits it: its id, or the
@@ -328,7 +338,7 @@ impl EventChain {
     #[pyo3(signature = (event_type, level, user, payload, now, closing))]
     #[allow(clippy::too_many_arguments)]
     fn append<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         event_type: &[u8],
         level: i64,
@@ -351,7 +361,7 @@ impl EventChain {
     /// False to take the pure-Python path (see the module's comment).
     #[allow(clippy::too_many_arguments)]
     fn model_inference<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         model_id: &Bound<'py, PyAny>,
         input_data: &Bound<'py, PyAny>,
@@ -362,7 +372,7 @@ impl EventChain {
         subject: &Bound<'py, PyAny>,
     ) -> PyResult<PyObject> {
         let fallback = || -> PyResult<PyObject> { Ok(PyBool::new(py, false).to_owned().into_any().unbind()) };
-        if self.state.closed {
+        if self.closed.load(Ordering::SeqCst) {
             return fallback();
         }
         let (Some(_), Some(_)) = (plain_text(model_id), plain_text(input_data)) else { return fallback() };
@@ -446,10 +456,7 @@ impl EventChain {
         }
         payload.resize(payload.len() + self.trailing_nulls, 0);
         let ts = self.now(py)?;
-        let type_bytes = std::mem::take(&mut self.type_bytes);
-        let sealed = self.seal_and_emit(py, &type_bytes, level, user.as_ref(), &payload, ts, false);
-        self.type_bytes = type_bytes;
-        match sealed? {
+        match self.seal_and_emit(py, &self.type_bytes, level, user.as_ref(), &payload, ts, false)? {
             Ok(event_id) => Ok(event_id.into_any().unbind()),
             Err(_) => fallback(), // oversized: the Python path names the largest value
         }

@@ -150,18 +150,18 @@ class AuditTrail:
     ) -> None:
         where = "AuditTrail"
         self.operation_name = ev.text(operation_name, "operation_name", where)
-        self.log_level = ev.level(log_level, "log_level", where)
+        self._log_level = ev.level(log_level, "log_level", where)
         context_json = ev.json_object({} if context is None else context, "context", where, required=True)
         self.context: dict[str, Any] = dict(context or {})
         self.regulations = ev.text_list([] if regulations is None else regulations, "regulations", where)
-        self.user = ev.optional_text(user, "user", where)
+        self._user = ev.optional_text(user, "user", where)
         self.config: AuditConfig = resolve_config(
             log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic, producer_config=producer_config
         )
         self.log_dir = str(self.config.log_dir)
         self._privacy = protector_for(resolve_policy(privacy), self.config)
         if self._privacy is not None and context_json:
-            subject = None if self.user is None else self._privacy.name_of(self.user)
+            subject = None if self._user is None else self._privacy.name_of(self._user)
             redacting = "context" in self._privacy.policy.redact_fields
             context_json = self._privacy.json_text(context_json, subject, redacting)
         self._transport = transport or transport_for(self.config)
@@ -187,12 +187,12 @@ class AuditTrail:
         if _native_events is None:
             self._chain: Any = EventChain(*chain)
         else:
-            self._chain = _native_events(*chain, self.log_level, self.user, _TYPE_BYTES["model_inference"],
+            self._chain = _native_events(*chain, self._log_level, self._user, _TYPE_BYTES["model_inference"],
                                          plan.layout, plan.trailing_nulls, privacy_plan)
             if self._privacy is None or privacy_plan is not None:
                 self._inference = self._chain.model_inference
         self._close_report: DeliveryReport | None = None
-        self._emit("audit_started", ev.PLANS["audit_started"], {}, INFO, self.user, now=self._start)
+        self._emit("audit_started", ev.PLANS["audit_started"], {}, INFO, self._user, now=self._start)
 
     # -- the write path: validate -> enrich -> encode -> hash-chain -> emit ---------------------
 
@@ -239,9 +239,9 @@ class AuditTrail:
     ) -> str | None:
         resolved = default_level if level is None else ev.level(level, "level", where)
         subject = ev.optional_text(subject, "subject", where)
-        if resolved < self.log_level:
+        if resolved < self._log_level:
             return None
-        return self._emit(event_type, ev.PLANS[event_type], values, resolved, self.user if user is None else user,
+        return self._emit(event_type, ev.PLANS[event_type], values, resolved, self._user if user is None else user,
                           subject=subject, where=where)
 
     # -- the user guide's logging calls ---------------------------------------------------------
@@ -432,9 +432,9 @@ class AuditTrail:
         values = {"details": ev.json_object(details, "details", w)}
         user = ev.optional_text(user, "user", w)
         subject = ev.optional_text(subject, "subject", w)
-        if resolved < self.log_level:
+        if resolved < self._log_level:
             return None
-        return self._emit(event_type, ev.CUSTOM_PLAN, values, resolved, self.user if user is None else user,
+        return self._emit(event_type, ev.CUSTOM_PLAN, values, resolved, self._user if user is None else user,
                           subject=subject, where=w)
 
     def _log_function(self, event_type: str, values: dict[str, Any]) -> str | None:
@@ -462,7 +462,7 @@ class AuditTrail:
         if self._chain.closed:
             return self._close_report or self._tracker.report()
         level = INFO if status == "completed" else WARNING
-        self._emit("audit_closed", ev.PLANS["audit_closed"], values, level, self.user, closing=True, where=w)
+        self._emit("audit_closed", ev.PLANS["audit_closed"], values, level, self._user, closing=True, where=w)
         report = self.flush(timeout)
         if report.ok:
             self._transport.release(self._key)
@@ -470,6 +470,16 @@ class AuditTrail:
         if not report.ok:
             raise AuditDeliveryError(report)
         return report
+
+    @property
+    def log_level(self) -> int:
+        """Events below this level are not recorded (fixed for the trail's life: the native path holds it too)."""
+        return self._log_level
+
+    @property
+    def user(self) -> str | None:
+        """The default user of the trail's events (fixed for the trail's life, as ``log_level``)."""
+        return self._user
 
     @property
     def closed(self) -> bool:
