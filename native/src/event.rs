@@ -184,7 +184,9 @@ impl EventChain {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         // Never waits: the trail's lock serialises the calls, and waiting here with the GIL held could deadlock.
         let mut state = self.state.try_lock().map_err(|_| {
-            PyRuntimeError::new_err("EventChain: called while another event is being sealed (the trail's lock serialises them)")
+            PyRuntimeError::new_err(
+                "EventChain: called while another event is being sealed (the trail's lock serialises them)",
+            )
         })?;
         let ts = ts.max(state.last_ts); // the wall clock stepped back: keep the operation's order
         let seq = self.seq.load(Ordering::SeqCst);
@@ -206,9 +208,8 @@ impl EventChain {
             state.user = user.map(|u| u.clone().into_any().unbind());
         }
         let event_id = format!("{}{}", self.id_prefix, seq);
-        let mut message = Vec::with_capacity(
-            256 + self.operation.len() + self.trail.len() + payload.len() + state.user_bytes.len(),
-        );
+        let mut message =
+            Vec::with_capacity(256 + self.operation.len() + self.trail.len() + payload.len() + state.user_bytes.len());
         message.extend_from_slice(&self.version);
         push_string(&mut message, event_id.as_bytes());
         message.extend_from_slice(&self.operation);
@@ -279,9 +280,7 @@ impl EventChain {
             "input_data" => Ok(Field::InputData),
             "output" => Ok(Field::Output),
             "confidence" => Ok(Field::Confidence),
-            _ => Err(PyValueError::new_err(format!(
-                "EventChain: {name:?} is not a field of model_inference"
-            ))),
+            _ => Err(PyValueError::new_err(format!("EventChain: {name:?} is not a field of model_inference"))),
         };
         let layout = layout.iter().map(|(nulls, name)| Ok((*nulls, field(name)?))).collect::<PyResult<_>>()?;
         let privacy = match privacy {
