@@ -5,7 +5,8 @@ close(), so every event counted is acknowledged by the broker. Each of ours runs
 privacy policy off and on (a user and one of 1,000 data subjects per event, input_data
 encrypted); a bare confluent-kafka produce() of the same ready bytes, with our producer settings,
 is the limit on the machine. With the native accelerator installed, ours with the policy off also
-runs on its pure-Python path ("_pure": no native hash chain) for a same-run comparison. Rounds
+runs on its pure-Python path ("_pure": the trail's pure-Python EventChain, no native inference) for a same-run
+comparison. Rounds
 alternate their order. Also measures the materializer's events/s against a plain consumer reading
 the same messages (the ceiling).
 
@@ -29,17 +30,17 @@ from secureml.audit import AuditTrail
 from secureml.audit import trail as trail_module
 
 SUBJECTS = 1000
-NATIVE_CHAIN = trail_module._native_chain  # the accelerator's hash chain, None when it is not installed
+NATIVE_CHAIN = trail_module._native_events  # the accelerator's EventChain, None when it is not installed
 
 
 def pure_python(run: Callable[[int], float]) -> Callable[[int], float]:
-    """run with the trail's pure-Python hash chain instead of the accelerator's."""
+    """run with the trail's pure-Python EventChain (and inference path) instead of the accelerator's."""
     def without_accelerator(r: int) -> float:
-        trail_module._native_chain = None
+        trail_module._native_events = None
         try:
             return run(r)
         finally:
-            trail_module._native_chain = NATIVE_CHAIN
+            trail_module._native_events = NATIVE_CHAIN
     return without_accelerator
 
 

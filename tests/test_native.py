@@ -59,7 +59,7 @@ def python_sealer(key: SubjectKey, monkeypatch: pytest.MonkeyPatch) -> Any:
 def test_the_accelerator_is_in_use() -> None:
     """With the accelerator installed and not switched off, sealer() returns its sealer and trails chain with it."""
     assert protect.native is secureml_audit_native
-    assert trail_module._native_chain is secureml_audit_native.chain
+    assert trail_module._native_events is secureml_audit_native.EventChain
     seal = sealer(SubjectKey(os.urandom(32), "alice"), NAME)
     assert isinstance(seal.__self__, secureml_audit_native.Sealer)  # type: ignore[attr-defined]
 
@@ -158,7 +158,7 @@ def test_switched_off_the_pure_python_path_seals_readable_events(tmp_path: Path)
     log_dir = tmp_path / "logs"
     script = (
         "import sys; from secureml.audit.privacy import protect; assert protect.native is None, protect.native; "
-        "from secureml.audit import AuditTrail, trail; assert trail._native_chain is None\n"
+        "from secureml.audit import AuditTrail, trail; assert trail._native_events is None\n"
         "with AuditTrail('native_op', log_dir=sys.argv[1], user='analyst_1') as trail:\n"
         "    trail.log_model_inference('m', sys.argv[2], 'low', 0.9, subject='customer_7')\n"
     )
@@ -229,10 +229,10 @@ def test_trail_messages_are_byte_identical_with_and_without_the_native_chain(mon
     included, with the native chain and with the pure-Python one."""
     monkeypatch.setattr(trail_module, "_uuid4", lambda: "00000000-0000-4000-8000-000000000000")
     runs = []
-    for chain in (secureml_audit_native.chain, None):
+    for chain in (secureml_audit_native.EventChain, None):
         clock = itertools.count(1_765_000_000_000_000, 7)
         monkeypatch.setattr(trail_module, "now_micros", lambda clock=clock: next(clock))
-        monkeypatch.setattr(trail_module, "_native_chain", chain)
+        monkeypatch.setattr(trail_module, "_native_events", chain)
         runs.append(log_random_events(seed=11))
     native, python = runs
     assert len(native) == 302 and native == python

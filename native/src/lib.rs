@@ -12,6 +12,7 @@
 
 mod arrow_ffi;
 mod decode;
+mod event;
 
 use std::sync::Mutex;
 
@@ -182,6 +183,7 @@ fn chain<'py>(
 #[pymodule]
 fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Sealer>()?;
+    module.add_class::<event::EventChain>()?;
     module.add("ENCRYPTED_PREFIX", ENCRYPTED_PREFIX)?;
     module.add("INTERFACE", INTERFACE)?;
     module.add_function(wrap_pyfunction!(chain, module)?)?;

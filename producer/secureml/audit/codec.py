@@ -154,7 +154,7 @@ class PayloadPlan:
     null runs and the encoders of the fields the type carries.
     """
 
-    __slots__ = ("names", "encode")
+    __slots__ = ("names", "encode", "layout", "trailing_nulls")
 
     def __init__(self, names: Sequence[str], payload_fields: Sequence[tuple[str, Encoder]]) -> None:
         unknown = set(names) - {n for n, _ in payload_fields}
@@ -163,9 +163,13 @@ class PayloadPlan:
         self.names = tuple(names)
         parts: list[str] = []
         scope: dict[str, Any] = {}
+        # (null fields before it, name) of every field the type carries, in schema order, then the nulls after:
+        # the layout the accelerator's EventChain encodes a model_inference by.
+        self.layout: tuple[tuple[int, str], ...] = ()
         nulls = 0
         for name, encode in payload_fields:
             if name in names:
+                self.layout += ((nulls, name),)
                 if nulls:
                     parts.append(repr(b"\x00" * nulls))
                     nulls = 0
@@ -181,6 +185,7 @@ class PayloadPlan:
                 nulls += 1
         if nulls:
             parts.append(repr(b"\x00" * nulls))
+        self.trailing_nulls = nulls
         source = "def encode(values):\n    get = values.get\n    return " + (" + ".join(parts) or "b''") + "\n"
         exec(source, scope)  # noqa: S102 - generated from the schema's field names only
         self.encode: Callable[[dict[str, Any]], bytes] = scope["encode"]

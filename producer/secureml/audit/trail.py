@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from hashlib import sha256
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any
 
 from secureml.audit import accelerator
@@ -25,8 +26,8 @@ INFO, WARNING, ERROR = ev.LEVELS["INFO"], ev.LEVELS["WARNING"], ev.LEVELS["ERROR
 _TYPE_BYTES = {t: encode_string(t) for t in ev.EVENT_FIELDS}
 _LEVEL_BYTES = {level: encode_long(level) for level in range(0, 60, 5)}
 _HASH_LENGTH = encode_long(64)  # every hash is 64 hex characters
-# The accelerator's join + SHA-256 + hex in one call (0.55x the time of the hashlib path below), or None.
-_native_chain = None if accelerator.native is None else accelerator.native.chain
+# The accelerator's EventChain (native/src/event.rs), or None for the pure-Python EventChain below.
+_native_events = None if accelerator.native is None else accelerator.native.EventChain
 _SMALL_LONGS = [encode_long(n) for n in range(64)]  # seq of a trail's first events
 _HOST = socket.gethostname()
 _MAX_MESSAGE_CHARS = 2000  # error messages are cut: they may quote data
@@ -49,6 +50,74 @@ def _uuid4() -> str:
     raw[8] = raw[8] & 0x3F | 0x80
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class EventChain:
+    """A trail's hash chain and the envelope of its events, in pure Python.
+
+    Byte for byte what the accelerator's ``EventChain`` writes, which trails use when it is there
+    (it also logs a model inference in one call). ``append`` seals one event and hands it to the
+    transport; the state (seq, last timestamp, previous hash) moves on only once the transport took
+    it. The trail's lock serialises the calls.
+    """
+
+    def __init__(self, version: bytes, id_prefix: str, operation: bytes, trail: bytes, start: int, max_bytes: int,
+                 clock: ModuleType, emit: Callable[[bytes, bytes, DeliveryTracker], None], key: bytes,
+                 tracker: DeliveryTracker) -> None:
+        self._version = version
+        self._id_prefix = id_prefix
+        self._operation = operation
+        self._trail = trail
+        self._max_bytes = max_bytes
+        self._clock = clock  # the trail's module: now_micros is looked up per event (tests set the clock through it)
+        self._emit = emit
+        self._key = key
+        self._tracker = tracker
+        self.seq = 0
+        self.closed = False
+        self._last_ts = start
+        self._prev_hash = encode_string("")
+        # The last user and its encoding: a trail's events mostly carry the same user (the trail's, or its
+        # pseudonym, the same string object each time), so it is encoded once, not per event.
+        self._user: tuple[str | None, bytes] = (None, b"\x00")
+
+    def append(self, event_type: bytes, level: int, user: str | None, payload: bytes, now: int | None,
+               closing: bool) -> str | int:
+        """Seal an event of an encoded type and payload, at ``now`` or the clock's time, and emit it: its id, or
+        the message's size when that is over the limit and nothing was recorded."""
+        seq = self.seq
+        ts = now if now is not None else self._clock.now_micros()
+        if ts < self._last_ts:  # the wall clock stepped back: keep the operation's order
+            ts = self._last_ts
+        event_id = self._id_prefix + str(seq)
+        user_bytes = self._user
+        if user is not user_bytes[0]:
+            user_bytes = self._user = (user, b"\x00" if user is None else b"\x02" + encode_string(user))
+        prefix = b"".join((
+            self._version,
+            encode_string(event_id),
+            self._operation,
+            _SMALL_LONGS[seq] if seq < 64 else encode_long(seq),
+            event_type,
+            _LEVEL_BYTES.get(level) or encode_long(level),
+            encode_long(ts),
+            user_bytes[1],
+            self._trail,
+            payload,
+            self._prev_hash,
+        ))
+        # codec.seal: the message is the prefix, then its SHA-256 as an Avro string (the next event's previous hash)
+        hashed = _HASH_LENGTH + sha256(prefix).hexdigest().encode()
+        message = prefix + hashed
+        if len(message) > self._max_bytes:
+            return len(message)
+        self._emit(self._key, message, self._tracker)
+        self.seq = seq + 1
+        self._last_ts = ts
+        self._prev_hash = hashed
+        if closing:
+            self.closed = True
+        return event_id
 
 
 class AuditTrail:
@@ -81,18 +150,18 @@ class AuditTrail:
     ) -> None:
         where = "AuditTrail"
         self.operation_name = ev.text(operation_name, "operation_name", where)
-        self.log_level = ev.level(log_level, "log_level", where)
+        self._log_level = ev.level(log_level, "log_level", where)
         context_json = ev.json_object({} if context is None else context, "context", where, required=True)
         self.context: dict[str, Any] = dict(context or {})
         self.regulations = ev.text_list([] if regulations is None else regulations, "regulations", where)
-        self.user = ev.optional_text(user, "user", where)
+        self._user = ev.optional_text(user, "user", where)
         self.config: AuditConfig = resolve_config(
             log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic, producer_config=producer_config
         )
         self.log_dir = str(self.config.log_dir)
         self._privacy = protector_for(resolve_policy(privacy), self.config)
         if self._privacy is not None and context_json:
-            subject = None if self.user is None else self._privacy.name_of(self.user)
+            subject = None if self._user is None else self._privacy.name_of(self._user)
             redacting = "context" in self._privacy.policy.redact_fields
             context_json = self._privacy.json_text(context_json, subject, redacting)
         self._transport = transport or transport_for(self.config)
@@ -100,30 +169,30 @@ class AuditTrail:
         self._key = self.operation_id.encode()
         self._start = now_micros()
         self.start_time = micros_to_iso(self._start)
-        # Envelope fields that never change within the trail are encoded once.
-        self._version_bytes = encode_long(SCHEMA_VERSION)
-        self._id_prefix = f"{self.operation_id}:"
-        self._operation_bytes = (
-            encode_string(self.operation_id) + encode_string(self.operation_name) + encode_long(self._start)
-        )
-        self._trail_bytes = (
-            encode_string_array(self.regulations)
-            + encode_string(context_json or "{}")
-            + encode_string(_HOST)
-            + encode_long(os.getpid())
-            + encode_string(__version__)
-        )
         self._lock = threading.Lock()
         self._tracker = DeliveryTracker()
-        self._seq = 0
-        self._last_ts = self._start
-        self._prev_hash_bytes = encode_string("")
-        # The last user and its encoding: a trail's events mostly carry the same user (the trail's, or its
-        # pseudonym, the same string object each time), so it is encoded once, not per event.
-        self._user_bytes: tuple[str | None, bytes] = (None, b"\x00")
-        self._closed = False
+        # Envelope fields that never change within the trail are encoded once.
+        chain = (
+            encode_long(SCHEMA_VERSION),
+            f"{self.operation_id}:",
+            encode_string(self.operation_id) + encode_string(self.operation_name) + encode_long(self._start),
+            encode_string_array(self.regulations) + encode_string(context_json or "{}") + encode_string(_HOST)
+            + encode_long(os.getpid()) + encode_string(__version__),
+            self._start, ev.MAX_EVENT_BYTES, sys.modules[__name__], self._transport.emit, self._key, self._tracker,
+        )
+        # log_model_inference in one native call, when the accelerator is there and does all the policy asks
+        self._inference: Callable[..., str | None | bool] | None = None
+        plan = ev.PLANS["model_inference"]
+        privacy_plan = None if self._privacy is None else self._privacy.native_plan("model_inference", plan.names)
+        if _native_events is None:
+            self._chain: Any = EventChain(*chain)
+        else:
+            self._chain = _native_events(*chain, self._log_level, self._user, _TYPE_BYTES["model_inference"],
+                                         plan.layout, plan.trailing_nulls, privacy_plan)
+            if self._privacy is None or privacy_plan is not None:
+                self._inference = self._chain.model_inference
         self._close_report: DeliveryReport | None = None
-        self._emit("audit_started", ev.PLANS["audit_started"], {}, INFO, self.user, now=self._start)
+        self._emit("audit_started", ev.PLANS["audit_started"], {}, INFO, self._user, now=self._start)
 
     # -- the write path: validate -> enrich -> encode -> hash-chain -> emit ---------------------
 
@@ -144,51 +213,19 @@ class AuditTrail:
         if privacy is not None:  # Protector.protect inlined: one frame less per event
             user = (privacy.steps.get(event_type) or privacy.step(event_type, tuple(values)))(values, user, subject)
         with self._lock:
-            if self._closed:
+            chain = self._chain
+            if chain.closed:
                 raise AuditClosedError(
                     f"audit trail {self.operation_name!r} ({self.operation_id}) is closed; "
                     "create a new AuditTrail for further events"
                 )
-            seq = self._seq
             if closing:
-                values = {**values, "event_count": seq + 1}
-            ts = now if now is not None else now_micros()  # a call, not inlined: tests set the clock through it
-            if ts < self._last_ts:  # the wall clock stepped back: keep the operation's order
-                ts = self._last_ts
-            event_id = self._id_prefix + str(seq)
-            user_bytes = self._user_bytes
-            if user is not user_bytes[0]:
-                user_bytes = self._user_bytes = (user, b"\x00" if user is None else b"\x02" + encode_string(user))
-            parts = (
-                self._version_bytes,
-                encode_string(event_id),
-                self._operation_bytes,
-                _SMALL_LONGS[seq] if seq < 64 else encode_long(seq),
-                _TYPE_BYTES.get(event_type) or encode_string(event_type),
-                _LEVEL_BYTES.get(level) or encode_long(level),
-                encode_long(ts),
-                user_bytes[1],
-                self._trail_bytes,
-                plan.encode(values),
-                self._prev_hash_bytes,
-            )
-            # codec.seal of the joined parts: the message is the prefix, then its SHA-256 as an Avro string
-            # (``hashed``, the next event's previous hash). Natively in one call when the accelerator is there.
-            if _native_chain is not None:
-                message, hashed = _native_chain(parts, _HASH_LENGTH)
-            else:
-                prefix = b"".join(parts)
-                hashed = _HASH_LENGTH + sha256(prefix).hexdigest().encode()
-                message = prefix + hashed
-            if len(message) > ev.MAX_EVENT_BYTES:
-                raise _oversized(len(message), values, where)
-            self._transport.emit(self._key, message, self._tracker)
-            self._seq = seq + 1
-            self._last_ts = ts
-            self._prev_hash_bytes = hashed
-            if closing:
-                self._closed = True
-            return event_id
+                values = {**values, "event_count": chain.seq + 1}
+            event_id = chain.append(_TYPE_BYTES.get(event_type) or encode_string(event_type), level, user,
+                                    plan.encode(values), now, closing)
+            if type(event_id) is int:
+                raise _oversized(event_id, values, where)
+            return event_id  # type: ignore[no-any-return]
 
     def _log(
         self,
@@ -202,9 +239,9 @@ class AuditTrail:
     ) -> str | None:
         resolved = default_level if level is None else ev.level(level, "level", where)
         subject = ev.optional_text(subject, "subject", where)
-        if resolved < self.log_level:
+        if resolved < self._log_level:
             return None
-        return self._emit(event_type, ev.PLANS[event_type], values, resolved, self.user if user is None else user,
+        return self._emit(event_type, ev.PLANS[event_type], values, resolved, self._user if user is None else user,
                           subject=subject, where=where)
 
     # -- the user guide's logging calls ---------------------------------------------------------
@@ -293,6 +330,12 @@ class AuditTrail:
 
         ``input_data`` is a description or identifier of the input, not the raw features.
         """
+        inference = self._inference
+        if inference is not None:
+            with self._lock:
+                event_id = inference(model_id, input_data, output, confidence, user, level, subject)
+            if event_id is not False:
+                return event_id  # type: ignore[return-value]
         w = "log_model_inference"
         values = {
             "model_id": ev.text(model_id, "model_id", w),
@@ -389,9 +432,9 @@ class AuditTrail:
         values = {"details": ev.json_object(details, "details", w)}
         user = ev.optional_text(user, "user", w)
         subject = ev.optional_text(subject, "subject", w)
-        if resolved < self.log_level:
+        if resolved < self._log_level:
             return None
-        return self._emit(event_type, ev.CUSTOM_PLAN, values, resolved, self.user if user is None else user,
+        return self._emit(event_type, ev.CUSTOM_PLAN, values, resolved, self._user if user is None else user,
                           subject=subject, where=w)
 
     def _log_function(self, event_type: str, values: dict[str, Any]) -> str | None:
@@ -416,10 +459,10 @@ class AuditTrail:
         """
         w = "close"
         values = {"status": ev.text(status, "status", w), "details": ev.json_object(details, "details", w)}
-        if self._closed:
+        if self._chain.closed:
             return self._close_report or self._tracker.report()
         level = INFO if status == "completed" else WARNING
-        self._emit("audit_closed", ev.PLANS["audit_closed"], values, level, self.user, closing=True, where=w)
+        self._emit("audit_closed", ev.PLANS["audit_closed"], values, level, self._user, closing=True, where=w)
         report = self.flush(timeout)
         if report.ok:
             self._transport.release(self._key)
@@ -429,14 +472,24 @@ class AuditTrail:
         return report
 
     @property
+    def log_level(self) -> int:
+        """Events below this level are not recorded (fixed for the trail's life: the native path holds it too)."""
+        return self._log_level
+
+    @property
+    def user(self) -> str | None:
+        """The default user of the trail's events (fixed for the trail's life, as ``log_level``)."""
+        return self._user
+
+    @property
     def closed(self) -> bool:
         """True once ``audit_closed`` was recorded."""
-        return self._closed
+        return bool(self._chain.closed)
 
     @property
     def event_count(self) -> int:
         """Events recorded so far (the next ``seq``)."""
-        return self._seq
+        return int(self._chain.seq)
 
     def __enter__(self) -> AuditTrail:
         return self
@@ -444,7 +497,7 @@ class AuditTrail:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._closed:
+        if self._chain.closed:
             return
         if exc is None:
             self.close("completed")
@@ -457,8 +510,8 @@ class AuditTrail:
             exc.add_note(f"secureml-audit could not record this failure: {audit_exc}")
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._chain.closed else "open"
         return (
             f"AuditTrail({self.operation_name!r}, operation_id={self.operation_id!r}, "
-            f"transport={self.config.transport!r}, events={self._seq}, {state})"
+            f"transport={self.config.transport!r}, events={self._chain.seq}, {state})"
         )
