@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from deltalake.exceptions import CommitFailedError
 
 from conftest import Harness
 from secureml.audit import AuditTrail, count_events, get_audit_logs
@@ -174,3 +175,18 @@ def test_a_rewrite_whose_rows_do_not_match_the_statistics_commits_nothing(
     assert lake.snapshot().version == version + 2  # the lease taken and released, nothing else
     assert _rows(embedded.log_dir) == before
     assert not (lake.root / SPILL_DIR).exists()
+
+
+def test_two_rewrites_of_one_day_from_one_version_store_every_row_once(embedded: Harness) -> None:
+    """A rewrite that outlived its maintenance lease races the next holder's: delta-rs refuses the second commit
+    (unlike two optimizations), so the rows are never stored twice."""
+    _commits(embedded.log_dir, 2, events=20)
+    first, second = Lake(embedded.log_dir), Lake(embedded.log_dir)
+    read_by_first, read_by_second = first._fresh(), second._fresh()  # both read the same version
+    date = first.snapshot().files[0].date
+    before = _rows(embedded.log_dir)
+    assert first._cluster(read_by_first, date) == 2
+    with pytest.raises(CommitFailedError):
+        second._cluster(read_by_second, date)
+    assert _rows(embedded.log_dir) == before and len(first.snapshot().files) == 1
+    assert not (first.root / SPILL_DIR).exists()
