@@ -69,7 +69,7 @@ elif step == "checkpoint":
     from secureml.lake.table import Lake
     generate_key(Path(key))
     LakeCheckpointer(Path(key), create_key=False).checkpoint(Lake(Path(log_dir)))
-elif step == "compact":  # the day's partition as a closed day: its small files merged in bins
+elif step == "compact":  # the day's partition as a closed day: rewritten in (operation_name, timestamp) order
     import datetime as dt
     from secureml.lake.table import Lake
     tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).date().isoformat()

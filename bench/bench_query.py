@@ -1,7 +1,9 @@
 """Bench: get_audit_logs over a 10M-event lake, one operation + a time range, warm.
 
-Builds a compacted Delta lake of synthetic events (one sorted commit per day, written
-directly: producing 10M events through Kafka would take minutes), then times
+Builds a compacted Delta lake of synthetic events (--layout: one sorted commit per day written
+directly, one time-ordered one, or "product": time-ordered commits through Lake.commit as the
+materializer makes them, then the product's own compaction; producing 10M events through Kafka
+would take minutes), then times
 `get_audit_logs(operation_name=..., start_time=..., end_time=...)` against a baseline in the
 same run: the same filter as a DuckDB scan of the same files without the lake's pruning
 (the Delta log's per-file time statistics).
@@ -12,7 +14,7 @@ and the dict rate of large results (time ranges returning about 100k and 1M rows
 query's Arrow output, alternating.
 
     .venv/bin/python bench/bench_query.py [--events 10000000] [--queries 30] [--lake DIR]
-        [--large-rows 100000,1000000]
+        [--layout sorted|appended|product] [--commit-events 200000] [--large-rows 100000,1000000]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import gc
 import itertools
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,11 +44,16 @@ DAY_US = 86_400_000_000
 START_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 
 
-def build_lake(log_dir: Path, events: int, days: int = 30, operations: int = 20_000, *, sorted_days: bool = True
-               ) -> None:
-    """A lake of `events` rows over `days` date partitions, each day one file sorted by operation and time
-    (``sorted_days``, as the first compaction z-ordered a closed day) or in time order (as appended, and as
-    compaction in bins leaves it)."""
+def build_lake(log_dir: Path, events: int, days: int = 30, operations: int = 20_000, *, layout: str = "sorted",
+               commit_events: int = 200_000) -> dict[str, float]:
+    """A lake of `events` rows over `days` date partitions; returns what building it took.
+
+    ``layout``: "sorted", each day one file sorted by operation and time (as a z-order left a
+    closed day); "appended", each day one file in time order; "product", each day in
+    time-ordered commits of ``commit_events`` through Lake.commit (as the materializer commits
+    them), then the product's own compaction (Lake.compact_all: closed days rewritten in
+    operation order), its time and peak RSS measured in a child process of its own.
+    """
     schema = lake_schema()
     lake = Lake(log_dir)
     per_day = events // days
@@ -75,12 +83,44 @@ def build_lake(log_dir: Path, events: int, days: int = 30, operations: int = 20_
         }
         arrays = [columns[f.name].cast(f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema]
         table = pa.Table.from_arrays(arrays, schema=schema)
-        order = [("operation_name", "ascending")] if sorted_days else []
+        order = [("operation_name", "ascending")] if layout == "sorted" else []
         table = table.sort_by([*order, ("timestamp", "ascending"), ("seq", "ascending")])
-        write_deltalake(lake.uri, with_partition(table).cast(table_schema()), mode="append",
-                        partition_by=[PARTITION_KEY], writer_properties=WRITER)
+        if layout == "product":
+            for start in range(0, n, commit_events):
+                first = day * n + start
+                rows = table.slice(start, commit_events)
+                lake.commit({"bench/0": rows}, {"bench/0": (first, first + rows.num_rows)})
+        else:
+            write_deltalake(lake.uri, with_partition(table).cast(table_schema()), mode="append",
+                            partition_by=[PARTITION_KEY], writer_properties=WRITER)
         print(f"\rbench: wrote day {day + 1}/{days}", file=sys.stderr, end="")
     print(file=sys.stderr)
+    if layout != "product":
+        return {}
+    return compact_in_child(log_dir)
+
+
+COMPACT = """
+import json, resource, sys, time
+from secureml.lake.table import Lake
+began = time.perf_counter()
+files = Lake(sys.argv[1]).compact_all()
+usage = resource.getrusage(resource.RUSAGE_SELF)
+# VmHWM, not ru_maxrss: a child's ru_maxrss counts the RSS of the parent it was forked from (here: the builder's).
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"files_replaced": files, "seconds": round(time.perf_counter() - began, 1),
+                  "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1), "peak_rss_mb": peak // 1024}))
+"""
+
+
+def compact_in_child(log_dir: Path) -> dict[str, float]:
+    """The product's compaction of the whole lake (every day closed), in a child: its time and its own peak RSS."""
+    done = subprocess.run([sys.executable, "-c", COMPACT, str(log_dir)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"bench: compaction failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"bench: compaction: {result}", file=sys.stderr)
+    return result
 
 
 def _paired(ours: list[float], baseline: list[float]) -> float:
@@ -133,20 +173,24 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--lake", type=Path, metavar="DIR",
                         help="build the lake in DIR and keep it; reuse it when DIR exists (default: a temporary one)")
-    parser.add_argument("--layout", choices=("sorted", "appended"), default="sorted",
-                        help="each day sorted by operation and time, or in time order (compaction in bins)")
+    parser.add_argument("--layout", choices=("sorted", "appended", "product"), default="sorted",
+                        help="each day one file sorted by operation and time, or one file in time order, or "
+                             "time-ordered commits then the product's compaction")
+    parser.add_argument("--commit-events", type=int, default=200_000,
+                        help="events per commit of --layout product (the materializer's batch)")
     parser.add_argument("--large-rows", default="100000,1000000",
                         help="sizes of the large results whose dict rate is measured (comma-separated)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = args.lake or Path(tmp) / "lake"
         began = time.perf_counter()
+        compaction: dict[str, float] = {}
         if not log_dir.exists():
-            build_lake(log_dir, args.events, sorted_days=args.layout == "sorted")
+            compaction = build_lake(log_dir, args.events, layout=args.layout, commit_events=args.commit_events)
         built = time.perf_counter() - began
         start, end = "2026-01-12T06:00:00", "2026-01-12T18:00:00"
         ours, ours_arrow, baseline, rows = [], [], [], 0
-        paths = [str(p) for p in sorted((log_dir / "lake" / "events").glob("*/*.parquet"))]
+        paths = Lake(log_dir).snapshot().uris()  # the current version's files: compaction leaves superseded ones
         con = duckdb.connect()
         for q in range(args.queries + 3):
             name = f"model_{q % 64}"
@@ -185,6 +229,7 @@ def main() -> int:
         large = {size: _large_result(log_dir, size) for size in map(int, args.large_rows.split(","))}
         result = {
             "events": args.events, "layout": args.layout, "build_seconds": round(built, 1),
+            "files": len(Lake(log_dir).snapshot().files), "compaction": compaction,
             "get_audit_logs_p50_ms": round(statistics.median(ours) * 1000, 1),
             "get_audit_logs_p90_ms": round(sorted(ours)[int(len(ours) * 0.9)] * 1000, 1),
             "get_audit_logs_arrow_p50_ms": round(statistics.median(ours_arrow) * 1000, 1),

@@ -207,7 +207,7 @@ def test_todays_partition_is_merged_once_small_files_pile_up(embedded: Harness) 
 def test_compaction_bins_small_files_and_leaves_files_past_the_target_alone(
     embedded: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A closed day's small files merge into a bin of up to the target size; a larger file is never rewritten."""
+    """Today's small files merge into a bin of up to the target size; a larger file is never rewritten."""
     _many_small_commits(embedded.log_dir, 1, events=3000)
     lake = Lake(embedded.log_dir)
     (big,) = lake.snapshot().files
@@ -215,11 +215,12 @@ def test_compaction_bins_small_files_and_leaves_files_past_the_target_alone(
     _many_small_commits(embedded.log_dir, 6)
     monkeypatch.setattr(table_module, "TARGET_FILE_BYTES", target)
     monkeypatch.setattr(table_module, "SMALL_FILE_BYTES", target // 2)
-    assert lake.compact_all(today="2999-01-01") == 6
+    monkeypatch.setattr(table_module, "COMPACT_SMALL_FILES", 6)
+    assert lake.compact_all() == 6
     files = lake.snapshot().files
     assert big in files and len(files) == 2
     assert Path(next(f for f in files if f != big).uri).stat().st_size <= target
-    assert lake.compact(today="2999-01-01") == 0  # what compaction made is not due again
+    assert lake.compact() == 0  # what compaction made is not due again
     assert lake.snapshot().rows == count_events(embedded.log_dir) == 3002 + 6 * 3
 
 

@@ -14,8 +14,9 @@ and the batch is trimmed against the new version before it is tried again, never
 Appends of different sources never conflict, so instances on many hosts share one table.
 
 Readers take one table version (``snapshot``) and read exactly its files, so a compaction
-(``optimize``, one commit) never shows an event twice or hides one; ``vacuum`` deletes
-superseded files only after a retention far longer than any query.
+(``optimize``, or a closed day's rewrite in operation order: one commit each) never shows an
+event twice or hides one; ``vacuum`` deletes superseded files only after a retention far longer
+than any query.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -49,7 +52,7 @@ from deltalake import (
 )
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from secureml.audit._fs import owner_only
+from secureml.audit._fs import make_private_dir, owner_only
 from secureml.audit.config import ENV_PREFIX
 from secureml.audit.exceptions import LakeError
 from secureml.audit.timeutil import datetime_to_micros
@@ -72,12 +75,21 @@ BLOOM_FILTER_COLUMNS = ("operation_id", "user", "user_id")
 _BLOOM = ColumnProperties(bloom_filter_properties=BloomFilterProperties(True, fpp=0.01, ndv=ROW_GROUP_ROWS // 4))
 WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS,
                           column_properties={name: _BLOOM for name in BLOOM_FILTER_COLUMNS})
-# Compaction merges small files, streaming, into bins of up to TARGET_FILE_BYTES, one bin at a time; delta-rs
-# never rewrites a file larger than that, so a compaction's work and memory are a bin's, not a partition's.
-# No sort: a z-order sorts a whole day at once (7.3 GB at 10M events; with a DataFusion memory pool it spilled
-# yet used more than the pool, and failed below 256 MB). Files keep the time order they were appended in,
-# which the time statistics prune on; operation ids have bloom filters and the operation index.
+# Today's partition: compaction merges small files, streaming, into bins of up to TARGET_FILE_BYTES, one bin at
+# a time; delta-rs never rewrites a file larger than that, so its work and memory are a bin's, not a partition's.
+# A closed day is rewritten once, in CLUSTER_ORDER (a query for one operation name and a time range reads a few
+# row groups of each file instead of every one), by DuckDB's sort: out of core, in a pool of SORT_MEMORY_LIMIT
+# spilling under log_dir, streamed into files of TARGET_FILE_BYTES. Not delta-rs's z-order: it sorts a whole day
+# in memory (7.3 GB at 10M events; with a DataFusion memory pool it spilled yet used more than the pool, and
+# failed below 256 MB).
 TARGET_FILE_BYTES = 128 * 2**20
+CLUSTER_ORDER = ("operation_name", "timestamp", "source", "source_offset")  # the last two: one order for ties
+SORT_MEMORY_LIMIT = "256MB"
+CLUSTERED = "secureml-audit:clustered/"  # + a day: the app transaction of the day's rewrite in CLUSTER_ORDER
+SPILL_DIR = ".cluster-spill"  # under the lake's local folder (log_dir/lake): the sort's temporary files
+# Rows per batch from the sort to the writer: delta-rs's writer holds batches in flight by the dozen (a 1M-event day
+# peaked at 1,188 MB with batches of 65,536 rows, 691 MB with 4,096); a quarter of a row group keeps groups whole.
+CLUSTER_BATCH_ROWS = ROW_GROUP_ROWS // 4
 SMALL_FILE_BYTES = TARGET_FILE_BYTES // 2  # a file still to be merged: only these make a partition due
 COMPACT_SMALL_FILES = 16  # today's partition is compacted once it has this many small files
 # Superseded files stay this long: far longer than any query, and time travel reaches as far.
@@ -156,19 +168,22 @@ class Snapshot:
 def _due_partition(snapshot: Snapshot, today: str) -> str | None:
     """The first partition due for compaction.
 
-    Only small files count (below SMALL_FILE_BYTES): a closed day is due while two or more remain,
-    today's once COMPACT_SMALL_FILES piled up. Files compaction already made never make a partition
-    due again by themselves.
+    Only small files count (below SMALL_FILE_BYTES): today's partition is due once
+    COMPACT_SMALL_FILES piled up, a closed day while two or more remain, or while it was never
+    rewritten in CLUSTER_ORDER (what compaction made during the day is in time order). What
+    compaction made never makes a partition due again by itself.
     """
     assert snapshot.table is not None
     actions = pa.table(snapshot.table.get_add_actions(flatten=True)).select(["path", "size_bytes"]).to_pylist()
     sizes = {unquote(a["path"]): a["size_bytes"] for a in actions}
     small: dict[str, int] = {}
     for f in snapshot.files:
-        if sizes.get(f.path, 0) < SMALL_FILE_BYTES:
-            small[f.date] = small.get(f.date, 0) + 1
+        small[f.date] = small.get(f.date, 0) + (sizes.get(f.path, 0) < SMALL_FILE_BYTES)
     for date, count in sorted(small.items()):
-        if count >= (2 if date < today else COMPACT_SMALL_FILES):
+        if date >= today:
+            if count >= COMPACT_SMALL_FILES:
+                return date
+        elif count >= 2 or snapshot.position(CLUSTERED + date) is None:
             return date
     return None
 
@@ -454,32 +469,99 @@ class Lake:
     def compact(self, *, today: str | None = None) -> int:
         """Compact one partition if one is due; returns the number of files it replaced.
 
-        A closed day (before ``today``, UTC) with two small files or more, and today's partition
-        once many small files piled up, have their files merged into bins of up to
-        TARGET_FILE_BYTES, one bin at a time (memory: a bin's writer); larger files are left alone.
-        It is one Delta commit that changes no data, so concurrent appends are never lost.
-        delta-rs does not detect two optimizations of one partition racing each other (both
-        commit, and the rows are stored twice), so only the holder of the table's maintenance
-        lease optimizes; the other instances of a group skip their turn.
+        Today's partition (``today``, UTC), once many small files piled up, has them merged into
+        bins of up to TARGET_FILE_BYTES, one bin at a time (memory: a bin's writer); larger files
+        are left alone. A closed day (before ``today``) with two small files or more, or never
+        rewritten in CLUSTER_ORDER, is rewritten whole in that order (see _cluster). Either is one
+        Delta commit that changes no data, and concurrent appends are never lost. delta-rs does
+        not detect two optimizations of one partition racing each other (both commit, and the rows
+        are stored twice), so only the holder of the table's maintenance lease compacts; the other
+        instances of a group skip their turn.
         """
         self._refuse_links()
         snapshot = self.snapshot()
         if snapshot.table is None:
             return 0
-        due = _due_partition(snapshot, today or dt.datetime.now(dt.UTC).date().isoformat())
+        today = today or dt.datetime.now(dt.UTC).date().isoformat()
+        due = _due_partition(snapshot, today)
         if due is None or not self._take_lease():
             return 0
         try:
+            table = self._fresh()
+            if due < today:
+                return self._cluster(table, due)
             with owner_only():
-                metrics = self._fresh().optimize.compact(partition_filters=[(PARTITION_KEY, "=", due)],
-                                                         target_size=TARGET_FILE_BYTES, max_concurrent_tasks=1,
-                                                         writer_properties=WRITER)
+                metrics = table.optimize.compact(partition_filters=[(PARTITION_KEY, "=", due)],
+                                                 target_size=TARGET_FILE_BYTES, max_concurrent_tasks=1,
+                                                 writer_properties=WRITER)
             return int(metrics.get("numFilesRemoved", 0))
         except CommitFailedError:
             return 0  # a concurrent commit touched the partition: try again next time
         finally:
             self._release_lease()
             self._cached = None
+
+    def _cluster(self, table: DeltaTable, date: str) -> int:
+        """Rewrite one closed day in CLUSTER_ORDER, in one commit; returns the files it replaced.
+
+        DuckDB sorts the day's rows within SORT_MEMORY_LIMIT, spilling under log_dir, and the
+        writer streams them into files of up to TARGET_FILE_BYTES: memory is the sort's pool and a
+        file's writer, whatever the day holds. The commit replaces exactly the files of the version
+        it read (an overwrite of the partition): one appended to the day meanwhile makes delta-rs
+        refuse it (CommitFailedError), and the day is rewritten next time. The rows are counted on
+        their way to the writer; a count other than the version's raises there, before any commit.
+        The commit marks the day clustered (an app transaction CLUSTERED + date: the rows it held).
+        """
+        files = [f for f in self._files(table) if f.date == date]
+        expected = sum(f.rows for f in files)
+        spill = self.root / SPILL_DIR
+        shutil.rmtree(spill, ignore_errors=True)  # a crashed rewrite's
+        make_private_dir(spill)
+        con = duckdb.connect(config={"threads": 1, "memory_limit": SORT_MEMORY_LIMIT,
+                                     "preserve_insertion_order": False, "temp_directory": str(spill)})
+        try:
+            batches = (batch for f in files for batch in self.batches(f, batch_size=CLUSTER_BATCH_ROWS))
+            day = pa.RecordBatchReader.from_batches(self._day_schema(files), batches)
+            con.register("day", day)
+            if not self.local:  # delta-rs reads an object store, and cannot be re-entered from inside its own writer
+                con.execute("CREATE TABLE staged AS SELECT * FROM day")
+            order = ", ".join(f'"{column}"' for column in CLUSTER_ORDER)
+            ordered = con.sql(f"SELECT * FROM {'day' if self.local else 'staged'} ORDER BY {order}"
+                              ).to_arrow_reader(CLUSTER_BATCH_ROWS)
+
+            def counted() -> Iterator[pa.RecordBatch]:
+                count = 0
+                for batch in ordered:
+                    count += batch.num_rows
+                    yield from with_partition(pa.Table.from_batches([_without_views(batch)])).cast(
+                        table_schema()).to_batches()
+                if count != expected:
+                    raise LakeError(f"the day {date} held {count} events in its files, not the {expected} its "
+                                    f"statistics say: it was not rewritten. Run `secureml-audit verify`")
+
+            with owner_only():  # DuckDB's spill files take no mode
+                write_deltalake(table, pa.RecordBatchReader.from_batches(table_schema(), counted()),
+                                mode="overwrite", predicate=f"{PARTITION_KEY} = '{date}'",
+                                partition_by=[PARTITION_KEY], target_file_size=TARGET_FILE_BYTES,
+                                storage_options=self.storage_options or None, writer_properties=WRITER,
+                                commit_properties=CommitProperties(
+                                    app_transactions=[Transaction(CLUSTERED + date, expected)],
+                                    custom_metadata=_writer()))
+        except CommitFailedError:
+            raise
+        except (DeltaError, duckdb.Error, OSError) as exc:
+            raise LakeError(f"compaction could not rewrite the day {date} of the lake at {self.uri} in operation "
+                            f"order, and changed nothing: {exc}") from exc
+        finally:
+            con.close()
+            shutil.rmtree(spill, ignore_errors=True)
+        return len(files)
+
+    def _day_schema(self, files: list[LakeFile]) -> pa.Schema:
+        """The columns of a day's data files as batches() yields them (the table's, without the partition)."""
+        for batch in self.batches(files[0], batch_size=1):
+            return batch.schema
+        return pa.schema([f for f in table_schema() if f.name != PARTITION_KEY])
 
     def _fresh(self) -> DeltaTable:
         self._cached = None
