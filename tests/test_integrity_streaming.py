@@ -67,7 +67,7 @@ def test_incremental_merkle_roots_equal_the_batch_roots_for_1_to_300_leaves() ->
         frontier, done = list[bytes](), 0
         while done < size:
             chunk = leaves[done : done + rng.randint(1, 70)][: size - done]
-            frontier = extend_frontier(frontier, done, chunk)
+            frontier = extend_frontier(frontier, done, b"".join(chunk))
             done += len(chunk)
         assert frontier == tree.frontier(size)
         assert root_of_frontier(frontier) == tree.root(size)
@@ -90,8 +90,8 @@ def test_the_row_store_serves_each_sources_leaves_in_offset_order_like_rows_in_m
             source = rng.choice(["log/a", "log/b", "p-0", "absent"])
             after = rng.randint(-1, 400)
             up_to = after + rng.randint(0, 300)
-            got = [h for chunk in store.between(source, after, up_to) for h in chunk]
-            assert got == [h for chunk in memory.between(source, after, up_to) for h in chunk]
+            got = [h for chunk in store.between(source, after, up_to) for h in chunk.to_pylist()]
+            assert got == [h for chunk in memory.between(source, after, up_to) for h in chunk.to_pylist()]
         checkpoints = [Checkpoint.new(0, "t", "k", {"log/a": SourceCoverage(0, 60, "", ()),
                                                     "p-0": SourceCoverage(0, 40, "", ())}, {}, ""),
                        Checkpoint.new(1, "t", "k", {"log/a": SourceCoverage(0, 900, "", ()),

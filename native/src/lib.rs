@@ -11,6 +11,7 @@
 //! took 1.8x its time on a 400-byte event (bench/RESULTS.md).
 
 mod arrow_ffi;
+mod integrity;
 
 use std::sync::Mutex;
 
@@ -185,6 +186,9 @@ fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("INTERFACE", INTERFACE)?;
     module.add_function(wrap_pyfunction!(chain, module)?)?;
     module.add_function(wrap_pyfunction!(arrow_ffi::arrow_roundtrip, module)?)?;
+    module.add_class::<integrity::Canonical>()?;
+    module.add_function(wrap_pyfunction!(integrity::leaf_hashes, module)?)?;
+    module.add_function(wrap_pyfunction!(integrity::extend_frontier, module)?)?;
     Ok(())
 }
 

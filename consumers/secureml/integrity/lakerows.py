@@ -77,8 +77,9 @@ LEAF_CHUNK = 1 << 16  # leaf hashes handed over at a time
 class Leaves(Protocol):
     """Rows as Merkle leaves: each source's event hashes in offset order (``RowStore`` on disk, ``TableLeaves``)."""
 
-    def between(self, source: str, after: int, up_to: int) -> Iterator[list[str]]:
-        """Hashes of one source's rows at offsets in (``after``, ``up_to``], in order, in chunks."""
+    def between(self, source: str, after: int, up_to: int) -> Iterator[pa.Array | pa.ChunkedArray]:
+        """Hashes of one source's rows at offsets in (``after``, ``up_to``], in order, in chunks (``merkle.leaf_block``
+        hashes them without a Python object per row)."""
         ...
 
 
@@ -88,13 +89,13 @@ class TableLeaves:
     def __init__(self, rows: pa.Table) -> None:
         self._spans, self._offsets, self._hashes = by_source(rows)
 
-    def between(self, source: str, after: int, up_to: int) -> Iterator[list[str]]:
+    def between(self, source: str, after: int, up_to: int) -> Iterator[pa.ChunkedArray]:
         """Hashes of one source's rows at offsets in (``after``, ``up_to``], in order, in chunks."""
         begin, end = self._spans.get(source, (0, 0))
         lo = begin + int(np.searchsorted(self._offsets[begin:end], after, side="right"))
         hi = begin + int(np.searchsorted(self._offsets[begin:end], up_to, side="right"))
         for start in range(lo, hi, LEAF_CHUNK):
-            yield self._hashes.slice(start, min(LEAF_CHUNK, hi - start)).to_pylist()
+            yield self._hashes.slice(start, min(LEAF_CHUNK, hi - start))
 
 
 def leaves_of(rows: pa.Table | Leaves) -> Leaves:

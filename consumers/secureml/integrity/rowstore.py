@@ -145,7 +145,7 @@ class RowStore:
         """Chosen columns of every row, in memory (for what still needs them whole)."""
         return self.con.sql(f"SELECT {', '.join(names)} FROM rows").to_arrow_table()
 
-    def between(self, source: str, after: int, up_to: int) -> Iterator[list[str]]:
+    def between(self, source: str, after: int, up_to: int) -> Iterator[pa.Array]:
         """Hashes of one source's rows at offsets in (``after``, ``up_to``], in leaf order, in chunks."""
         if self._leaf_spans is None:
             self._leaf_spans = self._sort_leaves()
@@ -155,7 +155,7 @@ class RowStore:
         for batch in self.batches(
                 "SELECT hash FROM leaves WHERE rowid BETWEEN ? AND ? AND source_offset > ? AND source_offset <= ? "
                 "ORDER BY rowid", (first, last, after, up_to)):
-            yield batch.column(0).to_pylist()
+            yield batch.column(0)
 
     def _sort_leaves(self) -> dict[str, tuple[int, int]]:
         """Store the rows' (source, offset, hash) in leaf order once; each source's rowid span in it."""
