@@ -20,7 +20,7 @@ from secureml.audit.config import ENV_PREFIX
 from secureml.integrity.checkpoints import Checkpoint
 from secureml.integrity.exceptions import ProofError
 from secureml.integrity.lakerows import Leaves, leaves_of, snapshot_rows
-from secureml.integrity.merkle import LEAF_SIZE, consistency_ranges, extend_frontier, leaf_block, root_of_frontier
+from secureml.integrity.merkle import LEAF_SIZE, consistency_ranges, extend_frontier, root_of_frontier
 from secureml.lake.table import Lake
 from secureml.retention.positions import with_removed_leaves
 
@@ -87,7 +87,7 @@ def fold(rows: pa.Table | Leaves, checkpoints: Iterable[Checkpoint], ranges: Seq
             yield last, tree
         last = checkpoint
         for chunk in leaves.between(source, after, up_to):
-            tree.extend(leaf_block(chunk))
+            tree.extend(chunk)
     if last is not None:
         yield last, tree
 
