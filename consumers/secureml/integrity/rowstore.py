@@ -119,7 +119,7 @@ class _Spooled:
         """
         self.offsets.flush()
         self.leaves.flush()
-        offsets = np.memmap(self.offsets_path, dtype=np.int64, mode="r", shape=(self.rows,))
+        offsets = self._mapped()
         bounds = list(zip(self.runs, [*self.runs[1:], self.rows]))
         cursors = [start + int(np.searchsorted(offsets[start:end], after, side="right")) for start, end in bounds]
         ends = [start + int(np.searchsorted(offsets[start:end], up_to, side="right")) for start, end in bounds]
@@ -132,6 +132,7 @@ class _Spooled:
         live = [k for k, (c, e) in enumerate(zip(cursors, ends)) if e > c]  # runs in scan order (ties keep it)
         with open(self.leaves_path, "rb") as leaves:
             for window in range(low, high + 1, width):
+                offsets = self._mapped()  # mapped again each window, so the pages read before leave memory
                 taken, blocks = [], []
                 for k in live:
                     cut = cursors[k] + int(np.searchsorted(offsets[cursors[k]:ends[k]], window + width, side="left"))
@@ -146,7 +147,10 @@ class _Spooled:
                 elif blocks:
                     order = np.argsort(np.concatenate(taken), kind="stable")
                     yield np.frombuffer(b"".join(blocks), dtype=np.uint8).reshape(-1, LEAF_SIZE)[order].tobytes()
-        del offsets
+
+    def _mapped(self) -> np.ndarray:
+        """The offsets file, mapped: searched and sliced without reading it whole."""
+        return np.memmap(self.offsets_path, dtype=np.int64, mode="r", shape=(self.rows,))
 
     def close(self, remove: bool) -> None:
         self.offsets.close()
