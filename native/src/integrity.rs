@@ -183,8 +183,9 @@ pub struct Canonical {
 }
 
 impl Canonical {
-    /// The batch's columns in field order (their arrays, kept alive while the columns borrow them).
-    fn arrays(&self, batch: &Bound<'_, PyAny>) -> PyResult<Vec<ArrayRef>> {
+    /// The batch's columns in field order, then `hash` when asked for (their arrays, kept alive while the
+    /// columns borrow them).
+    fn arrays(&self, batch: &Bound<'_, PyAny>, with_hash: bool) -> PyResult<Vec<ArrayRef>> {
         let imported = import_array(batch)?;
         let rows = imported
             .as_any()
@@ -199,9 +200,11 @@ impl Canonical {
             })
             .collect::<PyResult<_>>()
             .and_then(|mut columns: Vec<ArrayRef>| {
-                columns.push(rows.column_by_name("hash").cloned().ok_or_else(|| {
-                    PyValueError::new_err("Canonical: the batch has no column \"hash\"")
-                })?);
+                if with_hash {
+                    columns.push(rows.column_by_name("hash").cloned().ok_or_else(|| {
+                        PyValueError::new_err("Canonical: the batch has no column \"hash\"")
+                    })?);
+                }
                 Ok(columns)
             })
     }
@@ -268,9 +271,9 @@ impl Canonical {
 
     /// The canonical bytes of every row of `batch` (a pyarrow large_binary array).
     fn encode(&self, py: Python<'_>, batch: &Bound<'_, PyAny>) -> PyResult<PyObject> {
-        let data: Vec<ArrayData> = self.arrays(batch)?.iter().map(|a| a.to_data()).collect();
+        let data: Vec<ArrayData> = self.arrays(batch, false)?.iter().map(|a| a.to_data()).collect();
         let columns = self.columns(&data)?;
-        let rows = data.last().map_or(0, |d| d.len());
+        let rows = data.first().map_or(0, |d| d.len());
         let encoded = py.allow_threads(|| {
             let mut builder = LargeBinaryBuilder::with_capacity(rows, rows * 256);
             let mut row = Vec::with_capacity(1024);
@@ -286,7 +289,7 @@ impl Canonical {
     /// Whether each row's `hash` is the lowercase hex SHA-256 of its canonical bytes (False where it is null),
     /// as a pyarrow boolean array.
     fn matches(&self, py: Python<'_>, batch: &Bound<'_, PyAny>) -> PyResult<PyObject> {
-        let data: Vec<ArrayData> = self.arrays(batch)?.iter().map(|a| a.to_data()).collect();
+        let data: Vec<ArrayData> = self.arrays(batch, true)?.iter().map(|a| a.to_data()).collect();
         let columns = self.columns(&data)?;
         let stored = data.last().expect("arrays() appends the hash column");
         let stored = Text::of(stored).ok_or_else(|| {
