@@ -179,10 +179,10 @@ def main() -> int:
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         results = []
         for interval in args.commit_interval:
-            for _ in range(args.repeat):
-                results.append(run(broker, args.rate, args.seconds, interval, args.checkpoint_interval))
-                if code is not None:
-                    results.append(run(broker, args.rate, args.seconds, interval, args.checkpoint_interval, code))
+            for repeat in range(args.repeat):
+                # Alternating which goes first, so neither always meets the same moment of the machine's load.
+                for tree in [None] if code is None else [None, code] if repeat % 2 == 0 else [code, None]:
+                    results.append(run(broker, args.rate, args.seconds, interval, args.checkpoint_interval, tree))
     print(json.dumps({"rate": args.rate, "seconds": args.seconds, "runs": results, "medians": medians(results)},
                      indent=2))
     return 0

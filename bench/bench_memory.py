@@ -34,7 +34,7 @@ from secureml.integrity.keys import SIGNING_KEY_ENV
 RSS_TARGET_MB = 500
 # In this order: verify needs the checkpoint, compaction and retention change the lake.
 STEPS = ("materialize", "checkpoint", "verify", "report", "export", "compact", "retention")
-CHANGING = ("compact", "retention")  # the steps a --baseline tree runs too
+CHANGING = ("checkpoint", "compact", "retention")  # the steps that change the lake: each runs on a fresh copy
 
 # Each step in a child: its result as JSON on the last line, with its own peak RSS.
 CHILD = """
@@ -105,9 +105,15 @@ def step(name: str, log_dir: Path, key: Path, code: Path | None = None) -> dict:
     if out.returncode != 0:
         raise SystemExit(f"bench: {name} failed:\n{out.stderr[-3000:]}")
     result = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])  # not a progress bar
+    result["load"] = round(os.getloadavg()[0], 1)
     label = name if code is None else f"{name} (baseline {code})"
     print(f"bench: {label} ({time.monotonic() - began:.0f} s): {result}", file=sys.stderr, flush=True)
     return result
+
+
+def median_run(results: list[dict]) -> dict:
+    """The run of median CPU time (the measure load inflates least)."""
+    return sorted(results, key=lambda r: r["cpu_seconds"])[len(results) // 2]
 
 
 def rated(result: dict, events: int) -> dict:
@@ -139,7 +145,8 @@ def main() -> int:
     parser.add_argument("--lake", type=Path, help="build the lake here once and reuse it in later runs")
     parser.add_argument("--steps", nargs="*", choices=STEPS, default=list(STEPS), help="the commands to run")
     parser.add_argument("--baseline", type=Path, metavar="SRC",
-                        help="run compact and retention with this source tree too, each on a fresh copy")
+                        help="run every step with this source tree too, alternating with this one")
+    parser.add_argument("--repeat", type=int, default=1, help="run the steps this many times (medians reported)")
     args = parser.parse_args()
     work = args.lake or Path(tempfile.mkdtemp(prefix="bench-memory-"))
     built = work / "built.json"
@@ -156,28 +163,42 @@ def main() -> int:
         fresh_copy(work / "logs", run / "logs")
         # The materializer's rate when the lake was built, unless measured again in this run (step materialize).
         report: dict[str, object] = {"events": events, "materialize": rated(materialized, events)}
+        key = run / "keys" / "signing_key.pem"
+
+        def once(name: str, code: Path | None) -> dict:
+            if name == "materialize":  # again, in this run: the log alone, into an empty lake
+                shutil.copytree(work / "logs" / "log", work / "again" / "logs" / "log", copy_function=os.link)
+                try:
+                    return rated(step(name, work / "again" / "logs", work / "again" / "keys" / "signing_key.pem",
+                                      code), events)
+                finally:
+                    shutil.rmtree(work / "again", ignore_errors=True)
+            if name in CHANGING:
+                fresh_copy(work / "logs", run / "logs")
+            return rated(step(name, run / "logs", key, code), events)
+
+        runs: dict[str, list[dict]] = {}
         try:
-            for name in args.steps:
-                if name == "materialize":  # again, in this run: the log alone, into an empty lake
-                    shutil.copytree(work / "logs" / "log", work / "again" / "logs" / "log", copy_function=os.link)
-                    try:
-                        result = step(name, work / "again" / "logs", work / "again" / "keys" / "signing_key.pem")
-                    finally:
-                        shutil.rmtree(work / "again", ignore_errors=True)
-                elif args.baseline is not None and name in CHANGING:
-                    fresh_copy(work / "logs", run / "logs")
-                    baseline = rated(step(name, run / "logs", run / "keys" / "signing_key.pem", args.baseline), events)
-                    fresh_copy(work / "logs", run / "logs")
-                    result = step(name, run / "logs", run / "keys" / "signing_key.pem")
-                    report[f"{name}_baseline"] = baseline
-                    ours = rated(result, events)
-                    report[f"ratio_{name}_rate_vs_baseline"] = round(ours["events_per_s"] / baseline["events_per_s"], 2)
-                    report[f"ratio_{name}_rss_vs_baseline"] = round(ours["peak_rss_mb"] / baseline["peak_rss_mb"], 2)
-                else:
-                    result = step(name, run / "logs", run / "keys" / "signing_key.pem")
-                report[name] = rated(result, events)
+            for repeat in range(args.repeat):
+                for name in args.steps:
+                    # Alternating which code goes first, so neither always meets the same moment of the load.
+                    codes = [None] if args.baseline is None else \
+                        [args.baseline, None] if repeat % 2 == 0 else [None, args.baseline]
+                    for code in codes:
+                        runs.setdefault(name if code is None else f"{name}_baseline", []).append(once(name, code))
         finally:
             shutil.rmtree(run, ignore_errors=True)
+        for label, results in runs.items():
+            report[label] = median_run(results)
+            if args.repeat > 1:
+                report[f"{label}_runs"] = results
+        for name in args.steps:
+            if f"{name}_baseline" in report:
+                ours, baseline = report[name], report[f"{name}_baseline"]
+                assert isinstance(ours, dict) and isinstance(baseline, dict)
+                report[f"ratio_{name}_rate_vs_baseline"] = round(ours["events_per_s"] / baseline["events_per_s"], 2)
+                report[f"ratio_{name}_cpu_vs_baseline"] = round(baseline["cpu_seconds"] / ours["cpu_seconds"], 2)
+                report[f"ratio_{name}_rss_vs_baseline"] = round(ours["peak_rss_mb"] / baseline["peak_rss_mb"], 2)
         if "verify" in report:
             verify = report["verify"]
             assert isinstance(verify, dict)
@@ -190,6 +211,14 @@ def main() -> int:
             if materialized_cpu:  # the same ratio in CPU time (when the materializer ran in this run)
                 report["cpu_ratio_verify_vs_materialize"] = round(materialized_cpu / verify["cpu_seconds"], 2)
             report["verify_meets_target"] = ratio >= 2 and verify["peak_rss_mb"] <= RSS_TARGET_MB
+            baseline = report.get("verify_baseline")
+            if isinstance(baseline, dict) and "materialize_baseline" in report:  # the baseline's own ratios
+                materialized = report["materialize_baseline"]
+                assert isinstance(materialized, dict)
+                report["baseline_ratio_verify_vs_materialize"] = round(
+                    baseline["events_per_s"] / materialized["events_per_s"], 2)
+                report["baseline_cpu_ratio_verify_vs_materialize"] = round(
+                    materialized["cpu_seconds"] / baseline["cpu_seconds"], 2)
         print(json.dumps(report, indent=2))
         return 0
     finally:

@@ -37,7 +37,7 @@ def test_new_leaves_hashed_in_chunks_give_the_proof_of_the_whole_tree() -> None:
     for old, new in ((1, 2), (5, 8), (13, 70), (32, 64), (33, 70), (64, 70)):
         fold = LogFold(new_ranges(old, new), old, tree.frontier(old))
         for start in range(old, new, 3):
-            fold.extend(leaves[start:min(start + 3, new)])
+            fold.extend(b"".join(leaves[start:min(start + 3, new)]))
         assert fold.root == tree.root(new)
         assert consistency_proof_with(tree.frontier(old), old, new, fold.hashes) == \
             consistency_proof_from(tree.frontier(old), old, leaves[old:new])

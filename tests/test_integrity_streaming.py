@@ -38,8 +38,9 @@ def _operation(op: str, events: int, source: str, offsets: list[int], closed: bo
     return rows
 
 
-def _skeleton_rows(rng: random.Random) -> list[dict]:
-    """Operations of 1-40 events over three sources, several with a flawed chain, in a shuffled order."""
+def _skeleton_rows(rng: random.Random, shuffle: bool = True) -> list[dict]:
+    """Operations of 1-40 events over three sources, several with a flawed chain, in a shuffled order (else each
+    source's rows in offset order, the sources interleaved, as the materializer stores them)."""
     counters = {"log/a": iter(range(0, 10_000, 3)), "log/b": iter(range(10_000)), "p-0": iter(range(5, 10_000))}
     rows: list[dict] = []
     for index in range(40):
@@ -54,7 +55,8 @@ def _skeleton_rows(rng: random.Random) -> list[dict]:
         if index % 5 == 4 and events > 1:  # an inserted event claiming an existing seq
             op_rows.append(op_rows[1] | {"hash": _digest("forged", index), "source_offset": next(counters[source])})
         rows += op_rows
-    rng.shuffle(rows)
+    if shuffle:
+        rng.shuffle(rows)
     return rows
 
 
@@ -67,31 +69,41 @@ def test_incremental_merkle_roots_equal_the_batch_roots_for_1_to_300_leaves() ->
         frontier, done = list[bytes](), 0
         while done < size:
             chunk = leaves[done : done + rng.randint(1, 70)][: size - done]
-            frontier = extend_frontier(frontier, done, chunk)
+            frontier = extend_frontier(frontier, done, b"".join(chunk))
             done += len(chunk)
         assert frontier == tree.frontier(size)
         assert root_of_frontier(frontier) == tree.root(size)
 
 
-@pytest.mark.parametrize("sort_rows", [7, rowstore.SORT_ROWS])
+@pytest.mark.parametrize(("sort_rows", "max_runs", "order"), [
+    (7, 0, "shuffled"), (rowstore.SORT_ROWS, 0, "shuffled"), (7, rowstore.MAX_RUNS, "shuffled"),
+    (7, rowstore.MAX_RUNS, "leaf order"), (7, rowstore.MAX_RUNS, "leaf order, then a late row")])
 def test_the_row_store_serves_each_sources_leaves_in_offset_order_like_rows_in_memory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sort_rows: int) -> None:
-    """Any offset range of any source's hashes, read back from DuckDB (sorted whole or in pieces), match memory."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sort_rows: int, max_runs: int, order: str) -> None:
+    """Any offset range of any source's leaves, read back from DuckDB (sorted whole or in pieces) or merged from the
+    runs of rising offsets they came in (shuffled: hundreds of runs; in leaf order: one; then one more), match
+    memory, in 1-row windows too."""
     monkeypatch.setattr(rowstore, "SORT_ROWS", sort_rows)
-    table = pa.Table.from_pylist(_skeleton_rows(random.Random(5)), schema=SKELETON)
+    monkeypatch.setattr(rowstore, "MAX_RUNS", max_runs)
+    monkeypatch.setattr(rowstore, "LEAF_CHUNK", 1 + sort_rows % 5)
+    rows = _skeleton_rows(random.Random(5), shuffle=order == "shuffled")
+    if order == "leaf order, then a late row":
+        rows.append(rows[0] | {"source": "log/a", "source_offset": 1, "hash": _digest("late")})
+    table = pa.Table.from_pylist(rows, schema=SKELETON)
     memory = TableLeaves(table)
     rng = random.Random(6)
     with RowStore(tmp_path) as store:
         for batch in table.to_batches(max_chunksize=37):
             store.add(batch)
         assert store.count() == table.num_rows
+        assert (store._spool is None) == (max_runs == 0)  # the path this case takes
         assert store.sources() == ["log/a", "log/b", "p-0"]
         for _ in range(60):
             source = rng.choice(["log/a", "log/b", "p-0", "absent"])
             after = rng.randint(-1, 400)
             up_to = after + rng.randint(0, 300)
-            got = [h for chunk in store.between(source, after, up_to) for h in chunk]
-            assert got == [h for chunk in memory.between(source, after, up_to) for h in chunk]
+            got = b"".join(store.between(source, after, up_to))
+            assert got == b"".join(memory.between(source, after, up_to))
         checkpoints = [Checkpoint.new(0, "t", "k", {"log/a": SourceCoverage(0, 60, "", ()),
                                                     "p-0": SourceCoverage(0, 40, "", ())}, {}, ""),
                        Checkpoint.new(1, "t", "k", {"log/a": SourceCoverage(0, 900, "", ()),

@@ -84,7 +84,7 @@ def test_merkle_roots_frontiers_and_paths_follow_rfc_6962() -> None:
         root = _reference_root(leaves[:size])
         assert tree.root(size) == root
         half = size // 2
-        assert root_of_frontier(extend_frontier(tree.frontier(half), half, leaves[half:size])) == root
+        assert root_of_frontier(extend_frontier(tree.frontier(half), half, b"".join(leaves[half:size]))) == root
         for index in range(size):
             path = tree.audit_path(index, size)
             assert root_from_audit_path(leaves[index], index, size, path) == root

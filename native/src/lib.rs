@@ -13,6 +13,7 @@
 mod arrow_ffi;
 mod decode;
 mod event;
+mod integrity;
 
 use std::sync::Mutex;
 
@@ -189,6 +190,9 @@ fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(chain, module)?)?;
     module.add_function(wrap_pyfunction!(arrow_ffi::arrow_roundtrip, module)?)?;
     module.add_function(wrap_pyfunction!(decode::decode_events, module)?)?;
+    module.add_class::<integrity::Canonical>()?;
+    module.add_function(wrap_pyfunction!(integrity::leaf_hashes, module)?)?;
+    module.add_function(wrap_pyfunction!(integrity::extend_frontier, module)?)?;
     Ok(())
 }
 

@@ -1,5 +1,9 @@
 """Event hashes recomputed column-wise from lake rows: the codec's Avro encoding, vectorised.
 
+With the native accelerator (``native.Canonical``) each row is encoded and hashed in Rust, off
+the GIL, in one pass over the columns (bench/RESULTS.md, wave 3); what follows is the
+pure-Python path, which gives the same bytes and the same judgement.
+
 ``codec.canonical_bytes`` encodes one record with a Python call per field (~15 µs an event,
 with the row made a dict); here the fields of a whole record batch are encoded with NumPy and
 Arrow and joined in one pass (~2 µs an event), so only the SHA-256 itself runs per row. The
@@ -24,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from secureml.audit.accelerator import native
 from secureml.audit.schema import load_schema
 
 Small: TypeAlias = tuple[np.ndarray, np.ndarray]  # (rows x width uint8 matrix, bytes used per row)
@@ -116,6 +121,22 @@ def _plan(version: int) -> tuple[tuple[str, bool, Encoder], ...]:
     return tuple((f["name"], *_encoder(f["type"])) for f in fields[:-1])
 
 
+def _kind(avro_type: Any) -> str:
+    """The native encoder's name for the non-null values of a schema field type."""
+    if isinstance(avro_type, list):
+        return _kind(avro_type[1])
+    name = avro_type["type"] if isinstance(avro_type, dict) else avro_type
+    return {"array": "strings", "int": "long"}.get(name, name)
+
+
+@cache
+def _native_plan(version: int) -> Any:
+    """The native encoder of a schema version's fields (all but ``hash``, as ``_plan``)."""
+    fields = load_schema(version)["fields"][:-1]
+    _plan(version)  # the same check that ``hash`` is last
+    return native.Canonical([(f["name"], _kind(f["type"]), isinstance(f["type"], list)) for f in fields])
+
+
 def _run(smalls: list[Small]) -> pa.Array | pa.Scalar:
     """The bytes a run of small pieces uses in each row, piece after piece."""
     matrix = np.hstack([m for m, _ in smalls])
@@ -169,7 +190,13 @@ def _encode(batch: pa.RecordBatch, version: int) -> pa.Array:
 
 
 def canonical_column(batch: pa.RecordBatch, version: int) -> pa.Array:
-    """Canonical bytes (every field but ``hash``, Avro-encoded per schema ``version``) of each row."""
+    """Canonical bytes (every field but ``hash``, Avro-encoded per schema ``version``) of each row.
+
+    A row with a null where the schema allows none (a tampered row, never intact) may encode
+    differently on the two paths; every other row encodes byte for byte as the codec.
+    """
+    if native is not None:
+        return _native_plan(version).encode(batch)
     if batch.num_rows == 0:
         return pa.array([], pa.large_binary())
     order = pc.sort_indices(batch.column("event_type"))
@@ -194,6 +221,8 @@ def hashes_match(batch: pa.RecordBatch, version: int) -> np.ndarray:
     The digests are hashed from slices of the canonical bytes' buffer and compared as one
     block of hex text with the stored hashes: no Python object per row but the digest.
     """
+    if native is not None:
+        return _native_plan(version).matches(batch).to_numpy(zero_copy_only=False)
     if batch.num_rows == 0:
         return np.zeros(0, dtype=bool)
     sha256 = hashlib.sha256

@@ -68,9 +68,10 @@ from secureml.integrity.keys import (
     signature_valid,
 )
 from secureml.integrity.merkle import (
+    LEAF_SIZE,
     consistency_proof_with,
     extend_frontier,
-    leaf_hashes,
+    leaf_block,
     new_ranges,
     root_of_frontier,
 )
@@ -390,9 +391,9 @@ def _extended(
                 old = covered.get(name)
                 source, size = name, old.tree_size if old else 0
                 frontier = [bytes.fromhex(n) for n in old.frontier] if old else []
-            leaves = leaf_hashes(batch.column(2).slice(start, end - start).to_pylist())
+            leaves = leaf_block(batch.column(2).slice(start, end - start))
             frontier = extend_frontier(frontier, size, leaves)
-            size += len(leaves)
+            size += len(leaves) // LEAF_SIZE
             last = int(batch.column(1)[end - 1].as_py())
             tree.extend(leaves)
             start = end

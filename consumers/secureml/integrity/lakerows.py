@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from secureml.integrity.merkle import leaf_block
 from secureml.lake.catalog import events_sql
 from secureml.lake.rows import lake_schema
 from secureml.lake.table import Lake, Snapshot
@@ -75,10 +76,11 @@ LEAF_CHUNK = 1 << 16  # leaf hashes handed over at a time
 
 
 class Leaves(Protocol):
-    """Rows as Merkle leaves: each source's event hashes in offset order (``RowStore`` on disk, ``TableLeaves``)."""
+    """Rows as Merkle leaves: each source's leaf hashes in offset order (``RowStore`` on disk, ``TableLeaves``)."""
 
-    def between(self, source: str, after: int, up_to: int) -> Iterator[list[str]]:
-        """Hashes of one source's rows at offsets in (``after``, ``up_to``], in order, in chunks."""
+    def between(self, source: str, after: int, up_to: int) -> Iterator[bytes]:
+        """Leaf block (``merkle.leaf_block``) of one source's rows at offsets in (``after``, ``up_to``], in order, in
+        chunks."""
         ...
 
 
@@ -88,13 +90,13 @@ class TableLeaves:
     def __init__(self, rows: pa.Table) -> None:
         self._spans, self._offsets, self._hashes = by_source(rows)
 
-    def between(self, source: str, after: int, up_to: int) -> Iterator[list[str]]:
-        """Hashes of one source's rows at offsets in (``after``, ``up_to``], in order, in chunks."""
+    def between(self, source: str, after: int, up_to: int) -> Iterator[bytes]:
+        """Leaf block of one source's rows at offsets in (``after``, ``up_to``], in order, in chunks."""
         begin, end = self._spans.get(source, (0, 0))
         lo = begin + int(np.searchsorted(self._offsets[begin:end], after, side="right"))
         hi = begin + int(np.searchsorted(self._offsets[begin:end], up_to, side="right"))
         for start in range(lo, hi, LEAF_CHUNK):
-            yield self._hashes.slice(start, min(LEAF_CHUNK, hi - start)).to_pylist()
+            yield leaf_block(self._hashes.slice(start, min(LEAF_CHUNK, hi - start)))
 
 
 def leaves_of(rows: pa.Table | Leaves) -> Leaves:

@@ -20,7 +20,7 @@ from secureml.audit.config import ENV_PREFIX
 from secureml.integrity.checkpoints import Checkpoint
 from secureml.integrity.exceptions import ProofError
 from secureml.integrity.lakerows import Leaves, leaves_of, snapshot_rows
-from secureml.integrity.merkle import consistency_ranges, extend_frontier, leaf_hashes, root_of_frontier
+from secureml.integrity.merkle import LEAF_SIZE, consistency_ranges, extend_frontier, root_of_frontier
 from secureml.lake.table import Lake
 from secureml.retention.positions import with_removed_leaves
 
@@ -52,15 +52,16 @@ class LogFold:
     hashes: dict[tuple[int, int], bytes] = field(default_factory=dict)
     _partial: dict[tuple[int, int], tuple[int, list[bytes]]] = field(default_factory=dict)
 
-    def extend(self, leaves: list[bytes]) -> None:
-        """Append leaves."""
-        end = self.size + len(leaves)
+    def extend(self, leaves: bytes) -> None:
+        """Append a leaf block."""
+        end = self.size + len(leaves) // LEAF_SIZE
         for start, stop in self.ranges:
             if start < end and stop > self.size and (start, stop) not in self.hashes:
                 done, nodes = self._partial.get((start, stop), (0, []))
-                part = leaves[max(start, self.size) - self.size : min(stop, end) - self.size]
+                first, last = max(start, self.size) - self.size, min(stop, end) - self.size
+                part = leaves[first * LEAF_SIZE : last * LEAF_SIZE]
                 nodes = extend_frontier(nodes, done, part)
-                done += len(part)
+                done += len(part) // LEAF_SIZE
                 if done == stop - start:
                     self.hashes[(start, stop)] = root_of_frontier(nodes)
                     self._partial.pop((start, stop), None)
@@ -86,7 +87,7 @@ def fold(rows: pa.Table | Leaves, checkpoints: Iterable[Checkpoint], ranges: Seq
             yield last, tree
         last = checkpoint
         for chunk in leaves.between(source, after, up_to):
-            tree.extend(leaf_hashes(chunk))
+            tree.extend(chunk)
     if last is not None:
         yield last, tree
 

@@ -13,7 +13,7 @@ from secureml.integrity.checkpoints import ChainState, Checkpoint, SourceCoverag
 from secureml.integrity.keys import key_id, signature_valid
 from secureml.integrity.lakerows import Leaves, leaves_of
 from secureml.integrity.logtree import LogFold, segments
-from secureml.integrity.merkle import extend_frontier, leaf_hashes, root_of_frontier
+from secureml.integrity.merkle import LEAF_SIZE, extend_frontier, root_of_frontier
 from secureml.integrity.result import (
     CHAIN_BROKEN,
     CHECKPOINT_UNREADABLE,
@@ -104,10 +104,10 @@ class _SourceClaims:
         """True when the next claim covers less than the one before it: its rows are read again from the start."""
         return self.claims[self.next][1].last_offset < self.covered
 
-    def extend(self, leaves: list[bytes]) -> None:
-        """Leaves of the next claim's range, in order."""
+    def extend(self, leaves: bytes) -> None:
+        """Leaves of the next claim's range, in order (a leaf block)."""
         self.frontier = extend_frontier(self.frontier, self.size, leaves)
-        self.size += len(leaves)
+        self.size += len(leaves) // LEAF_SIZE
 
     def close_claim(self) -> None:
         """The next claim's range has gone by: compare what it signed."""
@@ -167,12 +167,11 @@ def check_trees(rows: pa.Table | Leaves, stored: list[StoredCheckpoint], reports
         if alone:  # a claim that covers less than the one before it: that source's tree starts over
             roots.size, roots.frontier = 0, []
             for chunk in leaves.between(source, -1, roots.claims[roots.next][1].last_offset):
-                roots.extend(leaf_hashes(chunk))
+                roots.extend(chunk)
         for chunk in leaves.between(source, after, up_to):
-            hashed = leaf_hashes(chunk)
-            tree.extend(hashed)
+            tree.extend(chunk)
             if roots.open and not alone:
-                roots.extend(hashed)
+                roots.extend(chunk)
         if roots.open:
             roots.close_claim()
     if last is not None:

@@ -43,7 +43,7 @@ from secureml.audit.timeutil import micros_to_iso, now_micros
 from secureml.audit.transports.embedded import log_path
 from secureml.integrity.exceptions import SigningKeyError
 from secureml.integrity.keys import default_key_path, key_id, load_signing_key, sign
-from secureml.integrity.merkle import leaf_hashes
+from secureml.integrity.merkle import leaf_block
 from secureml.integrity.scan import _skeleton as skeleton
 from secureml.lake.catalog import ensure_catalog
 from secureml.lake.rows import PARTITION_KEY, table_schema, with_partition
@@ -225,7 +225,7 @@ def _write_ordered(root: Path, sequence: int, spill: Path) -> tuple[str, str, st
                          params=[str(spill)]).to_arrow_reader(SCAN_BATCH_ROWS)
         for batch in reader:
             batch = batch.cast(REMOVED_SCHEMA)
-            tree.extend(leaf_hashes(batch["hash"].to_pylist()))
+            tree.extend(leaf_block(batch["hash"]))
             yield batch
 
     try:
