@@ -11,6 +11,7 @@
 //! took 1.8x its time on a 400-byte event (bench/RESULTS.md).
 
 mod arrow_ffi;
+mod rows;
 
 use std::sync::Mutex;
 
@@ -185,6 +186,7 @@ fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("INTERFACE", INTERFACE)?;
     module.add_function(wrap_pyfunction!(chain, module)?)?;
     module.add_function(wrap_pyfunction!(arrow_ffi::arrow_roundtrip, module)?)?;
+    module.add_function(wrap_pyfunction!(rows::log_dicts, module)?)?;
     Ok(())
 }
 

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from secureml.audit import accelerator
 from secureml.audit.config import resolve_config
 from secureml.audit.events import EVENT_FIELDS, MAX_LONG, envelope_fields, fields_of
 from secureml.audit.exceptions import AuditValidationError
@@ -50,6 +51,8 @@ Output = Literal["dicts", "arrow", "pandas", "polars"]
 OUTPUTS = ("dicts", "arrow", "pandas", "polars")
 
 _local = threading.local()
+# The accelerator's dict conversion (native/src/rows.rs: the same dicts, 2-3x as fast), or None.
+_native_log_dicts = None if accelerator.native is None else accelerator.native.log_dicts
 # Below this many rows of one event type, Arrow's own row conversion costs less than the column-wise
 # one (its search for columns equal in every row, and two or three Arrow calls per column).
 _TEMPLATE_MIN_ROWS = 64
@@ -400,11 +403,13 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None) -> list[dict[str,
     ``order`` (row indices) puts the dicts in another order than the rows': reordering the
     dicts costs a fraction of reordering the table's columns.
 
-    Rows are converted per event type, only the columns that type carries (a payload column
-    of another type is all nulls, and converting it costs as much as the rest); with several
-    types the dicts are then put back in their rows' order. The cyclic garbage collector is
-    paused meanwhile: the new dicts and lists hold no cycles, and collections triggered by
-    creating millions of them cost as much as creating them.
+    The accelerator builds the dicts in one pass over the columns when it is installed
+    (``native/src/rows.rs``: the same dicts, key order included). Here, rows are converted per
+    event type, only the columns that type carries (a payload column of another type is all
+    nulls, and converting it costs as much as the rest); with several types the dicts are then
+    put back in their rows' order. The cyclic garbage collector is paused meanwhile: the new
+    dicts and lists hold no cycles, and collections triggered by creating millions of them cost
+    as much as creating them.
     """
     count = table.num_rows
     if count == 0:
@@ -412,6 +417,11 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None) -> list[dict[str,
     was_enabled = gc.isenabled()
     gc.disable()
     try:
+        if _native_log_dicts is not None:
+            logs = _native_log_dicts(table.to_batches(), _keys, TIMESTAMP_FIELDS, tuple(JSON_FIELDS), json.loads,
+                                     None if order is None else pa.array(order, pa.int64()))
+            if logs is not None:  # None: a column or value it leaves to the path below
+                return logs
         types = table["event_type"]
         bounds = pc.min_max(types)  # one pass, cheaper than hashing for the usual single type
         if bounds["min"] == bounds["max"]:
