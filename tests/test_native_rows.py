@@ -239,8 +239,9 @@ def test_a_value_it_does_not_handle_falls_back_to_the_python_path(monkeypatch: p
                             pa.array([253_402_300_800_000_000] * 200, pa.timestamp("us", "UTC")))
     small = table.set_column(table.schema.get_field_index("level"), "level", pa.array([20] * 200, pa.int16()))
     for declined in (late, small):
-        assert secureml_audit_native.log_dicts(declined.to_batches(), logs_module._keys, logs_module.TIMESTAMP_FIELDS,
-                                               tuple(logs_module.JSON_FIELDS), json.loads) is None
+        assert secureml_audit_native.log_dicts(declined.to_batches(), logs_module._template,
+                                               logs_module.TIMESTAMP_FIELDS, tuple(logs_module.JSON_FIELDS),
+                                               json.loads) is None
     native, python = both_paths(monkeypatch, lambda: logs_module._to_logs(small))
     assert_same_dicts(native, python)
 
@@ -267,3 +268,22 @@ def test_a_large_result_of_a_real_lake_reads_alike(tmp_path: Path, monkeypatch: 
     native, python = both_paths(monkeypatch, lambda: get_audit_logs(log_dir=log_dir))
     assert len(native) == 30_002
     assert_same_dicts(native, python)
+
+
+def test_row_dicts_change_like_any_dict(lake: Path) -> None:
+    """Rows share their keys' table with the template (CPython's split dicts): adding, removing and setting keys,
+    copying and serialising give what a plain dict of the same items gives, and leave other rows alone."""
+    logs = get_audit_logs(log_dir=lake, event_type="model_inference")
+    first, second = logs[0], logs[1]
+    plain = dict(list(first.items()))
+    for row in (first, plain):
+        row["added"] = "é"
+        del row["seq"]
+        row["timestamp"] = None
+        row.pop("hash")
+        row.setdefault("model_id", "ignored")
+    assert list(first.items()) == list(plain.items())
+    assert json.dumps(first, default=str) == json.dumps(plain, default=str)
+    assert pickle.loads(pickle.dumps(first)) == plain and first.copy() == plain
+    assert "added" not in second and "seq" in second and second["hash"]
+    assert list(second) == list(logs_module._keys("model_inference"))

@@ -22,7 +22,7 @@ use arrow_schema::{DataType, TimeUnit};
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyList, PyString};
 
 use crate::arrow_ffi::import_array;
 
@@ -351,6 +351,7 @@ fn own(py: Python<'_>, value: PyObject, copy: Copy) -> PyResult<PyObject> {
 /// which the next row of the type copies.
 struct Plan<'py> {
     event_type: Option<Vec<u8>>,
+    template: Bound<'py, PyDict>,
     keys: Vec<Bound<'py, PyString>>,
     columns: Vec<usize>,
     /// Per key, whether comparing with the last row still pays: (rows compared, rows equal), or None once it
@@ -367,7 +368,7 @@ struct Converter<'py, 'a> {
     event_type: usize,
     values: Vec<Values<'a>>,
     plans: Vec<Plan<'py>>,
-    keys_of: Bound<'py, PyAny>,
+    template_of: Bound<'py, PyAny>,
     loads: Bound<'py, PyAny>,
 }
 
@@ -386,16 +387,16 @@ impl<'py, 'a> Converter<'py, 'a> {
             Some(bytes) => text_object(self.py, bytes)?.into_bound(self.py),
             None => self.py.None().into_bound(self.py),
         };
-        let keys = self.keys_of.call1((name,))?;
-        let keys = keys.downcast::<PyTuple>()?;
+        let template = self.template_of.call1((name,))?.downcast_into::<PyDict>()?;
         let mut plan = Plan {
             event_type: event_type.map(<[u8]>::to_vec),
+            template: template.clone(),
             keys: vec![],
             columns: vec![],
             compared: vec![],
             last: None,
         };
-        for key in keys.iter() {
+        for key in template.keys() {
             let key = key.downcast_into::<PyString>()?;
             let Some(column) = self.names.iter().position(|n| key.to_str().is_ok_and(|k| k == n)) else {
                 return Ok(None);
@@ -417,13 +418,7 @@ impl<'py, 'a> Converter<'py, 'a> {
         let plan = &mut self.plans[index];
         let dict = match &plan.last {
             Some((last, _, _)) => last.copy()?,
-            None => {
-                let template = PyDict::new(py);
-                for key in &plan.keys {
-                    template.set_item(key, py.None())?;
-                }
-                template
-            }
+            None => plan.template.copy()?,
         };
         for ((key, &c), compared) in plan.keys.iter().zip(&plan.columns).zip(&mut plan.compared) {
             let column = self.batches[batch][c];
@@ -523,15 +518,15 @@ fn make<'a>(
 }
 
 /// The log dicts of the rows of `batches` (RecordBatches of one schema, through `__arrow_c_array__`), in the
-/// order of `order` (row indices across the batches, an Arrow int64 array) or as they come. `keys_of(event_type)`
-/// gives a type's keys in order, `times` and `json` name the columns written as ISO text and parsed with
-/// `loads`. None when a column or value is not one this step handles (the caller then takes the Python path).
+/// order of `order` (row indices across the batches, an Arrow int64 array) or as they come.
+/// `template_of(event_type)` gives the dict a type's rows are copied from (its keys in order, each None),
+/// `times` and `json` name the columns written as ISO text and parsed with `loads`. None when a column or value is not one this step handles (the caller then takes the Python path).
 #[pyfunction]
-#[pyo3(signature = (batches, keys_of, times, json, loads, order=None))]
+#[pyo3(signature = (batches, template_of, times, json, loads, order=None))]
 pub fn log_dicts<'py>(
     py: Python<'py>,
     batches: &Bound<'py, PyList>,
-    keys_of: Bound<'py, PyAny>,
+    template_of: Bound<'py, PyAny>,
     times: Vec<String>,
     json: Vec<String>,
     loads: Bound<'py, PyAny>,
@@ -576,22 +571,31 @@ pub fn log_dicts<'py>(
     };
     let values = (0..names.len()).map(|_| Values::new()).collect();
     let mut converter =
-        Converter { py, batches: columns, names, event_type, values, plans: vec![], keys_of, loads };
-    let count = order.map_or(rows, |o| o.len());
-    let mut dicts = Vec::with_capacity(count);
-    for position in 0..count {
-        let row = match order {
-            Some(o) => usize::try_from(o[position])
-                .ok()
-                .filter(|&r| r < rows)
-                .ok_or_else(|| PyValueError::new_err(format!("log_dicts: order holds {}, not a row", o[position])))?,
-            None => position,
-        };
-        let batch = starts.partition_point(|&start| start <= row) - 1;
-        match converter.dict(batch, row - starts[batch])? {
-            Some(dict) => dicts.push(dict),
-            None => return Ok(None),
+        Converter { py, batches: columns, names, event_type, values, plans: vec![], template_of, loads };
+    // Rows are made in storage order, where a row most often repeats the last one's values (files are sorted by
+    // operation and time) and columns are read in sequence, then picked in `order`.
+    let mut dicts = Vec::with_capacity(rows);
+    for (batch, &start) in starts.iter().enumerate() {
+        let end = starts.get(batch + 1).copied().unwrap_or(rows);
+        for row in 0..end - start {
+            match converter.dict(batch, row)? {
+                Some(dict) => dicts.push(dict),
+                None => return Ok(None),
+            }
         }
+    }
+    if let Some(order) = order {
+        let picked = order
+            .iter()
+            .map(|&row| {
+                usize::try_from(row)
+                    .ok()
+                    .and_then(|r| dicts.get(r))
+                    .cloned()
+                    .ok_or_else(|| PyValueError::new_err(format!("log_dicts: order holds {row}, not a row")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        return Ok(Some(PyList::new(py, picked)?));
     }
     Ok(Some(PyList::new(py, dicts)?))
 }
