@@ -48,7 +48,7 @@ impl<'a> Texts<'a> {
     }
 
     /// The bytes of row `i`, None when it is null.
-    #[inline]
+    #[inline(always)]
     fn get(self, i: usize) -> Option<&'a [u8]> {
         match self {
             Texts::Small(a) => a.is_valid(i).then(|| a.value(i).as_bytes()),
