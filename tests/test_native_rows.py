@@ -6,6 +6,7 @@ CI installs the accelerator (`pip install ./native`): these tests fail, never sk
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import random
 import struct
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -257,17 +259,51 @@ def test_bad_json_raises_as_in_the_python_path(monkeypatch: pytest.MonkeyPatch) 
             logs_module._to_logs(broken)
 
 
-def test_a_large_result_of_a_real_lake_reads_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tens of thousands of rows: the Python path's shared values and templates against the native caches."""
-    log_dir = tmp_path / "logs"
+@pytest.fixture(scope="module")
+def large_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A materialised lake of 30,002 events (one operation of inferences)."""
+    log_dir = tmp_path_factory.mktemp("large") / "logs"
     with AuditTrail("large", log_dir=log_dir, user="analyst", context={"batch": 1}) as trail:
         for n in range(30_000):
             trail.log_model_inference(f"model_{n % 7}", f"features {n % 500} {NON_ASCII[n % 6]}",
                                       {"score": n % 10} if n % 3 else "low", (n % 100) / 100, subject=f"s{n % 50}")
     materialize_embedded(log_dir)
-    native, python = both_paths(monkeypatch, lambda: get_audit_logs(log_dir=log_dir))
+    return log_dir
+
+
+def test_a_large_result_of_a_real_lake_reads_alike(large_lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tens of thousands of rows: the Python path's shared values and templates against the native caches."""
+    native, python = both_paths(monkeypatch, lambda: get_audit_logs(log_dir=large_lake))
     assert len(native) == 30_002
     assert_same_dicts(native, python)
+
+
+def test_large_results_leave_the_collector_working(large_lake: Path) -> None:
+    """A large result moves its objects past the young collections (gc.freeze + unfreeze) without unfreezing what
+    the process froze itself, and a cycle made later through its dicts is still collected."""
+
+    class Box:
+        log: dict[str, Any]
+
+    assert gc.isenabled()
+    kept = [Box()]
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        logs = get_audit_logs(log_dir=large_lake)
+        assert len(logs) == 30_002 and gc.isenabled()
+        assert gc.get_freeze_count() == frozen  # the process's own frozen objects stay frozen
+    finally:
+        gc.unfreeze()
+    logs = get_audit_logs(log_dir=large_lake)
+    assert gc.get_freeze_count() == 0
+    box = Box()
+    box.log = logs[0]
+    logs[0]["box"] = box
+    collected = weakref.ref(box)
+    del logs, box
+    gc.collect()
+    assert collected() is None and kept
 
 
 def test_row_dicts_change_like_any_dict(lake: Path) -> None:

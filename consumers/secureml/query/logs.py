@@ -59,6 +59,9 @@ _TEMPLATE_MIN_ROWS = 64
 # Sharing repeated values (``_shared_values``) pays in large results, where allocating an object per
 # row dominates; below this many rows its Arrow calls cost more than they save (measured at 2.5k rows).
 _SHARE_MIN_ROWS = 10_000
+# From this many rows on, the new dicts skip the young collections (``_to_logs``): below, the pass over them
+# costs little, and would not be worth moving the process's other young objects to the oldest generation.
+_SETTLE_MIN_ROWS = 10_000
 # Rows looked at to guess whether a column's values repeat enough to be shared.
 _PROBE_ROWS = 256
 # Columns that may hold pseudonyms or ciphertexts (what the privacy policy can touch).
@@ -439,6 +442,14 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None) -> list[dict[str,
         return list(map(logs.__getitem__, (positions if order is None else positions[order]).tolist()))
     finally:
         if was_enabled:
+            if count >= _SETTLE_MIN_ROWS and gc.get_freeze_count() == 0:
+                # The new dicts and lists would otherwise be traversed by the next young collection (the count
+                # of allocations kept growing while paused), then by the middle one: a third of the time it took
+                # to make them, for objects known to hold no cycle. Freezing and unfreezing moves every tracked
+                # object to the oldest generation without traversing any, and resets that count; skipped when
+                # the process froze objects itself (unfreezing would hand them back to the collector).
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
