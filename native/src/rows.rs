@@ -481,6 +481,8 @@ fn make<'a>(
             None => return none(),
         },
         Column::Json(texts) => match texts.get(row) {
+            // Texts that do not repeat (the cache dropped itself) are parsed straight into the row's own value.
+            Some(bytes) if values.texts.made.is_none() => loads.call1((text_object(py, bytes)?,))?.unbind(),
             Some(bytes) => {
                 let (value, copy) = values.texts.get(py, bytes, || {
                     let parsed = loads.call1((text_object(py, bytes)?,))?;
