@@ -18,7 +18,8 @@ from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.privacy import reader_keystore
 from secureml.audit.privacy.keys import pseudonym
 from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
-from secureml.audit.privacy.reveal import Revealer, reveal_log
+from secureml.audit.privacy.reveal import Revealer
+from secureml.audit.privacy.reveal import reveal_logs as reveal_events
 from secureml.audit.schema import JSON_FIELDS
 
 IDENTIFIER_COLUMNS = ("user", "user_id")
@@ -94,7 +95,7 @@ def reveal_logs(logs: list[dict[str, Any]], revealer: Revealer | None, table: pa
     columns = tuple(personal_columns(table, revealer))
     if not columns or revealer is None:
         return logs
-    return [reveal_log(revealer, log, columns) for log in logs]
+    return reveal_events(revealer, logs, columns)
 
 
 def revealed_view_sql(con: Any, revealer: Revealer | None, source_sql: str, columns: list[str]) -> str:
