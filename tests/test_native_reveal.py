@@ -29,7 +29,7 @@ from secureml.audit.privacy.keys import PSEUDONYM
 from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
 from secureml.audit.privacy.reveal import ERASED, RevealedEvent, Revealer
 from secureml.materializer import materialize_embedded
-from secureml.query.logs import query_events
+from secureml.query.logs import connect, query_events
 
 
 def both_reveals(monkeypatch: pytest.MonkeyPatch, call: Any) -> tuple[Any, Any]:
@@ -88,6 +88,17 @@ def test_a_real_lake_reads_alike(lake: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert revealed and all(stored.startswith(("ps_", ENCRYPTED_PREFIX)) for log in revealed
                             for shown, stored in log.sealed.values() if isinstance(stored, str))
     assert any(log.get("user_id") == "subject-2" for log in native)
+
+
+def test_arrow_results_and_the_sql_view_read_alike(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Arrow output and connect()'s view (revealed column by column, each distinct text once) both ways."""
+    native, python = both_reveals(monkeypatch, lambda: get_audit_logs(log_dir=lake, output="arrow"))
+    assert native.equals(python)
+    assert ERASED in native.column("input_data").to_pylist()
+    sql = "SELECT event_id, user, user_id, input_data, details FROM events ORDER BY event_id"
+    native_rows, python_rows = both_reveals(monkeypatch, lambda: connect(lake).sql(sql).fetchall())
+    assert native_rows == python_rows
+    assert any(row[3] and row[3].startswith("subject-2 features ") for row in native_rows)
 
 
 @pytest.mark.parametrize("query", [

@@ -8,6 +8,7 @@ from any process.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import gc
@@ -16,7 +17,7 @@ import itertools
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -417,16 +418,12 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None) -> list[dict[str,
     (``native/src/rows.rs``: the same dicts, key order included). Here, rows are converted per
     event type, only the columns that type carries (a payload column of another type is all
     nulls, and converting it costs as much as the rest); with several types the dicts are then
-    put back in their rows' order. The cyclic garbage collector is paused meanwhile: the new
-    dicts and lists hold no cycles, and collections triggered by creating millions of them cost
-    as much as creating them.
+    put back in their rows' order. The cyclic garbage collector is paused meanwhile (``_acyclic``).
     """
     count = table.num_rows
     if count == 0:
         return []
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _acyclic(count):
         if _native_log_dicts is not None:
             logs = _native_log_dicts(table.to_batches(), _template, TIMESTAMP_FIELDS, tuple(JSON_FIELDS), json.loads,
                                      None if order is None else pa.array(order, pa.int64()))
@@ -447,6 +444,16 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None) -> list[dict[str,
         # Each dict back in its row's place, picked in C rather than placed by a Python loop.
         positions = np.argsort(np.concatenate(places), kind="stable")
         return list(map(logs.__getitem__, (positions if order is None else positions[order]).tolist()))
+
+
+@contextlib.contextmanager
+def _acyclic(count: int) -> Iterator[None]:
+    """The cyclic garbage collector paused while ``count`` rows of new objects holding no cycle are made (dicts,
+    lists, revealed events): collections triggered by creating millions of them cost as much as creating them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
     finally:
         if was_enabled:
             if count >= _SETTLE_MIN_ROWS and gc.get_freeze_count() == 0:
@@ -625,7 +632,8 @@ def get_audit_logs(
         reveal=output != "dicts", in_order=output != "dicts",
     )
     if output == "dicts":
-        return reveal_logs(_to_logs(table, time_order(table)), revealer_for(_log_dir(log_dir)), table)
+        with _acyclic(table.num_rows):  # the revealed events too (their collection cost more than their reveal)
+            return reveal_logs(_to_logs(table, time_order(table)), revealer_for(_log_dir(log_dir)), table)
     if output == "arrow":
         return table
     if output == "pandas":

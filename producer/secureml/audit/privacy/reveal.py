@@ -100,6 +100,11 @@ class Revealer:
                 shown[value] = self.text(value)
         return shown
 
+    def text_list(self, values: list[Any]) -> list[Any]:
+        """``[self.text(v) for v in values]``, the texts revealed together (``texts``)."""
+        shown = self.texts(v for v in values if isinstance(v, str))
+        return [shown[v] if isinstance(v, str) else self.text(v) for v in values]
+
     def text(self, value: Any) -> Any:
         """A stored text field as logged."""
         if isinstance(value, str) and value.startswith(ENCRYPTED_PREFIX):
