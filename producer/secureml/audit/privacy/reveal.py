@@ -150,15 +150,26 @@ def reveal_logs(revealer: Revealer, logs: list[dict[str, Any]], fields: tuple[st
     texts of all the events are revealed first, each distinct one once (ids repeat; ciphertexts are
     opened in one batch); a revealed text needs no copy for ``sealed`` (a str), a revealed JSON value does.
     """
-    def look(log: dict[str, Any]) -> Iterable[str]:
-        return log if fields is None else fields
-
-    shown = revealer.texts([v for log in logs for k in look(log)
-                            if isinstance(v := log.get(k), str) and v.startswith(_MARKS)])
-    out = []
+    found: list[list[tuple[str, Any]] | None] = []  # per event, the fields to reveal and their stored values
+    texts = []
     for log in logs:
-        changed = [(k, v) for k in look(log) if (v := log.get(k)) is not None and needs_reveal(v)]
-        if not changed:
+        changed = None
+        for key in log if fields is None else fields:
+            value = log.get(key)
+            if isinstance(value, str):
+                if not value.startswith(_MARKS):
+                    continue
+                texts.append(value)
+            elif value is None or not needs_reveal(value):
+                continue
+            if changed is None:
+                changed = []
+            changed.append((key, value))
+        found.append(changed)
+    shown = revealer.texts(texts)
+    out: list[dict[str, Any]] = []
+    for log, changed in zip(logs, found):
+        if changed is None:
             out.append(log)
             continue
         revealed = RevealedEvent(log)
