@@ -80,24 +80,21 @@ class Revealer:
         """``{value: self.text(value)}`` for stored texts, each distinct one once; with the accelerator the
         ciphertexts are opened in one native call (a Python decrypt, base64 and ``json.loads`` per value
         was most of a real lake's query), which leaves to ``value`` any text it does not simply open."""
-        shown: dict[str, str] = {}
-        distinct = list(dict.fromkeys(values))
-        if _native_open is not None:
-            sealed = [v for v in distinct if v.startswith(ENCRYPTED_PREFIX)]
-            for text, opened in zip(sealed, _native_open(sealed, self._key_bytes) if sealed else ()):
-                if opened is None:
-                    revealed = self.value(text)
-                elif isinstance(opened, str):
-                    revealed = opened
-                else:
-                    try:
-                        revealed = json.loads(opened)
-                    except ValueError:
-                        revealed = ERASED
-                shown[text] = revealed if isinstance(revealed, str) else json.dumps(revealed)
-        for value in distinct:
-            if value not in shown:
-                shown[value] = self.text(value)
+        distinct = dict.fromkeys(values)
+        sealed = [v for v in distinct if v.startswith(ENCRYPTED_PREFIX)] if _native_open is not None else []
+        shown: dict[str, Any] = dict(zip(sealed, _native_open(sealed, self._key_bytes))) if sealed else {}
+        for text in [text for text, opened in shown.items() if opened.__class__ is not str]:  # the few others
+            opened = shown[text]
+            if opened is None:
+                revealed = self.value(text)
+            else:
+                try:
+                    revealed = json.loads(opened)
+                except ValueError:
+                    revealed = ERASED
+            shown[text] = revealed if isinstance(revealed, str) else json.dumps(revealed)
+        for value in distinct.keys() - shown.keys():  # pseudonyms, and every text without the accelerator
+            shown[value] = self.text(value)
         return shown
 
     def text_list(self, values: list[Any]) -> list[Any]:
