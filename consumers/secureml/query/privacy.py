@@ -57,6 +57,7 @@ def reveal_array(values: pa.Array | pa.ChunkedArray, reveal: Callable[[list[Any]
 
 
 def _each(reveal: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
+    """A reveal of one value applied to a list (ids and JSON texts have no batch step: each is cheap or rare)."""
     return lambda values: [reveal(v) for v in values]
 
 
