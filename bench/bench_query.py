@@ -11,7 +11,9 @@ same run: the same filter as a DuckDB scan of the same files without the lake's 
 Also times one operation_id among all events (no time range: the reader's operation index
 names the files holding it, the first lookup of the process builds it) against the same DuckDB scan,
 and the dict rate of large results (time ranges returning about 100k and 1M rows) against the same
-query's Arrow output, alternating.
+query's Arrow output, alternating. Every dict query is also run, right after, with the accelerator's
+dict conversion switched off (the pure-Python path, as main had it): the native/Python ratios are pairs
+in the same run.
 
     .venv/bin/python bench/bench_query.py [--events 10000000] [--queries 30] [--lake DIR]
         [--layout sorted|appended|product] [--commit-events 200000] [--large-rows 100000,1000000]
@@ -20,16 +22,20 @@ query's Arrow output, alternating.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gc
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -39,6 +45,7 @@ from deltalake import write_deltalake
 from secureml.audit import get_audit_logs
 from secureml.lake.rows import PARTITION_KEY, lake_schema, table_schema, with_partition
 from secureml.lake.table import WRITER, Lake
+from secureml.query import logs as logs_module
 
 DAY_US = 86_400_000_000
 START_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
@@ -128,28 +135,49 @@ def _paired(ours: list[float], baseline: list[float]) -> float:
     return round(statistics.median(o / b for o, b in zip(ours, baseline)), 3)
 
 
+@contextlib.contextmanager
+def _python_path() -> Iterator[None]:
+    """get_audit_logs with the accelerator's dict conversion switched off: the pure-Python conversion."""
+    native = logs_module._native_log_dicts
+    logs_module._native_log_dicts = None
+    try:
+        yield
+    finally:
+        logs_module._native_log_dicts = native
+
+
+def _timed(call: Callable[[], Any]) -> tuple[Any, float, float]:
+    """call()'s result, wall and CPU seconds (the process's CPU: DuckDB's threads included)."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - t0, time.process_time() - c0
+
+
 def _large_result(log_dir: Path, size: int) -> dict[str, float]:
-    """Dicts against Arrow, alternating, for a time range from 2026-01-02 holding about ``size`` rows."""
+    """Dicts against Arrow and against the pure-Python dicts, alternating, for a time range from 2026-01-02
+    holding about ``size`` rows."""
     per_us = Lake(log_dir).snapshot().rows / (30 * DAY_US)  # both lake builders spread events over 30 days
     start_us = START_US + DAY_US
     span = {"start_time": _iso(start_us), "end_time": _iso(start_us + int(size / per_us))}
-    dicts, arrow, floor, rows = [], [], [], 0
-    for _ in range(7 if size <= 200_000 else 3):
-        t0 = time.perf_counter()
-        logs = get_audit_logs(log_dir=log_dir, **span)
-        t1 = time.perf_counter()
-        get_audit_logs(log_dir=log_dir, output="arrow", **span)
-        t2 = time.perf_counter()
+    dicts, arrow, floor, python, dicts_cpu, python_cpu, rows = [], [], [], [], [], [], 0
+    for round_ in range(7 if size <= 200_000 else 3):
+        for path in ("python", "native") if round_ % 2 else ("native", "python"):  # which goes first alternates
+            with _python_path() if path == "python" else contextlib.nullcontext():
+                logs, wall, cpu = _timed(lambda: get_audit_logs(log_dir=log_dir, **span))
+            (python if path == "python" else dicts).append(wall)
+            (python_cpu if path == "python" else dicts_cpu).append(cpu)
+            rows, sample = len(logs), logs[-1]
+            del logs
+        _, wall, _ = _timed(lambda: get_audit_logs(log_dir=log_dir, output="arrow", **span))
+        arrow.append(wall)
         # A floor for any dict output: copying one ready dict per row (its keys, the values shared), the
         # garbage collector paused as get_audit_logs pauses it.
         gc.disable()
-        copies = list(map(dict, itertools.repeat(logs[-1], len(logs))))
+        t2 = time.perf_counter()
+        copies = list(map(dict, itertools.repeat(sample, rows)))
         floor.append(time.perf_counter() - t2)
         gc.enable()
-        rows = len(logs)
-        del logs, copies
-        dicts.append(t1 - t0)
-        arrow.append(t2 - t1)
+        del copies
     return {
         "rows": rows,
         "dicts_rows_per_s": round(rows / statistics.median(dicts)),
@@ -159,6 +187,11 @@ def _large_result(log_dir: Path, size: int) -> dict[str, float]:
         # What making the dicts adds to the same query (the dict rate of the conversion alone).
         "conversion_rows_per_s": round(rows / max(1e-9, statistics.median(dicts) - statistics.median(arrow))),
         "dict_copy_floor_rows_per_s": round(rows / statistics.median(floor)),
+        "python_path_dicts_rows_per_s": round(rows / statistics.median(python)),
+        "native_vs_python_path_time_median_of_pairs": _paired(dicts, python),
+        "dicts_cpu_rows_per_s": round(rows / statistics.median(dicts_cpu)),
+        "python_path_dicts_cpu_rows_per_s": round(rows / statistics.median(python_cpu)),
+        "native_vs_python_path_cpu_median_of_pairs": _paired(dicts_cpu, python_cpu),
     }
 
 
@@ -189,8 +222,9 @@ def main() -> int:
             compaction = build_lake(log_dir, args.events, layout=args.layout, commit_events=args.commit_events)
         built = time.perf_counter() - began
         start, end = "2026-01-12T06:00:00", "2026-01-12T18:00:00"
-        ours, ours_arrow, baseline, rows = [], [], [], 0
         paths = Lake(log_dir).snapshot().uris()  # the current version's files: compaction leaves superseded ones
+        load_before = os.getloadavg()
+        ours, ours_arrow, ours_python, baseline, rows = [], [], [], [], 0
         con = duckdb.connect()
         for q in range(args.queries + 3):
             name = f"model_{q % 64}"
@@ -199,40 +233,53 @@ def main() -> int:
             t1 = time.perf_counter()
             table = get_audit_logs(operation_name=name, start_time=start, end_time=end, log_dir=log_dir, output="arrow")
             t1b = time.perf_counter()
+            with _python_path():
+                python_logs = get_audit_logs(operation_name=name, start_time=start, end_time=end, log_dir=log_dir)
+            t1c = time.perf_counter()
             n = con.sql(
                 "SELECT * FROM read_parquet(?) WHERE operation_name = ? AND "
                 "timestamp BETWEEN ?::TIMESTAMPTZ AND ?::TIMESTAMPTZ ORDER BY timestamp",
                 params=[paths, name, start + "+00:00", end + "+00:00"],
             ).to_arrow_table().num_rows
             t2 = time.perf_counter()
-            assert n == len(logs) == table.num_rows, (n, len(logs))
+            assert n == len(logs) == table.num_rows == len(python_logs), (n, len(logs))
             if q >= 3:  # warm
                 ours.append(t1 - t0)
                 ours_arrow.append(t1b - t1)
-                baseline.append(t2 - t1b)
+                ours_python.append(t1c - t1b)
+                baseline.append(t2 - t1c)
                 rows += n
-        by_id, by_id_scan, id_rows, first_id = [], [], 0, 0.0
+        by_id, by_id_python, by_id_scan, id_rows, first_id = [], [], [], 0, 0.0
         for q in range(args.queries + 3):
             op = f"op-{(q * 7919) % 20_000}"
             t0 = time.perf_counter()
             logs = get_audit_logs(operation_id=op, log_dir=log_dir)
             t1 = time.perf_counter()
             first_id = first_id or t1 - t0  # the process's first lookup indexes every data file
+            with _python_path():
+                python_logs = get_audit_logs(operation_id=op, log_dir=log_dir)
+            t1b = time.perf_counter()
             n = con.sql("SELECT * FROM read_parquet(?) WHERE operation_id = ? ORDER BY timestamp",
                         params=[paths, op]).to_arrow_table().num_rows
             t2 = time.perf_counter()
-            assert n == len(logs), (op, n, len(logs))
+            assert n == len(logs) == len(python_logs), (op, n, len(logs))
             if q >= 3:
                 by_id.append(t1 - t0)
-                by_id_scan.append(t2 - t1)
+                by_id_python.append(t1b - t1)
+                by_id_scan.append(t2 - t1b)
                 id_rows += n
         large = {size: _large_result(log_dir, size) for size in map(int, args.large_rows.split(","))}
         result = {
             "events": args.events, "layout": args.layout, "build_seconds": round(built, 1),
             "files": len(Lake(log_dir).snapshot().files), "compaction": compaction,
+            "native_dicts": logs_module._native_log_dicts is not None,
+            "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
             "get_audit_logs_p50_ms": round(statistics.median(ours) * 1000, 1),
             "get_audit_logs_p90_ms": round(sorted(ours)[int(len(ours) * 0.9)] * 1000, 1),
             "get_audit_logs_arrow_p50_ms": round(statistics.median(ours_arrow) * 1000, 1),
+            "get_audit_logs_python_path_p50_ms": round(statistics.median(ours_python) * 1000, 1),
+            "get_audit_logs_python_path_p90_ms": round(sorted(ours_python)[int(len(ours_python) * 0.9)] * 1000, 1),
+            "native_vs_python_path_median_of_pairs": _paired(ours, ours_python),
             "duckdb_arrow_same_query_all_files_p50_ms": round(statistics.median(baseline) * 1000, 1),
             "speedup_vs_scan": round(statistics.median(baseline) / statistics.median(ours), 2),
             "arrow_speedup_vs_scan": round(statistics.median(baseline) / statistics.median(ours_arrow), 2),
@@ -243,6 +290,8 @@ def main() -> int:
             "operation_id_first_lookup_ms": round(first_id * 1000, 1),
             "operation_id_p50_ms": round(statistics.median(by_id) * 1000, 1),
             "operation_id_p90_ms": round(sorted(by_id)[int(len(by_id) * 0.9)] * 1000, 1),
+            "operation_id_python_path_p50_ms": round(statistics.median(by_id_python) * 1000, 1),
+            "operation_id_native_vs_python_path_median_of_pairs": _paired(by_id, by_id_python),
             "duckdb_operation_id_all_files_p50_ms": round(statistics.median(by_id_scan) * 1000, 1),
             "operation_id_speedup_vs_scan": round(statistics.median(by_id_scan) / statistics.median(by_id), 2),
             "operation_id_vs_scan_median_of_pairs": _paired(by_id, by_id_scan),

@@ -14,6 +14,8 @@ mod arrow_ffi;
 mod decode;
 mod event;
 mod integrity;
+mod reveal;
+mod rows;
 
 use std::sync::Mutex;
 
@@ -26,10 +28,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 use sha2::{Digest, Sha256};
 
-const NONCE_LEN: usize = 12;
+pub(crate) const NONCE_LEN: usize = 12;
 /// What every stored ciphertext starts with (`protect.ENCRYPTED_PREFIX`; a test pins the two equal): a value that
 /// already does is not sealed again.
-const ENCRYPTED_PREFIX: &str = "enc:v1:";
+pub(crate) const ENCRYPTED_PREFIX: &str = "enc:v1:";
 /// The interface this build offers (`accelerator.INTERFACE` must equal it): raised whenever a function or method
 /// the Python side calls is added or changed, so an older build left installed is not used, rather than failing.
 const INTERFACE: u32 = 3;
@@ -99,6 +101,12 @@ fn push_json_string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
+/// A subject's AES-256-GCM cipher, its key schedule expanded once (sealing and `reveal::open_sealed` share it).
+pub(crate) fn cipher(key: &[u8], caller: &str) -> PyResult<Aes256Gcm> {
+    Aes256Gcm::new_from_slice(key)
+        .map_err(|_| PyValueError::new_err(format!("{caller}: key must be 32 bytes (AES-256), got {}", key.len())))
+}
+
 /// Encrypts values of one field under one subject's key: `Sealer(key, head, aad, dumps)`, then
 /// `seal(value)`. A `str` is escaped here; any other value is turned into JSON text by `dumps` (the
 /// Python encoder the pure path uses, so both paths encrypt the same text).
@@ -115,8 +123,7 @@ struct Sealer {
 impl Sealer {
     #[new]
     fn new(key: &[u8], head: String, aad: Vec<u8>, dumps: PyObject) -> PyResult<Self> {
-        let cipher = Aes256Gcm::new_from_slice(key)
-            .map_err(|_| PyValueError::new_err(format!("Sealer: key must be 32 bytes (AES-256), got {}", key.len())))?;
+        let cipher = cipher(key, "Sealer")?;
         Ok(Sealer { cipher, head, aad, dumps, nonces: Mutex::new(Nonces::new()?) })
     }
 
@@ -193,6 +200,8 @@ fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<integrity::Canonical>()?;
     module.add_function(wrap_pyfunction!(integrity::leaf_hashes, module)?)?;
     module.add_function(wrap_pyfunction!(integrity::extend_frontier, module)?)?;
+    module.add_function(wrap_pyfunction!(rows::log_dicts, module)?)?;
+    module.add_function(wrap_pyfunction!(reveal::open_sealed, module)?)?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ from any process.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import gc
@@ -16,7 +17,7 @@ import itertools
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from secureml.audit import accelerator
 from secureml.audit.config import resolve_config
 from secureml.audit.events import EVENT_FIELDS, MAX_LONG, envelope_fields, fields_of
 from secureml.audit.exceptions import AuditValidationError
@@ -50,12 +52,17 @@ Output = Literal["dicts", "arrow", "pandas", "polars"]
 OUTPUTS = ("dicts", "arrow", "pandas", "polars")
 
 _local = threading.local()
+# The accelerator's dict conversion (native/src/rows.rs: the same dicts in 0.66-0.87x the CPU time), or None.
+_native_log_dicts = None if accelerator.native is None else accelerator.native.log_dicts
 # Below this many rows of one event type, Arrow's own row conversion costs less than the column-wise
 # one (its search for columns equal in every row, and two or three Arrow calls per column).
 _TEMPLATE_MIN_ROWS = 64
 # Sharing repeated values (``_shared_values``) pays in large results, where allocating an object per
 # row dominates; below this many rows its Arrow calls cost more than they save (measured at 2.5k rows).
 _SHARE_MIN_ROWS = 10_000
+# From this many rows on, the new dicts skip the young collections (``_to_logs``): below, the pass over them
+# costs little, and would not be worth moving the process's other young objects to the oldest generation.
+_SETTLE_MIN_ROWS = 10_000
 # Rows looked at to guess whether a column's values repeat enough to be shared.
 _PROBE_ROWS = 256
 # Columns that may hold pseudonyms or ciphertexts (what the privacy policy can touch).
@@ -116,7 +123,14 @@ def embedded_tail(log_dir: Path, snapshot: Snapshot) -> pa.Table:
     while batches := source.poll(AUTO_MATERIALIZE_EVENTS, 0):
         if (table := accepted_events(batches, _leave_out)) is not None:
             tables.append(table)
-    return pa.concat_tables(tables) if tables else lake_schema().empty_table()
+    return pa.concat_tables(tables) if tables else _no_events()
+
+
+@functools.cache
+def _no_events() -> pa.Table:
+    """An events table without rows: one serves every query (tables are immutable), as making one of the ~50
+    columns costs ~0.2 ms, a few percent of a small query."""
+    return lake_schema().empty_table()
 
 
 def _leave_out(_item: Item, _reason: str) -> None:
@@ -145,7 +159,7 @@ def _snapshot(log_dir: Path, as_of: AsOf) -> tuple[Lake, Snapshot, pa.Table]:
     """One table version, and (for the newest) the embedded log's events it does not hold yet."""
     lake = _lake(log_dir)
     if as_of is not None:
-        return lake, lake.snapshot(as_of), lake_schema().empty_table()
+        return lake, lake.snapshot(as_of), _no_events()
     snapshot = lake.snapshot()
     # ~200 bytes per event on disk: materialise a large tail instead of decoding it every time.
     if _pending_embedded(log_dir, snapshot) > AUTO_MATERIALIZE_EVENTS * 200:
@@ -400,18 +414,21 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None) -> list[dict[str,
     ``order`` (row indices) puts the dicts in another order than the rows': reordering the
     dicts costs a fraction of reordering the table's columns.
 
-    Rows are converted per event type, only the columns that type carries (a payload column
-    of another type is all nulls, and converting it costs as much as the rest); with several
-    types the dicts are then put back in their rows' order. The cyclic garbage collector is
-    paused meanwhile: the new dicts and lists hold no cycles, and collections triggered by
-    creating millions of them cost as much as creating them.
+    The accelerator builds the dicts in one pass over the columns when it is installed
+    (``native/src/rows.rs``: the same dicts, key order included). Here, rows are converted per
+    event type, only the columns that type carries (a payload column of another type is all
+    nulls, and converting it costs as much as the rest); with several types the dicts are then
+    put back in their rows' order. The cyclic garbage collector is paused meanwhile (``_acyclic``).
     """
     count = table.num_rows
     if count == 0:
         return []
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _acyclic(count):
+        if _native_log_dicts is not None:
+            logs = _native_log_dicts(table.to_batches(), _template, TIMESTAMP_FIELDS, tuple(JSON_FIELDS), json.loads,
+                                     None if order is None else pa.array(order, pa.int64()))
+            if logs is not None:  # None: a column or value it leaves to the path below
+                return logs
         types = table["event_type"]
         bounds = pc.min_max(types)  # one pass, cheaper than hashing for the usual single type
         if bounds["min"] == bounds["max"]:
@@ -427,8 +444,27 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None) -> list[dict[str,
         # Each dict back in its row's place, picked in C rather than placed by a Python loop.
         positions = np.argsort(np.concatenate(places), kind="stable")
         return list(map(logs.__getitem__, (positions if order is None else positions[order]).tolist()))
+
+
+@contextlib.contextmanager
+def _acyclic(count: int) -> Iterator[None]:
+    """The cyclic garbage collector paused while ``count`` rows of new objects holding no cycle are made (dicts,
+    lists, revealed events): collections triggered by creating millions of them cost as much as creating them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
     finally:
         if was_enabled:
+            if count >= _SETTLE_MIN_ROWS and gc.get_freeze_count() == 0:
+                # The new dicts and lists would otherwise be traversed by the next young collection (the count
+                # of allocations kept growing while paused), then by the middle one: a third of the time it took
+                # to make them, for objects known to hold no cycle. Freezing and unfreezing moves every tracked
+                # object of the process (others' young ones too, collected at the next full collection instead)
+                # to the oldest generation without traversing any, and resets that count; skipped when the
+                # process froze objects itself (unfreezing would hand them back to the collector).
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
@@ -442,12 +478,11 @@ def _logs_of_type(table: pa.Table, event_type: str | None) -> list[dict[str, Any
     keys = _keys(event_type)
     if table.num_rows < _TEMPLATE_MIN_ROWS:
         return _few_logs(table, keys)
-    template: dict[str, Any] = {}
+    template = _template(event_type).copy()
     varying: list[str] = []
     values: list[list[Any]] = []
     for name in keys:
         column = table[name]
-        template[name] = None
         if column.null_count == len(column):
             continue
         # Equality to the first value: several times cheaper than min_max, which orders strings.
@@ -491,6 +526,21 @@ def _iso_text(value: dt.datetime) -> str:
 def _keys(event_type: str | None) -> tuple[str, ...]:
     """The keys of an event type's dicts, in order: the envelope, then the type's payload fields."""
     return (*ENVELOPE, *(n for n in (_PAYLOAD.get(event_type) or fields_of(event_type)) if n not in ENVELOPE))
+
+
+@functools.lru_cache(maxsize=64)
+def _template(event_type: str | None) -> dict[str, Any]:
+    """What an event type's dicts are copied from: its keys in order, each None.
+
+    Made as an object's attribute dict, so CPython keeps the keys in one table shared by every
+    copy (a "split" dict) and each row's dict holds only its values: 170 bytes less per row,
+    and the copy is ~20% faster. Nothing else shows: it is a dict, and a row changes as a
+    plain dict of its items would, without touching the others (tests/test_native_rows.py).
+    """
+    holder = type("LogKeys", (), {})()
+    for key in _keys(event_type):
+        setattr(holder, key, None)
+    return holder.__dict__
 
 
 def _python_values(name: str, column: pa.ChunkedArray) -> list[Any]:
@@ -582,7 +632,8 @@ def get_audit_logs(
         reveal=output != "dicts", in_order=output != "dicts",
     )
     if output == "dicts":
-        return reveal_logs(_to_logs(table, time_order(table)), revealer_for(_log_dir(log_dir)), table)
+        with _acyclic(table.num_rows):  # the revealed events too (their collection cost more than their reveal)
+            return reveal_logs(_to_logs(table, time_order(table)), revealer_for(_log_dir(log_dir)), table)
     if output == "arrow":
         return table
     if output == "pandas":

@@ -18,7 +18,8 @@ from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.privacy import reader_keystore
 from secureml.audit.privacy.keys import pseudonym
 from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
-from secureml.audit.privacy.reveal import Revealer, reveal_log
+from secureml.audit.privacy.reveal import Revealer
+from secureml.audit.privacy.reveal import reveal_logs as reveal_events
 from secureml.audit.schema import JSON_FIELDS
 
 IDENTIFIER_COLUMNS = ("user", "user_id")
@@ -42,29 +43,37 @@ def stored_forms(value: object, field: str, log_dir: Path | None, where: str) ->
     return [value, pseudonym(store.pseudonym_key(), value)]
 
 
-def reveal_array(values: pa.Array | pa.ChunkedArray, reveal: Callable[[Any], Any]) -> pa.Array | pa.ChunkedArray:
-    """Values revealed, each distinct value once (ids repeat: a column of a million rows holds a few
-    hundred users); unchanged, without a copy, when none holds a pseudonym or a ciphertext."""
+def reveal_array(values: pa.Array | pa.ChunkedArray, reveal: Callable[[list[Any]], list[Any]]
+                 ) -> pa.Array | pa.ChunkedArray:
+    """Values revealed (``reveal`` takes and gives a list), each distinct value once (ids repeat: a column
+    of a million rows holds a few hundred users); unchanged, without a copy, when none holds a pseudonym
+    or a ciphertext."""
     marked = pc.or_(pc.starts_with(values, "ps_"), pc.match_substring(values, ENCRYPTED_PREFIX))
     if not pc.any(marked).as_py():
         return values
     distinct = pc.unique(values)
-    revealed = pa.array([reveal(v) for v in distinct.to_pylist()], values.type)
+    revealed = pa.array(reveal(distinct.to_pylist()), values.type)
     return pc.take(revealed, pc.index_in(values, distinct))
 
 
-def _reveal_kind(revealer: Revealer, name: str, column: pa.ChunkedArray) -> Callable[[Any], Any] | None:
-    """How to reveal a stored column, or None when it holds no pseudonym and no ciphertext (Arrow kernels decide)."""
+def _each(reveal: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
+    """A reveal of one value applied to a list (ids and JSON texts have no batch step: each is cheap or rare)."""
+    return lambda values: [reveal(v) for v in values]
+
+
+def _reveal_kind(revealer: Revealer, name: str, column: pa.ChunkedArray) -> Callable[[list[Any]], list[Any]] | None:
+    """How to reveal a stored column's values (a list at a time: ciphertexts are opened together), or None
+    when it holds no pseudonym and no ciphertext (Arrow kernels decide)."""
     if name in IDENTIFIER_COLUMNS:
-        return revealer.identifier if pc.any(pc.starts_with(column, "ps_")).as_py() else None
+        return _each(revealer.identifier) if pc.any(pc.starts_with(column, "ps_")).as_py() else None
     if name in JSON_FIELDS:
         found = (pc.any(pc.match_substring(column, ENCRYPTED_PREFIX)).as_py()
                  or pc.any(pc.match_substring(column, '"ps_')).as_py())
-        return revealer.json_text if found else None
-    return revealer.text if pc.any(pc.starts_with(column, ENCRYPTED_PREFIX)).as_py() else None
+        return _each(revealer.json_text) if found else None
+    return revealer.text_list if pc.any(pc.starts_with(column, ENCRYPTED_PREFIX)).as_py() else None
 
 
-def personal_columns(table: pa.Table, revealer: Revealer | None) -> dict[str, Callable[[Any], Any]]:
+def personal_columns(table: pa.Table, revealer: Revealer | None) -> dict[str, Callable[[list[Any]], list[Any]]]:
     """The text columns of an events table that hold pseudonyms or ciphertexts, with how to reveal each."""
     if revealer is None or table.num_rows == 0:
         return {}
@@ -94,7 +103,7 @@ def reveal_logs(logs: list[dict[str, Any]], revealer: Revealer | None, table: pa
     columns = tuple(personal_columns(table, revealer))
     if not columns or revealer is None:
         return logs
-    return [reveal_log(revealer, log, columns) for log in logs]
+    return reveal_events(revealer, logs, columns)
 
 
 def revealed_view_sql(con: Any, revealer: Revealer | None, source_sql: str, columns: list[str]) -> str:
@@ -103,11 +112,11 @@ def revealed_view_sql(con: Any, revealer: Revealer | None, source_sql: str, colu
         return source_sql
     import duckdb
 
-    def udf(reveal: Callable[[Any], Any]) -> Callable[[pa.Array], pa.Array]:
+    def udf(reveal: Callable[[list[Any]], list[Any]]) -> Callable[[pa.Array], pa.Array]:
         return lambda values: reveal_array(values, reveal)
 
-    kinds = {"secureml_reveal_id": revealer.identifier, "secureml_reveal_text": revealer.text,
-             "secureml_reveal_json": revealer.json_text}
+    kinds = {"secureml_reveal_id": _each(revealer.identifier), "secureml_reveal_text": revealer.text_list,
+             "secureml_reveal_json": _each(revealer.json_text)}
     for name, reveal in kinds.items():
         con.create_function(name, udf(reveal), [duckdb.sqltype("VARCHAR")], duckdb.sqltype("VARCHAR"),
                             type="arrow", side_effects=False)

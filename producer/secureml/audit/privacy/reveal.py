@@ -11,13 +11,18 @@ import base64
 import binascii
 import copy
 import json
+from collections.abc import Iterable
 from typing import Any
 
+from secureml.audit import accelerator
 from secureml.audit.privacy.keys import PSEUDONYM, KeyStore, SubjectKey
 from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
 
 ERASED = "<erased>"
 _MISSING = object()
+_MARKS = ("ps_", ENCRYPTED_PREFIX)
+# The accelerator's batch open of stored ciphertexts (native/src/reveal.rs), or None: the values are the same.
+_native_open = None if accelerator.native is None else accelerator.native.open_sealed
 
 
 class RevealedEvent(dict):  # type: ignore[type-arg]
@@ -66,6 +71,37 @@ class Revealer:
         except (InvalidTag, binascii.Error, ValueError):
             return ERASED  # a key created after the erasure does not open what the old one sealed
 
+    def _key_bytes(self, name: str) -> bytes | None:
+        """A pseudonym's key as bytes for the native open, None as ``value`` would find none."""
+        key = self.key(name) if PSEUDONYM.match(name) else None
+        return None if key is None else key.key
+
+    def texts(self, values: Iterable[str]) -> dict[str, str]:
+        """``{value: self.text(value)}`` for stored texts, each distinct one once; with the accelerator the
+        ciphertexts are opened in one native call (a Python decrypt, base64 and ``json.loads`` per value
+        was most of a real lake's query), which leaves to ``value`` any text it does not simply open."""
+        distinct = dict.fromkeys(values)
+        sealed = [v for v in distinct if v.startswith(ENCRYPTED_PREFIX)] if _native_open is not None else []
+        shown: dict[str, Any] = dict(zip(sealed, _native_open(sealed, self._key_bytes))) if sealed else {}
+        for text in [text for text, opened in shown.items() if opened.__class__ is not str]:  # the few others
+            opened = shown[text]
+            if opened is None:
+                revealed = self.value(text)
+            else:
+                try:
+                    revealed = json.loads(opened)
+                except ValueError:
+                    revealed = ERASED
+            shown[text] = revealed if isinstance(revealed, str) else json.dumps(revealed)
+        for value in distinct.keys() - shown.keys():  # pseudonyms, and every text without the accelerator
+            shown[value] = self.text(value)
+        return shown
+
+    def text_list(self, values: list[Any]) -> list[Any]:
+        """``[self.text(v) for v in values]``, the texts revealed together (``texts``)."""
+        shown = self.texts(v for v in values if isinstance(v, str))
+        return [shown[v] if isinstance(v, str) else self.text(v) for v in values]
+
     def text(self, value: Any) -> Any:
         """A stored text field as logged."""
         if isinstance(value, str) and value.startswith(ENCRYPTED_PREFIX):
@@ -103,17 +139,50 @@ def needs_reveal(value: Any) -> bool:
     return False
 
 
-def reveal_log(revealer: Revealer, log: dict[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """An event dict (parsed JSON fields) as logged; unchanged when it holds nothing to reveal.
+def reveal_logs(revealer: Revealer, logs: list[dict[str, Any]], fields: tuple[str, ...] | None = None
+                ) -> list[dict[str, Any]]:
+    """Event dicts (parsed JSON fields) as logged; a dict holding nothing to reveal is kept as it is.
 
-    ``fields`` limits the look to those fields (the ones that can hold anything to reveal).
+    ``fields`` limits the look to those fields (the ones that can hold anything to reveal). The stored
+    texts of all the events are revealed first, each distinct one once (ids repeat; ciphertexts are
+    opened in one batch); a revealed text needs no copy for ``sealed`` (a str), a revealed JSON value does.
     """
-    items = log.items() if fields is None else ((k, log[k]) for k in fields if k in log)
-    changed = {k: v for k, v in items if needs_reveal(v)}
-    if not changed:
-        return log
-    revealed = RevealedEvent(log)
-    for key, value in changed.items():
-        revealed[key] = revealer.walk(value) if not isinstance(value, str) else revealer.text(value)
-    revealed.sealed = {key: (copy.deepcopy(revealed[key]), value) for key, value in changed.items()}
-    return revealed
+    found: list[list[tuple[str, Any]] | None] = []  # per event, the fields to reveal and their stored values
+    texts = []
+    for log in logs:
+        changed = None
+        for key in log if fields is None else fields:
+            value = log.get(key)
+            if isinstance(value, str):
+                if not value.startswith(_MARKS):
+                    continue
+                texts.append(value)
+            elif value is None or not needs_reveal(value):
+                continue
+            if changed is None:
+                changed = []
+            changed.append((key, value))
+        found.append(changed)
+    shown = revealer.texts(texts)
+    out: list[dict[str, Any]] = []
+    for log, changed in zip(logs, found):
+        if changed is None:
+            out.append(log)
+            continue
+        revealed = RevealedEvent(log)
+        sealed = {}
+        for key, value in changed:
+            if isinstance(value, str):
+                revealed[key] = text = shown[value]
+                sealed[key] = (text, value)
+            else:
+                revealed[key] = walked = revealer.walk(value)
+                sealed[key] = (copy.deepcopy(walked), value)
+        revealed.sealed = sealed
+        out.append(revealed)
+    return out
+
+
+def reveal_log(revealer: Revealer, log: dict[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """One event dict as logged (``reveal_logs``)."""
+    return reveal_logs(revealer, [log], fields)[0]

@@ -1,0 +1,605 @@
+//! Query results as the log dicts of `get_audit_logs`, built in one pass over the Arrow columns.
+//!
+//! `log_dicts` gives exactly the dicts of the pure-Python path (`secureml.query.logs._to_logs`): per row the
+//! keys its event type carries, in order; times as ISO 8601 text; JSON texts parsed by `json.loads`, every
+//! dict and list fresh per row (rows are the caller's to change); lists of texts as new lists. The Python
+//! path pays a dict copy and a `__setitem__` per varying key through the interpreter, and an Arrow call or
+//! two per column; here each row's dict is a C-level copy of the previous row of its type with only the
+//! values that differ set, and a value that repeats further apart (a model's name, an operation's start) is
+//! made once and shared, found through a hash of its bytes. What remains of a row's cost is CPython's own
+//! (the dict's values, its new strings, list and dict, and the kernel's page faults on fresh memory): this step
+//! takes 0.66-0.87x the CPU time of the Python path (bench/RESULTS.md, wave 3).
+//!
+//! Anything outside what it handles (a column type the lake does not use, a time outside years 1-9999, a key
+//! the table lacks) makes it return None, and the caller takes the Python path, which gives the same
+//! dicts or raises its own error: one definition of the output, not two.
+
+use std::collections::HashMap;
+
+use ahash::RandomState;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, ArrayRef, GenericListArray, GenericStringArray, OffsetSizeTrait, PrimitiveArray};
+use arrow_schema::{DataType, TimeUnit};
+use pyo3::exceptions::PyValueError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyList, PyString};
+
+use crate::arrow_ffi::import_array;
+
+/// Lookups of a column's value cache after which (at each doubling) it is dropped when most of them missed:
+/// hashing a column of distinct values (event ids, times) only adds to its cost. Comparisons of a column's
+/// value with the last row's stop likewise once fewer than 1 in 8 of this many were equal.
+const PROBE_LOOKUPS: u32 = 256;
+
+/// A text column's values, whichever offset width the exporter used.
+#[derive(Clone, Copy)]
+enum Texts<'a> {
+    Small(&'a GenericStringArray<i32>),
+    Large(&'a GenericStringArray<i64>),
+}
+
+impl<'a> Texts<'a> {
+    fn of(array: &'a dyn Array) -> Option<Self> {
+        match array.data_type() {
+            DataType::Utf8 => Some(Texts::Small(array.as_string::<i32>())),
+            DataType::LargeUtf8 => Some(Texts::Large(array.as_string::<i64>())),
+            _ => None,
+        }
+    }
+
+    /// The bytes of row `i`, None when it is null.
+    #[inline(always)]
+    fn get(self, i: usize) -> Option<&'a [u8]> {
+        match self {
+            Texts::Small(a) => a.is_valid(i).then(|| a.value(i).as_bytes()),
+            Texts::Large(a) => a.is_valid(i).then(|| a.value(i).as_bytes()),
+        }
+    }
+}
+
+/// A list-of-texts column (`regulations`, `columns_accessed`): each row's bounds in its values.
+#[derive(Clone, Copy)]
+enum Lists<'a> {
+    Small(&'a GenericListArray<i32>, Texts<'a>),
+    Large(&'a GenericListArray<i64>, Texts<'a>),
+}
+
+impl<'a> Lists<'a> {
+    fn of(array: &'a dyn Array) -> Option<Self> {
+        fn texts<O: OffsetSizeTrait>(list: &GenericListArray<O>) -> Option<Texts<'_>> {
+            Texts::of(list.values().as_ref())
+        }
+        match array.data_type() {
+            DataType::List(_) => {
+                let list = array.as_list::<i32>();
+                Some(Lists::Small(list, texts(list)?))
+            }
+            DataType::LargeList(_) => {
+                let list = array.as_list::<i64>();
+                Some(Lists::Large(list, texts(list)?))
+            }
+            _ => None,
+        }
+    }
+
+    /// Row `i`'s values as (start, end) in `texts`, None when the row is null.
+    #[inline]
+    fn bounds(self, i: usize) -> Option<(usize, usize, Texts<'a>)> {
+        match self {
+            Lists::Small(a, texts) => {
+                let o = a.value_offsets();
+                a.is_valid(i).then(|| (o[i] as usize, o[i + 1] as usize, texts))
+            }
+            Lists::Large(a, texts) => {
+                let o = a.value_offsets();
+                a.is_valid(i).then(|| (o[i] as usize, o[i + 1] as usize, texts))
+            }
+        }
+    }
+}
+
+/// One column of one batch, typed as the dicts hold it.
+#[derive(Clone, Copy)]
+enum Column<'a> {
+    Null,
+    Bool(&'a arrow_array::BooleanArray),
+    Int32(&'a PrimitiveArray<Int32Type>),
+    Int64(&'a PrimitiveArray<Int64Type>),
+    Float64(&'a PrimitiveArray<Float64Type>),
+    Text(Texts<'a>),
+    /// JSON text, parsed per row.
+    Json(Texts<'a>),
+    /// Microseconds since the epoch, UTC, written as ISO 8601 text.
+    Time(&'a PrimitiveArray<TimestampMicrosecondType>),
+    List(Lists<'a>),
+}
+
+impl<'a> Column<'a> {
+    /// The column as the Python path converts it (`_python_values`), or None when it is not one this step handles.
+    fn of(array: &'a dyn Array, time: bool, json: bool) -> Option<Self> {
+        let data_type = array.data_type();
+        if time {
+            return match data_type {
+                DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                    Some(Column::Time(array.as_primitive::<TimestampMicrosecondType>()))
+                }
+                _ => None,
+            };
+        }
+        if json {
+            return Texts::of(array).map(Column::Json);
+        }
+        Some(match data_type {
+            DataType::Null => Column::Null,
+            DataType::Boolean => Column::Bool(array.as_boolean()),
+            DataType::Int32 => Column::Int32(array.as_primitive::<Int32Type>()),
+            DataType::Int64 => Column::Int64(array.as_primitive::<Int64Type>()),
+            DataType::Float64 => Column::Float64(array.as_primitive::<Float64Type>()),
+            DataType::Utf8 | DataType::LargeUtf8 => Column::Text(Texts::of(array)?),
+            DataType::List(_) | DataType::LargeList(_) => Column::List(Lists::of(array)?),
+            _ => return None,
+        })
+    }
+
+    #[inline]
+    fn is_null(self, i: usize) -> bool {
+        match self {
+            Column::Null => true,
+            Column::Bool(a) => a.is_null(i),
+            Column::Int32(a) => a.is_null(i),
+            Column::Int64(a) => a.is_null(i),
+            Column::Float64(a) => a.is_null(i),
+            Column::Text(t) | Column::Json(t) => t.get(i).is_none(),
+            Column::Time(a) => a.is_null(i),
+            Column::List(l) => l.bounds(i).is_none(),
+        }
+    }
+
+    /// Whether rows `i` of `self` and `j` of `other` (the same column in another or the same batch) hold the
+    /// same value: then a row's dict, copied from the other's, keeps it. False for lists and for JSON that
+    /// parses to a container (made fresh per row whatever it holds); floats compare by their bits (-0.0 is
+    /// not 0.0 here).
+    #[inline]
+    fn same(self, i: usize, other: Column<'a>, j: usize) -> bool {
+        fn eq<T: arrow_array::ArrowPrimitiveType>(a: &PrimitiveArray<T>, i: usize, b: &PrimitiveArray<T>, j: usize) -> bool
+        where
+            T::Native: PartialEq,
+        {
+            match (a.is_valid(i), b.is_valid(j)) {
+                (true, true) => a.value(i) == b.value(j),
+                (valid_a, valid_b) => !valid_a && !valid_b,
+            }
+        }
+        match (self, other) {
+            (Column::Null, Column::Null) => true,
+            (Column::Bool(a), Column::Bool(b)) => match (a.is_valid(i), b.is_valid(j)) {
+                (true, true) => a.value(i) == b.value(j),
+                (valid_a, valid_b) => !valid_a && !valid_b,
+            },
+            (Column::Int32(a), Column::Int32(b)) => eq(a, i, b, j),
+            (Column::Int64(a), Column::Int64(b)) => eq(a, i, b, j),
+            (Column::Float64(a), Column::Float64(b)) => match (a.is_valid(i), b.is_valid(j)) {
+                (true, true) => a.value(i).to_bits() == b.value(j).to_bits(),
+                (valid_a, valid_b) => !valid_a && !valid_b,
+            },
+            (Column::Time(a), Column::Time(b)) => eq(a, i, b, j),
+            (Column::Text(a), Column::Text(b)) => a.get(i) == b.get(j),
+            _ => false, // JSON and lists: decided where they are made (`Values::json`)
+        }
+    }
+}
+
+/// How a parsed JSON value becomes a row's own: shared when immutable, else copied (flat) or rebuilt (nested).
+#[derive(Clone, Copy, PartialEq)]
+enum Copy {
+    Share,
+    Dict,
+    List,
+    Deep,
+}
+
+/// A value made once for a column, shared (or copied, per `Copy`) by the rows that hold it.
+struct Made {
+    value: PyObject,
+    copy: Copy,
+}
+
+/// Values of one column made so far, by their bytes (texts, JSON) or microseconds (times): a cache that drops
+/// itself when most lookups miss.
+struct Cache<K> {
+    made: Option<HashMap<K, Made, RandomState>>,
+    lookups: u32,
+    misses: u32,
+}
+
+impl<K: std::hash::Hash + Eq> Cache<K> {
+    fn new() -> Self {
+        Cache { made: Some(HashMap::with_hasher(RandomState::new())), lookups: 0, misses: 0 }
+    }
+
+    /// The value made for `key` (by `make` on a miss), cloned for one more row.
+    fn get(&mut self, py: Python<'_>, key: K, make: impl FnOnce() -> PyResult<Made>) -> PyResult<(PyObject, Copy)> {
+        let Some(made) = self.made.as_mut() else {
+            let fresh = make()?;
+            return Ok((fresh.value, fresh.copy));
+        };
+        self.lookups += 1;
+        if let Some(found) = made.get(&key) {
+            return Ok((found.value.clone_ref(py), found.copy));
+        }
+        self.misses += 1;
+        let fresh = make()?;
+        let result = (fresh.value.clone_ref(py), fresh.copy);
+        made.insert(key, fresh);
+        if self.lookups >= PROBE_LOOKUPS && self.lookups.is_power_of_two() && 2 * self.misses > self.lookups {
+            self.made = None;
+        }
+        Ok(result)
+    }
+}
+
+/// What is made for one column across the batches: its values' caches.
+struct Values<'a> {
+    texts: Cache<&'a [u8]>,
+    times: Cache<i64>,
+}
+
+impl<'a> Values<'a> {
+    fn new() -> Self {
+        Values { texts: Cache::new(), times: Cache::new() }
+    }
+}
+
+/// A new Python str of UTF-8 bytes (an error, not a panic, if they are not UTF-8).
+fn text_object(py: Python<'_>, bytes: &[u8]) -> PyResult<PyObject> {
+    // SAFETY: the pointer and length are those of a live slice; a NULL result carries the Python error.
+    unsafe {
+        let made = ffi::PyUnicode_FromStringAndSize(bytes.as_ptr().cast(), bytes.len() as ffi::Py_ssize_t);
+        Ok(Bound::from_owned_ptr_or_err(py, made)?.unbind())
+    }
+}
+
+/// `2026-01-12T08:10:19.200000+00:00` for microseconds since the epoch (as `_iso_utc` and `datetime.isoformat`
+/// write it), or None outside years 1-9999, where the two differ and the Python path decides.
+fn iso_utc(micros: i64) -> Option<[u8; 32]> {
+    let seconds = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000) as u32;
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400) as u32;
+    // Howard Hinnant's civil_from_days: the proleptic Gregorian date of a day count from 1970-01-01.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    if !(1..=9999).contains(&year) {
+        return None;
+    }
+    let mut out = *b"0000-00-00T00:00:00.000000+00:00";
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for place in (at..at + width).rev() {
+            out[place] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year as u32);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, second_of_day / 3600);
+    put(14, 2, second_of_day / 60 % 60);
+    put(17, 2, second_of_day % 60);
+    put(20, 6, fraction);
+    Some(out)
+}
+
+/// How `json.loads`'s value is made a row's own: the Python path's rule (`_json_column`).
+fn copy_of(value: &Bound<'_, PyAny>) -> Copy {
+    let container = |v: &Bound<'_, PyAny>| v.is_exact_instance_of::<PyDict>() || v.is_exact_instance_of::<PyList>();
+    if let Ok(dict) = value.downcast_exact::<PyDict>() {
+        if dict.values().iter().any(|v| container(&v)) {
+            Copy::Deep
+        } else {
+            Copy::Dict
+        }
+    } else if let Ok(list) = value.downcast_exact::<PyList>() {
+        if list.iter().any(|v| container(&v)) {
+            Copy::Deep
+        } else {
+            Copy::List
+        }
+    } else {
+        Copy::Share
+    }
+}
+
+/// A fresh copy of a parsed JSON value: new dicts and lists at every depth, immutable values shared.
+fn deep_copy<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = value.py();
+    if let Ok(dict) = value.downcast_exact::<PyDict>() {
+        let copy = PyDict::new(py);
+        for (key, item) in dict.iter() {
+            copy.set_item(key, deep_copy(&item)?)?;
+        }
+        Ok(copy.into_any())
+    } else if let Ok(list) = value.downcast_exact::<PyList>() {
+        let items = list.iter().map(|item| deep_copy(&item)).collect::<PyResult<Vec<_>>>()?;
+        Ok(PyList::new(py, items)?.into_any())
+    } else {
+        Ok(value.clone())
+    }
+}
+
+/// The row's own object for a value made once.
+fn own(py: Python<'_>, value: PyObject, copy: Copy) -> PyResult<PyObject> {
+    let bound = value.bind(py);
+    Ok(match copy {
+        Copy::Share => value,
+        Copy::Dict => bound.downcast::<PyDict>()?.copy()?.into_any().unbind(),
+        Copy::List => {
+            let list = bound.downcast::<PyList>()?;
+            list.get_slice(0, list.len()).into_any().unbind()
+        }
+        Copy::Deep => deep_copy(bound)?.unbind(),
+    })
+}
+
+/// The dicts of one event type: their keys (the event type's, in order) and columns, and the last dict made,
+/// which the next row of the type copies.
+struct Plan<'py> {
+    event_type: Option<Vec<u8>>,
+    template: Bound<'py, PyDict>,
+    keys: Vec<Bound<'py, PyString>>,
+    columns: Vec<usize>,
+    /// Per key, whether comparing with the last row still pays: (rows compared, rows equal), or None once it
+    /// did not (a column of distinct values: ids, times).
+    compared: Vec<Option<(u32, u32)>>,
+    last: Option<(Bound<'py, PyDict>, usize, usize)>,
+}
+
+/// Everything the conversion holds across rows.
+struct Converter<'py, 'a> {
+    py: Python<'py>,
+    batches: Vec<Vec<Column<'a>>>,
+    names: Vec<String>,
+    event_type: usize,
+    values: Vec<Values<'a>>,
+    plans: Vec<Plan<'py>>,
+    template_of: Bound<'py, PyAny>,
+    loads: Bound<'py, PyAny>,
+}
+
+impl<'py, 'a> Converter<'py, 'a> {
+    /// The plan of the event type of row `row` of batch `batch`, made on first sight; None when the table lacks
+    /// one of the type's keys.
+    fn plan(&mut self, batch: usize, row: usize) -> PyResult<Option<usize>> {
+        let Column::Text(types) = self.batches[batch][self.event_type] else {
+            return Ok(None);
+        };
+        let event_type = types.get(row);
+        if let Some(found) = self.plans.iter().position(|p| p.event_type.as_deref() == event_type) {
+            return Ok(Some(found));
+        }
+        let name = match event_type {
+            Some(bytes) => text_object(self.py, bytes)?.into_bound(self.py),
+            None => self.py.None().into_bound(self.py),
+        };
+        let template = self.template_of.call1((name,))?.downcast_into::<PyDict>()?;
+        let mut plan = Plan {
+            event_type: event_type.map(<[u8]>::to_vec),
+            template: template.clone(),
+            keys: vec![],
+            columns: vec![],
+            compared: vec![],
+            last: None,
+        };
+        for key in template.keys() {
+            let key = key.downcast_into::<PyString>()?;
+            let Some(column) = self.names.iter().position(|n| key.to_str().is_ok_and(|k| k == n)) else {
+                return Ok(None);
+            };
+            plan.keys.push(key);
+            plan.columns.push(column);
+            plan.compared.push(Some((0, 0)));
+        }
+        self.plans.push(plan);
+        Ok(Some(self.plans.len() - 1))
+    }
+
+    /// Row `row` of batch `batch` as its type's log dict.
+    fn dict(&mut self, batch: usize, row: usize) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(index) = self.plan(batch, row)? else {
+            return Ok(None);
+        };
+        let py = self.py;
+        let plan = &mut self.plans[index];
+        let dict = match &plan.last {
+            Some((last, _, _)) => last.copy()?,
+            None => plan.template.copy()?,
+        };
+        for ((key, &c), compared) in plan.keys.iter().zip(&plan.columns).zip(&mut plan.compared) {
+            let column = self.batches[batch][c];
+            if let Some((_, last_batch, last_row)) = plan.last {
+                if let Some((rows, equal)) = compared {
+                    let same = column.same(row, self.batches[last_batch][c], last_row);
+                    *rows += 1;
+                    *equal += u32::from(same);
+                    if same {
+                        continue;
+                    }
+                    if *rows >= PROBE_LOOKUPS && 8 * *equal < *rows {
+                        *compared = None;
+                    }
+                }
+            } else if column.is_null(row) {
+                continue; // the template's None
+            }
+            let Some(value) = make(py, column, row, &mut self.values[c], &self.loads)? else {
+                return Ok(None);
+            };
+            dict.set_item(key, value)?;
+        }
+        self.plans[index].last = Some((dict.clone(), batch, row));
+        Ok(Some(dict))
+    }
+}
+
+/// The dict's value of row `row` of `column`, or None (outer) when this step does not handle it.
+fn make<'a>(
+    py: Python<'_>,
+    column: Column<'a>,
+    row: usize,
+    values: &mut Values<'a>,
+    loads: &Bound<'_, PyAny>,
+) -> PyResult<Option<PyObject>> {
+    let none = || Ok(Some(py.None()));
+    Ok(Some(match column {
+        Column::Null => return none(),
+        Column::Bool(a) => match a.is_valid(row) {
+            true => PyBool::new(py, a.value(row)).to_owned().into_any().unbind(),
+            false => return none(),
+        },
+        Column::Int32(a) => match a.is_valid(row) {
+            true => a.value(row).into_pyobject(py)?.into_any().unbind(),
+            false => return none(),
+        },
+        Column::Int64(a) => match a.is_valid(row) {
+            true => a.value(row).into_pyobject(py)?.into_any().unbind(),
+            false => return none(),
+        },
+        Column::Float64(a) => match a.is_valid(row) {
+            true => a.value(row).into_pyobject(py)?.into_any().unbind(),
+            false => return none(),
+        },
+        Column::Text(texts) => match texts.get(row) {
+            Some(bytes) => values.texts.get(py, bytes, || Ok(Made { value: text_object(py, bytes)?, copy: Copy::Share }))?.0,
+            None => return none(),
+        },
+        Column::Json(texts) => match texts.get(row) {
+            // Texts that do not repeat (the cache dropped itself) are parsed straight into the row's own value.
+            Some(bytes) if values.texts.made.is_none() => loads.call1((text_object(py, bytes)?,))?.unbind(),
+            Some(bytes) => {
+                let (value, copy) = values.texts.get(py, bytes, || {
+                    let parsed = loads.call1((text_object(py, bytes)?,))?;
+                    let copy = copy_of(&parsed);
+                    Ok(Made { value: parsed.unbind(), copy })
+                })?;
+                own(py, value, copy)?
+            }
+            None => return none(),
+        },
+        Column::Time(a) => match a.is_valid(row) {
+            true => {
+                let micros = a.value(row);
+                let Some(text) = iso_utc(micros) else {
+                    return Ok(None);
+                };
+                values.times.get(py, micros, || Ok(Made { value: text_object(py, &text)?, copy: Copy::Share }))?.0
+            }
+            false => return none(),
+        },
+        Column::List(lists) => match lists.bounds(row) {
+            Some((start, end, texts)) => {
+                let mut items = Vec::with_capacity(end - start);
+                for i in start..end {
+                    items.push(match texts.get(i) {
+                        Some(bytes) => {
+                            values.texts.get(py, bytes, || Ok(Made { value: text_object(py, bytes)?, copy: Copy::Share }))?.0
+                        }
+                        None => py.None(),
+                    });
+                }
+                PyList::new(py, items)?.into_any().unbind()
+            }
+            None => return none(),
+        },
+    }))
+}
+
+/// The log dicts of the rows of `batches` (RecordBatches of one schema, through `__arrow_c_array__`), in the
+/// order of `order` (row indices across the batches, an Arrow int64 array) or as they come.
+/// `template_of(event_type)` gives the dict a type's rows are copied from (its keys in order, each None),
+/// `times` and `json` name the columns written as ISO text and parsed with `loads`. None when a column or value is not one this step handles (the caller then takes the Python path).
+#[pyfunction]
+#[pyo3(signature = (batches, template_of, times, json, loads, order=None))]
+pub fn log_dicts<'py>(
+    py: Python<'py>,
+    batches: &Bound<'py, PyList>,
+    template_of: Bound<'py, PyAny>,
+    times: Vec<String>,
+    json: Vec<String>,
+    loads: Bound<'py, PyAny>,
+    order: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Option<Bound<'py, PyList>>> {
+    let arrays = batches.iter().map(|batch| import_array(&batch)).collect::<PyResult<Vec<ArrayRef>>>()?;
+    let mut names: Vec<String> = vec![];
+    let mut columns = Vec::with_capacity(arrays.len());
+    let mut starts = Vec::with_capacity(arrays.len() + 1);
+    let mut rows = 0;
+    for array in &arrays {
+        let DataType::Struct(fields) = array.data_type() else {
+            return Err(PyValueError::new_err("log_dicts: batches must be RecordBatches"));
+        };
+        let these: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+        if names.is_empty() {
+            names = these;
+        } else if names != these {
+            return Err(PyValueError::new_err("log_dicts: batches must share one schema"));
+        }
+        let mut typed = Vec::with_capacity(names.len());
+        for (name, column) in names.iter().zip(array.as_struct().columns()) {
+            match Column::of(column.as_ref(), times.contains(name), json.contains(name)) {
+                Some(c) => typed.push(c),
+                None => return Ok(None),
+            }
+        }
+        columns.push(typed);
+        starts.push(rows);
+        rows += array.len();
+    }
+    let Some(event_type) = names.iter().position(|n| n == "event_type") else {
+        return Ok(None);
+    };
+    let order = order.map(import_array).transpose()?;
+    let order = match &order {
+        Some(array) => match array.data_type() {
+            DataType::Int64 if array.null_count() == 0 => Some(array.as_primitive::<Int64Type>().values()),
+            _ => return Err(PyValueError::new_err("log_dicts: order must be an int64 array without nulls")),
+        },
+        None => None,
+    };
+    let values = (0..names.len()).map(|_| Values::new()).collect();
+    let mut converter =
+        Converter { py, batches: columns, names, event_type, values, plans: vec![], template_of, loads };
+    // Rows are made in storage order, where a row most often repeats the last one's values (files are sorted by
+    // operation and time) and columns are read in sequence, then picked in `order`.
+    let mut dicts = Vec::with_capacity(rows);
+    for (batch, &start) in starts.iter().enumerate() {
+        let end = starts.get(batch + 1).copied().unwrap_or(rows);
+        for row in 0..end - start {
+            match converter.dict(batch, row)? {
+                Some(dict) => dicts.push(dict),
+                None => return Ok(None),
+            }
+        }
+    }
+    if let Some(order) = order {
+        let picked = order
+            .iter()
+            .map(|&row| {
+                usize::try_from(row)
+                    .ok()
+                    .and_then(|r| dicts.get(r))
+                    .cloned()
+                    .ok_or_else(|| PyValueError::new_err(format!("log_dicts: order holds {row}, not a row")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        return Ok(Some(PyList::new(py, picked)?));
+    }
+    Ok(Some(PyList::new(py, dicts)?))
+}

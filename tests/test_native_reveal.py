@@ -1,0 +1,214 @@
+"""The native reveal (issue 11 item 3): `native/src/reveal.rs` opens stored ciphertexts in one call and gives
+exactly what the pure-Python reveal gives (values as logged, `<erased>`, the sealed forms, ids behind
+pseudonyms, filters by clear ids) on a real lake with the privacy policy on, and on tampered or odd stored texts.
+
+CI installs the accelerator (`pip install ./native`): these tests fail, never skip, when it is missing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import secureml_audit_native
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from test_native_rows import NON_ASCII, assert_same_dicts, exact, log_every_type
+
+from secureml.audit import erase_subject, get_audit_logs
+from secureml.audit.accelerator import NATIVE_ENV
+from secureml.audit.privacy import reader_keystore
+from secureml.audit.privacy import reveal as reveal_module
+from secureml.audit.privacy.keys import PSEUDONYM
+from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
+from secureml.audit.privacy.reveal import ERASED, RevealedEvent, Revealer
+from secureml.materializer import materialize_embedded
+from secureml.query.logs import connect, query_events
+
+
+def both_reveals(monkeypatch: pytest.MonkeyPatch, call: Any) -> tuple[Any, Any]:
+    """``call()`` with the native open, then with the pure-Python one."""
+    assert reveal_module._native_open is secureml_audit_native.open_sealed
+    native = call()
+    with monkeypatch.context() as patch:
+        patch.setattr(reveal_module, "_native_open", None)
+        python = call()
+    return native, python
+
+
+@pytest.fixture(scope="module")
+def lake_and_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A materialised lake of every event type logged with the privacy policy, one subject erased, a tail."""
+    log_dir = tmp_path_factory.mktemp("reveal") / "logs"
+    keys = tmp_path_factory.mktemp("reveal-keys")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SECUREML_AUDIT_KEYSTORE_DIR", str(keys))
+        rng = random.Random(12)
+        log_every_type(log_dir, 30, rng)
+        materialize_embedded(log_dir)
+        erase_subject("subject-1", log_dir, reason="asked")
+        log_every_type(log_dir, 3, rng)
+    return log_dir, keys
+
+
+@pytest.fixture
+def lake(lake_and_keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
+    log_dir, keys = lake_and_keys
+    monkeypatch.setenv("SECUREML_AUDIT_KEYSTORE_DIR", str(keys))
+    return log_dir
+
+
+def stored_texts(lake: Path) -> list[str]:
+    """Every stored ciphertext of the lake (as JSON texts hold them, the quotes removed)."""
+    table = query_events(None, None, None, None, lake, reveal=False)
+    found = []
+    for name in table.column_names:
+        for value in table.column(name).to_pylist():
+            if isinstance(value, str) and ENCRYPTED_PREFIX in value:
+                found.append(json.loads(value) if value.startswith('"') else value)
+    return [value for value in found if isinstance(value, str) and value.startswith(ENCRYPTED_PREFIX)]
+
+
+def test_a_real_lake_reads_alike(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every event: the same dicts and sealed forms; values revealed, non-ASCII ones too, the erased subject's
+    values `<erased>`."""
+    native, python = both_reveals(monkeypatch, lambda: get_audit_logs(log_dir=lake))
+    assert_same_dicts(native, python)
+    inferences = [log for log in native if log["event_type"] == "model_inference"]
+    assert any(log["input_data"] == ERASED for log in inferences)
+    assert any(log["input_data"].startswith("subject-2 features ") for log in inferences)
+    assert any(any(text and text in log["input_data"] for text in NON_ASCII) for log in inferences)
+    revealed = [log for log in native if isinstance(log, RevealedEvent)]
+    assert revealed and all(stored.startswith(("ps_", ENCRYPTED_PREFIX)) for log in revealed
+                            for shown, stored in log.sealed.values() if isinstance(stored, str))
+    assert any(log.get("user_id") == "subject-2" for log in native)
+
+
+def test_arrow_results_and_the_sql_view_read_alike(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Arrow output and connect()'s view (revealed column by column, each distinct text once) both ways."""
+    native, python = both_reveals(monkeypatch, lambda: get_audit_logs(log_dir=lake, output="arrow"))
+    assert native.equals(python)
+    assert ERASED in native.column("input_data").to_pylist()
+    sql = "SELECT event_id, user, user_id, input_data, details FROM events ORDER BY event_id"
+    native_rows, python_rows = both_reveals(monkeypatch, lambda: connect(lake).sql(sql).fetchall())
+    assert native_rows == python_rows
+    assert any(row[3] and row[3].startswith("subject-2 features ") for row in native_rows)
+
+
+@pytest.mark.parametrize("query", [
+    {"event_type": "model_inference"}, {"subject": "subject-2"}, {"subject": "subject-1"}, {"user": "analyst"},
+    {"limit": 9, "offset": 4}, {"event_type": "user_request"},
+])
+def test_filtered_results_read_alike(lake: Path, query: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filters by clear ids (matched through pseudonyms), types and pages give the same events both ways."""
+    native, python = both_reveals(monkeypatch, lambda: get_audit_logs(log_dir=lake, **query))
+    assert native
+    assert_same_dicts(native, python)
+
+
+def test_the_native_open_is_used_and_opens_every_live_subject(lake: Path) -> None:
+    """Stored ciphertexts of live subjects open natively (a str or a JSON text); the erased subject's give None."""
+    texts = stored_texts(lake)
+    revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
+    opened = secureml_audit_native.open_sealed(texts, revealer._key_bytes)
+    assert len(opened) == len(texts)
+    for text, value in zip(texts, opened):
+        python = revealer.value(text)
+        if value is None:
+            assert python == ERASED
+        else:
+            assert (value if isinstance(value, str) else json.loads(value)) == python
+    assert sum(value is not None for value in opened) > len(texts) // 2
+
+
+def odd_texts(lake: Path) -> list[Any]:
+    """Stored texts tampered with or made by hand: flipped bytes, cut, lenient base64, other plaintexts."""
+    texts = stored_texts(lake)
+    revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
+    live = next(t for t in texts if revealer._key_bytes(t[len(ENCRYPTED_PREFIX):].partition(":")[0]))
+    name, _, payload = live[len(ENCRYPTED_PREFIX):].partition(":")
+    key = AESGCM(revealer._key_bytes(name))  # type: ignore[arg-type]
+    raw = base64.b64decode(payload)
+    flipped = raw[:20] + bytes([raw[20] ^ 1]) + raw[21:]
+
+    def sealed(plain: bytes, aad: bytes = name.encode()) -> str:
+        nonce = os.urandom(12)
+        return f"{ENCRYPTED_PREFIX}{name}:{base64.b64encode(nonce + key.encrypt(nonce, plain, aad)).decode()}"
+
+    plains = [b'"plain"', b'"\\u00e9 \\"q\\""', '"日本 😀"'.encode(), b'{"a":[1,2.5,null]}', b'3', b'1e400', b'NaN',
+              b'""', b'"\xff"', b'\xff', b'"a\tb"', b'"a"b"', b'', b' "x"', b'"\\ud800"', b'[]', b'"\x7f"']
+    return [
+        live, live,  # the same text twice
+        f"{ENCRYPTED_PREFIX}{name}:{base64.b64encode(flipped).decode()}",  # tampered ciphertext
+        f"{ENCRYPTED_PREFIX}{name}:{base64.b64encode(raw[:27]).decode()}",  # cut below nonce + tag
+        f"{ENCRYPTED_PREFIX}{name}:{base64.b64encode(raw[:12]).decode()}",
+        f"{ENCRYPTED_PREFIX}{name}:{payload[:-2]}",  # padding gone
+        f"{ENCRYPTED_PREFIX}{name}:{payload[:10]}\n{payload[10:]}",  # lenient base64: a newline inside
+        f"{ENCRYPTED_PREFIX}{name}:{payload}!",
+        f"{ENCRYPTED_PREFIX}{name}:",
+        f"{ENCRYPTED_PREFIX}{name}",
+        ENCRYPTED_PREFIX,
+        f"{ENCRYPTED_PREFIX}ps_{'a' * 24}:{payload}",  # a pseudonym without a key
+        f"{ENCRYPTED_PREFIX}not-a-pseudonym:{payload}",
+        f"{ENCRYPTED_PREFIX}{name.upper()}:{payload}",
+        f"{ENCRYPTED_PREFIX}{name}\ud800:{payload}",  # a lone surrogate
+        sealed(b'"x"', b"another name"),  # associated data of another field
+        *[sealed(plain) for plain in plains],
+        name, "ps_short", "plain text", "", "é",
+    ]
+
+
+def test_tampered_and_odd_stored_texts_read_alike(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What today's path makes of each odd text (mostly `<erased>`), the native one makes too, exactly."""
+    texts = odd_texts(lake)
+    assert PSEUDONYM.match(texts[0][len(ENCRYPTED_PREFIX):].partition(":")[0])
+
+    def shown() -> list[Any]:
+        revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
+        found = revealer.texts(texts)
+        return [exact(found[text]) for text in texts]
+
+    native, python = both_reveals(monkeypatch, shown)
+    assert native == python
+    opened = secureml_audit_native.open_sealed(texts[:-5], Revealer(reader_keystore(lake))._key_bytes)  # type: ignore[arg-type]
+    assert {type(value) for value in opened} == {str, bytes, type(None)}  # each of the three answers is tested
+    assert python == [exact(Revealer(reader_keystore(lake)).text(text)) for text in texts]  # type: ignore[arg-type]
+    assert python[2] == exact(ERASED)
+    assert python.count(exact(ERASED)) < len(texts) - 5
+
+
+def test_events_holding_odd_texts_reveal_alike(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events whose fields hold the odd texts (and JSON values with nested ones): the same events and sealed forms."""
+    texts = odd_texts(lake)
+    logs = [{"event_type": "model_inference", "input_data": text, "user": texts[-1 - n % 5],
+             "details": {"nested": [text, {"deep": text}]} if n % 2 else None} for n, text in enumerate(texts)]
+
+    def revealed() -> list[dict[str, Any]]:
+        return reveal_module.reveal_logs(Revealer(reader_keystore(lake)), logs,  # type: ignore[arg-type]
+                                         ("input_data", "user", "details"))
+
+    native, python = both_reveals(monkeypatch, revealed)
+    assert_same_dicts(native, python)
+    one = [reveal_module.reveal_log(Revealer(reader_keystore(lake)), log) for log in logs]  # type: ignore[arg-type]
+    assert_same_dicts(one, python)
+    nested = [log for log in native if isinstance(log, RevealedEvent) and "details" in log.sealed]
+    assert nested and all(log.sealed["details"][0] == log["details"] and log.sealed["details"][0] is not log["details"]
+                          for log in nested)  # the sealed copy is not the shown value (the caller may change it)
+
+
+def test_switched_off_the_pure_python_path_gives_the_same_events(lake: Path) -> None:
+    """A process with SECUREML_AUDIT_NATIVE=0 (no accelerator at all) reads the same events as this one."""
+    script = ("import pickle, sys\n"
+              "from secureml.audit.privacy import reveal\n"
+              "from secureml.audit import get_audit_logs\n"
+              "assert reveal._native_open is None\n"
+              "sys.stdout.buffer.write(pickle.dumps(get_audit_logs(log_dir=sys.argv[1])))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(lake)], env={**os.environ, NATIVE_ENV: "0"},
+                          capture_output=True, check=True)
+    assert_same_dicts(get_audit_logs(log_dir=lake), pickle.loads(done.stdout))
