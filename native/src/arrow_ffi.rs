@@ -42,10 +42,8 @@ pub fn export_array(py: Python<'_>, array: &dyn Array) -> PyResult<PyObject> {
     let schema_address = &*ffi_schema as *const FFI_ArrowSchema as usize;
     // pyarrow moves both structs out (marking them released), so dropping the boxes afterwards frees only the
     // empty shells.
-    let imported = py
-        .import("pyarrow")?
-        .getattr("Array")?
-        .call_method1("_import_from_c", (array_address, schema_address))?;
+    let imported =
+        py.import("pyarrow")?.getattr("Array")?.call_method1("_import_from_c", (array_address, schema_address))?;
     Ok(imported.unbind())
 }
 

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, LargeListArray, LargeStringArray, PrimitiveArray,
-    StructArray,
+    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, LargeListArray, LargeStringArray,
+    PrimitiveArray, StructArray,
 };
 use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Fields};
@@ -137,7 +137,10 @@ impl Column {
                         reader.long()?; // the block's size in bytes, which a reader of every item does not need
                     }
                     if count as u64 > reader.remaining() as u64 {
-                        return Err(format!("array block of {count} items in field {:?} overruns the message", self.name));
+                        return Err(format!(
+                            "array block of {count} items in field {:?} overruns the message",
+                            self.name
+                        ));
                     }
                     for _ in 0..count {
                         let text = reader.string()?;
@@ -185,7 +188,8 @@ impl Column {
     }
 
     fn finish(self) -> (Field, ArrayRef) {
-        let nulls = if self.nullable && self.valid.contains(&false) { Some(NullBuffer::from(self.valid)) } else { None };
+        let nulls =
+            if self.nullable && self.valid.contains(&false) { Some(NullBuffer::from(self.valid)) } else { None };
         let strings = |offsets: Vec<i64>, data: Vec<u8>, nulls: Option<NullBuffer>| {
             // SAFETY: the offsets grow from 0 to data.len(), and every string between them passed from_utf8.
             unsafe {
@@ -279,9 +283,10 @@ fn is_sealed(message: &[u8]) -> bool {
         return false;
     }
     let digest = Sha256::digest(prefix);
-    digest.iter().zip(tail[2..].chunks_exact(2)).all(|(byte, hex)| {
-        hex[0] == HEX[(byte >> 4) as usize] && hex[1] == HEX[(byte & 0xf) as usize]
-    })
+    digest
+        .iter()
+        .zip(tail[2..].chunks_exact(2))
+        .all(|(byte, hex)| hex[0] == HEX[(byte >> 4) as usize] && hex[1] == HEX[(byte & 0xf) as usize])
 }
 
 /// A message that is not kept: not sealed (`None`), or sealed yet not decodable (why).
@@ -330,7 +335,9 @@ pub fn decode_events<'py>(
     // Strong references held for the whole call: the list may change once the GIL is released.
     let held: Vec<Bound<'py, PyBytes>> = messages
         .iter()
-        .map(|m| m.downcast_into::<PyBytes>().map_err(|_| PyValueError::new_err("decode_events: messages must be bytes")))
+        .map(|m| {
+            m.downcast_into::<PyBytes>().map_err(|_| PyValueError::new_err("decode_events: messages must be bytes"))
+        })
         .collect::<PyResult<_>>()?;
     let slices: Vec<&[u8]> = held.iter().map(|m| m.as_bytes()).collect();
     let (failures, array) = py.allow_threads(|| {

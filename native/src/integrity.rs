@@ -105,10 +105,12 @@ impl<'a> Column<'a> {
             (Kind::Long, DataType::Int64 | DataType::Timestamp(_, _)) => Values::Int64(data.buffer::<i64>(0)),
             (Kind::Double, DataType::Float64) => Values::Double(data.buffer::<f64>(0)),
             (Kind::Boolean, DataType::Boolean) => Values::Boolean(data.buffers()[0].as_slice(), data.offset()),
-            (Kind::Strings, DataType::List(_)) => Values::List(Offsets::Small(data.buffer::<i32>(0)),
-                                                               Text::of(&data.child_data()[0])?),
-            (Kind::Strings, DataType::LargeList(_)) => Values::List(Offsets::Large(data.buffer::<i64>(0)),
-                                                                    Text::of(&data.child_data()[0])?),
+            (Kind::Strings, DataType::List(_)) => {
+                Values::List(Offsets::Small(data.buffer::<i32>(0)), Text::of(&data.child_data()[0])?)
+            }
+            (Kind::Strings, DataType::LargeList(_)) => {
+                Values::List(Offsets::Large(data.buffer::<i64>(0)), Text::of(&data.child_data()[0])?)
+            }
             _ => return None,
         };
         Some(Column { data, values, kind, optional })
@@ -201,9 +203,11 @@ impl Canonical {
             .collect::<PyResult<_>>()
             .and_then(|mut columns: Vec<ArrayRef>| {
                 if with_hash {
-                    columns.push(rows.column_by_name("hash").cloned().ok_or_else(|| {
-                        PyValueError::new_err("Canonical: the batch has no column \"hash\"")
-                    })?);
+                    columns.push(
+                        rows.column_by_name("hash")
+                            .cloned()
+                            .ok_or_else(|| PyValueError::new_err("Canonical: the batch has no column \"hash\""))?,
+                    );
                 }
                 Ok(columns)
             })

@@ -1,14 +1,17 @@
-//! Native accelerator for secureml-audit's hot path.
+//! Native accelerator for secureml-audit: the hot path, the lake's columns and the integrity hashing.
 //!
-//! `Sealer` writes exactly what `secureml.audit.privacy.protect.sealer()` writes in Python:
-//! `<head><base64(nonce12 + AES-256-GCM(JSON text of the value) + tag)>`, the associated data
-//! being the field name. It exists because the Python path pays for the `cryptography` call
-//! (which copies the cipher context per call), base64 and JSON escaping in separate steps; here
-//! the key schedule is expanded once per subject and one call does the whole value.
+//! Every function writes byte for byte (or returns exactly) what its pure-Python path gives, which runs when
+//! this module is absent or `SECUREML_AUDIT_NATIVE=0`; tests compare the two.
 //!
-//! `chain` is the trail's join + SHA-256 + hex of each event's message in one call, byte for byte
-//! `codec.seal`: the Python path (joins, a `hashlib` digest object, a hex str and its encoding)
-//! took 1.8x its time on a 400-byte event (bench/RESULTS.md).
+//! - `Sealer` writes exactly what `secureml.audit.privacy.protect.sealer()` writes in Python:
+//!   `<head><base64(nonce12 + AES-256-GCM(JSON text of the value) + tag)>`, the associated data being the field
+//!   name, with the key schedule expanded once per subject; `reveal::open_sealed` opens such texts in batches.
+//! - `chain` is the trail's join + SHA-256 + hex of an event's message in one call, byte for byte `codec.seal`;
+//!   `event::EventChain` is a trail's whole envelope and hash chain (and `log_model_inference`'s write path).
+//! - `decode::decode_events` decodes sealed Avro events column by column into Arrow (the materializer);
+//!   `rows::log_dicts` turns a query's Arrow result into the guide's dicts; `integrity` re-encodes lake rows to
+//!   their canonical bytes and hashes Merkle leaves and nodes (verify, checkpoints). Columns cross through
+//!   `arrow_ffi` (the Arrow C Data Interface, no copies).
 
 mod arrow_ffi;
 mod decode;
@@ -34,7 +37,7 @@ pub(crate) const NONCE_LEN: usize = 12;
 pub(crate) const ENCRYPTED_PREFIX: &str = "enc:v1:";
 /// The interface this build offers (`accelerator.INTERFACE` must equal it): raised whenever a function or method
 /// the Python side calls is added or changed, so an older build left installed is not used, rather than failing.
-const INTERFACE: u32 = 3;
+const INTERFACE: u32 = 4;
 
 /// The 96-bit nonce source of one sealer: a random 64-bit part drawn when the sealer is made (fresh
 /// in every process) and a 32-bit counter; the random part is drawn again before the counter wraps,

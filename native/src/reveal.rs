@@ -39,26 +39,27 @@ pub fn open_sealed<'py>(
     let mut jobs: Vec<Option<(usize, &str, &str)>> = Vec::with_capacity(holders.len());
     for text in &holders {
         // A lone surrogate cannot be UTF-8: the Python path decides for such a text.
-        let job = match text.to_str().ok().and_then(|t| t.strip_prefix(ENCRYPTED_PREFIX)).and_then(|t| t.split_once(':')) {
-            None => None,
-            Some((name, payload)) => {
-                let found = match index.get(name) {
-                    Some(found) => *found,
-                    None => {
-                        let key = key_of.call1((name,))?;
-                        let found = if key.is_none() {
-                            None
-                        } else {
-                            ciphers.push(cipher(key.downcast::<PyBytes>()?.as_bytes(), "open_sealed")?);
-                            Some(ciphers.len() - 1)
-                        };
-                        index.insert(name.to_owned(), found);
-                        found
-                    }
-                };
-                found.map(|at| (at, name, payload))
-            }
-        };
+        let job =
+            match text.to_str().ok().and_then(|t| t.strip_prefix(ENCRYPTED_PREFIX)).and_then(|t| t.split_once(':')) {
+                None => None,
+                Some((name, payload)) => {
+                    let found = match index.get(name) {
+                        Some(found) => *found,
+                        None => {
+                            let key = key_of.call1((name,))?;
+                            let found = if key.is_none() {
+                                None
+                            } else {
+                                ciphers.push(cipher(key.downcast::<PyBytes>()?.as_bytes(), "open_sealed")?);
+                                Some(ciphers.len() - 1)
+                            };
+                            index.insert(name.to_owned(), found);
+                            found
+                        }
+                    };
+                    found.map(|at| (at, name, payload))
+                }
+            };
         jobs.push(job);
     }
     // The plaintext of each text, or None when the Python path must decide.

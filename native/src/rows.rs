@@ -163,7 +163,12 @@ impl<'a> Column<'a> {
     /// not 0.0 here).
     #[inline]
     fn same(self, i: usize, other: Column<'a>, j: usize) -> bool {
-        fn eq<T: arrow_array::ArrowPrimitiveType>(a: &PrimitiveArray<T>, i: usize, b: &PrimitiveArray<T>, j: usize) -> bool
+        fn eq<T: arrow_array::ArrowPrimitiveType>(
+            a: &PrimitiveArray<T>,
+            i: usize,
+            b: &PrimitiveArray<T>,
+            j: usize,
+        ) -> bool
         where
             T::Native: PartialEq,
         {
@@ -477,7 +482,9 @@ fn make<'a>(
             false => return none(),
         },
         Column::Text(texts) => match texts.get(row) {
-            Some(bytes) => values.texts.get(py, bytes, || Ok(Made { value: text_object(py, bytes)?, copy: Copy::Share }))?.0,
+            Some(bytes) => {
+                values.texts.get(py, bytes, || Ok(Made { value: text_object(py, bytes)?, copy: Copy::Share }))?.0
+            }
             None => return none(),
         },
         Column::Json(texts) => match texts.get(row) {
@@ -509,7 +516,10 @@ fn make<'a>(
                 for i in start..end {
                     items.push(match texts.get(i) {
                         Some(bytes) => {
-                            values.texts.get(py, bytes, || Ok(Made { value: text_object(py, bytes)?, copy: Copy::Share }))?.0
+                            values
+                                .texts
+                                .get(py, bytes, || Ok(Made { value: text_object(py, bytes)?, copy: Copy::Share }))?
+                                .0
                         }
                         None => py.None(),
                     });

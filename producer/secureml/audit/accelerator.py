@@ -1,9 +1,9 @@
 """The optional native accelerator (``pip install ./native``, the distribution ``secureml-audit-native``).
 
-It seals the privacy step's encrypted values (``privacy.protect.sealer``) and hash-chains each
-event's message (``AuditTrail``); both write byte for byte what their pure-Python paths write,
-which run when it is not installed or ``SECUREML_AUDIT_NATIVE`` is ``0``.
-"""
+It writes a trail's events (envelope, privacy seal and hash chain: ``AuditTrail``), decodes them
+into Arrow for the materializer, re-encodes and hashes lake rows for verify and checkpoints, and
+builds and reveals query results. Each step gives byte for byte what its pure-Python path gives,
+which runs when it is not installed or ``SECUREML_AUDIT_NATIVE`` is ``0``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import warnings
 from types import ModuleType
 
 NATIVE_ENV = "SECUREML_AUDIT_NATIVE"
-INTERFACE = 3  # the native module's INTERFACE this code calls (native/src/lib.rs raises both together)
+INTERFACE = 4  # the native module's INTERFACE this code calls (native/src/lib.rs raises both together)
 
 
 def _load() -> ModuleType | None:
