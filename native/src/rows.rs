@@ -10,6 +10,11 @@
 //! (the dict's values, its new strings, list and dict, and the kernel's page faults on fresh memory): this step
 //! takes 0.66-0.87x the CPU time of the Python path (bench/RESULTS.md, wave 3).
 //!
+//! With a reveal (the query's text columns that hold pseudonyms or ciphertexts, each stored text's shown form
+//! and the class of revealed events), a row holding such a text is made as the revealed event itself in the
+//! same pass: a `RevealedEvent` with the shown values and its `sealed` forms, exactly what
+//! `secureml.audit.privacy.reveal.reveal_logs` makes of the row's dict, without a per-row Python loop.
+//!
 //! Anything outside what it handles (a column type the lake does not use, a time outside years 1-9999, a key
 //! the table lacks) makes it return None, and the caller takes the Python path, which gives the same
 //! dicts or raises its own error: one definition of the output, not two.
@@ -23,8 +28,9 @@ use arrow_array::{Array, ArrayRef, GenericListArray, GenericStringArray, OffsetS
 use arrow_schema::{DataType, TimeUnit};
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 
 use crate::arrow_ffi::import_array;
 
@@ -365,6 +371,21 @@ struct Plan<'py> {
     /// did not (a column of distinct values: ids, times).
     compared: Vec<Option<(u32, u32)>>,
     last: Option<(Bound<'py, PyDict>, usize, usize)>,
+    /// The keys of the reveal's columns this type carries (indices into `keys`), in the reveal's order (that of
+    /// each event's `sealed`).
+    reveals: Vec<usize>,
+}
+
+/// Stored texts shown as logged: the reveal's columns (texts), each marked text's shown form, the events' class.
+struct Reveal<'py> {
+    columns: Vec<String>,
+    shown: Bound<'py, PyDict>,
+    class: Bound<'py, PyAny>,
+}
+
+/// The stored texts a reveal looks up: a pseudonym or a ciphertext (`reveal.py`'s `_MARKS`).
+fn marked(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"ps_") || bytes.starts_with(b"enc:v1:")
 }
 
 /// Everything the conversion holds across rows.
@@ -377,6 +398,7 @@ struct Converter<'py, 'a> {
     plans: Vec<Plan<'py>>,
     template_of: Bound<'py, PyAny>,
     loads: Bound<'py, PyAny>,
+    reveal: Option<Reveal<'py>>,
 }
 
 impl<'py, 'a> Converter<'py, 'a> {
@@ -402,6 +424,7 @@ impl<'py, 'a> Converter<'py, 'a> {
             columns: vec![],
             compared: vec![],
             last: None,
+            reveals: vec![],
         };
         for key in template.keys() {
             let key = key.downcast_into::<PyString>()?;
@@ -411,6 +434,13 @@ impl<'py, 'a> Converter<'py, 'a> {
             plan.keys.push(key);
             plan.columns.push(column);
             plan.compared.push(Some((0, 0)));
+        }
+        if let Some(reveal) = &self.reveal {
+            for name in &reveal.columns {
+                if let Some(k) = plan.keys.iter().position(|key| key.to_str().is_ok_and(|k| k == name)) {
+                    plan.reveals.push(k);
+                }
+            }
         }
         self.plans.push(plan);
         Ok(Some(self.plans.len() - 1))
@@ -450,7 +480,60 @@ impl<'py, 'a> Converter<'py, 'a> {
             dict.set_item(key, value)?;
         }
         self.plans[index].last = Some((dict.clone(), batch, row));
-        Ok(Some(dict))
+        match &self.reveal {
+            Some(reveal) => self.revealed(reveal, index, batch, row, dict),
+            None => Ok(Some(dict)),
+        }
+    }
+
+    /// The row's dict as `reveal_logs` gives it: unchanged when no field of the reveal holds a marked text, else a
+    /// new revealed event (the dict's items, then each marked field's shown value) with the fields' `sealed`
+    /// forms, (shown, stored), in the reveal's order. The dict stays the type's last row (stored values).
+    fn revealed(
+        &self,
+        reveal: &Reveal<'py>,
+        index: usize,
+        batch: usize,
+        row: usize,
+        dict: Bound<'py, PyDict>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let plan = &self.plans[index];
+        let mut event: Option<(Bound<'py, PyDict>, Bound<'py, PyDict>)> = None;
+        for &k in &plan.reveals {
+            let Column::Text(texts) = self.batches[batch][plan.columns[k]] else {
+                return Ok(None); // checked by `log_dicts`: a reveal's columns are texts
+            };
+            if !texts.get(row).is_some_and(marked) {
+                continue;
+            }
+            let key = &plan.keys[k];
+            let Some(stored) = dict.get_item(key)? else {
+                return Ok(None);
+            };
+            let Some(shown) = reveal.shown.get_item(&stored)? else {
+                return Err(PyValueError::new_err("log_dicts: a stored text without its shown form in the reveal"));
+            };
+            let (made, sealed) = match &event {
+                Some(found) => found,
+                None => {
+                    let made = reveal.class.call0()?.downcast_into::<PyDict>()?;
+                    // SAFETY: both are live dicts; -1 carries the Python error.
+                    if unsafe { ffi::PyDict_Update(made.as_ptr(), dict.as_ptr()) } != 0 {
+                        return Err(PyErr::fetch(self.py));
+                    }
+                    event.insert((made, PyDict::new(self.py)))
+                }
+            };
+            made.set_item(key, &shown)?;
+            sealed.set_item(key, PyTuple::new(self.py, [shown, stored])?)?;
+        }
+        Ok(Some(match event {
+            Some((made, sealed)) => {
+                made.setattr(intern!(self.py, "sealed"), sealed)?;
+                made
+            }
+            None => dict,
+        }))
     }
 }
 
@@ -534,9 +617,12 @@ fn make<'a>(
 /// The log dicts of the rows of `batches` (RecordBatches of one schema, through `__arrow_c_array__`), in the
 /// order of `order` (row indices across the batches, an Arrow int64 array) or as they come.
 /// `template_of(event_type)` gives the dict a type's rows are copied from (its keys in order, each None),
-/// `times` and `json` name the columns written as ISO text and parsed with `loads`. None when a column or value is not one this step handles (the caller then takes the Python path).
+/// `times` and `json` name the columns written as ISO text and parsed with `loads`; `reveal`, (text columns, shown
+/// form of each marked stored text, revealed events' class), makes the rows holding such texts revealed events
+/// (see the module's docs). None when a column or value is not one this step handles (the caller then takes the Python path).
 #[pyfunction]
-#[pyo3(signature = (batches, template_of, times, json, loads, order=None))]
+#[pyo3(signature = (batches, template_of, times, json, loads, order=None, reveal=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn log_dicts<'py>(
     py: Python<'py>,
     batches: &Bound<'py, PyList>,
@@ -545,6 +631,7 @@ pub fn log_dicts<'py>(
     json: Vec<String>,
     loads: Bound<'py, PyAny>,
     order: Option<&Bound<'py, PyAny>>,
+    reveal: Option<(Vec<String>, Bound<'py, PyDict>, Bound<'py, PyAny>)>,
 ) -> PyResult<Option<Bound<'py, PyList>>> {
     let arrays = batches.iter().map(|batch| import_array(&batch)).collect::<PyResult<Vec<ArrayRef>>>()?;
     let mut names: Vec<String> = vec![];
@@ -583,9 +670,22 @@ pub fn log_dicts<'py>(
         },
         None => None,
     };
+    let reveal = reveal.map(|(columns, shown, class)| Reveal { columns, shown, class });
+    if let Some(reveal) = &reveal {
+        for name in &reveal.columns {
+            let Some(c) = names.iter().position(|n| n == name) else {
+                return Err(PyValueError::new_err(format!(
+                    "log_dicts: the reveal's column {name} is not in the batches"
+                )));
+            };
+            if columns.iter().any(|typed| !matches!(typed[c], Column::Text(_))) {
+                return Ok(None); // a JSON column's values are revealed once parsed, by the Python path
+            }
+        }
+    }
     let values = (0..names.len()).map(|_| Values::new()).collect();
     let mut converter =
-        Converter { py, batches: columns, names, event_type, values, plans: vec![], template_of, loads };
+        Converter { py, batches: columns, names, event_type, values, plans: vec![], template_of, loads, reveal };
     // Rows are made in storage order, where a row most often repeats the last one's values (files are sorted by
     // operation and time) and columns are read in sequence, then picked in `order`.
     let mut dicts = Vec::with_capacity(rows);
