@@ -383,6 +383,17 @@ struct Reveal<'py> {
     class: Bound<'py, PyAny>,
 }
 
+/// A combined dict of `template`'s items, filled in order: revealed events are filled from the last row by
+/// `PyDict_Update`, which copies a combined dict's table at once but inserts a split dict's items one by one (and
+/// leaves a table too large for the next copy): 0.4x the time per row. Every row of a reveal is made from it.
+fn compact<'py>(template: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+    let made = PyDict::new(template.py());
+    for (key, value) in template.iter() {
+        made.set_item(key, value)?;
+    }
+    Ok(made)
+}
+
 /// The stored texts a reveal looks up: a pseudonym or a ciphertext (`reveal.py`'s `_MARKS`).
 fn marked(bytes: &[u8]) -> bool {
     bytes.starts_with(b"ps_") || bytes.starts_with(b"enc:v1:")
@@ -419,7 +430,10 @@ impl<'py, 'a> Converter<'py, 'a> {
         let template = self.template_of.call1((name,))?.downcast_into::<PyDict>()?;
         let mut plan = Plan {
             event_type: event_type.map(<[u8]>::to_vec),
-            template: template.clone(),
+            template: match self.reveal {
+                Some(_) => compact(&template)?,
+                None => template.clone(),
+            },
             keys: vec![],
             columns: vec![],
             compared: vec![],
@@ -446,19 +460,44 @@ impl<'py, 'a> Converter<'py, 'a> {
         Ok(Some(self.plans.len() - 1))
     }
 
-    /// Row `row` of batch `batch` as its type's log dict.
+    /// Row `row` of batch `batch` as its type's log dict, or (with a reveal, when one of the reveal's fields holds a
+    /// pseudonym or a ciphertext) as the revealed event `reveal_logs` makes of that dict: the dict's items with
+    /// each marked field's shown value, and the fields' `sealed` forms, (shown, stored), in the reveal's order.
+    ///
+    /// A row copies the last row of its type, revealed or not, and sets only the values that differ: a marked
+    /// field the last row held too already shows its value. A revealed event is filled from the last row by
+    /// `PyDict_Update`, a copy of its table (`compact`).
     fn dict(&mut self, batch: usize, row: usize) -> PyResult<Option<Bound<'py, PyDict>>> {
         let Some(index) = self.plan(batch, row)? else {
             return Ok(None);
         };
         let py = self.py;
         let plan = &mut self.plans[index];
-        let dict = match &plan.last {
-            Some((last, _, _)) => last.copy()?,
-            None => plan.template.copy()?,
+        let row_marked = |k: usize| match self.batches[batch][plan.columns[k]] {
+            Column::Text(texts) => texts.get(row).is_some_and(marked),
+            _ => false,
         };
-        for ((key, &c), compared) in plan.keys.iter().zip(&plan.columns).zip(&mut plan.compared) {
+        let revealing = self.reveal.is_some() && plan.reveals.iter().any(|&k| row_marked(k));
+        let source = match &plan.last {
+            Some((last, _, _)) => last,
+            None => &plan.template,
+        };
+        let dict = match &self.reveal {
+            Some(reveal) if revealing => {
+                let made = reveal.class.call0()?.downcast_into::<PyDict>()?;
+                // SAFETY: both are live dicts; -1 carries the Python error.
+                if unsafe { ffi::PyDict_Update(made.as_ptr(), source.as_ptr()) } != 0 {
+                    return Err(PyErr::fetch(py));
+                }
+                made
+            }
+            _ => source.copy()?,
+        };
+        for (k, ((key, &c), compared)) in plan.keys.iter().zip(&plan.columns).zip(&mut plan.compared).enumerate() {
             let column = self.batches[batch][c];
+            if revealing && plan.reveals.contains(&k) && row_marked(k) {
+                continue; // set below, shown
+            }
             if let Some((_, last_batch, last_row)) = plan.last {
                 if let Some((rows, equal)) = compared {
                     let same = column.same(row, self.batches[last_batch][c], last_row);
@@ -479,61 +518,27 @@ impl<'py, 'a> Converter<'py, 'a> {
             };
             dict.set_item(key, value)?;
         }
-        self.plans[index].last = Some((dict.clone(), batch, row));
-        match &self.reveal {
-            Some(reveal) => self.revealed(reveal, index, batch, row, dict),
-            None => Ok(Some(dict)),
-        }
-    }
-
-    /// The row's dict as `reveal_logs` gives it: unchanged when no field of the reveal holds a marked text, else a
-    /// new revealed event (the dict's items, then each marked field's shown value) with the fields' `sealed`
-    /// forms, (shown, stored), in the reveal's order. The dict stays the type's last row (stored values).
-    fn revealed(
-        &self,
-        reveal: &Reveal<'py>,
-        index: usize,
-        batch: usize,
-        row: usize,
-        dict: Bound<'py, PyDict>,
-    ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let plan = &self.plans[index];
-        let mut event: Option<(Bound<'py, PyDict>, Bound<'py, PyDict>)> = None;
-        for &k in &plan.reveals {
-            let Column::Text(texts) = self.batches[batch][plan.columns[k]] else {
-                return Ok(None); // checked by `log_dicts`: a reveal's columns are texts
-            };
-            if !texts.get(row).is_some_and(marked) {
-                continue;
-            }
-            let key = &plan.keys[k];
-            let Some(stored) = dict.get_item(key)? else {
-                return Ok(None);
-            };
-            let Some(shown) = reveal.shown.get_item(&stored)? else {
-                return Err(PyValueError::new_err("log_dicts: a stored text without its shown form in the reveal"));
-            };
-            let (made, sealed) = match &event {
-                Some(found) => found,
-                None => {
-                    let made = reveal.class.call0()?.downcast_into::<PyDict>()?;
-                    // SAFETY: both are live dicts; -1 carries the Python error.
-                    if unsafe { ffi::PyDict_Update(made.as_ptr(), dict.as_ptr()) } != 0 {
-                        return Err(PyErr::fetch(self.py));
-                    }
-                    event.insert((made, PyDict::new(self.py)))
+        if let (Some(reveal), true) = (&self.reveal, revealing) {
+            let sealed = PyDict::new(py);
+            for &k in &plan.reveals {
+                if !row_marked(k) {
+                    continue;
                 }
-            };
-            made.set_item(key, &shown)?;
-            sealed.set_item(key, PyTuple::new(self.py, [shown, stored])?)?;
-        }
-        Ok(Some(match event {
-            Some((made, sealed)) => {
-                made.setattr(intern!(self.py, "sealed"), sealed)?;
-                made
+                let c = plan.columns[k];
+                let Some(stored) = make(py, self.batches[batch][c], row, &mut self.values[c], &self.loads)? else {
+                    return Ok(None);
+                };
+                let stored = stored.into_bound(py);
+                let Some(shown) = reveal.shown.get_item(&stored)? else {
+                    return Err(PyValueError::new_err("log_dicts: a stored text without its shown form in the reveal"));
+                };
+                dict.set_item(&plan.keys[k], &shown)?;
+                sealed.set_item(&plan.keys[k], PyTuple::new(py, [shown, stored])?)?;
             }
-            None => dict,
-        }))
+            dict.setattr(intern!(py, "sealed"), sealed)?;
+        }
+        plan.last = Some((dict.clone(), batch, row));
+        Ok(Some(dict))
     }
 }
 
