@@ -16,10 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pytest
 import secureml_audit_native
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from test_native_rows import NON_ASCII, assert_same_dicts, exact, log_every_type
+from test_native_rows import NON_ASCII, assert_same_dicts, both_paths, exact, log_every_type
 
 from secureml.audit import erase_subject, get_audit_logs
 from secureml.audit.accelerator import NATIVE_ENV
@@ -28,8 +30,11 @@ from secureml.audit.privacy import reveal as reveal_module
 from secureml.audit.privacy.keys import PSEUDONYM
 from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
 from secureml.audit.privacy.reveal import ERASED, RevealedEvent, Revealer
+from secureml.audit.schema import JSON_FIELDS
 from secureml.materializer import materialize_embedded
+from secureml.query import logs as logs_module
 from secureml.query.logs import connect, query_events
+from secureml.query.privacy import personal_columns
 
 
 def both_reveals(monkeypatch: pytest.MonkeyPatch, call: Any) -> tuple[Any, Any]:
@@ -200,6 +205,85 @@ def test_events_holding_odd_texts_reveal_alike(lake: Path, monkeypatch: pytest.M
     nested = [log for log in native if isinstance(log, RevealedEvent) and "details" in log.sealed]
     assert nested and all(log.sealed["details"][0] == log["details"] and log.sealed["details"][0] is not log["details"]
                           for log in nested)  # the sealed copy is not the shown value (the caller may change it)
+
+
+def revealing_in_the_native_pass(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records, per native conversion, whether it made the revealed events itself (a reveal given and taken)."""
+    made: list[bool] = []
+    convert = logs_module._native_log_dicts
+
+    def spy(*args: Any) -> Any:
+        logs = convert(*args)
+        made.append(args[-1] is not None and logs is not None)
+        return logs
+
+    monkeypatch.setattr(logs_module, "_native_log_dicts", spy)
+    return made
+
+
+def test_revealed_events_made_in_the_native_pass_read_alike(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where only text columns hold pseudonyms and ciphertexts (a real lake's users and inputs), the native dicts
+    make each revealed event in their pass: the same events and sealed forms as the dicts revealed after."""
+    revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
+    for query in ({"event_type": "model_inference"}, {"event_type": ["model_inference", "data_access"]},
+                  {"subject": "subject-2", "event_type": "model_inference"}, {"limit": 7, "offset": 3,
+                                                                              "event_type": "model_inference"}):
+        table = query_events(log_dir=lake, reveal=False, **query)  # type: ignore[arg-type]
+        assert not any(name in JSON_FIELDS for name in personal_columns(table, revealer)), query
+        native, python = both_paths(monkeypatch, lambda: get_audit_logs(log_dir=lake, **query))  # noqa: B023
+        assert_same_dicts(native, python)
+        assert any(isinstance(log, RevealedEvent) for log in native)
+        with monkeypatch.context() as patch:
+            made = revealing_in_the_native_pass(patch)
+            assert_same_dicts(get_audit_logs(log_dir=lake, **query), python)
+        assert made == [True]
+    with monkeypatch.context() as patch:  # JSON values to reveal: the dicts are made natively, revealed after
+        made = revealing_in_the_native_pass(patch)
+        everything = get_audit_logs(log_dir=lake)
+    assert made == [False] and any(isinstance(log, RevealedEvent) and "details" in log.sealed for log in everything)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_stored_texts_revealed_in_the_native_pass_read_alike(lake: Path, seed: int,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random users and inputs in every row (pseudonyms live, erased and unknown, tampered and odd ciphertexts,
+    clear and non-ASCII text, empty, None, runs of one value and alternations, so rows copy revealed and plain
+    rows alike), several batches, shuffled orders: the same events and sealed forms both ways."""
+    rng = random.Random(seed)
+    odd = [text for text in odd_texts(lake) if text == text.encode(errors="replace").decode()]  # Arrow: UTF-8 only
+    table = query_events(log_dir=lake, reveal=False)
+    revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
+    for name in personal_columns(table, revealer):
+        if name in JSON_FIELDS:  # left to the Python reveal (tested above): nulls here
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, table.schema.field(index), pa.nulls(table.num_rows, pa.string()))
+    users = [*{v for v in table.column("user").to_pylist() if v}, "ps_short", "analyst", "é", "", None]
+    inputs = [*odd, *NON_ASCII, None, "plain"]
+    for _ in range(3):
+        rows = table.num_rows
+        pick_users, pick_inputs = [], []
+        while len(pick_users) < rows:
+            run = rng.choice([1, 1, 2, 5])
+            pick_users += [rng.choice(users)] * run
+            pick_inputs += [rng.choice(inputs)] * run if rng.random() < 0.5 else rng.choices(inputs, k=run)
+        mixed = table.set_column(table.schema.get_field_index("user"), "user", pa.array(pick_users[:rows], pa.string()))
+        mixed = mixed.set_column(mixed.schema.get_field_index("input_data"), "input_data",
+                                 pa.array(pick_inputs[:rows], pa.string()))
+        mixed = pa.Table.from_batches(mixed.to_batches(max_chunksize=rng.choice([7, 50, rows])))
+        order = np.array(rng.sample(range(rows), rows)) if rng.random() < 0.7 else None
+        columns = tuple(personal_columns(mixed, revealer))
+        assert {"user", "input_data"} <= set(columns) and not any(name in JSON_FIELDS for name in columns)
+        with monkeypatch.context() as patch:
+            made = revealing_in_the_native_pass(patch)
+            native = logs_module._to_logs(mixed, order, revealer)
+        assert made == [True]
+        with monkeypatch.context() as patch:
+            patch.setattr(logs_module, "_native_log_dicts", None)
+            python = logs_module._to_logs(mixed, order, revealer)
+        assert_same_dicts(native, python)
+        assert {type(log) for log in native} == {dict, RevealedEvent}
+        assert any(log.sealed.get("input_data", ("", ""))[0] == ERASED for log in native
+                   if isinstance(log, RevealedEvent))
 
 
 def test_switched_off_the_pure_python_path_gives_the_same_events(lake: Path) -> None:

@@ -10,6 +10,11 @@
 //! (the dict's values, its new strings, list and dict, and the kernel's page faults on fresh memory): this step
 //! takes 0.66-0.87x the CPU time of the Python path (bench/RESULTS.md, wave 3).
 //!
+//! With a reveal (the query's text columns that hold pseudonyms or ciphertexts, each stored text's shown form
+//! and the class of revealed events), a row holding such a text is made as the revealed event itself in the
+//! same pass: a `RevealedEvent` with the shown values and its `sealed` forms, exactly what
+//! `secureml.audit.privacy.reveal.reveal_logs` makes of the row's dict, without a per-row Python loop.
+//!
 //! Anything outside what it handles (a column type the lake does not use, a time outside years 1-9999, a key
 //! the table lacks) makes it return None, and the caller takes the Python path, which gives the same
 //! dicts or raises its own error: one definition of the output, not two.
@@ -23,8 +28,9 @@ use arrow_array::{Array, ArrayRef, GenericListArray, GenericStringArray, OffsetS
 use arrow_schema::{DataType, TimeUnit};
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 
 use crate::arrow_ffi::import_array;
 
@@ -365,6 +371,32 @@ struct Plan<'py> {
     /// did not (a column of distinct values: ids, times).
     compared: Vec<Option<(u32, u32)>>,
     last: Option<(Bound<'py, PyDict>, usize, usize)>,
+    /// The keys of the reveal's columns this type carries (indices into `keys`), in the reveal's order (that of
+    /// each event's `sealed`).
+    reveals: Vec<usize>,
+}
+
+/// Stored texts shown as logged: the reveal's columns (texts), each marked text's shown form, the events' class.
+struct Reveal<'py> {
+    columns: Vec<String>,
+    shown: Bound<'py, PyDict>,
+    class: Bound<'py, PyAny>,
+}
+
+/// A combined dict of `template`'s items, filled in order: revealed events are filled from the last row by
+/// `PyDict_Update`, which copies a combined dict's table at once but inserts a split dict's items one by one (and
+/// leaves a table too large for the next copy): 0.4x the time per row. Every row of a reveal is made from it.
+fn compact<'py>(template: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+    let made = PyDict::new(template.py());
+    for (key, value) in template.iter() {
+        made.set_item(key, value)?;
+    }
+    Ok(made)
+}
+
+/// The stored texts a reveal looks up: a pseudonym or a ciphertext (`reveal.py`'s `_MARKS`).
+fn marked(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"ps_") || bytes.starts_with(b"enc:v1:")
 }
 
 /// Everything the conversion holds across rows.
@@ -377,6 +409,7 @@ struct Converter<'py, 'a> {
     plans: Vec<Plan<'py>>,
     template_of: Bound<'py, PyAny>,
     loads: Bound<'py, PyAny>,
+    reveal: Option<Reveal<'py>>,
 }
 
 impl<'py, 'a> Converter<'py, 'a> {
@@ -397,11 +430,15 @@ impl<'py, 'a> Converter<'py, 'a> {
         let template = self.template_of.call1((name,))?.downcast_into::<PyDict>()?;
         let mut plan = Plan {
             event_type: event_type.map(<[u8]>::to_vec),
-            template: template.clone(),
+            template: match self.reveal {
+                Some(_) => compact(&template)?,
+                None => template.clone(),
+            },
             keys: vec![],
             columns: vec![],
             compared: vec![],
             last: None,
+            reveals: vec![],
         };
         for key in template.keys() {
             let key = key.downcast_into::<PyString>()?;
@@ -412,23 +449,55 @@ impl<'py, 'a> Converter<'py, 'a> {
             plan.columns.push(column);
             plan.compared.push(Some((0, 0)));
         }
+        if let Some(reveal) = &self.reveal {
+            for name in &reveal.columns {
+                if let Some(k) = plan.keys.iter().position(|key| key.to_str().is_ok_and(|k| k == name)) {
+                    plan.reveals.push(k);
+                }
+            }
+        }
         self.plans.push(plan);
         Ok(Some(self.plans.len() - 1))
     }
 
-    /// Row `row` of batch `batch` as its type's log dict.
+    /// Row `row` of batch `batch` as its type's log dict, or (with a reveal, when one of the reveal's fields holds a
+    /// pseudonym or a ciphertext) as the revealed event `reveal_logs` makes of that dict: the dict's items with
+    /// each marked field's shown value, and the fields' `sealed` forms, (shown, stored), in the reveal's order.
+    ///
+    /// A row copies the last row of its type, revealed or not, and sets only the values that differ: a marked
+    /// field the last row held too already shows its value. A revealed event is filled from the last row by
+    /// `PyDict_Update`, a copy of its table (`compact`).
     fn dict(&mut self, batch: usize, row: usize) -> PyResult<Option<Bound<'py, PyDict>>> {
         let Some(index) = self.plan(batch, row)? else {
             return Ok(None);
         };
         let py = self.py;
         let plan = &mut self.plans[index];
-        let dict = match &plan.last {
-            Some((last, _, _)) => last.copy()?,
-            None => plan.template.copy()?,
+        let row_marked = |k: usize| match self.batches[batch][plan.columns[k]] {
+            Column::Text(texts) => texts.get(row).is_some_and(marked),
+            _ => false,
         };
-        for ((key, &c), compared) in plan.keys.iter().zip(&plan.columns).zip(&mut plan.compared) {
+        let revealing = self.reveal.is_some() && plan.reveals.iter().any(|&k| row_marked(k));
+        let source = match &plan.last {
+            Some((last, _, _)) => last,
+            None => &plan.template,
+        };
+        let dict = match &self.reveal {
+            Some(reveal) if revealing => {
+                let made = reveal.class.call0()?.downcast_into::<PyDict>()?;
+                // SAFETY: both are live dicts; -1 carries the Python error.
+                if unsafe { ffi::PyDict_Update(made.as_ptr(), source.as_ptr()) } != 0 {
+                    return Err(PyErr::fetch(py));
+                }
+                made
+            }
+            _ => source.copy()?,
+        };
+        for (k, ((key, &c), compared)) in plan.keys.iter().zip(&plan.columns).zip(&mut plan.compared).enumerate() {
             let column = self.batches[batch][c];
+            if revealing && plan.reveals.contains(&k) && row_marked(k) {
+                continue; // set below, shown
+            }
             if let Some((_, last_batch, last_row)) = plan.last {
                 if let Some((rows, equal)) = compared {
                     let same = column.same(row, self.batches[last_batch][c], last_row);
@@ -449,7 +518,26 @@ impl<'py, 'a> Converter<'py, 'a> {
             };
             dict.set_item(key, value)?;
         }
-        self.plans[index].last = Some((dict.clone(), batch, row));
+        if let (Some(reveal), true) = (&self.reveal, revealing) {
+            let sealed = PyDict::new(py);
+            for &k in &plan.reveals {
+                if !row_marked(k) {
+                    continue;
+                }
+                let c = plan.columns[k];
+                let Some(stored) = make(py, self.batches[batch][c], row, &mut self.values[c], &self.loads)? else {
+                    return Ok(None);
+                };
+                let stored = stored.into_bound(py);
+                let Some(shown) = reveal.shown.get_item(&stored)? else {
+                    return Err(PyValueError::new_err("log_dicts: a stored text without its shown form in the reveal"));
+                };
+                dict.set_item(&plan.keys[k], &shown)?;
+                sealed.set_item(&plan.keys[k], PyTuple::new(py, [shown, stored])?)?;
+            }
+            dict.setattr(intern!(py, "sealed"), sealed)?;
+        }
+        plan.last = Some((dict.clone(), batch, row));
         Ok(Some(dict))
     }
 }
@@ -534,9 +622,12 @@ fn make<'a>(
 /// The log dicts of the rows of `batches` (RecordBatches of one schema, through `__arrow_c_array__`), in the
 /// order of `order` (row indices across the batches, an Arrow int64 array) or as they come.
 /// `template_of(event_type)` gives the dict a type's rows are copied from (its keys in order, each None),
-/// `times` and `json` name the columns written as ISO text and parsed with `loads`. None when a column or value is not one this step handles (the caller then takes the Python path).
+/// `times` and `json` name the columns written as ISO text and parsed with `loads`; `reveal`, (text columns, shown
+/// form of each marked stored text, revealed events' class), makes the rows holding such texts revealed events
+/// (see the module's docs). None when a column or value is not one this step handles (the caller then takes the Python path).
 #[pyfunction]
-#[pyo3(signature = (batches, template_of, times, json, loads, order=None))]
+#[pyo3(signature = (batches, template_of, times, json, loads, order=None, reveal=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn log_dicts<'py>(
     py: Python<'py>,
     batches: &Bound<'py, PyList>,
@@ -545,6 +636,7 @@ pub fn log_dicts<'py>(
     json: Vec<String>,
     loads: Bound<'py, PyAny>,
     order: Option<&Bound<'py, PyAny>>,
+    reveal: Option<(Vec<String>, Bound<'py, PyDict>, Bound<'py, PyAny>)>,
 ) -> PyResult<Option<Bound<'py, PyList>>> {
     let arrays = batches.iter().map(|batch| import_array(&batch)).collect::<PyResult<Vec<ArrayRef>>>()?;
     let mut names: Vec<String> = vec![];
@@ -583,9 +675,22 @@ pub fn log_dicts<'py>(
         },
         None => None,
     };
+    let reveal = reveal.map(|(columns, shown, class)| Reveal { columns, shown, class });
+    if let Some(reveal) = &reveal {
+        for name in &reveal.columns {
+            let Some(c) = names.iter().position(|n| n == name) else {
+                return Err(PyValueError::new_err(format!(
+                    "log_dicts: the reveal's column {name} is not in the batches"
+                )));
+            };
+            if columns.iter().any(|typed| !matches!(typed[c], Column::Text(_))) {
+                return Ok(None); // a JSON column's values are revealed once parsed, by the Python path
+            }
+        }
+    }
     let values = (0..names.len()).map(|_| Values::new()).collect();
     let mut converter =
-        Converter { py, batches: columns, names, event_type, values, plans: vec![], template_of, loads };
+        Converter { py, batches: columns, names, event_type, values, plans: vec![], template_of, loads, reveal };
     // Rows are made in storage order, where a row most often repeats the last one's values (files are sorted by
     // operation and time) and columns are read in sequence, then picked in `order`.
     let mut dicts = Vec::with_capacity(rows);

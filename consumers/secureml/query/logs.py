@@ -30,6 +30,7 @@ from secureml.audit import accelerator
 from secureml.audit.config import resolve_config
 from secureml.audit.events import EVENT_FIELDS, MAX_LONG, envelope_fields, fields_of
 from secureml.audit.exceptions import AuditValidationError
+from secureml.audit.privacy.reveal import RevealedEvent, Revealer
 from secureml.audit.schema import JSON_FIELDS, TIMESTAMP_FIELDS
 from secureml.audit.transports.embedded import list_segments
 from secureml.lake.catalog import events_sql
@@ -37,7 +38,15 @@ from secureml.lake.operation_index import OperationIndex
 from secureml.lake.rows import PARTITION_KEY, lake_schema
 from secureml.lake.table import Lake, Snapshot
 from secureml.query.filters import select_events
-from secureml.query.privacy import reveal_logs, reveal_table, revealed_view_sql, revealer_for, stored_forms
+from secureml.query.privacy import (
+    personal_columns,
+    reveal_logs,
+    reveal_table,
+    revealed_view_sql,
+    revealer_for,
+    shown_texts,
+    stored_forms,
+)
 from secureml.stream.accept import accepted_events
 from secureml.stream.sources import EmbeddedSource, Item
 
@@ -408,42 +417,58 @@ def _list_column(column: pa.ChunkedArray) -> list[Any]:
     return rows
 
 
-def _to_logs(table: pa.Table, order: np.ndarray | None = None) -> list[dict[str, Any]]:
+def _to_logs(table: pa.Table, order: np.ndarray | None = None, revealer: Revealer | None = None
+             ) -> list[dict[str, Any]]:
     """Rows as the user guide's log dicts: envelope plus the payload fields of each event type.
 
     ``order`` (row indices) puts the dicts in another order than the rows': reordering the
-    dicts costs a fraction of reordering the table's columns.
+    dicts costs a fraction of reordering the table's columns. With ``revealer``, personal values
+    read as logged (``reveal_logs``).
 
     The accelerator builds the dicts in one pass over the columns when it is installed
-    (``native/src/rows.rs``: the same dicts, key order included). Here, rows are converted per
-    event type, only the columns that type carries (a payload column of another type is all
-    nulls, and converting it costs as much as the rest); with several types the dicts are then
-    put back in their rows' order. The cyclic garbage collector is paused meanwhile (``_acyclic``).
+    (``native/src/rows.rs``: the same dicts, key order included), and when only text columns
+    hold pseudonyms or ciphertexts (a real lake's users and inference inputs), each row holding
+    one is made as its revealed event in that pass: looking for the fields to reveal and copying
+    each row into a ``RevealedEvent`` in Python cost twice the dicts themselves. The cyclic
+    garbage collector is paused meanwhile (``_acyclic``).
     """
     count = table.num_rows
     if count == 0:
         return []
+    columns = tuple(personal_columns(table, revealer))
     with _acyclic(count):
+        logs = None
         if _native_log_dicts is not None:
+            texts = None if revealer is None or not columns else shown_texts(table, revealer, columns)
+            reveal = None if texts is None else (columns, texts, RevealedEvent)
             logs = _native_log_dicts(table.to_batches(), _template, TIMESTAMP_FIELDS, tuple(JSON_FIELDS), json.loads,
-                                     None if order is None else pa.array(order, pa.int64()))
-            if logs is not None:  # None: a column or value it leaves to the path below
+                                     None if order is None else pa.array(order, pa.int64()), reveal)
+            if logs is not None and reveal is not None:
                 return logs
-        types = table["event_type"]
-        bounds = pc.min_max(types)  # one pass, cheaper than hashing for the usual single type
-        if bounds["min"] == bounds["max"]:
-            rows = _logs_of_type(table, bounds["min"].as_py())
-            return rows if order is None else list(map(rows.__getitem__, order.tolist()))
-        logs: list[dict[str, Any]] = []
-        places = []
-        for event_type in pc.unique(types).to_pylist():
-            match = pc.equal(types, pa.scalar(event_type, types.type))
-            places.append(pc.indices_nonzero(match).to_numpy())
-            columns = table.select(list(_keys(event_type)))  # filter only the columns the type's dicts hold
-            logs += _logs_of_type(columns.filter(match), event_type)
-        # Each dict back in its row's place, picked in C rather than placed by a Python loop.
-        positions = np.argsort(np.concatenate(places), kind="stable")
-        return list(map(logs.__getitem__, (positions if order is None else positions[order]).tolist()))
+        if logs is None:  # a column or value the accelerator leaves to the Python path
+            logs = _python_logs(table, order)
+        return reveal_logs(logs, revealer, columns)
+
+
+def _python_logs(table: pa.Table, order: np.ndarray | None) -> list[dict[str, Any]]:
+    """``_to_logs`` without the accelerator: rows converted per event type, only the columns that type carries (a
+    payload column of another type is all nulls, and converting it costs as much as the rest); with several types
+    the dicts are then put back in their rows' order."""
+    types = table["event_type"]
+    bounds = pc.min_max(types)  # one pass, cheaper than hashing for the usual single type
+    if bounds["min"] == bounds["max"]:
+        rows = _logs_of_type(table, bounds["min"].as_py())
+        return rows if order is None else list(map(rows.__getitem__, order.tolist()))
+    logs: list[dict[str, Any]] = []
+    places = []
+    for event_type in pc.unique(types).to_pylist():
+        match = pc.equal(types, pa.scalar(event_type, types.type))
+        places.append(pc.indices_nonzero(match).to_numpy())
+        columns = table.select(list(_keys(event_type)))  # filter only the columns the type's dicts hold
+        logs += _logs_of_type(columns.filter(match), event_type)
+    # Each dict back in its row's place, picked in C rather than placed by a Python loop.
+    positions = np.argsort(np.concatenate(places), kind="stable")
+    return list(map(logs.__getitem__, (positions if order is None else positions[order]).tolist()))
 
 
 @contextlib.contextmanager
@@ -632,8 +657,7 @@ def get_audit_logs(
         reveal=output != "dicts", in_order=output != "dicts",
     )
     if output == "dicts":
-        with _acyclic(table.num_rows):  # the revealed events too (their collection cost more than their reveal)
-            return reveal_logs(_to_logs(table, time_order(table)), revealer_for(_log_dir(log_dir)), table)
+        return _to_logs(table, time_order(table), revealer_for(_log_dir(log_dir)))
     if output == "arrow":
         return table
     if output == "pandas":
