@@ -21,9 +21,16 @@ import pyarrow as pa
 import pytest
 import secureml_audit_native
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from test_native_rows import NON_ASCII, assert_same_dicts, both_paths, exact, log_every_type
+from test_native_rows import (
+    NON_ASCII,
+    assert_same_dicts,
+    both_paths,
+    every_type_lake,
+    exact,
+    read_with_keys,
+)
 
-from secureml.audit import erase_subject, get_audit_logs
+from secureml.audit import get_audit_logs
 from secureml.audit.accelerator import NATIVE_ENV
 from secureml.audit.privacy import reader_keystore
 from secureml.audit.privacy import reveal as reveal_module
@@ -31,7 +38,6 @@ from secureml.audit.privacy.keys import PSEUDONYM
 from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
 from secureml.audit.privacy.reveal import ERASED, RevealedEvent, Revealer
 from secureml.audit.schema import JSON_FIELDS
-from secureml.materializer import materialize_embedded
 from secureml.query import logs as logs_module
 from secureml.query.logs import connect, query_events
 from secureml.query.privacy import personal_columns
@@ -49,24 +55,12 @@ def both_reveals(monkeypatch: pytest.MonkeyPatch, call: Any) -> tuple[Any, Any]:
 
 @pytest.fixture(scope="module")
 def lake_and_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A materialised lake of every event type logged with the privacy policy, one subject erased, a tail."""
-    log_dir = tmp_path_factory.mktemp("reveal") / "logs"
-    keys = tmp_path_factory.mktemp("reveal-keys")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SECUREML_AUDIT_KEYSTORE_DIR", str(keys))
-        rng = random.Random(12)
-        log_every_type(log_dir, 30, rng)
-        materialize_embedded(log_dir)
-        erase_subject("subject-1", log_dir, reason="asked")
-        log_every_type(log_dir, 3, rng)
-    return log_dir, keys
+    return every_type_lake(tmp_path_factory, "reveal", 12)
 
 
 @pytest.fixture
 def lake(lake_and_keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
-    log_dir, keys = lake_and_keys
-    monkeypatch.setenv("SECUREML_AUDIT_KEYSTORE_DIR", str(keys))
-    return log_dir
+    return read_with_keys(lake_and_keys, monkeypatch)
 
 
 def stored_texts(lake: Path) -> list[str]:

@@ -95,15 +95,14 @@ def log_every_type(log_dir: Path, rounds: int, rng: random.Random) -> None:
         score(n if n % 2 else text)
 
 
-@pytest.fixture(scope="module")
-def lake_and_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A materialised lake of every event type and its key store, with one subject erased and an embedded tail
-    not materialised yet (read beside the lake)."""
-    log_dir = tmp_path_factory.mktemp("rows") / "logs"
-    keys = tmp_path_factory.mktemp("rows-keys")
+def every_type_lake(factory: pytest.TempPathFactory, name: str, seed: int) -> tuple[Path, Path]:
+    """A materialised lake of every event type logged with the privacy policy and its key store, with one subject
+    erased and an embedded tail not materialised yet (read beside the lake)."""
+    log_dir = factory.mktemp(name) / "logs"
+    keys = factory.mktemp(f"{name}-keys")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SECUREML_AUDIT_KEYSTORE_DIR", str(keys))
-        rng = random.Random(11)
+        rng = random.Random(seed)
         log_every_type(log_dir, 30, rng)
         materialize_embedded(log_dir)
         erase_subject("subject-1", log_dir, reason="asked")
@@ -111,12 +110,21 @@ def lake_and_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return log_dir, keys
 
 
-@pytest.fixture
-def lake(lake_and_keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The lake, read with its key store."""
+def read_with_keys(lake_and_keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The lake, its key store set for the test."""
     log_dir, keys = lake_and_keys
     monkeypatch.setenv("SECUREML_AUDIT_KEYSTORE_DIR", str(keys))
     return log_dir
+
+
+@pytest.fixture(scope="module")
+def lake_and_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return every_type_lake(tmp_path_factory, "rows", 11)
+
+
+@pytest.fixture
+def lake(lake_and_keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
+    return read_with_keys(lake_and_keys, monkeypatch)
 
 
 def test_every_event_type_of_a_real_lake_reads_alike(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
