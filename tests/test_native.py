@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from secureml.audit import AuditTrail, accelerator, erase_subject, get_audit_logs
 from secureml.audit import trail as trail_module
 from secureml.audit.accelerator import NATIVE_ENV
-from secureml.audit.codec import encode_long, seal
+from secureml.audit.codec import encode_long
 from secureml.audit.privacy import protect
 from secureml.audit.privacy.keys import SubjectKey, pseudonym
 from secureml.audit.privacy.protect import ENCRYPTED_PREFIX, sealer
@@ -196,16 +196,6 @@ def test_a_forked_child_seals_with_fresh_nonces(native: str, tmp_path: Path) -> 
                           text=True, env={**os.environ, NATIVE_ENV: native}, check=True, timeout=120)
     in_child, in_parent = done.stdout.split()
     assert len(in_child) == 16 and in_child != in_parent
-
-def test_native_chain_is_codec_seal_of_the_joined_parts() -> None:
-    """For random parts (empty, short, long, any bytes) chain() gives codec.seal's message and the hash as a string."""
-    rng = random.Random(7)
-    length = encode_long(64)
-    for _ in range(500):
-        sizes = [rng.choice((0, 1, 2, 40, 63, 64, 65, 300, 5000)) for _ in range(rng.randint(1, 12))]
-        parts = tuple(rng.randbytes(size) for size in sizes)
-        message, digest = seal(b"".join(parts))
-        assert secureml_audit_native.chain(parts, length) == (message, length + digest.encode())
 
 
 def log_random_events(seed: int) -> list[tuple[bytes, bytes]]:

@@ -6,8 +6,8 @@
 //! - `Sealer` writes exactly what `secureml.audit.privacy.protect.sealer()` writes in Python:
 //!   `<head><base64(nonce12 + AES-256-GCM(JSON text of the value) + tag)>`, the associated data being the field
 //!   name, with the key schedule expanded once per subject; `reveal::open_sealed` opens such texts in batches.
-//! - `chain` is the trail's join + SHA-256 + hex of an event's message in one call, byte for byte `codec.seal`;
-//!   `event::EventChain` is a trail's whole envelope and hash chain (and `log_model_inference`'s write path).
+//! - `event::EventChain` is a trail's whole envelope and hash chain, byte for byte `codec.seal` of its parts
+//!   (and `log_model_inference`'s write path).
 //! - `decode::decode_events` decodes sealed Avro events column by column into Arrow (the materializer);
 //!   `rows::log_dicts` turns a query's Arrow result into the guide's dicts; `integrity` re-encodes lake rows to
 //!   their canonical bytes and hashes Merkle leaves and nodes (verify, checkpoints). Columns cross through
@@ -28,8 +28,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
-use sha2::{Digest, Sha256};
+use pyo3::types::{PyDict, PyString};
 
 pub(crate) const NONCE_LEN: usize = 12;
 /// What every stored ciphertext starts with (`protect.ENCRYPTED_PREFIX`; a test pins the two equal): a value that
@@ -169,35 +168,12 @@ impl Sealer {
     }
 }
 
-/// An event's message and the next event's previous hash: the parts joined (the prefix), then `hash_length` and
-/// the lowercase hex SHA-256 of the prefix; the second is `hash_length` + hex alone.
-#[pyfunction]
-fn chain<'py>(
-    py: Python<'py>,
-    parts: &Bound<'py, PyTuple>,
-    hash_length: &[u8],
-) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut message = Vec::with_capacity(512);
-    for part in parts.iter() {
-        message.extend_from_slice(part.downcast::<PyBytes>()?.as_bytes());
-    }
-    let digest = Sha256::digest(&message);
-    let start = message.len();
-    message.extend_from_slice(hash_length);
-    for byte in digest {
-        message.extend_from_slice(&[HEX[(byte >> 4) as usize], HEX[(byte & 0xf) as usize]]);
-    }
-    Ok((PyBytes::new(py, &message), PyBytes::new(py, &message[start..])))
-}
-
 #[pymodule]
 fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Sealer>()?;
     module.add_class::<event::EventChain>()?;
     module.add("ENCRYPTED_PREFIX", ENCRYPTED_PREFIX)?;
     module.add("INTERFACE", INTERFACE)?;
-    module.add_function(wrap_pyfunction!(chain, module)?)?;
     module.add_function(wrap_pyfunction!(arrow_ffi::arrow_roundtrip, module)?)?;
     module.add_function(wrap_pyfunction!(decode::decode_events, module)?)?;
     module.add_class::<integrity::Canonical>()?;
