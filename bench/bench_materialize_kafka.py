@@ -2,8 +2,8 @@
 
 Logs N inference events once into a fresh topic of ``--partitions`` partitions, then, alternating
 ``--repeat`` times, each in a fresh child process: a bare ``Consumer.consume(num_messages=...)``
-that reads every message and drops it (the limit of reading the topic here; timed from
-subscribe, so that joining the group counts for both), and the
+with the materializer's consumer settings that reads every message and drops it (the limit of
+reading the topic here; timed from subscribe, so that joining the group counts for both), and the
 materializer (``materialize(once=True)``, a signing key, a fresh lake). Then 2 materializer
 instances in one group sharing one lake (the scale-out deployment), one partition each, against
 1 instance (same topic, a fresh lake and group each time), the --baseline revision's too.
@@ -29,11 +29,9 @@ from _common import bootstrap, log_inferences, median
 BARE = """
 import json, resource, sys, time
 from confluent_kafka import Consumer
-broker, topic, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
-consumer = Consumer({"bootstrap.servers": broker, "group.id": "bare-" + str(time.time()),
-                     "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                     "enable.partition.eof": False, "fetch.wait.max.ms": 50,
-                     "max.partition.fetch.bytes": 8 * 1024 * 1024, "queued.max.messages.kbytes": 131072})
+broker, topic, expected, settings = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+consumer = Consumer({**settings, "bootstrap.servers": broker, "group.id": "bare-" + str(time.time()),
+                     "enable.partition.eof": False})
 began, seen, total_bytes = time.perf_counter(), 0, 0
 consumer.subscribe([topic])
 while seen < expected:
@@ -131,6 +129,11 @@ def main() -> int:
             archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "archive", args.baseline],
                                      check=True, capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+        from secureml.stream.kafka import CONSUMER_DEFAULTS
+
+        # The materializer's own consumer settings (fetch sizes, prefetch), so that the bare consumer is the limit
+        # of reading the topic the way it does; only the group and partition-EOF events differ.
+        bare_settings = {k: v for k, v in CONSUMER_DEFAULTS.items() if k != "enable.partition.eof"}
         bare: list[float] = []
         ours: list[float] = []
         base: list[float] = []
@@ -140,7 +143,7 @@ def main() -> int:
         for _ in range(args.repeat):
             if code is not None:
                 base.append(materialize_rate(root, broker, topic, 1, env, code=code, cpu=base_cpu))
-            measured = result(child(BARE, broker, topic, str(args.events), env=env))
+            measured = result(child(BARE, broker, topic, str(args.events), json.dumps(bare_settings), env=env))
             bare.append(measured["events"] / measured["seconds"])
             bare_cpu.append(measured["cpu_seconds"] / measured["events"] * 1e6)
             print(f"bench: bare consumer: {bare[-1]:,.0f}/s, {bare_cpu[-1]:.2f} us CPU/event", file=sys.stderr)

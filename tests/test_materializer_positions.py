@@ -198,7 +198,7 @@ def test_a_service_checkpoints_on_its_maintenance_thread_not_on_the_commit_path(
     Materializer(lake, source, checkpointer=recorder, commit_interval=0).run(stop=stop)
     assert _stored(lake) == list(range(30))
     assert {thread for call, thread in recorder.calls if call == "after_commit"} == {"compactor"}
-    assert recorder.calls[-1] == ("finish", "MainThread")
+    assert recorder.calls[-1] == ("finish", "checkpoint")  # once everything is stored, beside the closing steps
 
 
 class PacedSource(PipelinedSource):
@@ -261,3 +261,35 @@ def test_a_failed_compaction_in_a_child_process_raises_a_lake_error(tmp_path: Pa
     (lake.root / PREVIOUS_FORMAT_MANIFEST).write_text("{}")
     with pytest.raises(LakeError, match="compaction in a child process failed.*previous lake format"):
         compact_in_child(lake)
+
+
+def test_a_run_once_with_a_commit_thread_writes_while_it_reads(tmp_path: Path) -> None:
+    """With a commit thread, a run once commits an eighth of batch_events as soon as that thread is idle, so that
+    only the last batch is written after the last read; each message is still stored once, in order."""
+    values = _events(300)
+    lake = Lake(tmp_path)
+    source = PipelinedSource(values, [(0, 150), (150, 300)])
+    stats = Materializer(lake, source, batch_events=1000, background_compaction=False).run(once=True)
+    assert stats.commits == 2  # (without the commit thread: one commit, when caught up)
+    assert _stored(lake) == list(range(300))
+    assert source.acknowledged[-1][0] == {SOURCE: 300}
+
+
+class FailingFinish:
+    """A checkpointer whose last checkpoint fails."""
+
+    def after_commit(self, lake: Lake) -> None:
+        pass
+
+    def finish(self, lake: Lake) -> None:
+        raise OSError("checkpoint directory not writable (test)")
+
+
+def test_a_failed_last_checkpoint_is_raised_by_the_run_after_everything_is_stored(tmp_path: Path) -> None:
+    """The last checkpoint is signed on a thread of its own while the run closes: its failure is still the run's."""
+    values = _events(20)
+    lake = Lake(tmp_path)
+    source = PipelinedSource(values, [(0, 10), (10, 20)])
+    with pytest.raises(OSError, match="not writable"):
+        Materializer(lake, source, checkpointer=FailingFinish(), background_compaction=False).run(once=True)
+    assert _stored(lake) == list(range(20))

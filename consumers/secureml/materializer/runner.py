@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from secureml.audit._fs import file_lock
 from secureml.audit.config import AuditConfig, resolve_config
+from secureml.audit.exceptions import LakeError
 from secureml.audit.privacy import record_location
 from secureml.lake.catalog import ensure_catalog
 from secureml.lake.migrate import migrate_if_needed
-from secureml.lake.rows import events_table
+from secureml.lake.rows import lake_schema
 from secureml.lake.table import Lake
 from secureml.materializer.compaction import compact_in_child
 from secureml.retention.positions import without_expired
-from secureml.stream.accept import accepted_indexes
+from secureml.stream.accept import accepted_events
 from secureml.stream.decode import warm_decoder
 from secureml.stream.sources import Batch, EmbeddedSource, Item, Source
 
@@ -33,6 +39,8 @@ VACUUM_INTERVAL = 3600.0  # seconds between vacuums of a running service (retent
 CATALOG_INTERVAL = 1.0  # seconds between rebuilds of the DuckDB catalog while commits keep coming
 SERVICE_COMMIT_INTERVAL = 0.5  # seconds between a service's commits unless told: how fresh the lake stays
 BUSY_COMPACTION_INTERVAL = 30.0  # seconds between a service's compactions while commits keep coming (idle: at once)
+# A run once with a commit thread commits as soon as that thread is idle and 1/PIPELINE_SHARE of batch_events wait.
+PIPELINE_SHARE = 8
 
 
 @dataclass
@@ -54,24 +62,36 @@ class MaterializeStats:
 
 @dataclass
 class Pending:
-    """The accepted messages of one source since the last commit, and the span read."""
+    """The accepted events of one source since the last commit, decoded (or being decoded), and the span read."""
 
     start: int
     next_position: int
-    positions: list[int] = field(default_factory=list)
-    versions: list[int] = field(default_factory=list)
-    values: list[bytes] = field(default_factory=list)
-    keys: list[bytes | None] = field(default_factory=list)
+    parts: list[pa.Table | Future[pa.Table | None]] = field(default_factory=list)  # in position order
 
-    def table(self, source: str, refuse: Callable[[Item, str], None]) -> Any:
-        """Decoded lake rows; a message that is not sealed or does not decode goes to ``refuse``."""
+    def add(self, rows: pa.Table | Future[pa.Table | None] | None) -> None:
+        """Append decoded rows, or their decoding under way (positions after those held)."""
+        if rows is not None:
+            self.parts.append(rows)
 
-        def refused(index: int, reason: str) -> None:
-            end = self.positions[index + 1] if index + 1 < len(self.positions) else self.next_position
-            refuse(Item(source, self.positions[index], end, self.versions[index], self.values[index],
-                        self.keys[index]), reason)
+    def _tables(self) -> list[pa.Table]:
+        tables = [part.result() if isinstance(part, Future) else part for part in self.parts]
+        return [rows for rows in tables if rows is not None and rows.num_rows]
 
-        return events_table([source] * len(self.values), self.positions, self.versions, self.values, refused)
+    def drop_from(self, position: int) -> None:
+        """Forget the rows at ``position`` and after (the source reads them again)."""
+        kept: list[pa.Table | Future[pa.Table | None]] = []
+        for rows in self._tables():
+            if rows["source_offset"][0].as_py() >= position:
+                break
+            if rows["source_offset"][-1].as_py() >= position:
+                rows = rows.filter(pc.less(rows["source_offset"], position))
+            kept.append(rows)
+        self.parts = kept
+
+    def table(self) -> pa.Table:
+        """The rows as one table (once decoded)."""
+        tables = self._tables()
+        return pa.concat_tables(tables) if tables else lake_schema().empty_table()
 
 
 class Committer:
@@ -125,6 +145,31 @@ class Committer:
             self._thread = None
 
 
+class Finisher:
+    """A checkpointer's ``finish`` on a thread of its own; ``wait`` joins it and raises its error."""
+
+    def __init__(self, checkpointer: Checkpointer, lake: Lake) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(checkpointer, lake), name="checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self, checkpointer: Checkpointer, lake: Lake) -> None:
+        try:
+            checkpointer.finish(lake)
+        except BaseException as exc:  # noqa: BLE001 - raised by wait(), on the run's thread
+            self._error = exc
+
+    def join(self) -> None:
+        """Wait for it, without raising."""
+        self._thread.join()
+
+    def wait(self) -> None:
+        """Wait for it; raise its error, if it failed."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 class Checkpointer(Protocol):
     """Hook for the integrity layer: sign what the lake holds, now and then and at the end."""
 
@@ -171,6 +216,7 @@ class Materializer:
         self._catalog_built = 0.0
         self._once = False  # the run stops when caught up
         self._maintained = False  # a maintenance thread runs beside the commits
+        self._decoder: ThreadPoolExecutor | None = None  # decodes batches while the next is read (concurrent_commits)
 
     def run(self, *, once: bool = False, stop: threading.Event | None = None) -> MaterializeStats:
         """Materialise until caught up (once) or until ``stop`` is set.
@@ -188,6 +234,8 @@ class Materializer:
         # With a source that allows it, a batch is decoded and committed on a thread of its own while
         # the next one is read: commits stay in order, one at a time (Committer).
         committer = Committer(self._commit) if self.source.concurrent_commits else None
+        if self.source.concurrent_commits:
+            self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
 
         def positions(sources: list[str]) -> dict[str, int]:
             if committer is not None:
@@ -197,7 +245,9 @@ class Materializer:
             return self.lake.snapshot().positions(sources)
 
         if self.source.slow_start:
-            threading.Thread(target=warm_decoder, daemon=True, name="warm-decoder").start()
+            # While the group forms: load the decoder, and create the table (delta-rs's first call, the empty
+            # commit) so that the first commit only writes.
+            threading.Thread(target=self._warm, daemon=True, name="warm-up").start()
         self.source.start(positions)
         compactor = None
         self._once = once
@@ -206,6 +256,7 @@ class Materializer:
             compactor = threading.Thread(target=self._compact_loop, args=(stop,), daemon=True, name="compactor")
             compactor.start()
         pending: dict[str, Pending] = {}
+        finisher: Finisher | None = None
         count = 0
         last_commit = last_report = time.monotonic()
         try:
@@ -222,6 +273,10 @@ class Materializer:
                 now = time.monotonic()
                 caught_up = self.source.caught_up()
                 due = count >= self.batch_events or now - last_commit >= interval or (once and caught_up)
+                if once and committer is not None and not committer.busy:
+                    # A run once keeps its commit thread busy: a batch written while the next is read is not
+                    # waited for at the end (only the last one, written after the last read, is).
+                    due = due or count >= self.batch_events // PIPELINE_SHARE
                 if pending and due and not (committer and committer.busy and count < self.batch_events):
                     if committer is None:
                         self.source.committed(self._commit(pending))
@@ -240,6 +295,9 @@ class Materializer:
                     committer.submit(pending)
                 committer.wait()
                 self._acknowledge(committer)
+            if self.checkpointer is not None:
+                # Everything is stored: sign it while the source closes, compaction and the catalog run.
+                finisher = Finisher(self.checkpointer, self.lake)
         finally:
             stop.set()
             if committer is not None:
@@ -247,18 +305,33 @@ class Materializer:
             if compactor is not None:
                 compactor.join()
             self.source.close()
+            if self._decoder is not None:
+                self._decoder.shutdown(cancel_futures=True)
+                self._decoder = None
+            if finisher is not None and sys.exc_info()[0] is not None:
+                finisher.join()  # (not to leave it signing while the error unwinds; the error is the one to raise)
         if once:
             self.stats.compacted_files += self.lake.compact_all()
         ensure_catalog(self.lake)
-        if self.checkpointer is not None:
-            self.checkpointer.finish(self.lake)
+        if finisher is not None:
+            finisher.wait()
         self.stats.seconds = time.monotonic() - began
         if self.progress:
             self._report(began)
         return self.stats
 
+    def _warm(self) -> None:
+        warm_decoder()
+        with contextlib.suppress(LakeError):  # the first commit says why, on the run's thread
+            self.lake.created()
+
     def _accept(self, batch: Batch, pending: dict[str, Pending]) -> int:
-        """Add a batch's valid messages to the pending commit, dead-letter the rest; returns the count added."""
+        """Decode a batch into the pending commit, dead-letter what is not an event; returns the messages added.
+
+        With a source that allows it (``concurrent_commits``) the batch is decoded on a thread of its own while
+        the next one is read and the one before is written: the decoder releases the GIL, so reading, decoding
+        and writing overlap. The commit waits for its batches' decoding.
+        """
         first = batch.positions[0] if batch.positions else batch.next_position
         into = pending.get(batch.source)
         if into is None:
@@ -266,25 +339,15 @@ class Materializer:
         elif first < into.next_position:
             # The source went back: a rebalance gave this instance the partition again and it
             # seeks to the lake's position, behind what is pending. What it reads again replaces
-            # the pending messages from there on; kept as well, they would be stored twice.
-            keep = bisect_left(into.positions, first)
-            del into.positions[keep:], into.versions[keep:], into.values[keep:], into.keys[keep:]
+            # the pending rows from there on; kept as well, they would be stored twice.
+            into.drop_from(first)
             into.start = min(into.start, first)
         into.next_position = batch.next_position
-        # The seals are checked as the commit decodes (natively in the same pass, on the commit thread).
-        accepted = accepted_indexes(batch, self.source.dead_letter, sealed_later=True)
-        if len(accepted) == len(batch.positions):
-            into.positions += batch.positions
-            into.versions += batch.versions  # type: ignore[arg-type]  # accepted: known versions
-            into.values += batch.values
-            into.keys += batch.keys
-        else:
-            into.positions += [batch.positions[i] for i in accepted]
-            into.versions += [batch.versions[i] for i in accepted]  # type: ignore[misc]  # accepted: known
-            into.values += [batch.values[i] for i in accepted]
-            into.keys += [batch.keys[i] for i in accepted]
-        self.stats.dead_letters += len(batch.positions) - len(accepted)
-        return len(accepted)
+        if batch.positions:
+            # (the seals are checked as it decodes: natively, in the same pass)
+            into.add(accepted_events([batch], self._refuse) if self._decoder is None else
+                     self._decoder.submit(accepted_events, [batch], self._refuse))
+        return len(batch.positions)
 
     def _acknowledge(self, committer: Committer) -> None:
         """Tell the source what the lake now holds (from the reading thread)."""
@@ -293,11 +356,8 @@ class Materializer:
 
     def _commit(self, pending: dict[str, Pending]) -> dict[str, int]:
         """Decode and store a batch; returns the next position of each source it covers."""
-        tables = {}
-        for source, accepted in pending.items():
-            tables[source] = accepted.table(source, self._refuse)
-            accepted.values = accepted.keys = []  # decoded: the raw messages need not stay in memory meanwhile
-        self.source.flush_dead_letters()
+        tables = {source: accepted.table() for source, accepted in pending.items()}
+        self.source.flush_dead_letters()  # (the ones the reading thread found up to this batch too)
         spans = {source: (p.start, p.next_position) for source, p in pending.items()}
         self.stats.events += self.lake.commit(without_expired(self.lake, tables), spans)
         self.stats.commits += 1
@@ -312,7 +372,7 @@ class Materializer:
         return {source: nxt for source, (_start, nxt) in spans.items()}
 
     def _refuse(self, item: Item, reason: str) -> None:
-        """A message the commit found not sealed or not decodable: a dead letter."""
+        """A message that is not a sealed event of a known schema, or does not decode: a dead letter."""
         self.source.dead_letter(item, reason)
         self.stats.dead_letters += 1
 

@@ -28,6 +28,10 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.partition.eof": True,
     "fetch.wait.max.ms": 50,
     "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    # Prefetch bounded by bytes alone: by default librdkafka stops fetching a partition once 100,000 of its
+    # messages wait, and then waits fetch.queue.backoff.ms (1 s) before it looks again, while we read them in
+    # a fraction of that (a 300k-event catch-up stalled 0.7 s in each run).
+    "queued.min.messages": 10_000_000,
     "queued.max.messages.kbytes": 131072,
     "session.timeout.ms": 10_000,
 }

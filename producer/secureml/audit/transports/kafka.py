@@ -40,6 +40,11 @@ _QUEUE_FULL_WAIT = 30.0
 _DROPPED = "the Kafka producer failed for good and dropped the event"
 # How long ensure_topic waits for the broker's metadata before it gives up.
 _METADATA_WAIT = 15.0
+# The topics a broker listed lately, per client settings: a process that ensures several topics (a materializer:
+# its topic, the dead letters, the checkpoints) asks once, not once each (an admin client's connection and the
+# metadata cost about 50 ms apiece). Kept briefly, so that a topic deleted meanwhile is looked for again.
+_LISTED: dict[tuple[tuple[str, str], ...], tuple[float, frozenset[str]]] = {}
+_LISTED_FOR = 30.0
 # Refusals by the broker's authorizer: the principal lacks an ACL (never cured by retrying).
 AUTHORIZATION_ERRORS = frozenset({
     KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
@@ -82,9 +87,12 @@ def ensure_topic(config: AuditConfig, topic: str | None = None, *, partitions: i
     """
     name = topic or config.topic
     problems: list[KafkaError] = []
-    settings: dict[str, Any] = {"bootstrap.servers": config.bootstrap_servers or "", **config.librdkafka_settings(),
-                                "error_cb": problems.append}
-    admin = AdminClient(settings)
+    settings: dict[str, Any] = {"bootstrap.servers": config.bootstrap_servers or "", **config.librdkafka_settings()}
+    client = tuple(sorted((key, str(value)) for key, value in settings.items()))
+    listed = _LISTED.get(client)
+    if listed is not None and time.monotonic() - listed[0] < _LISTED_FOR and name in listed[1]:
+        return
+    admin = AdminClient({**settings, "error_cb": problems.append})
     deadline = time.monotonic() + _METADATA_WAIT
     while True:
         try:
@@ -104,6 +112,8 @@ def ensure_topic(config: AuditConfig, topic: str | None = None, *, partitions: i
                 "clients, check security.protocol, sasl.username/sasl.password and ssl.ca.location; or unset "
                 "SECUREML_AUDIT_BOOTSTRAP_SERVERS for the embedded log."
             ) from exc
+    listed_at = time.monotonic()
+    _LISTED[client] = (listed_at, frozenset(existing))
     if name in existing:
         return
     new = NewTopic(
@@ -124,6 +134,7 @@ def ensure_topic(config: AuditConfig, topic: str | None = None, *, partitions: i
                     f"WRITE (producer) or READ (consumer) on {name!r}")) from exc
             if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise AuditTransportError(f"cannot create Kafka topic {name!r}: {exc}") from exc
+    _LISTED[client] = (listed_at, frozenset(existing) | {name})
 
 
 class Refusals:
