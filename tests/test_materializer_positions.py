@@ -8,6 +8,7 @@ tests/test_kafka_pipeline.py::test_a_rebalance_while_a_batch_is_pending_stores_n
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -23,7 +24,7 @@ from secureml.audit.testing import capture_events
 from secureml.lake.rows import events_table
 from secureml.lake.table import COMPACT_SMALL_FILES, PREVIOUS_FORMAT_MANIFEST, Lake
 from secureml.materializer.compaction import compact_in_child
-from secureml.materializer.runner import SERVICE_COMMIT_INTERVAL, Materializer
+from secureml.materializer.runner import SERVICE_COMMIT_INTERVAL, YOUNG_OBJECTS, Materializer, fewer_collections
 from secureml.stream.sources import Batch, Item, Source
 
 SOURCE = "audit-events/0"
@@ -293,3 +294,38 @@ def test_a_failed_last_checkpoint_is_raised_by_the_run_after_everything_is_store
     with pytest.raises(OSError, match="not writable"):
         Materializer(lake, source, checkpointer=FailingFinish(), background_compaction=False).run(once=True)
     assert _stored(lake) == list(range(20))
+
+
+class ThresholdSource(ScriptedSource):
+    """A scripted source that notes the collector's young-generation threshold at every poll."""
+
+    def __init__(self, values: list[bytes], spans: list[tuple[int, int]]) -> None:
+        super().__init__(values, spans)
+        self.thresholds: list[int] = []
+
+    def poll(self, max_items: int, timeout: float) -> list[Batch]:
+        self.thresholds.append(gc.get_threshold()[0])
+        return super().poll(max_items, timeout)
+
+
+def test_a_run_collects_young_objects_less_often_and_puts_the_threshold_back(tmp_path: Path) -> None:
+    """While materializers run, the young generation holds YOUNG_OBJECTS (a tracked object per Kafka message made
+    the collector run every 700 messages); the threshold the process had comes back when the last run ends."""
+    before = gc.get_threshold()
+    gc.set_threshold(777, before[1], before[2])
+    try:
+        values = _events(20)
+        outer = ThresholdSource(values, [(0, 10), (10, 20)])
+        with fewer_collections():  # another run in the process, still under way when this one ends
+            Materializer(Lake(tmp_path / "a"), outer, background_compaction=False).run(once=True)
+            assert gc.get_threshold()[0] == YOUNG_OBJECTS
+        assert set(outer.thresholds) == {YOUNG_OBJECTS}
+        assert gc.get_threshold()[0] == 777
+        with pytest.raises(LakeError):
+            failing = ScriptedSource(values, [(0, 10)])
+            lake = Lake(tmp_path / "b")
+            lake.commit = lambda *_args: (_ for _ in ()).throw(LakeError("disk full (test)"))  # type: ignore[method-assign]
+            Materializer(lake, failing, background_compaction=False).run(once=True)
+        assert gc.get_threshold()[0] == 777  # put back after a failed run too
+    finally:
+        gc.set_threshold(*before)

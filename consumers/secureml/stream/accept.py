@@ -9,7 +9,7 @@ says why. Both refuse for exactly the same reasons.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -50,11 +50,17 @@ def accepted_indexes(batch: Batch, refuse: Refuse, *, sealed_later: bool = False
     return kept
 
 
-def accepted_events(batches: Iterable[Batch], refuse: Refuse) -> pa.Table | None:
+def accepted_events(batches: Sequence[Batch], refuse: Refuse) -> pa.Table | None:
     """The accepted events of ``batches`` as one table of the lake's schema (None when there are none)."""
     items: list[tuple[Batch, int]] = []
     for batch in batches:
-        items += [(batch, index) for index in accepted_indexes(batch, refuse, sealed_later=True)]
+        accepted = accepted_indexes(batch, refuse, sealed_later=True)
+        if len(batches) == 1 and accepted and len(accepted) == len(batch.positions):
+            # (the materializer's case: one batch, every message accepted; its columns as they are)
+            return events_table([batch.source] * len(accepted), batch.positions,
+                                batch.versions,  # type: ignore[arg-type]  # accepted: known versions
+                                batch.values, lambda at, reason, item=batch.item: refuse(item(at), reason))
+        items += [(batch, index) for index in accepted]
     if not items:
         return None
     return events_table([batch.source for batch, _ in items], [batch.positions[i] for batch, i in items],
