@@ -329,3 +329,36 @@ def test_a_run_collects_young_objects_less_often_and_puts_the_threshold_back(tmp
         assert gc.get_threshold()[0] == 777  # put back after a failed run too
     finally:
         gc.set_threshold(*before)
+
+
+class Recorder:
+    """A checkpointer that notes the thread of every call (and fails its ``after_commit`` when told to)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.calls: list[tuple[str, str]] = []
+
+    def after_commit(self, lake: Lake) -> None:
+        self.calls.append(("after_commit", threading.current_thread().name))
+        if self.fail:
+            raise OSError("checkpoint directory not writable (test)")
+
+    def finish(self, lake: Lake) -> None:
+        self.calls.append(("finish", threading.current_thread().name))
+
+
+def test_a_run_once_with_a_commit_thread_checkpoints_beside_its_commits(tmp_path: Path) -> None:
+    """A run once's checkpoints after commits run on a thread of their own (its last one then covers only what
+    came since); the last checkpoint comes after them all. A failure there is the run's error."""
+    values = _events(60)
+    recorder = Recorder()
+    source = PipelinedSource(values, [(0, 20), (20, 40), (40, 60)])
+    Materializer(Lake(tmp_path / "a"), source, checkpointer=recorder, batch_events=8,
+                 background_compaction=False).run(once=True)
+    assert {thread for call, thread in recorder.calls if call == "after_commit"} == {"checkpoints"}
+    assert recorder.calls[-1] == ("finish", "checkpoint")
+    failing = Recorder(fail=True)
+    with pytest.raises(OSError, match="not writable"):
+        Materializer(Lake(tmp_path / "b"), PipelinedSource(values, [(0, 20), (20, 40)]), checkpointer=failing,
+                     batch_events=8, background_compaction=False).run(once=True)
+    assert ("finish", "checkpoint") not in failing.calls  # nothing signed after a failed checkpoint

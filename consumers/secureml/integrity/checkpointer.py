@@ -411,8 +411,12 @@ def _heads(con: duckdb.DuckDBPyConnection) -> dict[str, OperationHead]:
     }
 
 
-def checkpointer_for(config: AuditConfig, witnesses: Sequence[str] | None = None) -> LakeCheckpointer | None:
+def checkpointer_for(config: AuditConfig, witnesses: Sequence[str] | None = None, *, interval: float | None = None
+                     ) -> LakeCheckpointer | None:
     """The checkpointer of a materializer configuration (None in Kafka mode without a signing key).
+
+    ``interval``: seconds between checkpoints after commits, unless ``$SECUREML_AUDIT_CHECKPOINT_INTERVAL`` says
+    (default DEFAULT_INTERVAL).
 
     ``witnesses`` are ``URL VKEY`` pairs (default: ``$SECUREML_AUDIT_WITNESSES``) to submit each
     checkpoint to. Embedded mode creates the key on first use. Kafka mode needs one made beforehand with
@@ -426,7 +430,7 @@ def checkpointer_for(config: AuditConfig, witnesses: Sequence[str] | None = None
             f"the signing key {key_path} is inside the audit log directory {config.log_dir}: whoever can "
             "rewrite the lake could re-sign it. Move the key elsewhere and set SECUREML_AUDIT_SIGNING_KEY"
         )
-    interval = float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL)
+    interval = float(os.environ.get(INTERVAL_ENV) or interval or DEFAULT_INTERVAL)
     endpoints = witnesses_from_env() if witnesses is None else parse_witnesses(witnesses)
     client = WitnessClient(endpoints) if endpoints else None
     if config.transport == "embedded" and any(w.url == KAFKA for w in endpoints):

@@ -42,6 +42,7 @@ SERVICE_COMMIT_INTERVAL = 0.5  # seconds between a service's commits unless told
 BUSY_COMPACTION_INTERVAL = 30.0  # seconds between a service's compactions while commits keep coming (idle: at once)
 # A run once with a commit thread commits as soon as that thread is idle and 1/PIPELINE_SHARE of batch_events wait.
 PIPELINE_SHARE = 8
+ONCE_CHECKPOINT_INTERVAL = 1.0  # seconds between the checkpoints a run once from Kafka signs beside its commits
 YOUNG_OBJECTS = 100_000  # the young generation's size while materializers run (fewer_collections)
 
 
@@ -176,6 +177,44 @@ def fewer_collections() -> Iterator[None]:
                 gc.set_threshold(*_collections_before)
 
 
+class Beside:
+    """A checkpointer's ``after_commit`` on a thread of its own, asked for after each commit: never twice at once,
+    and requests made while one runs are served by one more call. ``close`` ends it and raises its error."""
+
+    def __init__(self, checkpointer: Checkpointer, lake: Lake) -> None:
+        self._checkpointer = checkpointer
+        self._lake = lake
+        self._due = threading.Event()
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="checkpoints", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._due.wait()
+            if self._closing:
+                return
+            self._due.clear()
+            try:
+                self._checkpointer.after_commit(self._lake)
+            except BaseException as exc:  # noqa: BLE001 - raised by close(), on the run's thread
+                self._error = exc
+                return
+
+    def ask(self) -> None:
+        """A commit is done: checkpoint (when the checkpointer's interval has passed)."""
+        self._due.set()
+
+    def close(self, *, raising: bool = True) -> None:
+        """Wait for the call under way, then end; raise its error, if one failed (``raising``)."""
+        self._closing = True
+        self._due.set()
+        self._thread.join()
+        if raising and self._error is not None:
+            raise self._error
+
+
 class Finisher:
     """A checkpointer's ``finish`` on a thread of its own; ``wait`` joins it and raises its error."""
 
@@ -211,11 +250,13 @@ class Checkpointer(Protocol):
         """Called once when the run ends, after the last commit and compaction."""
 
 
-def default_checkpointer(config: AuditConfig, witnesses: list[str] | None = None) -> Checkpointer | None:
-    """The integrity layer's checkpointer for a configuration (``witnesses``: URL VKEY pairs to cosign)."""
+def default_checkpointer(config: AuditConfig, witnesses: list[str] | None = None, *, interval: float | None = None
+                         ) -> Checkpointer | None:
+    """The integrity layer's checkpointer for a configuration (``witnesses``: URL VKEY pairs to cosign;
+    ``interval``: seconds between checkpoints, default the integrity layer's)."""
     from secureml.integrity import checkpointer_for
 
-    return checkpointer_for(config, witnesses)
+    return checkpointer_for(config, witnesses, interval=interval)
 
 
 class Materializer:
@@ -248,6 +289,7 @@ class Materializer:
         self._once = False  # the run stops when caught up
         self._maintained = False  # a maintenance thread runs beside the commits
         self._decoder: ThreadPoolExecutor | None = None  # decodes batches while the next is read (concurrent_commits)
+        self._beside: Beside | None = None  # checkpoints beside the commits of a run once (concurrent_commits)
 
     def run(self, *, once: bool = False, stop: threading.Event | None = None) -> MaterializeStats:
         """Materialise until caught up (once) or until ``stop`` is set.
@@ -271,6 +313,8 @@ class Materializer:
         committer = Committer(self._commit) if self.source.concurrent_commits else None
         if self.source.concurrent_commits:
             self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+            if once and self.checkpointer is not None:
+                self._beside = Beside(self.checkpointer, self.lake)  # (a service's maintenance thread does it)
 
         def positions(sources: list[str]) -> dict[str, int]:
             if committer is not None:
@@ -330,6 +374,8 @@ class Materializer:
                     committer.submit(pending)
                 committer.wait()
                 self._acknowledge(committer)
+            if self._beside is not None:
+                self._beside.close()
             if self.checkpointer is not None:
                 # Everything is stored: sign it while the source closes, compaction and the catalog run.
                 finisher = Finisher(self.checkpointer, self.lake)
@@ -340,6 +386,9 @@ class Materializer:
             if compactor is not None:
                 compactor.join()
             self.source.close()
+            if self._beside is not None:
+                self._beside.close(raising=False)  # (an error is unwinding, or it was closed)
+                self._beside = None
             if self._decoder is not None:
                 self._decoder.shutdown(cancel_futures=True)
                 self._decoder = None
@@ -400,7 +449,9 @@ class Materializer:
             # (the maintenance thread does it, off this path, when there is one; a run once, at its end)
             ensure_catalog(self.lake)
             self._catalog_built = time.monotonic()
-        if self.checkpointer is not None and not self._maintained:
+        if self._beside is not None:
+            self._beside.ask()
+        elif self.checkpointer is not None and not self._maintained:
             self.checkpointer.after_commit(self.lake)  # (a service's maintenance thread does it, off this path)
         if not self.background_compaction:
             self.stats.compacted_files += self.lake.compact()
@@ -493,7 +544,10 @@ def materialize(
         record_location(config)  # the lake's readers find the events' keys from log_dir
     else:
         source = EmbeddedSource(config.log_dir)
-    checkpointer = default_checkpointer(config, witnesses)
+    # A run once from Kafka signs checkpoints beside its commits every ONCE_CHECKPOINT_INTERVAL (its last one then
+    # covers only the rows since, instead of the whole run, read back after everything else).
+    checkpointer = default_checkpointer(config, witnesses, interval=ONCE_CHECKPOINT_INTERVAL
+                                        if once and config.transport == "kafka" else None)
     if checkpointer is None and progress is not None:
         progress("NOT SIGNED: no signing key, so the lake gets no signed checkpoints and `verify` can vouch for "
                  "the hash chains only; create one with `secureml-audit keygen` and restart")
