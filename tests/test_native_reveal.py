@@ -115,7 +115,7 @@ def test_the_native_open_is_used_and_opens_every_live_subject(lake: Path) -> Non
     """Stored ciphertexts of live subjects open natively (a str or a JSON text); the erased subject's give None."""
     texts = stored_texts(lake)
     revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
-    opened = secureml_audit_native.open_sealed(texts, revealer._key_bytes)
+    opened = secureml_audit_native.open_sealed(texts, revealer.key_bytes)
     assert len(opened) == len(texts)
     for text, value in zip(texts, opened):
         python = revealer.value(text)
@@ -130,9 +130,9 @@ def odd_texts(lake: Path) -> list[Any]:
     """Stored texts tampered with or made by hand: flipped bytes, cut, lenient base64, other plaintexts."""
     texts = stored_texts(lake)
     revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
-    live = next(t for t in texts if revealer._key_bytes(t[len(ENCRYPTED_PREFIX):].partition(":")[0]))
+    live = next(t for t in texts if revealer.key_bytes(t[len(ENCRYPTED_PREFIX):].partition(":")[0]))
     name, _, payload = live[len(ENCRYPTED_PREFIX):].partition(":")
-    key = AESGCM(revealer._key_bytes(name))  # type: ignore[arg-type]
+    key = AESGCM(revealer.key_bytes(name))  # type: ignore[arg-type]
     raw = base64.b64decode(payload)
     flipped = raw[:20] + bytes([raw[20] ^ 1]) + raw[21:]
 
@@ -175,7 +175,7 @@ def test_tampered_and_odd_stored_texts_read_alike(lake: Path, monkeypatch: pytes
 
     native, python = both_reveals(monkeypatch, shown)
     assert native == python
-    opened = secureml_audit_native.open_sealed(texts[:-5], Revealer(reader_keystore(lake))._key_bytes)  # type: ignore[arg-type]
+    opened = secureml_audit_native.open_sealed(texts[:-5], Revealer(reader_keystore(lake)).key_bytes)  # type: ignore[arg-type]
     assert {type(value) for value in opened} == {str, bytes, type(None)}  # each of the three answers is tested
     assert python == [exact(Revealer(reader_keystore(lake)).text(text)) for text in texts]  # type: ignore[arg-type]
     assert python[2] == exact(ERASED)

@@ -6,6 +6,9 @@
 //! or any other plaintext (given as `bytes` for `json.loads`). Everything else (no key, a tag that does not
 //! check, base64 Python's lenient decoder reads differently) gives None and the Python path decides, so both
 //! paths give the same values, `<erased>` included.
+//!
+//! `Ciphers` (each subject's key schedule, expanded once) also serves `rows::log_dicts`, which opens each row's
+//! ciphertext where it makes the row.
 
 use std::collections::HashMap;
 
@@ -20,6 +23,53 @@ use crate::{cipher, ENCRYPTED_PREFIX, NONCE_LEN};
 
 const TAG_LEN: usize = 16;
 
+/// Each subject's cipher, its key asked of `key_of(name)` (32 bytes or None) once per name.
+pub(crate) struct Ciphers<'py> {
+    key_of: Bound<'py, PyAny>,
+    ciphers: Vec<Aes256Gcm>,
+    index: HashMap<String, Option<usize>>,
+}
+
+impl<'py> Ciphers<'py> {
+    pub(crate) fn new(key_of: Bound<'py, PyAny>) -> Self {
+        Ciphers { key_of, ciphers: Vec::new(), index: HashMap::new() }
+    }
+
+    /// The place of `name`'s cipher, None when it has no key.
+    fn find(&mut self, name: &str) -> PyResult<Option<usize>> {
+        if let Some(found) = self.index.get(name) {
+            return Ok(*found);
+        }
+        let key = self.key_of.call1((name,))?;
+        let found = if key.is_none() {
+            None
+        } else {
+            self.ciphers.push(cipher(key.downcast::<PyBytes>()?.as_bytes(), "open_sealed")?);
+            Some(self.ciphers.len() - 1)
+        };
+        self.index.insert(name.to_owned(), found);
+        Ok(found)
+    }
+
+    /// The value of a stored text when it is a ciphertext this path simply opens (strict base64, a tag that
+    /// checks) of a JSON string without escapes, as `Revealer.value` gives it; None for any other text (the
+    /// Python path decides). `plain` is scratch space.
+    pub(crate) fn open_string<'a>(&mut self, text: &str, plain: &'a mut Vec<u8>) -> PyResult<Option<&'a str>> {
+        let Some((name, payload)) = split(text) else {
+            return Ok(None);
+        };
+        let Some(at) = self.find(name)? else {
+            return Ok(None);
+        };
+        Ok(if open(&self.ciphers[at], name, payload, plain) { json_string(plain) } else { None })
+    }
+}
+
+/// (subject name, base64 payload) of an `enc:v1:<name>:<base64>` text, split as `Revealer.value` splits it.
+fn split(text: &str) -> Option<(&str, &str)> {
+    text.strip_prefix(ENCRYPTED_PREFIX)?.split_once(':')
+}
+
 /// `[open(text) for text in texts]`: each a `str` (the value was that JSON string), `bytes` (a JSON text to
 /// parse) or None (Python's `Revealer.value` decides). `key_of(name)` gives a subject's 32-byte key or None;
 /// it is called once per name.
@@ -27,10 +77,9 @@ const TAG_LEN: usize = 16;
 pub fn open_sealed<'py>(
     py: Python<'py>,
     texts: &Bound<'py, PyList>,
-    key_of: &Bound<'py, PyAny>,
+    key_of: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let mut ciphers: Vec<Aes256Gcm> = Vec::new();
-    let mut index: HashMap<String, Option<usize>> = HashMap::new();
+    let mut ciphers = Ciphers::new(key_of);
     let mut holders = Vec::with_capacity(texts.len());
     for item in texts.iter() {
         holders.push(item.downcast_into::<PyString>()?);
@@ -39,29 +88,13 @@ pub fn open_sealed<'py>(
     let mut jobs: Vec<Option<(usize, &str, &str)>> = Vec::with_capacity(holders.len());
     for text in &holders {
         // A lone surrogate cannot be UTF-8: the Python path decides for such a text.
-        let job =
-            match text.to_str().ok().and_then(|t| t.strip_prefix(ENCRYPTED_PREFIX)).and_then(|t| t.split_once(':')) {
-                None => None,
-                Some((name, payload)) => {
-                    let found = match index.get(name) {
-                        Some(found) => *found,
-                        None => {
-                            let key = key_of.call1((name,))?;
-                            let found = if key.is_none() {
-                                None
-                            } else {
-                                ciphers.push(cipher(key.downcast::<PyBytes>()?.as_bytes(), "open_sealed")?);
-                                Some(ciphers.len() - 1)
-                            };
-                            index.insert(name.to_owned(), found);
-                            found
-                        }
-                    };
-                    found.map(|at| (at, name, payload))
-                }
-            };
+        let job = match text.to_str().ok().and_then(split) {
+            None => None,
+            Some((name, payload)) => ciphers.find(name)?.map(|at| (at, name, payload)),
+        };
         jobs.push(job);
     }
+    let ciphers = &ciphers.ciphers;
     // The plaintext of each text, or None when the Python path must decide.
     let opened: Vec<Option<Vec<u8>>> = py.allow_threads(|| {
         jobs.iter()

@@ -10,10 +10,12 @@
 //! (the dict's values, its new strings, list and dict, and the kernel's page faults on fresh memory): this step
 //! takes 0.66-0.87x the CPU time of the Python path (bench/RESULTS.md, wave 3).
 //!
-//! With a reveal (the query's text columns that hold pseudonyms or ciphertexts, each stored text's shown form
-//! and the class of revealed events), a row holding such a text is made as the revealed event itself in the
-//! same pass: a `RevealedEvent` with the shown values and its `sealed` forms, exactly what
-//! `secureml.audit.privacy.reveal.reveal_logs` makes of the row's dict, without a per-row Python loop.
+//! With a reveal (the query's text columns that hold pseudonyms or ciphertexts, the class of revealed events, the
+//! subjects' keys and the Python reveal of one text), a row holding such a text is made as the revealed event
+//! itself in the same pass: a `RevealedEvent` with the shown values and its `sealed` forms, exactly what
+//! `secureml.audit.privacy.reveal.reveal_logs` makes of the row's dict, without a per-row Python loop. Each
+//! ciphertext is opened where its row is made (they are unique by their random nonces: gathering the distinct
+//! ones first only added a hash, a str and a dict entry each); pseudonyms, a few per query, are revealed once.
 //!
 //! Anything outside what it handles (a column type the lake does not use, a time outside years 1-9999, a key
 //! the table lacks) makes it return None, and the caller takes the Python path, which gives the same
@@ -33,6 +35,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 
 use crate::arrow_ffi::import_array;
+use crate::reveal::Ciphers;
+use crate::ENCRYPTED_PREFIX;
 
 /// Lookups of a column's value cache after which (at each doubling) it is dropped when most of them missed:
 /// hashing a column of distinct values (event ids, times) only adds to its cost. Comparisons of a column's
@@ -376,11 +380,40 @@ struct Plan<'py> {
     reveals: Vec<usize>,
 }
 
-/// Stored texts shown as logged: the reveal's columns (texts), each marked text's shown form, the events' class.
+/// Stored texts shown as logged: the reveal's columns (texts), the revealed events' class, the ciphers of the
+/// subjects' keys and the Python reveal of one text (`Revealer.text`) for the texts not opened here.
 struct Reveal<'py> {
     columns: Vec<String>,
-    shown: Bound<'py, PyDict>,
     class: Bound<'py, PyAny>,
+    ciphers: Ciphers<'py>,
+    text: Bound<'py, PyAny>,
+    /// The shown form of each stored text other than a ciphertext (pseudonyms: a few per query), by its bytes.
+    known: HashMap<Vec<u8>, PyObject, RandomState>,
+    /// Scratch space for a plaintext.
+    plain: Vec<u8>,
+}
+
+impl<'py> Reveal<'py> {
+    /// The shown form of a marked stored text (`stored`, its str, and `bytes`), exactly `Revealer.text(stored)`:
+    /// a ciphertext opened here, each unique by its nonce, unless it is not one this path simply opens (then
+    /// `text` decides, as for an erased subject's); any other text (a pseudonym) revealed by `text` once.
+    fn shown(&mut self, bytes: &[u8], stored: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = stored.py();
+        if bytes.starts_with(ENCRYPTED_PREFIX.as_bytes()) {
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                if let Some(value) = self.ciphers.open_string(text, &mut self.plain)? {
+                    return Ok(PyString::new(py, value).into_any());
+                }
+            }
+            return self.text.call1((stored,));
+        }
+        if let Some(found) = self.known.get(bytes) {
+            return Ok(found.bind(py).clone());
+        }
+        let shown = self.text.call1((stored,))?;
+        self.known.insert(bytes.to_vec(), shown.clone().unbind());
+        Ok(shown)
+    }
 }
 
 /// A combined dict of `template`'s items, filled in order: revealed events are filled from the last row by
@@ -518,7 +551,7 @@ impl<'py, 'a> Converter<'py, 'a> {
             };
             dict.set_item(key, value)?;
         }
-        if let (Some(reveal), true) = (&self.reveal, revealing) {
+        if let (Some(reveal), true) = (&mut self.reveal, revealing) {
             let sealed = PyDict::new(py);
             for &k in &plan.reveals {
                 if !row_marked(k) {
@@ -529,9 +562,10 @@ impl<'py, 'a> Converter<'py, 'a> {
                     return Ok(None);
                 };
                 let stored = stored.into_bound(py);
-                let Some(shown) = reveal.shown.get_item(&stored)? else {
-                    return Err(PyValueError::new_err("log_dicts: a stored text without its shown form in the reveal"));
+                let Column::Text(texts) = self.batches[batch][c] else {
+                    unreachable!("a reveal's columns are texts (checked by log_dicts)");
                 };
+                let shown = reveal.shown(texts.get(row).unwrap_or_default(), &stored)?;
                 dict.set_item(&plan.keys[k], &shown)?;
                 sealed.set_item(&plan.keys[k], PyTuple::new(py, [shown, stored])?)?;
             }
@@ -619,12 +653,15 @@ fn make<'a>(
     }))
 }
 
+/// `log_dicts`' reveal: (text columns, revealed events' class, `key_of`, `text`).
+type RevealArgs<'py> = (Vec<String>, Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>);
+
 /// The log dicts of the rows of `batches` (RecordBatches of one schema, through `__arrow_c_array__`), in the
 /// order of `order` (row indices across the batches, an Arrow int64 array) or as they come.
 /// `template_of(event_type)` gives the dict a type's rows are copied from (its keys in order, each None),
-/// `times` and `json` name the columns written as ISO text and parsed with `loads`; `reveal`, (text columns, shown
-/// form of each marked stored text, revealed events' class), makes the rows holding such texts revealed events
-/// (see the module's docs). None when a column or value is not one this step handles (the caller then takes the Python path).
+/// `times` and `json` name the columns written as ISO text and parsed with `loads`; `reveal`, (text columns,
+/// revealed events' class, `key_of(name)` giving a subject's key bytes or None, `text(stored)` giving a stored
+/// text's shown form), makes the rows holding such texts revealed events (see the module's docs). None when a column or value is not one this step handles (the caller then takes the Python path).
 #[pyfunction]
 #[pyo3(signature = (batches, template_of, times, json, loads, order=None, reveal=None))]
 #[allow(clippy::too_many_arguments)]
@@ -636,7 +673,7 @@ pub fn log_dicts<'py>(
     json: Vec<String>,
     loads: Bound<'py, PyAny>,
     order: Option<&Bound<'py, PyAny>>,
-    reveal: Option<(Vec<String>, Bound<'py, PyDict>, Bound<'py, PyAny>)>,
+    reveal: Option<RevealArgs<'py>>,
 ) -> PyResult<Option<Bound<'py, PyList>>> {
     let arrays = batches.iter().map(|batch| import_array(&batch)).collect::<PyResult<Vec<ArrayRef>>>()?;
     let mut names: Vec<String> = vec![];
@@ -675,7 +712,14 @@ pub fn log_dicts<'py>(
         },
         None => None,
     };
-    let reveal = reveal.map(|(columns, shown, class)| Reveal { columns, shown, class });
+    let reveal = reveal.map(|(columns, class, key_of, text)| Reveal {
+        columns,
+        class,
+        ciphers: Ciphers::new(key_of),
+        text,
+        known: HashMap::with_hasher(RandomState::new()),
+        plain: Vec::new(),
+    });
     if let Some(reveal) = &reveal {
         for name in &reveal.columns {
             let Some(c) = names.iter().position(|n| n == name) else {

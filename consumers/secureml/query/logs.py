@@ -44,7 +44,6 @@ from secureml.query.privacy import (
     reveal_table,
     revealed_view_sql,
     revealer_for,
-    shown_texts,
     stored_forms,
 )
 from secureml.stream.accept import accepted_events
@@ -439,8 +438,9 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None, revealer: Reveale
     with _acyclic(count):
         logs = None
         if _native_log_dicts is not None:
-            texts = None if revealer is None or not columns else shown_texts(table, revealer, columns)
-            reveal = None if texts is None else (columns, texts, RevealedEvent)
+            # JSON columns' values are revealed once parsed, by ``reveal_logs``.
+            reveal = None if revealer is None or not columns or any(name in JSON_FIELDS for name in columns) else \
+                (columns, RevealedEvent, revealer.key_bytes, revealer.text)
             logs = _native_log_dicts(table.to_batches(), _template, TIMESTAMP_FIELDS, tuple(JSON_FIELDS), json.loads,
                                      None if order is None else pa.array(order, pa.int64()), reveal)
             if logs is not None and reveal is not None:

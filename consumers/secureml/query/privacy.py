@@ -106,20 +106,6 @@ def reveal_logs(logs: list[dict[str, Any]], revealer: Revealer | None, columns: 
     return reveal_events(revealer, logs, columns)
 
 
-def shown_texts(table: pa.Table, revealer: Revealer, columns: tuple[str, ...]) -> dict[str, Any] | None:
-    """Each stored pseudonym and ciphertext of the text ``columns`` of ``table`` with its value as logged, each
-    distinct one revealed once (``Revealer.texts``), for the native dicts to show in the one pass that makes them;
-    None when one of them is a JSON column (its values are revealed once parsed, by ``reveal_logs``)."""
-    if any(name in JSON_FIELDS for name in columns):
-        return None
-    stored: list[str] = []
-    for name in columns:
-        column = table.column(name)
-        marked = pc.or_(pc.starts_with(column, "ps_"), pc.starts_with(column, ENCRYPTED_PREFIX))
-        stored += pc.unique(column.filter(marked)).to_pylist()
-    return revealer.texts(stored)
-
-
 def revealed_view_sql(con: Any, revealer: Revealer | None, source_sql: str, columns: list[str]) -> str:
     """SQL over ``source_sql`` with its personal columns revealed by UDFs registered on ``con``."""
     if revealer is None:

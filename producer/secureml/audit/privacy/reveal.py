@@ -71,7 +71,7 @@ class Revealer:
         except (InvalidTag, binascii.Error, ValueError):
             return ERASED  # a key created after the erasure does not open what the old one sealed
 
-    def _key_bytes(self, name: str) -> bytes | None:
+    def key_bytes(self, name: str) -> bytes | None:
         """A pseudonym's key as bytes for the native open, None as ``value`` would find none."""
         key = self.key(name) if PSEUDONYM.match(name) else None
         return None if key is None else key.key
@@ -86,7 +86,7 @@ class Revealer:
         shown: dict[str, Any] = dict.fromkeys(values)
         sealed = [v for v in shown if v.startswith(ENCRYPTED_PREFIX)] if _native_open is not None else []
         if sealed:
-            shown.update(zip(sealed, _native_open(sealed, self._key_bytes)))
+            shown.update(zip(sealed, _native_open(sealed, self.key_bytes)))
         for text in [text for text, opened in shown.items() if opened.__class__ is not str]:  # the few others
             opened = shown[text]
             if opened is None:  # pseudonyms, texts not opened natively, every text without the accelerator
