@@ -7,6 +7,7 @@ CI installs the accelerator (`pip install ./native`): these tests fail, never sk
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import pickle
@@ -290,3 +291,26 @@ def test_switched_off_the_pure_python_path_gives_the_same_events(lake: Path) -> 
     done = subprocess.run([sys.executable, "-c", script, str(lake)], env={**os.environ, NATIVE_ENV: "0"},
                           capture_output=True, check=True)
     assert_same_dicts(get_audit_logs(log_dir=lake), pickle.loads(done.stdout))
+
+
+def test_sealed_of_natively_revealed_events_behaves_as_a_dict(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sealed``, kept compact by the native dicts until read, is one dict from then on (changes to it stay), and
+    ``as_sealed()``, copies and pickles give what the Python path's events give."""
+    query = {"event_type": "model_inference"}
+    native, python = both_paths(monkeypatch, lambda: get_audit_logs(log_dir=lake, **query))
+    pairs = [(ours, theirs) for ours, theirs in zip(native, python) if isinstance(ours, RevealedEvent)]
+    assert pairs and not hasattr(pairs[0][0], "__dict__")
+    for ours, theirs in pairs:
+        assert exact(pickle.loads(pickle.dumps(ours)).sealed) == exact(theirs.sealed)
+        assert exact(copy.copy(ours).sealed) == exact(theirs.sealed)
+        assert exact(ours.as_sealed()) == exact(theirs.as_sealed())
+        assert ours.sealed is ours.sealed
+    ours, theirs = pairs[0]
+    ours.sealed["input_data"] = theirs.sealed["input_data"] = ("changed", "stored")
+    ours["input_data"] = theirs["input_data"] = "changed"
+    assert ours.as_sealed()["input_data"] == theirs.as_sealed()["input_data"] == "stored"
+    made = RevealedEvent({"a": 1})
+    with pytest.raises(AttributeError):
+        made.sealed  # noqa: B018 (never revealed: no sealed forms, as before)
+    made.sealed = {"a": (1, "ps_x")}
+    assert made.as_sealed() == {"a": "ps_x"}

@@ -552,7 +552,8 @@ impl<'py, 'a> Converter<'py, 'a> {
             dict.set_item(key, value)?;
         }
         if let (Some(reveal), true) = (&mut self.reveal, revealing) {
-            let sealed = PyDict::new(py);
+            // `RevealedEvent.sealed` as it keeps it until read: (field, shown, stored, field, ...).
+            let mut sealed = Vec::with_capacity(3 * plan.reveals.len());
             for &k in &plan.reveals {
                 if !row_marked(k) {
                     continue;
@@ -567,9 +568,9 @@ impl<'py, 'a> Converter<'py, 'a> {
                 };
                 let shown = reveal.shown(texts.get(row).unwrap_or_default(), &stored)?;
                 dict.set_item(&plan.keys[k], &shown)?;
-                sealed.set_item(&plan.keys[k], PyTuple::new(py, [shown, stored])?)?;
+                sealed.extend([plan.keys[k].clone().into_any(), shown, stored]);
             }
-            dict.setattr(intern!(py, "sealed"), sealed)?;
+            dict.setattr(intern!(py, "_sealed"), PyTuple::new(py, sealed)?)?;
         }
         plan.last = Some((dict.clone(), batch, row));
         Ok(Some(dict))
