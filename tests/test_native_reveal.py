@@ -232,10 +232,14 @@ def test_revealed_events_made_in_the_native_pass_read_alike(lake: Path, monkeypa
             made = revealing_in_the_native_pass(patch)
             assert_same_dicts(get_audit_logs(log_dir=lake, **query), python)
         assert made == [True]
-    with monkeypatch.context() as patch:  # JSON values to reveal: the dicts are made natively, revealed after
+    with monkeypatch.context() as patch:  # JSON values to reveal too: their few rows are revealed after, in Python
         made = revealing_in_the_native_pass(patch)
         everything = get_audit_logs(log_dir=lake)
-    assert made == [False] and any(isinstance(log, RevealedEvent) and "details" in log.sealed for log in everything)
+    assert made == [True]
+    _, python = both_paths(monkeypatch, lambda: get_audit_logs(log_dir=lake))
+    assert_same_dicts(everything, python)
+    assert any(isinstance(log, RevealedEvent) and "details" in log.sealed and "user_id" in log.sealed
+               for log in everything)  # a text and a JSON column revealed in one event, in the Python path's order
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -279,6 +283,39 @@ def test_random_stored_texts_revealed_in_the_native_pass_read_alike(lake: Path, 
         assert {type(log) for log in native} == {dict, RevealedEvent}
         assert any(log.sealed.get("input_data", ("", ""))[0] == ERASED for log in native
                    if isinstance(log, RevealedEvent))
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_random_json_values_to_reveal_read_alike(lake: Path, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JSON columns holding ciphertexts and pseudonyms (nested, as a JSON string, inside longer text, erased and
+    tampered) in random rows beside revealed text columns, several batches, shuffled orders: the rows revealed
+    after the native pass are the Python path's, and every other row keeps its native dict."""
+    rng = random.Random(seed)
+    odd = [text for text in odd_texts(lake) if text == text.encode(errors="replace").decode()]
+    table = query_events(log_dir=lake, reveal=False)
+    revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
+    users = [v for v in table.column("user").to_pylist() if v and v.startswith("ps_")]
+    details = [None, '{"a":1}', '"plain"', json.dumps(f"x {odd[0]}"), json.dumps(users[0]),
+               *[json.dumps({"email": text, "n": [1, {"deep": rng.choice(users)}]}) for text in odd[:12]],
+               json.dumps([odd[0], {"name": odd[2]}], ensure_ascii=False)]
+    for _ in range(3):
+        rows = table.num_rows
+        mixed = table.set_column(table.schema.get_field_index("details"), "details",
+                                 pa.array(rng.choices(details, k=rows), pa.string()))
+        mixed = pa.Table.from_batches(mixed.to_batches(max_chunksize=rng.choice([5, 40, rows])))
+        order = np.array(rng.sample(range(rows), rows)) if rng.random() < 0.7 else None
+        columns = tuple(personal_columns(mixed, revealer))
+        assert "details" in columns and "user" in columns
+        with monkeypatch.context() as patch:
+            made = revealing_in_the_native_pass(patch)
+            native = logs_module._to_logs(mixed, order, revealer)
+        assert made == [True]
+        with monkeypatch.context() as patch:
+            patch.setattr(logs_module, "_native_log_dicts", None)
+            python = logs_module._to_logs(mixed, order, revealer)
+        assert_same_dicts(native, python)
+        assert any(isinstance(log, RevealedEvent) and "details" in log.sealed for log in native)
+        assert any(log.get("details") == {"a": 1} for log in native)
 
 
 def test_switched_off_the_pure_python_path_gives_the_same_events(lake: Path) -> None:

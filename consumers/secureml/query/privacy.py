@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -18,7 +19,7 @@ from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.privacy import reader_keystore
 from secureml.audit.privacy.keys import pseudonym
 from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
-from secureml.audit.privacy.reveal import Revealer
+from secureml.audit.privacy.reveal import RevealedEvent, Revealer, reveal_log
 from secureml.audit.privacy.reveal import reveal_logs as reveal_events
 from secureml.audit.schema import JSON_FIELDS
 
@@ -104,6 +105,29 @@ def reveal_logs(logs: list[dict[str, Any]], revealer: Revealer | None, columns: 
     if not columns or revealer is None:
         return logs
     return reveal_events(revealer, logs, columns)
+
+
+def reveal_parsed_rows(logs: list[dict[str, Any]], table: pa.Table, order: np.ndarray | None, revealer: Revealer,
+                       columns: tuple[str, ...]) -> None:
+    """The dicts of ``table``'s rows (in ``order``, as ``_to_logs`` makes them; text ``columns`` revealed already)
+    whose JSON ``columns`` hold a pseudonym or a ciphertext, replaced in place by what ``reveal_logs`` makes of
+    them: such rows are few (a subject request's e-mail, a dict's personal keys), and the rest keep their
+    dicts. A row found by its text but holding nothing to reveal once parsed comes out as ``reveal_logs``
+    leaves it."""
+    found = None
+    for name in columns:
+        if name in JSON_FIELDS:
+            column = table.column(name)
+            marked = pc.or_(pc.match_substring(column, ENCRYPTED_PREFIX), pc.match_substring(column, '"ps_'))
+            found = marked if found is None else pc.or_(found, marked)
+    if found is None:
+        return
+    rows = pc.indices_nonzero(found.fill_null(False)).to_numpy()
+    places = rows if order is None else np.flatnonzero(np.isin(order, rows))
+    for place in places.tolist():
+        log = logs[place]
+        stored = log.as_sealed() if isinstance(log, RevealedEvent) else log  # its text columns as stored
+        logs[place] = reveal_log(revealer, stored, columns)
 
 
 def revealed_view_sql(con: Any, revealer: Revealer | None, source_sql: str, columns: list[str]) -> str:
