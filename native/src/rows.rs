@@ -6,9 +6,10 @@
 //! path pays a dict copy and a `__setitem__` per varying key through the interpreter, and an Arrow call or
 //! two per column; here each row's dict is a C-level copy of the previous row of its type with only the
 //! values that differ set, and a value that repeats further apart (a model's name, an operation's start) is
-//! made once and shared, found through a hash of its bytes. What remains of a row's cost is CPython's own
-//! (the dict's values, its new strings, list and dict, and the kernel's page faults on fresh memory): this step
-//! takes 0.66-0.87x the CPU time of the Python path (bench/RESULTS.md, wave 3).
+//! made once and shared, found through a hash of its bytes; an event's `prev_hash` is the str of the row before's
+//! `hash` when it equals it. What remains of a row's cost is CPython's own (the dict's values, its new strings,
+//! list and dict, and the kernel's page faults on fresh memory): this step takes 0.66-0.87x the CPU time of the
+//! Python path (bench/RESULTS.md, wave 3).
 //!
 //! With a reveal (the query's text columns that hold pseudonyms or ciphertexts, the class of revealed events, the
 //! subjects' keys and the Python reveal of one text), a row holding such a text is made as the revealed event
@@ -443,6 +444,31 @@ struct Converter<'py, 'a> {
     template_of: Bound<'py, PyAny>,
     loads: Bound<'py, PyAny>,
     reveal: Option<Reveal<'py>>,
+    chain: Option<Chain<'a>>,
+}
+
+/// An event's `prev_hash` is most often the hash of the row before it in storage order (files are sorted by operation
+/// and time): it is given that row's `hash` str (a million 64-character strs fewer to make and free per million rows),
+/// until fewer than 1 in 8 of `PROBE_LOOKUPS` rows were.
+struct Chain<'a> {
+    hash: usize,
+    prev_hash: usize,
+    /// The last row's hash: its bytes and str.
+    last: Option<(&'a [u8], PyObject)>,
+    looked: u32,
+    shared: u32,
+}
+
+impl<'a> Chain<'a> {
+    /// The last row's hash str when `prev_hash` (this row's) equals it.
+    fn share(&mut self, py: Python<'_>, prev_hash: Option<&[u8]>) -> Option<PyObject> {
+        self.looked += 1;
+        let (last, hash) = self.last.as_ref()?;
+        (prev_hash? == *last).then(|| {
+            self.shared += 1;
+            hash.clone_ref(py)
+        })
+    }
 }
 
 impl<'py, 'a> Converter<'py, 'a> {
@@ -526,6 +552,7 @@ impl<'py, 'a> Converter<'py, 'a> {
             }
             _ => source.copy()?,
         };
+        let mut row_hash = None; // the next row's last hash, whichever of the two keys comes first
         for (k, ((key, &c), compared)) in plan.keys.iter().zip(&plan.columns).zip(&mut plan.compared).enumerate() {
             let column = self.batches[batch][c];
             if revealing && plan.reveals.contains(&k) && row_marked(k) {
@@ -546,9 +573,22 @@ impl<'py, 'a> Converter<'py, 'a> {
             } else if column.is_null(row) {
                 continue; // the template's None
             }
-            let Some(value) = make(py, column, row, &mut self.values[c], &self.loads)? else {
-                return Ok(None);
+            let shared = match (&mut self.chain, column) {
+                (Some(chain), Column::Text(texts)) if c == chain.prev_hash => chain.share(py, texts.get(row)),
+                _ => None,
             };
+            let value = match shared {
+                Some(value) => value,
+                None => match make(py, column, row, &mut self.values[c], &self.loads)? {
+                    Some(value) => value,
+                    None => return Ok(None),
+                },
+            };
+            if let (Some(chain), Column::Text(texts)) = (&self.chain, column) {
+                if c == chain.hash {
+                    row_hash = texts.get(row).map(|bytes| (bytes, value.clone_ref(py)));
+                }
+            }
             dict.set_item(key, value)?;
         }
         if let (Some(reveal), true) = (&mut self.reveal, revealing) {
@@ -571,6 +611,12 @@ impl<'py, 'a> Converter<'py, 'a> {
                 sealed.extend([plan.keys[k].clone().into_any(), shown, stored]);
             }
             dict.setattr(intern!(py, "_sealed"), PyTuple::new(py, sealed)?)?;
+        }
+        if let (Some(chain), Some(hash)) = (&mut self.chain, row_hash) {
+            chain.last = Some(hash);
+        }
+        if self.chain.as_ref().is_some_and(|chain| chain.looked >= PROBE_LOOKUPS && 8 * chain.shared < chain.looked) {
+            self.chain = None; // hashes not chained row to row here
         }
         plan.last = Some((dict.clone(), batch, row));
         Ok(Some(dict))
@@ -734,8 +780,12 @@ pub fn log_dicts<'py>(
         }
     }
     let values = (0..names.len()).map(|_| Values::new()).collect();
+    let chain = match (names.iter().position(|n| n == "hash"), names.iter().position(|n| n == "prev_hash")) {
+        (Some(hash), Some(prev_hash)) => Some(Chain { hash, prev_hash, last: None, looked: 0, shared: 0 }),
+        _ => None,
+    };
     let mut converter =
-        Converter { py, batches: columns, names, event_type, values, plans: vec![], template_of, loads, reveal };
+        Converter { py, batches: columns, names, event_type, values, plans: vec![], template_of, loads, reveal, chain };
     // Rows are made in storage order, where a row most often repeats the last one's values (files are sorted by
     // operation and time) and columns are read in sequence, then picked in `order`.
     let mut dicts = Vec::with_capacity(rows);
