@@ -351,3 +351,36 @@ def test_sealed_of_natively_revealed_events_behaves_as_a_dict(lake: Path, monkey
         made.sealed  # noqa: B018 (never revealed: no sealed forms, as before)
     made.sealed = {"a": (1, "ps_x")}
     assert made.as_sealed() == {"a": "ps_x"}
+
+
+def test_an_erased_subjects_ciphertexts_are_revealed_once_per_subject(lake: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows holding ciphertexts read as `<erased>` (an erased subject's, under a key made since or none, an unknown
+    subject's) read as in the Python path, which the native pass asks once, not once per row."""
+    revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
+    table = query_events(log_dir=lake, reveal=False, event_type="model_inference")
+
+    def name(text: str) -> str:
+        return text[len(ENCRYPTED_PREFIX):].partition(":")[0]
+
+    stored = [t for t in table.column("input_data").to_pylist() if t and t.startswith(ENCRYPTED_PREFIX)]
+    erased = [t for t in stored if revealer.text(t) == ERASED]
+    live = [t for t in stored if revealer.text(t) != ERASED]
+    unknown = f"{ENCRYPTED_PREFIX}ps_{'a' * 24}:{live[0].rpartition(':')[2]}"
+    assert erased and live
+    assert all(revealer.key_bytes(name(t)) for t in erased)  # keys made since the erasure: tags that do not check
+    assert revealer.key_bytes(name(unknown)) is None  # and a subject without a key
+    rng = random.Random(6)
+    inputs = rng.choices([*erased, unknown, live[0]], k=table.num_rows)
+    mixed = table.set_column(table.schema.get_field_index("input_data"), "input_data", pa.array(inputs, pa.string()))
+    asked: list[str] = []
+    text = revealer.text
+    monkeypatch.setattr(revealer, "text", lambda value: (asked.append(value), text(value))[1])
+    native = logs_module._to_logs(mixed, None, revealer)
+    asked_natively = [value for value in asked if value.startswith(ENCRYPTED_PREFIX)]
+    with monkeypatch.context() as patch:
+        patch.setattr(logs_module, "_native_log_dicts", None)
+        python = logs_module._to_logs(mixed, None, revealer)
+    assert_same_dicts(native, python)
+    assert sum(log["input_data"] == ERASED for log in native) == sum(t != live[0] for t in inputs) > 2
+    assert [text(value) for value in asked_natively].count(ERASED) == 1

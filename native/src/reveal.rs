@@ -51,18 +51,35 @@ impl<'py> Ciphers<'py> {
         Ok(found)
     }
 
-    /// The value of a stored text when it is a ciphertext this path simply opens (strict base64, a tag that
-    /// checks) of a JSON string without escapes, as `Revealer.value` gives it; None for any other text (the
-    /// Python path decides). `plain` is scratch space.
-    pub(crate) fn open_string<'a>(&mut self, text: &str, plain: &'a mut Vec<u8>) -> PyResult<Option<&'a str>> {
+    /// What this path makes of a stored text (`plain` is scratch space): see `Opened`.
+    pub(crate) fn open_string<'a>(&mut self, text: &str, plain: &'a mut Vec<u8>) -> PyResult<Opened<'a>> {
         let Some((name, payload)) = split(text) else {
-            return Ok(None);
+            return Ok(Opened::Other);
         };
         let Some(at) = self.find(name)? else {
-            return Ok(None);
+            return Ok(Opened::Erased);
         };
-        Ok(if open(&self.ciphers[at], name, payload, plain) { json_string(plain) } else { None })
+        Ok(match decrypt(&self.ciphers[at], name, payload, plain) {
+            Decrypted::Plain => match json_string(plain) {
+                Some(value) => Opened::Text(value),
+                None => Opened::Other,
+            },
+            Decrypted::Rejected => Opened::Erased,
+            Decrypted::Unread => Opened::Other,
+        })
     }
+}
+
+/// A stored text as `Ciphers::open_string` found it.
+pub(crate) enum Opened<'a> {
+    /// A ciphertext opened (strict base64, a tag that checks) of a JSON string without escapes: its value, as
+    /// `Revealer.value` gives it.
+    Text(&'a str),
+    /// A ciphertext `Revealer.value` reads as `<erased>`: its subject has no key (erased, unknown, or not a
+    /// pseudonym), or a key that does not open it (made after the erasure: the tag does not check).
+    Erased,
+    /// Anything else: the Python path decides.
+    Other,
 }
 
 /// (subject name, base64 payload) of an `enc:v1:<name>:<base64>` text, split as `Revealer.value` splits it.
@@ -118,18 +135,36 @@ pub fn open_sealed<'py>(
     Ok(out)
 }
 
-/// Decrypts one payload into `plain`; false when the base64 is not strict or the tag does not check.
+/// Decrypts one payload into `plain`; false when the base64 is not strict, the payload too short or the tag does
+/// not check.
 fn open(cipher: &Aes256Gcm, name: &str, payload: &str, plain: &mut Vec<u8>) -> bool {
+    matches!(decrypt(cipher, name, payload, plain), Decrypted::Plain)
+}
+
+/// What decrypting one payload gave.
+enum Decrypted {
+    /// The plaintext, in `plain`.
+    Plain,
+    /// Strict base64 of a nonce, a ciphertext and a tag that does not check: `cryptography` refuses it alike.
+    Rejected,
+    /// Base64 the strict decoder refuses (Python's lenient one may read it) or a payload too short.
+    Unread,
+}
+
+fn decrypt(cipher: &Aes256Gcm, name: &str, payload: &str, plain: &mut Vec<u8>) -> Decrypted {
     plain.clear();
     if STANDARD.decode_vec(payload, plain).is_err() || plain.len() < NONCE_LEN + TAG_LEN {
-        return false;
+        return Decrypted::Unread;
     }
     let nonce: [u8; NONCE_LEN] = plain[..NONCE_LEN].try_into().expect("nonce length checked");
     let tag_at = plain.len() - TAG_LEN;
     let tag = *Tag::from_slice(&plain[tag_at..]);
     plain.truncate(tag_at);
     plain.drain(..NONCE_LEN);
-    cipher.decrypt_in_place_detached(Nonce::from_slice(&nonce), name.as_bytes(), plain, &tag).is_ok()
+    match cipher.decrypt_in_place_detached(Nonce::from_slice(&nonce), name.as_bytes(), plain, &tag) {
+        Ok(()) => Decrypted::Plain,
+        Err(_) => Decrypted::Rejected,
+    }
 }
 
 /// The value of a JSON text that is a string without escapes (`"..."`: no `"`, `\` or control character inside,

@@ -36,7 +36,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 
 use crate::arrow_ffi::import_array;
-use crate::reveal::Ciphers;
+use crate::reveal::{Ciphers, Opened};
 use crate::ENCRYPTED_PREFIX;
 
 /// Lookups of a column's value cache after which (at each doubling) it is dropped when most of them missed:
@@ -390,23 +390,35 @@ struct Reveal<'py> {
     text: Bound<'py, PyAny>,
     /// The shown form of each stored text other than a ciphertext (pseudonyms: a few per query), by its bytes.
     known: HashMap<Vec<u8>, PyObject, RandomState>,
+    /// The shown form of every ciphertext `Revealer.value` reads as `<erased>`, once asked of `text`.
+    erased: Option<PyObject>,
     /// Scratch space for a plaintext.
     plain: Vec<u8>,
 }
 
 impl<'py> Reveal<'py> {
     /// The shown form of a marked stored text (`stored`, its str, and `bytes`), exactly `Revealer.text(stored)`:
-    /// a ciphertext opened here, each unique by its nonce, unless it is not one this path simply opens (then
-    /// `text` decides, as for an erased subject's); any other text (a pseudonym) revealed by `text` once.
+    /// a ciphertext opened here, each unique by its nonce, or one read as `<erased>` (its subject's key gone) given
+    /// the form `text` gave the first; any other text (a pseudonym, a ciphertext this path does not simply open)
+    /// revealed by `text`, a pseudonym once.
     fn shown(&mut self, bytes: &[u8], stored: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = stored.py();
         if bytes.starts_with(ENCRYPTED_PREFIX.as_bytes()) {
-            if let Ok(text) = std::str::from_utf8(bytes) {
-                if let Some(value) = self.ciphers.open_string(text, &mut self.plain)? {
-                    return Ok(PyString::new(py, value).into_any());
-                }
-            }
-            return self.text.call1((stored,));
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                return self.text.call1((stored,));
+            };
+            return match self.ciphers.open_string(text, &mut self.plain)? {
+                Opened::Text(value) => Ok(PyString::new(py, value).into_any()),
+                Opened::Erased => match &self.erased {
+                    Some(found) => Ok(found.bind(py).clone()),
+                    None => {
+                        let shown = self.text.call1((stored,))?;
+                        self.erased = Some(shown.clone().unbind());
+                        Ok(shown)
+                    }
+                },
+                Opened::Other => self.text.call1((stored,)),
+            };
         }
         if let Some(found) = self.known.get(bytes) {
             return Ok(found.bind(py).clone());
@@ -765,6 +777,7 @@ pub fn log_dicts<'py>(
         ciphers: Ciphers::new(key_of),
         text,
         known: HashMap::with_hasher(RandomState::new()),
+        erased: None,
         plain: Vec::new(),
     });
     if let Some(reveal) = &reveal {
