@@ -40,6 +40,7 @@ from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
 from secureml.audit.privacy.reveal import ERASED, RevealedEvent, Revealer
 from secureml.audit.schema import JSON_FIELDS
 from secureml.query import logs as logs_module
+from secureml.query import privacy as privacy_module
 from secureml.query.logs import connect, query_events
 from secureml.query.privacy import personal_columns
 
@@ -384,3 +385,44 @@ def test_an_erased_subjects_ciphertexts_are_revealed_once_per_subject(lake: Path
     assert_same_dicts(native, python)
     assert sum(log["input_data"] == ERASED for log in native) == sum(t != live[0] for t in inputs) > 2
     assert [text(value) for value in asked_natively].count(ERASED) == 1
+
+
+def test_the_native_scan_finds_the_columns_arrow_finds(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``personal_columns`` through the native scan gives the columns Arrow's kernels give: on the real lake, on random
+    values (marks at the start, inside, split across two values, in JSON, in the wrong kind of column), several and
+    sliced batches, and with a null whose bytes hold a mark."""
+    revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
+
+    def both(table: pa.Table) -> tuple[list[str], list[str]]:
+        native = list(personal_columns(table, revealer))
+        with monkeypatch.context() as patch:
+            patch.setattr(privacy_module, "_native_marked", None)
+            return native, list(personal_columns(table, revealer))
+
+    native, arrow = both(query_events(log_dir=lake, reveal=False))
+    assert native == arrow and {"user", "input_data", "details"} <= set(native)
+    rng = random.Random(8)
+    values = [None, "", "e", "p", "enc", "enc:v", "1:x", "ps", "_q", "a\"", "ps_", '"ps_q"', "ps_abc", "xps_a",
+              "enc:v1:ps_a:b", "x enc:v1:", '{"a":"enc:v1:x"}', "plain", "é"]
+    names = ["user", "user_id", "details", "context", "input_data", "model_id", "event_type"]
+    seen = set()
+    for _ in range(60):
+        columns = {name: rng.choices(values[:10] if rng.random() < 0.5 else values, k=rng.choice([1, 3, 40, 200]))
+                   for name in names}
+        rows = min(len(v) for v in columns.values())
+        table = pa.table({name: pa.array(v[:rows], pa.string()) for name, v in columns.items()})
+        table = pa.Table.from_batches(table.to_batches(max_chunksize=rng.choice([1, 2, 7])))
+        if rows > 2 and rng.random() < 0.5:
+            table = table.slice(1, rows - 2)
+        if table.num_rows:
+            native, arrow = both(table)
+            assert native == arrow
+            seen.update(native)
+    assert seen == set(names)  # each kind of column found marked in some table
+    offsets = pa.array([0, 7, 10], pa.int32()).buffers()[1]
+    hidden = pa.Array.from_buffers(pa.string(), 2, [pa.py_buffer(bytes([0b10])), offsets, pa.py_buffer(b"enc:v1:abc")])
+    split = pa.array(["enc:v", "1:x", 'a"', "ps_"])
+    for name in ("details", "input_data"):
+        for column in (hidden, split):
+            table = pa.table({name: column})
+            assert both(table) == ([], [])

@@ -181,6 +181,7 @@ fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(integrity::extend_frontier, module)?)?;
     module.add_function(wrap_pyfunction!(rows::log_dicts, module)?)?;
     module.add_function(wrap_pyfunction!(reveal::open_sealed, module)?)?;
+    module.add_function(wrap_pyfunction!(reveal::marked_columns, module)?)?;
     Ok(())
 }
 

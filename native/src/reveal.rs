@@ -14,11 +14,16 @@ use std::collections::HashMap;
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, GenericStringArray, OffsetSizeTrait};
+use arrow_schema::DataType;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
+use crate::arrow_ffi::import_array;
 use crate::{cipher, ENCRYPTED_PREFIX, NONCE_LEN};
 
 const TAG_LEN: usize = 16;
@@ -175,4 +180,90 @@ fn json_string(plain: &[u8]) -> Option<&str> {
         return None;
     }
     std::str::from_utf8(body).ok()
+}
+
+/// The text columns of `batches` (RecordBatches of one schema) that hold something to reveal, in their order, by
+/// `secureml.query.privacy.personal_columns`' rule: an identifier column (`identifiers`) a value starting `ps_`, a JSON
+/// column (`json`) a value holding `enc:v1:` or `"ps_`, any other a value starting `enc:v1:`. The Arrow kernels
+/// build a column of booleans for each test of each column; this stops at the first match, and looks for a JSON
+/// column's marks in all its values' bytes at once, then value by value only where they occur.
+#[pyfunction]
+pub fn marked_columns(
+    batches: &Bound<'_, PyList>,
+    identifiers: Vec<String>,
+    json: Vec<String>,
+) -> PyResult<Vec<String>> {
+    let arrays = batches.iter().map(|batch| import_array(&batch)).collect::<PyResult<Vec<_>>>()?;
+    let mut found = vec![];
+    let Some(first) = arrays.first() else {
+        return Ok(found);
+    };
+    let DataType::Struct(fields) = first.data_type() else {
+        return Err(PyValueError::new_err("marked_columns: batches must be RecordBatches"));
+    };
+    if arrays.iter().any(|array| !matches!(array.data_type(), DataType::Struct(these) if these == fields)) {
+        return Err(PyValueError::new_err("marked_columns: batches must be RecordBatches of one schema"));
+    }
+    for (c, field) in fields.iter().enumerate() {
+        let name = field.name();
+        let rule = if identifiers.contains(name) {
+            Mark::Starts("ps_")
+        } else if json.contains(name) {
+            Mark::Holds(ENCRYPTED_PREFIX, "\"ps_")
+        } else {
+            Mark::Starts(ENCRYPTED_PREFIX)
+        };
+        let mut marked = false;
+        for array in &arrays {
+            let column = array.as_struct().column(c);
+            marked = match column.data_type() {
+                DataType::Utf8 => rule.any(column.as_string::<i32>()),
+                DataType::LargeUtf8 => rule.any(column.as_string::<i64>()),
+                _ => break,
+            };
+            if marked {
+                break;
+            }
+        }
+        if marked {
+            found.push(name.clone());
+        }
+    }
+    Ok(found)
+}
+
+/// What makes a stored text one to reveal.
+#[derive(Clone, Copy)]
+enum Mark {
+    Starts(&'static str),
+    /// Either text anywhere in the value.
+    Holds(&'static str, &'static str),
+}
+
+impl Mark {
+    /// Whether a valid value of `texts` is marked.
+    fn any<O: OffsetSizeTrait>(self, texts: &GenericStringArray<O>) -> bool {
+        let valid = |i: usize| texts.is_valid(i);
+        let offsets = texts.value_offsets();
+        match self {
+            Mark::Starts(prefix) => {
+                // The first byte first (most values differ there), the validity only where all match.
+                let (data, prefix) = (texts.value_data(), prefix.as_bytes());
+                offsets.windows(2).enumerate().any(|(i, bounds)| {
+                    let (start, end) = (bounds[0].as_usize(), bounds[1].as_usize());
+                    end > start && data[start] == prefix[0] && data[start..end].starts_with(prefix) && valid(i)
+                })
+            }
+            Mark::Holds(one, other) => {
+                let (start, end) = (offsets[0].as_usize(), offsets[texts.len()].as_usize());
+                // Every value's bytes at once (a mark found there may span two values, or lie in a null's bytes).
+                let maybe = match std::str::from_utf8(&texts.value_data()[start..end]) {
+                    Ok(all) => all.contains(one) || all.contains(other),
+                    Err(_) => true,
+                };
+                let holds = |text: &str| text.contains(one) || text.contains(other);
+                maybe && (0..texts.len()).any(|i| valid(i) && holds(texts.value(i)))
+            }
+        }
+    }
 }
