@@ -61,15 +61,15 @@ print(json.dumps(result))
 """
 
 
-def baseline_code(work: Path, revision: str) -> Path:
-    """``revision``'s tree under ``work``, with its accelerator built into ``site`` beside it (once)."""
-    code = work / f"baseline-{revision.replace('/', '_')}"
+def baseline_code(work: Path, commit: str) -> Path:
+    """``commit``'s tree under ``work``, with its accelerator built into ``site`` beside it (once per commit)."""
+    code = work / f"baseline-{commit}"
     if not (code / "site").exists():
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision], capture_output=True, check=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True)
         with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
             tar.extractall(code, filter="data")
         if (code / "native").exists():
-            print(f"bench: building {revision}'s accelerator", file=sys.stderr)
+            print(f"bench: building {commit}'s accelerator", file=sys.stderr)
             subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(code / "site-build"),
                             str(code / "native")], check=True, env={**os.environ, "CARGO_TARGET_DIR": str(
                                 work / "baseline-target")})
@@ -132,7 +132,10 @@ def main() -> int:
         log_dir = work / "logs"
         if not (work / "built.json").exists():
             (work / "built.json").write_text(json.dumps(build(work, args.events, "")))
-        code = None if args.baseline is None else baseline_code(work, args.baseline)
+        commit = None if args.baseline is None else subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{args.baseline}^{{commit}}"],
+            capture_output=True, text=True, check=True).stdout.strip()
+        code = None if commit is None else baseline_code(work, commit)
         sizes = sorted(map(int, args.rows.split(",")))
         spans = ranges(log_dir, sizes)
         report: dict[str, object] = {"events": args.events, "load_average_before": round(os.getloadavg()[0], 2)}
@@ -141,7 +144,7 @@ def main() -> int:
             ours, theirs = query(log_dir, start, end, None, True), query(log_dir, start, end, code, True)
             if ours["digest"] != theirs["digest"]:
                 raise SystemExit(f"bench: {args.baseline}'s dicts differ from this tree's ({ours['rows']} rows)")
-            report["baseline"] = args.baseline
+            report["baseline"] = f"{args.baseline} ({commit})"
             report["same_dicts_as_baseline_rows"] = ours["rows"]
         for size in sizes:
             start, end = spans[size]
