@@ -7,6 +7,7 @@ CI installs the accelerator (`pip install ./native`): these tests fail, never sk
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import pickle
@@ -39,6 +40,7 @@ from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
 from secureml.audit.privacy.reveal import ERASED, RevealedEvent, Revealer
 from secureml.audit.schema import JSON_FIELDS
 from secureml.query import logs as logs_module
+from secureml.query import privacy as privacy_module
 from secureml.query.logs import connect, query_events
 from secureml.query.privacy import personal_columns
 
@@ -115,7 +117,7 @@ def test_the_native_open_is_used_and_opens_every_live_subject(lake: Path) -> Non
     """Stored ciphertexts of live subjects open natively (a str or a JSON text); the erased subject's give None."""
     texts = stored_texts(lake)
     revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
-    opened = secureml_audit_native.open_sealed(texts, revealer._key_bytes)
+    opened = secureml_audit_native.open_sealed(texts, revealer.key_bytes)
     assert len(opened) == len(texts)
     for text, value in zip(texts, opened):
         python = revealer.value(text)
@@ -130,9 +132,9 @@ def odd_texts(lake: Path) -> list[Any]:
     """Stored texts tampered with or made by hand: flipped bytes, cut, lenient base64, other plaintexts."""
     texts = stored_texts(lake)
     revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
-    live = next(t for t in texts if revealer._key_bytes(t[len(ENCRYPTED_PREFIX):].partition(":")[0]))
+    live = next(t for t in texts if revealer.key_bytes(t[len(ENCRYPTED_PREFIX):].partition(":")[0]))
     name, _, payload = live[len(ENCRYPTED_PREFIX):].partition(":")
-    key = AESGCM(revealer._key_bytes(name))  # type: ignore[arg-type]
+    key = AESGCM(revealer.key_bytes(name))  # type: ignore[arg-type]
     raw = base64.b64decode(payload)
     flipped = raw[:20] + bytes([raw[20] ^ 1]) + raw[21:]
 
@@ -175,7 +177,7 @@ def test_tampered_and_odd_stored_texts_read_alike(lake: Path, monkeypatch: pytes
 
     native, python = both_reveals(monkeypatch, shown)
     assert native == python
-    opened = secureml_audit_native.open_sealed(texts[:-5], Revealer(reader_keystore(lake))._key_bytes)  # type: ignore[arg-type]
+    opened = secureml_audit_native.open_sealed(texts[:-5], Revealer(reader_keystore(lake)).key_bytes)  # type: ignore[arg-type]
     assert {type(value) for value in opened} == {str, bytes, type(None)}  # each of the three answers is tested
     assert python == [exact(Revealer(reader_keystore(lake)).text(text)) for text in texts]  # type: ignore[arg-type]
     assert python[2] == exact(ERASED)
@@ -231,10 +233,14 @@ def test_revealed_events_made_in_the_native_pass_read_alike(lake: Path, monkeypa
             made = revealing_in_the_native_pass(patch)
             assert_same_dicts(get_audit_logs(log_dir=lake, **query), python)
         assert made == [True]
-    with monkeypatch.context() as patch:  # JSON values to reveal: the dicts are made natively, revealed after
+    with monkeypatch.context() as patch:  # JSON values to reveal too: their few rows are revealed after, in Python
         made = revealing_in_the_native_pass(patch)
         everything = get_audit_logs(log_dir=lake)
-    assert made == [False] and any(isinstance(log, RevealedEvent) and "details" in log.sealed for log in everything)
+    assert made == [True]
+    _, python = both_paths(monkeypatch, lambda: get_audit_logs(log_dir=lake))
+    assert_same_dicts(everything, python)
+    assert any(isinstance(log, RevealedEvent) and "details" in log.sealed and "user_id" in log.sealed
+               for log in everything)  # a text and a JSON column revealed in one event, in the Python path's order
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -280,6 +286,39 @@ def test_random_stored_texts_revealed_in_the_native_pass_read_alike(lake: Path, 
                    if isinstance(log, RevealedEvent))
 
 
+@pytest.mark.parametrize("seed", [4, 5])
+def test_random_json_values_to_reveal_read_alike(lake: Path, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JSON columns holding ciphertexts and pseudonyms (nested, as a JSON string, inside longer text, erased and
+    tampered) in random rows beside revealed text columns, several batches, shuffled orders: the rows revealed
+    after the native pass are the Python path's, and every other row keeps its native dict."""
+    rng = random.Random(seed)
+    odd = [text for text in odd_texts(lake) if text == text.encode(errors="replace").decode()]
+    table = query_events(log_dir=lake, reveal=False)
+    revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
+    users = [v for v in table.column("user").to_pylist() if v and v.startswith("ps_")]
+    details = [None, '{"a":1}', '"plain"', json.dumps(f"x {odd[0]}"), json.dumps(users[0]),
+               *[json.dumps({"email": text, "n": [1, {"deep": rng.choice(users)}]}) for text in odd[:12]],
+               json.dumps([odd[0], {"name": odd[2]}], ensure_ascii=False)]
+    for _ in range(3):
+        rows = table.num_rows
+        mixed = table.set_column(table.schema.get_field_index("details"), "details",
+                                 pa.array(rng.choices(details, k=rows), pa.string()))
+        mixed = pa.Table.from_batches(mixed.to_batches(max_chunksize=rng.choice([5, 40, rows])))
+        order = np.array(rng.sample(range(rows), rows)) if rng.random() < 0.7 else None
+        columns = tuple(personal_columns(mixed, revealer))
+        assert "details" in columns and "user" in columns
+        with monkeypatch.context() as patch:
+            made = revealing_in_the_native_pass(patch)
+            native = logs_module._to_logs(mixed, order, revealer)
+        assert made == [True]
+        with monkeypatch.context() as patch:
+            patch.setattr(logs_module, "_native_log_dicts", None)
+            python = logs_module._to_logs(mixed, order, revealer)
+        assert_same_dicts(native, python)
+        assert any(isinstance(log, RevealedEvent) and "details" in log.sealed for log in native)
+        assert any(log.get("details") == {"a": 1} for log in native)
+
+
 def test_switched_off_the_pure_python_path_gives_the_same_events(lake: Path) -> None:
     """A process with SECUREML_AUDIT_NATIVE=0 (no accelerator at all) reads the same events as this one."""
     script = ("import pickle, sys\n"
@@ -290,3 +329,100 @@ def test_switched_off_the_pure_python_path_gives_the_same_events(lake: Path) -> 
     done = subprocess.run([sys.executable, "-c", script, str(lake)], env={**os.environ, NATIVE_ENV: "0"},
                           capture_output=True, check=True)
     assert_same_dicts(get_audit_logs(log_dir=lake), pickle.loads(done.stdout))
+
+
+def test_sealed_of_natively_revealed_events_behaves_as_a_dict(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sealed``, kept compact by the native dicts until read, is one dict from then on (changes to it stay), and
+    ``as_sealed()``, copies and pickles give what the Python path's events give."""
+    query = {"event_type": "model_inference"}
+    native, python = both_paths(monkeypatch, lambda: get_audit_logs(log_dir=lake, **query))
+    pairs = [(ours, theirs) for ours, theirs in zip(native, python) if isinstance(ours, RevealedEvent)]
+    assert pairs and not hasattr(pairs[0][0], "__dict__")
+    for ours, theirs in pairs:
+        assert exact(pickle.loads(pickle.dumps(ours)).sealed) == exact(theirs.sealed)
+        assert exact(copy.copy(ours).sealed) == exact(theirs.sealed)
+        assert exact(ours.as_sealed()) == exact(theirs.as_sealed())
+        assert ours.sealed is ours.sealed
+    ours, theirs = pairs[0]
+    ours.sealed["input_data"] = theirs.sealed["input_data"] = ("changed", "stored")
+    ours["input_data"] = theirs["input_data"] = "changed"
+    assert ours.as_sealed()["input_data"] == theirs.as_sealed()["input_data"] == "stored"
+    made = RevealedEvent({"a": 1})
+    with pytest.raises(AttributeError):
+        made.sealed  # noqa: B018 (never revealed: no sealed forms, as before)
+    made.sealed = {"a": (1, "ps_x")}
+    assert made.as_sealed() == {"a": "ps_x"}
+
+
+def test_an_erased_subjects_ciphertexts_are_revealed_once_per_subject(lake: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows holding ciphertexts read as `<erased>` (an erased subject's, under a key made since or none, an unknown
+    subject's) read as in the Python path, which the native pass asks once, not once per row."""
+    revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
+    table = query_events(log_dir=lake, reveal=False, event_type="model_inference")
+
+    def name(text: str) -> str:
+        return text[len(ENCRYPTED_PREFIX):].partition(":")[0]
+
+    stored = [t for t in table.column("input_data").to_pylist() if t and t.startswith(ENCRYPTED_PREFIX)]
+    erased = [t for t in stored if revealer.text(t) == ERASED]
+    live = [t for t in stored if revealer.text(t) != ERASED]
+    unknown = f"{ENCRYPTED_PREFIX}ps_{'a' * 24}:{live[0].rpartition(':')[2]}"
+    assert erased and live
+    assert all(revealer.key_bytes(name(t)) for t in erased)  # keys made since the erasure: tags that do not check
+    assert revealer.key_bytes(name(unknown)) is None  # and a subject without a key
+    rng = random.Random(6)
+    inputs = rng.choices([*erased, unknown, live[0]], k=table.num_rows)
+    mixed = table.set_column(table.schema.get_field_index("input_data"), "input_data", pa.array(inputs, pa.string()))
+    asked: list[str] = []
+    text = revealer.text
+    monkeypatch.setattr(revealer, "text", lambda value: (asked.append(value), text(value))[1])
+    native = logs_module._to_logs(mixed, None, revealer)
+    asked_natively = [value for value in asked if value.startswith(ENCRYPTED_PREFIX)]
+    with monkeypatch.context() as patch:
+        patch.setattr(logs_module, "_native_log_dicts", None)
+        python = logs_module._to_logs(mixed, None, revealer)
+    assert_same_dicts(native, python)
+    assert sum(log["input_data"] == ERASED for log in native) == sum(t != live[0] for t in inputs) > 2
+    assert [text(value) for value in asked_natively].count(ERASED) == 1
+
+
+def test_the_native_scan_finds_the_columns_arrow_finds(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``personal_columns`` through the native scan gives the columns Arrow's kernels give: on the real lake, on random
+    values (marks at the start, inside, split across two values, in JSON, in the wrong kind of column), several and
+    sliced batches, and with a null whose bytes hold a mark."""
+    revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
+
+    def both(table: pa.Table) -> tuple[list[str], list[str]]:
+        native = list(personal_columns(table, revealer))
+        with monkeypatch.context() as patch:
+            patch.setattr(privacy_module, "_native_marked", None)
+            return native, list(personal_columns(table, revealer))
+
+    native, arrow = both(query_events(log_dir=lake, reveal=False))
+    assert native == arrow and {"user", "input_data", "details"} <= set(native)
+    rng = random.Random(8)
+    values = [None, "", "e", "p", "enc", "enc:v", "1:x", "ps", "_q", "a\"", "ps_", '"ps_q"', "ps_abc", "xps_a",
+              "enc:v1:ps_a:b", "x enc:v1:", '{"a":"enc:v1:x"}', "plain", "é"]
+    names = ["user", "user_id", "details", "context", "input_data", "model_id", "event_type"]
+    seen = set()
+    for _ in range(60):
+        columns = {name: rng.choices(values[:10] if rng.random() < 0.5 else values, k=rng.choice([1, 3, 40, 200]))
+                   for name in names}
+        rows = min(len(v) for v in columns.values())
+        table = pa.table({name: pa.array(v[:rows], pa.string()) for name, v in columns.items()})
+        table = pa.Table.from_batches(table.to_batches(max_chunksize=rng.choice([1, 2, 7])))
+        if rows > 2 and rng.random() < 0.5:
+            table = table.slice(1, rows - 2)
+        if table.num_rows:
+            native, arrow = both(table)
+            assert native == arrow
+            seen.update(native)
+    assert seen == set(names)  # each kind of column found marked in some table
+    offsets = pa.array([0, 7, 10], pa.int32()).buffers()[1]
+    hidden = pa.Array.from_buffers(pa.string(), 2, [pa.py_buffer(bytes([0b10])), offsets, pa.py_buffer(b"enc:v1:abc")])
+    split = pa.array(["enc:v", "1:x", 'a"', "ps_"])
+    for name in ("details", "input_data"):
+        for column in (hidden, split):
+            table = pa.table({name: column})
+            assert both(table) == ([], [])

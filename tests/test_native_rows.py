@@ -30,6 +30,7 @@ from secureml.audit.privacy.reveal import ERASED, RevealedEvent
 from secureml.lake.rows import lake_schema
 from secureml.materializer import materialize_embedded
 from secureml.query import logs as logs_module
+from secureml.query.logs import query_events
 
 NON_ASCII = ["é ß 日本語", "emoji 😀👍🏽", "", "line\nbreak\ttab", 'quote " and \\ backslash', "\u2028\x7f"]
 
@@ -222,8 +223,26 @@ def table_of(rows: int, rng: random.Random, *, chunk: int = 997) -> pa.Table:
         if field.nullable:
             values = [None if rng.random() < 0.2 else v for v in values]
         columns[field.name] = values
+    chained = rng.choice([0.0, 0.7, 1.0])  # how often an event's prev_hash is the hash of the row before
+    columns["prev_hash"] = [h if rng.random() < chained else p
+                            for h, p in zip([None, *columns["hash"][:-1]], columns["prev_hash"])]
     table = pa.table({name: pa.array(values, schema.field(name).type) for name, values in columns.items()})
     return pa.Table.from_batches(table.to_batches(max_chunksize=chunk))
+
+
+def test_an_events_prev_hash_shares_the_hash_of_the_row_before(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where an event's prev_hash is the hash of the row before it (a chain, in storage order), its dict holds that
+    row's hash str itself; values stay exactly the Python path's, in order and shuffled, chained or not."""
+    table = query_events(log_dir=lake, reveal=False)
+    native = logs_module._to_logs(table)
+    shared = sum(log["prev_hash"] is before["hash"] for before, log in zip(native, native[1:]))
+    assert shared > len(native) // 2
+    rng = random.Random(9)
+    for chunk in (1, 7, 300):
+        mixed = table_of(3_000, rng, chunk=chunk)
+        order = np.array(rng.sample(range(3_000), 3_000)) if chunk == 7 else None
+        native, python = both_paths(monkeypatch, lambda: logs_module._to_logs(mixed, order))  # noqa: B023
+        assert_same_dicts(native, python)
 
 
 @pytest.mark.parametrize("rows", [1, 63, 64, 3_000, 25_000])

@@ -6,14 +6,17 @@
 //! path pays a dict copy and a `__setitem__` per varying key through the interpreter, and an Arrow call or
 //! two per column; here each row's dict is a C-level copy of the previous row of its type with only the
 //! values that differ set, and a value that repeats further apart (a model's name, an operation's start) is
-//! made once and shared, found through a hash of its bytes. What remains of a row's cost is CPython's own
-//! (the dict's values, its new strings, list and dict, and the kernel's page faults on fresh memory): this step
-//! takes 0.66-0.87x the CPU time of the Python path (bench/RESULTS.md, wave 3).
+//! made once and shared, found through a hash of its bytes; an event's `prev_hash` is the str of the row before's
+//! `hash` when it equals it. What remains of a row's cost is CPython's own (the dict's values, its new strings,
+//! list and dict, and the kernel's page faults on fresh memory): this step takes 0.66-0.87x the CPU time of the
+//! Python path (bench/RESULTS.md, wave 3).
 //!
-//! With a reveal (the query's text columns that hold pseudonyms or ciphertexts, each stored text's shown form
-//! and the class of revealed events), a row holding such a text is made as the revealed event itself in the
-//! same pass: a `RevealedEvent` with the shown values and its `sealed` forms, exactly what
-//! `secureml.audit.privacy.reveal.reveal_logs` makes of the row's dict, without a per-row Python loop.
+//! With a reveal (the query's text columns that hold pseudonyms or ciphertexts, the class of revealed events, the
+//! subjects' keys and the Python reveal of one text), a row holding such a text is made as the revealed event
+//! itself in the same pass: a `RevealedEvent` with the shown values and its `sealed` forms, exactly what
+//! `secureml.audit.privacy.reveal.reveal_logs` makes of the row's dict, without a per-row Python loop. Each
+//! ciphertext is opened where its row is made (they are unique by their random nonces: gathering the distinct
+//! ones first only added a hash, a str and a dict entry each); pseudonyms, a few per query, are revealed once.
 //!
 //! Anything outside what it handles (a column type the lake does not use, a time outside years 1-9999, a key
 //! the table lacks) makes it return None, and the caller takes the Python path, which gives the same
@@ -33,6 +36,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 
 use crate::arrow_ffi::import_array;
+use crate::reveal::{Ciphers, Opened};
+use crate::ENCRYPTED_PREFIX;
 
 /// Lookups of a column's value cache after which (at each doubling) it is dropped when most of them missed:
 /// hashing a column of distinct values (event ids, times) only adds to its cost. Comparisons of a column's
@@ -376,11 +381,52 @@ struct Plan<'py> {
     reveals: Vec<usize>,
 }
 
-/// Stored texts shown as logged: the reveal's columns (texts), each marked text's shown form, the events' class.
+/// Stored texts shown as logged: the reveal's columns (texts), the revealed events' class, the ciphers of the
+/// subjects' keys and the Python reveal of one text (`Revealer.text`) for the texts not opened here.
 struct Reveal<'py> {
     columns: Vec<String>,
-    shown: Bound<'py, PyDict>,
     class: Bound<'py, PyAny>,
+    ciphers: Ciphers<'py>,
+    text: Bound<'py, PyAny>,
+    /// The shown form of each stored text other than a ciphertext (pseudonyms: a few per query), by its bytes.
+    known: HashMap<Vec<u8>, PyObject, RandomState>,
+    /// The shown form of every ciphertext `Revealer.value` reads as `<erased>`, once asked of `text`.
+    erased: Option<PyObject>,
+    /// Scratch space for a plaintext.
+    plain: Vec<u8>,
+}
+
+impl<'py> Reveal<'py> {
+    /// The shown form of a marked stored text (`stored`, its str, and `bytes`), exactly `Revealer.text(stored)`:
+    /// a ciphertext opened here, each unique by its nonce, or one read as `<erased>` (its subject's key gone) given
+    /// the form `text` gave the first; any other text (a pseudonym, a ciphertext this path does not simply open)
+    /// revealed by `text`, a pseudonym once.
+    fn shown(&mut self, bytes: &[u8], stored: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = stored.py();
+        if bytes.starts_with(ENCRYPTED_PREFIX.as_bytes()) {
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                return self.text.call1((stored,));
+            };
+            return match self.ciphers.open_string(text, &mut self.plain)? {
+                Opened::Text(value) => Ok(PyString::new(py, value).into_any()),
+                Opened::Erased => match &self.erased {
+                    Some(found) => Ok(found.bind(py).clone()),
+                    None => {
+                        let shown = self.text.call1((stored,))?;
+                        self.erased = Some(shown.clone().unbind());
+                        Ok(shown)
+                    }
+                },
+                Opened::Other => self.text.call1((stored,)),
+            };
+        }
+        if let Some(found) = self.known.get(bytes) {
+            return Ok(found.bind(py).clone());
+        }
+        let shown = self.text.call1((stored,))?;
+        self.known.insert(bytes.to_vec(), shown.clone().unbind());
+        Ok(shown)
+    }
 }
 
 /// A combined dict of `template`'s items, filled in order: revealed events are filled from the last row by
@@ -410,6 +456,31 @@ struct Converter<'py, 'a> {
     template_of: Bound<'py, PyAny>,
     loads: Bound<'py, PyAny>,
     reveal: Option<Reveal<'py>>,
+    chain: Option<Chain<'a>>,
+}
+
+/// An event's `prev_hash` is most often the hash of the row before it in storage order (files are sorted by operation
+/// and time): it is given that row's `hash` str (a million 64-character strs fewer to make and free per million rows),
+/// until fewer than 1 in 8 of `PROBE_LOOKUPS` rows were.
+struct Chain<'a> {
+    hash: usize,
+    prev_hash: usize,
+    /// The last row's hash: its bytes and str.
+    last: Option<(&'a [u8], PyObject)>,
+    looked: u32,
+    shared: u32,
+}
+
+impl<'a> Chain<'a> {
+    /// The last row's hash str when `prev_hash` (this row's) equals it.
+    fn share(&mut self, py: Python<'_>, prev_hash: Option<&[u8]>) -> Option<PyObject> {
+        self.looked += 1;
+        let (last, hash) = self.last.as_ref()?;
+        (prev_hash? == *last).then(|| {
+            self.shared += 1;
+            hash.clone_ref(py)
+        })
+    }
 }
 
 impl<'py, 'a> Converter<'py, 'a> {
@@ -493,6 +564,7 @@ impl<'py, 'a> Converter<'py, 'a> {
             }
             _ => source.copy()?,
         };
+        let mut row_hash = None; // the next row's last hash, whichever of the two keys comes first
         for (k, ((key, &c), compared)) in plan.keys.iter().zip(&plan.columns).zip(&mut plan.compared).enumerate() {
             let column = self.batches[batch][c];
             if revealing && plan.reveals.contains(&k) && row_marked(k) {
@@ -513,13 +585,27 @@ impl<'py, 'a> Converter<'py, 'a> {
             } else if column.is_null(row) {
                 continue; // the template's None
             }
-            let Some(value) = make(py, column, row, &mut self.values[c], &self.loads)? else {
-                return Ok(None);
+            let shared = match (&mut self.chain, column) {
+                (Some(chain), Column::Text(texts)) if c == chain.prev_hash => chain.share(py, texts.get(row)),
+                _ => None,
             };
+            let value = match shared {
+                Some(value) => value,
+                None => match make(py, column, row, &mut self.values[c], &self.loads)? {
+                    Some(value) => value,
+                    None => return Ok(None),
+                },
+            };
+            if let (Some(chain), Column::Text(texts)) = (&self.chain, column) {
+                if c == chain.hash {
+                    row_hash = texts.get(row).map(|bytes| (bytes, value.clone_ref(py)));
+                }
+            }
             dict.set_item(key, value)?;
         }
-        if let (Some(reveal), true) = (&self.reveal, revealing) {
-            let sealed = PyDict::new(py);
+        if let (Some(reveal), true) = (&mut self.reveal, revealing) {
+            // `RevealedEvent.sealed` as it keeps it until read: (field, shown, stored, field, ...).
+            let mut sealed = Vec::with_capacity(3 * plan.reveals.len());
             for &k in &plan.reveals {
                 if !row_marked(k) {
                     continue;
@@ -529,13 +615,20 @@ impl<'py, 'a> Converter<'py, 'a> {
                     return Ok(None);
                 };
                 let stored = stored.into_bound(py);
-                let Some(shown) = reveal.shown.get_item(&stored)? else {
-                    return Err(PyValueError::new_err("log_dicts: a stored text without its shown form in the reveal"));
+                let Column::Text(texts) = self.batches[batch][c] else {
+                    unreachable!("a reveal's columns are texts (checked by log_dicts)");
                 };
+                let shown = reveal.shown(texts.get(row).unwrap_or_default(), &stored)?;
                 dict.set_item(&plan.keys[k], &shown)?;
-                sealed.set_item(&plan.keys[k], PyTuple::new(py, [shown, stored])?)?;
+                sealed.extend([plan.keys[k].clone().into_any(), shown, stored]);
             }
-            dict.setattr(intern!(py, "sealed"), sealed)?;
+            dict.setattr(intern!(py, "_sealed"), PyTuple::new(py, sealed)?)?;
+        }
+        if let (Some(chain), Some(hash)) = (&mut self.chain, row_hash) {
+            chain.last = Some(hash);
+        }
+        if self.chain.as_ref().is_some_and(|chain| chain.looked >= PROBE_LOOKUPS && 8 * chain.shared < chain.looked) {
+            self.chain = None; // hashes not chained row to row here
         }
         plan.last = Some((dict.clone(), batch, row));
         Ok(Some(dict))
@@ -619,12 +712,15 @@ fn make<'a>(
     }))
 }
 
+/// `log_dicts`' reveal: (text columns, revealed events' class, `key_of`, `text`).
+type RevealArgs<'py> = (Vec<String>, Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>);
+
 /// The log dicts of the rows of `batches` (RecordBatches of one schema, through `__arrow_c_array__`), in the
 /// order of `order` (row indices across the batches, an Arrow int64 array) or as they come.
 /// `template_of(event_type)` gives the dict a type's rows are copied from (its keys in order, each None),
-/// `times` and `json` name the columns written as ISO text and parsed with `loads`; `reveal`, (text columns, shown
-/// form of each marked stored text, revealed events' class), makes the rows holding such texts revealed events
-/// (see the module's docs). None when a column or value is not one this step handles (the caller then takes the Python path).
+/// `times` and `json` name the columns written as ISO text and parsed with `loads`; `reveal`, (text columns,
+/// revealed events' class, `key_of(name)` giving a subject's key bytes or None, `text(stored)` giving a stored
+/// text's shown form), makes the rows holding such texts revealed events (see the module's docs). None when a column or value is not one this step handles (the caller then takes the Python path).
 #[pyfunction]
 #[pyo3(signature = (batches, template_of, times, json, loads, order=None, reveal=None))]
 #[allow(clippy::too_many_arguments)]
@@ -636,7 +732,7 @@ pub fn log_dicts<'py>(
     json: Vec<String>,
     loads: Bound<'py, PyAny>,
     order: Option<&Bound<'py, PyAny>>,
-    reveal: Option<(Vec<String>, Bound<'py, PyDict>, Bound<'py, PyAny>)>,
+    reveal: Option<RevealArgs<'py>>,
 ) -> PyResult<Option<Bound<'py, PyList>>> {
     let arrays = batches.iter().map(|batch| import_array(&batch)).collect::<PyResult<Vec<ArrayRef>>>()?;
     let mut names: Vec<String> = vec![];
@@ -675,7 +771,15 @@ pub fn log_dicts<'py>(
         },
         None => None,
     };
-    let reveal = reveal.map(|(columns, shown, class)| Reveal { columns, shown, class });
+    let reveal = reveal.map(|(columns, class, key_of, text)| Reveal {
+        columns,
+        class,
+        ciphers: Ciphers::new(key_of),
+        text,
+        known: HashMap::with_hasher(RandomState::new()),
+        erased: None,
+        plain: Vec::new(),
+    });
     if let Some(reveal) = &reveal {
         for name in &reveal.columns {
             let Some(c) = names.iter().position(|n| n == name) else {
@@ -689,8 +793,12 @@ pub fn log_dicts<'py>(
         }
     }
     let values = (0..names.len()).map(|_| Values::new()).collect();
+    let chain = match (names.iter().position(|n| n == "hash"), names.iter().position(|n| n == "prev_hash")) {
+        (Some(hash), Some(prev_hash)) => Some(Chain { hash, prev_hash, last: None, looked: 0, shared: 0 }),
+        _ => None,
+    };
     let mut converter =
-        Converter { py, batches: columns, names, event_type, values, plans: vec![], template_of, loads, reveal };
+        Converter { py, batches: columns, names, event_type, values, plans: vec![], template_of, loads, reveal, chain };
     // Rows are made in storage order, where a row most often repeats the last one's values (files are sorted by
     // operation and time) and columns are read in sequence, then picked in `order`.
     let mut dicts = Vec::with_capacity(rows);

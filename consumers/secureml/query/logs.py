@@ -41,10 +41,10 @@ from secureml.query.filters import select_events
 from secureml.query.privacy import (
     personal_columns,
     reveal_logs,
+    reveal_parsed_rows,
     reveal_table,
     revealed_view_sql,
     revealer_for,
-    shown_texts,
     stored_forms,
 )
 from secureml.stream.accept import accepted_events
@@ -429,25 +429,27 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None, revealer: Reveale
     (``native/src/rows.rs``: the same dicts, key order included), and when only text columns
     hold pseudonyms or ciphertexts (a real lake's users and inference inputs), each row holding
     one is made as its revealed event in that pass: looking for the fields to reveal and copying
-    each row into a ``RevealedEvent`` in Python cost twice the dicts themselves. The cyclic
-    garbage collector is paused meanwhile (``_acyclic``).
+    each row into a ``RevealedEvent`` in Python cost twice the dicts themselves. The few rows whose
+    JSON columns hold personal values (a subject request's e-mail) are then revealed in Python
+    (``reveal_parsed_rows``). The cyclic garbage collector is paused meanwhile (``_acyclic``).
     """
     count = table.num_rows
     if count == 0:
         return []
     columns = tuple(personal_columns(table, revealer))
     with _acyclic(count):
-        logs = None
         if _native_log_dicts is not None:
-            texts = None if revealer is None or not columns else shown_texts(table, revealer, columns)
-            reveal = None if texts is None else (columns, texts, RevealedEvent)
+            texts = tuple(name for name in columns if name not in JSON_FIELDS)
+            reveal = None if revealer is None or not texts else \
+                (texts, RevealedEvent, revealer.key_bytes, revealer.text)
             logs = _native_log_dicts(table.to_batches(), _template, TIMESTAMP_FIELDS, tuple(JSON_FIELDS), json.loads,
                                      None if order is None else pa.array(order, pa.int64()), reveal)
-            if logs is not None and reveal is not None:
+            if logs is not None:
+                if revealer is not None and len(texts) < len(columns):
+                    reveal_parsed_rows(logs, table, order, revealer, columns)
                 return logs
-        if logs is None:  # a column or value the accelerator leaves to the Python path
-            logs = _python_logs(table, order)
-        return reveal_logs(logs, revealer, columns)
+        # A column or value the accelerator leaves to the Python path, or no accelerator.
+        return reveal_logs(_python_logs(table, order), revealer, columns)
 
 
 def _python_logs(table: pa.Table, order: np.ndarray | None) -> list[dict[str, Any]]:

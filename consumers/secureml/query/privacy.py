@@ -11,18 +11,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from secureml.audit import accelerator
 from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.privacy import reader_keystore
 from secureml.audit.privacy.keys import pseudonym
 from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
-from secureml.audit.privacy.reveal import Revealer
+from secureml.audit.privacy.reveal import RevealedEvent, Revealer, reveal_log
 from secureml.audit.privacy.reveal import reveal_logs as reveal_events
 from secureml.audit.schema import JSON_FIELDS
 
 IDENTIFIER_COLUMNS = ("user", "user_id")
+# The accelerator's scan for the columns to reveal (native/src/reveal.rs), or None: the columns are the same.
+_native_marked = None if accelerator.native is None else accelerator.native.marked_columns
 
 
 def revealer_for(log_dir: Path | None) -> Revealer | None:
@@ -61,30 +65,42 @@ def _each(reveal: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
     return lambda values: [reveal(v) for v in values]
 
 
-def _reveal_kind(revealer: Revealer, name: str, column: pa.ChunkedArray) -> Callable[[list[Any]], list[Any]] | None:
-    """How to reveal a stored column's values (a list at a time: ciphertexts are opened together), or None
-    when it holds no pseudonym and no ciphertext (Arrow kernels decide)."""
+def _reveal_of(revealer: Revealer, name: str) -> Callable[[list[Any]], list[Any]]:
+    """How to reveal a stored column's values, a list at a time (ciphertexts are opened together)."""
     if name in IDENTIFIER_COLUMNS:
-        return _each(revealer.identifier) if pc.any(pc.starts_with(column, "ps_")).as_py() else None
+        return _each(revealer.identifier)
     if name in JSON_FIELDS:
-        found = (pc.any(pc.match_substring(column, ENCRYPTED_PREFIX)).as_py()
-                 or pc.any(pc.match_substring(column, '"ps_')).as_py())
-        return _each(revealer.json_text) if found else None
-    return revealer.text_list if pc.any(pc.starts_with(column, ENCRYPTED_PREFIX)).as_py() else None
+        return _each(revealer.json_text)
+    return revealer.text_list
+
+
+def _marked(name: str, column: pa.ChunkedArray) -> bool:
+    """Whether a stored text column holds something to reveal: an identifier a pseudonym, a JSON text a ciphertext
+    or a pseudonym anywhere, any other text a ciphertext."""
+    if name in IDENTIFIER_COLUMNS:
+        return bool(pc.any(pc.starts_with(column, "ps_")).as_py())
+    if name in JSON_FIELDS:
+        return bool(pc.any(pc.match_substring(column, ENCRYPTED_PREFIX)).as_py()
+                    or pc.any(pc.match_substring(column, '"ps_')).as_py())
+    return bool(pc.any(pc.starts_with(column, ENCRYPTED_PREFIX)).as_py())
 
 
 def personal_columns(table: pa.Table, revealer: Revealer | None) -> dict[str, Callable[[list[Any]], list[Any]]]:
-    """The text columns of an events table that hold pseudonyms or ciphertexts, with how to reveal each."""
+    """The text columns of an events table that hold pseudonyms or ciphertexts, with how to reveal each. The
+    accelerator finds them in one pass that stops at the first marked value (``marked_columns``), the same columns
+    Arrow's kernels find here otherwise."""
     if revealer is None or table.num_rows == 0:
         return {}
+    if _native_marked is not None:
+        names = _native_marked(table.to_batches(), IDENTIFIER_COLUMNS, tuple(JSON_FIELDS))
+        return {name: _reveal_of(revealer, name) for name in names}
     found = {}
     for field in table.schema:
         column = table.column(field.name)
         # A column of nulls (another event type's payload) holds nothing to reveal: no Arrow scan for it.
-        if (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)) and column.null_count < len(column):
-            reveal = _reveal_kind(revealer, field.name, column)
-            if reveal is not None:
-                found[field.name] = reveal
+        text = pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
+        if text and column.null_count < len(column) and _marked(field.name, column):
+            found[field.name] = _reveal_of(revealer, field.name)
     return found
 
 
@@ -106,18 +122,27 @@ def reveal_logs(logs: list[dict[str, Any]], revealer: Revealer | None, columns: 
     return reveal_events(revealer, logs, columns)
 
 
-def shown_texts(table: pa.Table, revealer: Revealer, columns: tuple[str, ...]) -> dict[str, Any] | None:
-    """Each stored pseudonym and ciphertext of the text ``columns`` of ``table`` with its value as logged, each
-    distinct one revealed once (``Revealer.texts``), for the native dicts to show in the one pass that makes them;
-    None when one of them is a JSON column (its values are revealed once parsed, by ``reveal_logs``)."""
-    if any(name in JSON_FIELDS for name in columns):
-        return None
-    stored: list[str] = []
+def reveal_parsed_rows(logs: list[dict[str, Any]], table: pa.Table, order: np.ndarray | None, revealer: Revealer,
+                       columns: tuple[str, ...]) -> None:
+    """The dicts of ``table``'s rows (in ``order``, as ``_to_logs`` makes them; text ``columns`` revealed already)
+    whose JSON ``columns`` hold a pseudonym or a ciphertext, replaced in place by what ``reveal_logs`` makes of
+    them: such rows are few (a subject request's e-mail, a dict's personal keys), and the rest keep their
+    dicts. A row found by its text but holding nothing to reveal once parsed comes out as ``reveal_logs``
+    leaves it."""
+    found = None
     for name in columns:
-        column = table.column(name)
-        marked = pc.or_(pc.starts_with(column, "ps_"), pc.starts_with(column, ENCRYPTED_PREFIX))
-        stored += pc.unique(column.filter(marked)).to_pylist()
-    return revealer.texts(stored)
+        if name in JSON_FIELDS:
+            column = table.column(name)
+            marked = pc.or_(pc.match_substring(column, ENCRYPTED_PREFIX), pc.match_substring(column, '"ps_'))
+            found = marked if found is None else pc.or_(found, marked)
+    if found is None:
+        return
+    rows = pc.indices_nonzero(found.fill_null(False)).to_numpy()
+    places = rows if order is None else np.flatnonzero(np.isin(order, rows))
+    for place in places.tolist():
+        log = logs[place]
+        stored = log.as_sealed() if isinstance(log, RevealedEvent) else log  # its text columns as stored
+        logs[place] = reveal_log(revealer, stored, columns)
 
 
 def revealed_view_sql(con: Any, revealer: Revealer | None, source_sql: str, columns: list[str]) -> str:

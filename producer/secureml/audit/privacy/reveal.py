@@ -30,7 +30,23 @@ class RevealedEvent(dict):  # type: ignore[type-arg]
     sealed), so a report can check the events it is given against their hashes (a field changed since
     is checked as changed)."""
 
-    sealed: dict[str, tuple[Any, Any]]
+    # No instance ``__dict__``, and ``sealed`` kept as the native dicts make it, one flat tuple (field, shown,
+    # stored, field, ...), until it is read: a query makes one revealed event per row, and the second dict, the
+    # ``sealed`` dict and its pairs of each cost more to make and free than the rest of the reveal.
+    __slots__ = ("_sealed",)
+    _sealed: dict[str, tuple[Any, Any]] | tuple[Any, ...]
+
+    @property
+    def sealed(self) -> dict[str, tuple[Any, Any]]:
+        """Each revealed field's (value shown, value sealed), in the order the fields were revealed."""
+        found = self._sealed
+        if found.__class__ is tuple:
+            found = self._sealed = {found[i]: (found[i + 1], found[i + 2]) for i in range(0, len(found), 3)}
+        return found  # type: ignore[return-value]
+
+    @sealed.setter
+    def sealed(self, value: dict[str, tuple[Any, Any]]) -> None:
+        self._sealed = value
 
     def as_sealed(self) -> dict[str, Any]:
         """The event with each revealed field, unless changed since, as it was sealed."""
@@ -71,7 +87,7 @@ class Revealer:
         except (InvalidTag, binascii.Error, ValueError):
             return ERASED  # a key created after the erasure does not open what the old one sealed
 
-    def _key_bytes(self, name: str) -> bytes | None:
+    def key_bytes(self, name: str) -> bytes | None:
         """A pseudonym's key as bytes for the native open, None as ``value`` would find none."""
         key = self.key(name) if PSEUDONYM.match(name) else None
         return None if key is None else key.key
@@ -86,7 +102,7 @@ class Revealer:
         shown: dict[str, Any] = dict.fromkeys(values)
         sealed = [v for v in shown if v.startswith(ENCRYPTED_PREFIX)] if _native_open is not None else []
         if sealed:
-            shown.update(zip(sealed, _native_open(sealed, self._key_bytes)))
+            shown.update(zip(sealed, _native_open(sealed, self.key_bytes)))
         for text in [text for text, opened in shown.items() if opened.__class__ is not str]:  # the few others
             opened = shown[text]
             if opened is None:  # pseudonyms, texts not opened natively, every text without the accelerator
