@@ -8,8 +8,10 @@ import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
+from io import BytesIO
 from pathlib import Path
 from types import ModuleType
 
@@ -68,3 +70,21 @@ def log_inferences(events: int, log_dir: Path, broker: str, topic: str) -> None:
 def percentiles(values: list[float]) -> list[float]:
     """The 1st to 99th percentiles (NaN when there are too few values)."""
     return statistics.quantiles(values, n=100) if len(values) > 1 else [float("nan")] * 99
+
+
+def baseline_code(work: Path, commit: str) -> Path:
+    """``commit``'s tree under ``work``, with its accelerator built into ``site`` beside it (once per commit)."""
+    code = work / f"baseline-{commit}"
+    if not (code / "site").exists():
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], capture_output=True, check=True)
+        with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+            tar.extractall(code, filter="data")
+        if (code / "native").exists():
+            print(f"bench: building {commit}'s accelerator", file=sys.stderr)
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(code / "site-build"),
+                            str(code / "native")], check=True, env={**os.environ, "CARGO_TARGET_DIR": str(
+                                work / "baseline-target")})
+            (code / "site-build").rename(code / "site")
+        else:
+            (code / "site").mkdir()
+    return code

@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import bootstrap, log_inferences, median
+from _common import baseline_code, bootstrap, log_inferences, median
 
 BARE = """
 import json, resource, sys, time
@@ -84,8 +84,8 @@ def materialize_rate(root: Path, broker: str, topic: str, instances: int, env: d
     """Events/s of ``instances`` materializers in one group sharing one lake, wall clock of the slowest
     (their CPU time per event, whole processes with imports, appended to ``cpu``)."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
-    if code is not None:  # an earlier revision's materializer (--baseline)
-        env = {**env, "PYTHONPATH": f"{code / 'producer'}:{code / 'consumers'}"}
+    if code is not None:  # an earlier revision's materializer (--baseline), with its own build of the accelerator
+        env = {**env, "PYTHONPATH": f"{code / 'site'}:{code / 'producer'}:{code / 'consumers'}"}
     began = time.perf_counter()
     procs = [child(MATERIALIZE, str(root / group), broker, topic, group, f"{group}-{i}",
                    *(["--profile"] if profile else []), env=env) for i in range(instances)]
@@ -128,13 +128,7 @@ def main() -> int:
         if args.profile:
             materialize_rate(root, broker, topic, 1, env, profile=True)
             return 0
-        code = None
-        if args.baseline:
-            code = root / "baseline"
-            code.mkdir()
-            archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "archive", args.baseline],
-                                     check=True, capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+        code = baseline_code(root, args.baseline) if args.baseline else None
         from secureml.stream.kafka import CONSUMER_DEFAULTS
 
         # The materializer's own consumer settings (fetch sizes, prefetch), so that the bare consumer is the limit

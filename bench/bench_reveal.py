@@ -23,12 +23,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
-from io import BytesIO
 from pathlib import Path
 
 from bench_verify import build
+
+from _common import baseline_code
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,24 +59,6 @@ if digest:
     result["digest"] = hashed.hexdigest()
 print(json.dumps(result))
 """
-
-
-def baseline_code(work: Path, commit: str) -> Path:
-    """``commit``'s tree under ``work``, with its accelerator built into ``site`` beside it (once per commit)."""
-    code = work / f"baseline-{commit}"
-    if not (code / "site").exists():
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True)
-        with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-            tar.extractall(code, filter="data")
-        if (code / "native").exists():
-            print(f"bench: building {commit}'s accelerator", file=sys.stderr)
-            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(code / "site-build"),
-                            str(code / "native")], check=True, env={**os.environ, "CARGO_TARGET_DIR": str(
-                                work / "baseline-target")})
-            (code / "site-build").rename(code / "site")
-        else:
-            (code / "site").mkdir()
-    return code
 
 
 def query(log_dir: Path, start: str, end: str, code: Path | None, digest: bool = False) -> dict:

@@ -24,7 +24,13 @@ from secureml.audit.testing import capture_events
 from secureml.lake.rows import events_table
 from secureml.lake.table import COMPACT_SMALL_FILES, PREVIOUS_FORMAT_MANIFEST, Lake
 from secureml.materializer.compaction import compact_in_child
-from secureml.materializer.runner import SERVICE_COMMIT_INTERVAL, YOUNG_OBJECTS, Materializer, fewer_collections
+from secureml.materializer.runner import (
+    SERVICE_COMMIT_INTERVAL,
+    YOUNG_OBJECTS,
+    Beside,
+    Materializer,
+    fewer_collections,
+)
 from secureml.stream.sources import Batch, Item, Source
 
 SOURCE = "audit-events/0"
@@ -347,18 +353,41 @@ class Recorder:
         self.calls.append(("finish", threading.current_thread().name))
 
 
+class SlowPipelinedSource(PipelinedSource):
+    """A pipelined source whose polls take long enough for the commit before to be done (and its checkpoint asked)."""
+
+    def poll(self, max_items: int, timeout: float) -> list[Batch]:
+        time.sleep(0.3)
+        return super().poll(max_items, timeout)
+
+
 def test_a_run_once_with_a_commit_thread_checkpoints_beside_its_commits(tmp_path: Path) -> None:
     """A run once's checkpoints after commits run on a thread of their own (its last one then covers only what
     came since); the last checkpoint comes after them all. A failure there is the run's error."""
     values = _events(60)
     recorder = Recorder()
-    source = PipelinedSource(values, [(0, 20), (20, 40), (40, 60)])
+    source = SlowPipelinedSource(values, [(0, 20), (20, 40), (40, 60)])
     Materializer(Lake(tmp_path / "a"), source, checkpointer=recorder, batch_events=8,
                  background_compaction=False).run(once=True)
     assert {thread for call, thread in recorder.calls if call == "after_commit"} == {"checkpoints"}
     assert recorder.calls[-1] == ("finish", "checkpoint")
     failing = Recorder(fail=True)
     with pytest.raises(OSError, match="not writable"):
-        Materializer(Lake(tmp_path / "b"), PipelinedSource(values, [(0, 20), (20, 40)]), checkpointer=failing,
+        Materializer(Lake(tmp_path / "b"), SlowPipelinedSource(values, [(0, 20), (20, 40)]), checkpointer=failing,
                      batch_events=8, background_compaction=False).run(once=True)
     assert ("finish", "checkpoint") not in failing.calls  # nothing signed after a failed checkpoint
+
+
+def test_checkpoints_beside_commits_stop_when_the_run_is_caught_up(tmp_path: Path) -> None:
+    """Once a run is caught up, its last checkpoint covers the rest: a commit after that asks for none beside it
+    (which the last one would wait for)."""
+    recorder = Recorder()
+    beside = Beside(recorder, Lake(tmp_path))
+    beside.ask()
+    deadline = time.monotonic() + 10
+    while not recorder.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    beside.stop_asking()
+    beside.ask()
+    beside.close()
+    assert recorder.calls == [("after_commit", "checkpoints")]

@@ -186,6 +186,7 @@ class Beside:
         self._lake = lake
         self._due = threading.Event()
         self._closing = False
+        self._stopped = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="checkpoints", daemon=True)
         self._thread.start()
@@ -204,7 +205,12 @@ class Beside:
 
     def ask(self) -> None:
         """A commit is done: checkpoint (when the checkpointer's interval has passed)."""
-        self._due.set()
+        if not self._stopped:
+            self._due.set()
+
+    def stop_asking(self) -> None:
+        """The run is caught up: later commits are left to its last checkpoint (one under way goes on)."""
+        self._stopped = True
 
     def close(self, *, raising: bool = True) -> None:
         """Wait for the call under way, then end; raise its error, if one failed (``raising``)."""
@@ -351,6 +357,8 @@ class Materializer:
                     self._acknowledge(committer)
                 now = time.monotonic()
                 caught_up = self.source.caught_up()
+                if once and caught_up and self._beside is not None:
+                    self._beside.stop_asking()  # what is left is the last checkpoint's: no second one beside it
                 due = count >= self.batch_events or now - last_commit >= interval or (once and caught_up)
                 if once and committer is not None and not committer.busy:
                     # A run once keeps its commit thread busy: a batch written while the next is read is not
@@ -532,6 +540,10 @@ def materialize(
     ``witnesses`` (``URL VKEY`` pairs; default ``$SECUREML_AUDIT_WITNESSES``) cosign each checkpoint.
     """
     config = resolve_config(log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic)
+    if config.transport == "kafka":
+        # The decoder's first use loads libraries for a few tenths of a second: from here on, while the clients
+        # connect and the group forms (Materializer.run warms up the rest).
+        threading.Thread(target=warm_decoder, daemon=True, name="warm-decoder").start()
     lake = Lake(config.log_dir, uri=lake_uri, storage_options=storage_options)
     migrate_if_needed(lake)
     if replay:
