@@ -540,10 +540,6 @@ def materialize(
     ``witnesses`` (``URL VKEY`` pairs; default ``$SECUREML_AUDIT_WITNESSES``) cosign each checkpoint.
     """
     config = resolve_config(log_dir=log_dir, bootstrap_servers=bootstrap_servers, topic=topic)
-    if config.transport == "kafka":
-        # The decoder's first use loads libraries for a few tenths of a second: from here on, while the clients
-        # connect and the group forms (Materializer.run warms up the rest).
-        threading.Thread(target=warm_decoder, daemon=True, name="warm-decoder").start()
     lake = Lake(config.log_dir, uri=lake_uri, storage_options=storage_options)
     migrate_if_needed(lake)
     if replay:
