@@ -217,6 +217,21 @@ def revealing_in_the_native_pass(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return made
 
 
+def revealed_alike(monkeypatch: pytest.MonkeyPatch, table: pa.Table, order: np.ndarray | None,
+                   revealer: Revealer) -> list[dict[str, Any]]:
+    """``table``'s dicts as the native pass makes them with the reveal (checked: it made them), once checked equal to
+    the pure-Python path's."""
+    with monkeypatch.context() as patch:
+        made = revealing_in_the_native_pass(patch)
+        native = logs_module._to_logs(table, order, revealer)
+    assert made == [True]
+    with monkeypatch.context() as patch:
+        patch.setattr(logs_module, "_native_log_dicts", None)
+        python = logs_module._to_logs(table, order, revealer)
+    assert_same_dicts(native, python)
+    return native
+
+
 def test_revealed_events_made_in_the_native_pass_read_alike(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where only text columns hold pseudonyms and ciphertexts (a real lake's users and inputs), the native dicts
     make each revealed event in their pass: the same events and sealed forms as the dicts revealed after."""
@@ -273,14 +288,7 @@ def test_random_stored_texts_revealed_in_the_native_pass_read_alike(lake: Path, 
         order = np.array(rng.sample(range(rows), rows)) if rng.random() < 0.7 else None
         columns = tuple(personal_columns(mixed, revealer))
         assert {"user", "input_data"} <= set(columns) and not any(name in JSON_FIELDS for name in columns)
-        with monkeypatch.context() as patch:
-            made = revealing_in_the_native_pass(patch)
-            native = logs_module._to_logs(mixed, order, revealer)
-        assert made == [True]
-        with monkeypatch.context() as patch:
-            patch.setattr(logs_module, "_native_log_dicts", None)
-            python = logs_module._to_logs(mixed, order, revealer)
-        assert_same_dicts(native, python)
+        native = revealed_alike(monkeypatch, mixed, order, revealer)
         assert {type(log) for log in native} == {dict, RevealedEvent}
         assert any(log.sealed.get("input_data", ("", ""))[0] == ERASED for log in native
                    if isinstance(log, RevealedEvent))
@@ -307,14 +315,7 @@ def test_random_json_values_to_reveal_read_alike(lake: Path, seed: int, monkeypa
         order = np.array(rng.sample(range(rows), rows)) if rng.random() < 0.7 else None
         columns = tuple(personal_columns(mixed, revealer))
         assert "details" in columns and "user" in columns
-        with monkeypatch.context() as patch:
-            made = revealing_in_the_native_pass(patch)
-            native = logs_module._to_logs(mixed, order, revealer)
-        assert made == [True]
-        with monkeypatch.context() as patch:
-            patch.setattr(logs_module, "_native_log_dicts", None)
-            python = logs_module._to_logs(mixed, order, revealer)
-        assert_same_dicts(native, python)
+        native = revealed_alike(monkeypatch, mixed, order, revealer)
         assert any(isinstance(log, RevealedEvent) and "details" in log.sealed for log in native)
         assert any(log.get("details") == {"a": 1} for log in native)
 

@@ -314,8 +314,8 @@ class Materializer:
         if interval is None:
             interval = float("inf") if once else SERVICE_COMMIT_INTERVAL
         began = time.monotonic()
-        # With a source that allows it, a batch is decoded and committed on a thread of its own while
-        # the next one is read: commits stay in order, one at a time (Committer).
+        # With a source that allows it, batches are decoded on one thread of their own and committed on another
+        # while the next ones are read: commits stay in order, one at a time (Committer).
         committer = Committer(self._commit) if self.source.concurrent_commits else None
         if self.source.concurrent_commits:
             self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
@@ -447,7 +447,7 @@ class Materializer:
             self.source.committed(positions)
 
     def _commit(self, pending: dict[str, Pending]) -> dict[str, int]:
-        """Decode and store a batch; returns the next position of each source it covers."""
+        """Store a batch (once its decoding is done); returns the next position of each source it covers."""
         tables = {source: accepted.table() for source, accepted in pending.items()}
         self.source.flush_dead_letters()  # (the ones the reading thread found up to this batch too)
         spans = {source: (p.start, p.next_position) for source, p in pending.items()}
