@@ -97,7 +97,47 @@ class Pending:
         return pa.concat_tables(tables) if tables else lake_schema().empty_table()
 
 
-class Committer:
+class Worker:
+    """Runs one call at a time on a thread of its own (named ``name``): ``start`` waits for the call before it
+    and raises its error; ``wait`` joins the call under way and raises its error, ``join`` without raising."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A call is under way."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, call: Callable[..., object], *args: object) -> None:
+        """Run ``call(*args)`` in the background, once the call before it is done."""
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(call, *args), name=self._name, daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[..., object], *args: object) -> None:
+        try:
+            call(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        """Wait for the call under way; raise its error, if it failed."""
+        self.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def join(self) -> None:
+        """Wait for the call under way, without raising."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+class Committer(Worker):
     """Commits batches on a thread of its own, one at a time and in order, while the next is read.
 
     ``submit`` waits for the commit before it (so a rebalance that reads a batch again finds it
@@ -105,47 +145,23 @@ class Committer:
     """
 
     def __init__(self, commit: Callable[[dict[str, Pending]], dict[str, int]]) -> None:
+        super().__init__("lake-commit")
         self._commit = commit
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
         # Positions committed to the lake, for the reading thread to acknowledge to its source: a Kafka
         # consumer's commit() from this thread would wait for the consume() under way (deadlock).
         self._done: list[dict[str, int]] = []
 
-    @property
-    def busy(self) -> bool:
-        """A commit is under way."""
-        return self._thread is not None and self._thread.is_alive()
-
     def submit(self, pending: dict[str, Pending]) -> None:
         """Commit ``pending`` in the background, once the commit before it is done."""
-        self.wait()
-        self._thread = threading.Thread(target=self._run, args=(pending,), name="lake-commit", daemon=True)
-        self._thread.start()
+        self.start(self._store, pending)
 
-    def _run(self, pending: dict[str, Pending]) -> None:
-        try:
-            self._done.append(self._commit(pending))
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread by wait()
-            self._error = exc
+    def _store(self, pending: dict[str, Pending]) -> None:
+        self._done.append(self._commit(pending))
 
     def committed(self) -> list[dict[str, int]]:
         """The positions of the commits done since the last call, oldest first."""
         done, self._done = self._done, []
         return done
-
-    def wait(self) -> None:
-        """Wait for the commit under way; raise its error, if it failed."""
-        self.join()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def join(self) -> None:
-        """Wait for the commit under way, without raising."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
 
 
 _collections_lock = threading.Lock()
@@ -218,31 +234,6 @@ class Beside:
         self._due.set()
         self._thread.join()
         if raising and self._error is not None:
-            raise self._error
-
-
-class Finisher:
-    """A checkpointer's ``finish`` on a thread of its own; ``wait`` joins it and raises its error."""
-
-    def __init__(self, checkpointer: Checkpointer, lake: Lake) -> None:
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(checkpointer, lake), name="checkpoint", daemon=True)
-        self._thread.start()
-
-    def _run(self, checkpointer: Checkpointer, lake: Lake) -> None:
-        try:
-            checkpointer.finish(lake)
-        except BaseException as exc:  # noqa: BLE001 - raised by wait(), on the run's thread
-            self._error = exc
-
-    def join(self) -> None:
-        """Wait for it, without raising."""
-        self._thread.join()
-
-    def wait(self) -> None:
-        """Wait for it; raise its error, if it failed."""
-        self._thread.join()
-        if self._error is not None:
             raise self._error
 
 
@@ -341,7 +332,7 @@ class Materializer:
             compactor = threading.Thread(target=self._compact_loop, args=(stop,), daemon=True, name="compactor")
             compactor.start()
         pending: dict[str, Pending] = {}
-        finisher: Finisher | None = None
+        finisher: Worker | None = None
         count = 0
         last_commit = last_report = time.monotonic()
         try:
@@ -386,7 +377,8 @@ class Materializer:
                 self._beside.close()
             if self.checkpointer is not None:
                 # Everything is stored: sign it while the source closes, compaction and the catalog run.
-                finisher = Finisher(self.checkpointer, self.lake)
+                finisher = Worker("checkpoint")
+                finisher.start(self.checkpointer.finish, self.lake)
         finally:
             stop.set()
             if committer is not None:
