@@ -80,9 +80,13 @@ def _marked(name: str, column: pa.ChunkedArray) -> bool:
     if name in IDENTIFIER_COLUMNS:
         return bool(pc.any(pc.starts_with(column, "ps_")).as_py())
     if name in JSON_FIELDS:
-        return bool(pc.any(pc.match_substring(column, ENCRYPTED_PREFIX)).as_py()
-                    or pc.any(pc.match_substring(column, '"ps_')).as_py())
+        return bool(pc.any(_json_marks(column)).as_py())
     return bool(pc.any(pc.starts_with(column, ENCRYPTED_PREFIX)).as_py())
+
+
+def _json_marks(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Per value of a stored JSON column, whether it holds something to reveal: a ciphertext or a pseudonym anywhere."""
+    return pc.or_(pc.match_substring(column, ENCRYPTED_PREFIX), pc.match_substring(column, '"ps_'))
 
 
 def personal_columns(table: pa.Table, revealer: Revealer | None) -> dict[str, Callable[[list[Any]], list[Any]]]:
@@ -132,8 +136,7 @@ def reveal_parsed_rows(logs: list[dict[str, Any]], table: pa.Table, order: np.nd
     found = None
     for name in columns:
         if name in JSON_FIELDS:
-            column = table.column(name)
-            marked = pc.or_(pc.match_substring(column, ENCRYPTED_PREFIX), pc.match_substring(column, '"ps_'))
+            marked = _json_marks(table.column(name))
             found = marked if found is None else pc.or_(found, marked)
     if found is None:
         return
