@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import copy
+import gc
 import json
 import os
 import pickle
 import random
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ from secureml.query import logs as logs_module
 from secureml.query import privacy as privacy_module
 from secureml.query.logs import connect, query_events
 from secureml.query.privacy import personal_columns
+from secureml.reporting.integrity import integrity_section
 
 
 def both_reveals(monkeypatch: pytest.MonkeyPatch, call: Any) -> tuple[Any, Any]:
@@ -289,7 +292,7 @@ def test_random_stored_texts_revealed_in_the_native_pass_read_alike(lake: Path, 
         columns = tuple(personal_columns(mixed, revealer))
         assert {"user", "input_data"} <= set(columns) and not any(name in JSON_FIELDS for name in columns)
         native = revealed_alike(monkeypatch, mixed, order, revealer)
-        assert {type(log) for log in native} == {dict, RevealedEvent}
+        assert {exact(log)[0] for log in native} == {dict, RevealedEvent}
         assert any(log.sealed.get("input_data", ("", ""))[0] == ERASED for log in native
                    if isinstance(log, RevealedEvent))
 
@@ -333,8 +336,9 @@ def test_switched_off_the_pure_python_path_gives_the_same_events(lake: Path) -> 
 
 
 def test_sealed_of_natively_revealed_events_behaves_as_a_dict(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``sealed``, kept compact by the native dicts until read, is one dict from then on (changes to it stay), and
-    ``as_sealed()``, copies and pickles give what the Python path's events give."""
+    """``sealed``, which a natively revealed event finds among its query's stored values when first read, is one
+    dict from then on (changes to it stay), and ``as_sealed()``, copies and pickles give what the Python path's
+    events give."""
     query = {"event_type": "model_inference"}
     native, python = both_paths(monkeypatch, lambda: get_audit_logs(log_dir=lake, **query))
     pairs = [(ours, theirs) for ours, theirs in zip(native, python) if isinstance(ours, RevealedEvent)]
@@ -353,6 +357,77 @@ def test_sealed_of_natively_revealed_events_behaves_as_a_dict(lake: Path, monkey
         made.sealed  # noqa: B018 (never revealed: no sealed forms, as before)
     made.sealed = {"a": (1, "ps_x")}
     assert made.as_sealed() == {"a": "ps_x"}
+
+
+def test_a_querys_revealed_events_cost_a_dict_and_go_with_it(lake: Path) -> None:
+    """Natively revealed events are of their query's own ``RevealedEvent`` subclass, which adds nothing to a dict:
+    each keeps the row dicts' shared keys (the size of its type's plain dict), changes as a dict does, and the
+    class, with the query's stored values, is freed with its events."""
+    logs = get_audit_logs(log_dir=lake, event_type="model_inference")
+    revealed = [log for log in logs if isinstance(log, RevealedEvent)]
+    assert revealed and type(revealed[0]) is not RevealedEvent and type(revealed[0]).__name__ == "RevealedEvent"
+    assert {type(log) for log in revealed} == {type(revealed[0])}
+    assert all(sys.getsizeof(log) == sys.getsizeof(logs_module._template("model_inference").copy())
+               for log in revealed)
+    again = get_audit_logs(log_dir=lake, event_type="model_inference")
+    assert type(next(log for log in again if isinstance(log, RevealedEvent))) is not type(revealed[0])
+    event = revealed[0]
+    items, sealed = dict(event), event.sealed
+    event["added"] = 1
+    assert list(event)[-1] == "added" and type(event.copy()) is dict and event.sealed is sealed
+    del event["added"]
+    assert event == items and json.loads(json.dumps(event)) == json.loads(json.dumps(items))
+    freed = weakref.ref(type(event))
+    del logs, revealed, event, again
+    gc.collect()
+    assert freed() is None
+
+
+def test_a_revealed_event_finds_its_sealed_forms_by_its_event_id(lake: Path) -> None:
+    """A query's event finds its sealed forms by its ``event_id``: one whose id was changed finds another
+    event's or none, and a report then finds it changed rather than calling it intact."""
+    logs = get_audit_logs(log_dir=lake, event_type="model_inference")
+    first, second = [log for log in logs if isinstance(log, RevealedEvent) and "input_data" in log.sealed][:2]
+    assert integrity_section(False, None, [first])[1] == "verified"
+    assert first.as_sealed()["input_data"].startswith(ENCRYPTED_PREFIX)
+    first["event_id"] = second["event_id"]
+    assert first.sealed is second.sealed
+    assert integrity_section(False, None, [first])[1] == "FAILED"
+    first["event_id"] = "elsewhere"
+    assert first.sealed == {} and first.as_sealed() == dict(first)
+    assert integrity_section(False, None, [first])[1] == "FAILED"
+
+
+def test_the_native_pass_gives_a_reveal_class_only_a_dicts_layout(lake: Path) -> None:
+    """log_dicts refuses, before making any dict, a reveal class that is not a dict subclass of a dict's layout (a
+    slot, an instance ``__dict__``, not a dict), and lists of shown forms not one place per row."""
+    table = query_events(log_dir=lake, reveal=False)
+    revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
+    columns = tuple(personal_columns(table, revealer))
+    texts = tuple(name for name in columns if name not in JSON_FIELDS)
+
+    class Slotted(RevealedEvent):
+        __slots__ = ("extra",)
+
+    class Open(dict):  # type: ignore[type-arg]
+        pass
+
+    class Fine(dict):  # type: ignore[type-arg]
+        __slots__ = ()
+
+    def call(event_class: type, places: int) -> Any:
+        shown = tuple([None] * places for _ in texts)
+        return secureml_audit_native.log_dicts(
+            table.to_batches(), logs_module._template, logs_module.TIMESTAMP_FIELDS, tuple(JSON_FIELDS), json.loads,
+            None, (texts, event_class, shown, revealer.key_bytes, revealer.text))
+
+    for wrong in (Slotted, Open, list, reveal_module.HeldEvent):
+        with pytest.raises(ValueError, match="must be a subclass of dict with __slots__"):
+            call(wrong, table.num_rows)
+    with pytest.raises(ValueError, match=f"a list of {table.num_rows} places per column"):
+        call(Fine, table.num_rows - 1)
+    made = call(Fine, table.num_rows)
+    assert any(type(log) is Fine for log in made) and {type(log) for log in made} <= {dict, Fine}
 
 
 def test_an_erased_subjects_ciphertexts_are_revealed_once_per_subject(lake: Path,

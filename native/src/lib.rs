@@ -36,7 +36,7 @@ pub(crate) const NONCE_LEN: usize = 12;
 pub(crate) const ENCRYPTED_PREFIX: &str = "enc:v1:";
 /// The interface this build offers (`accelerator.INTERFACE` must equal it): raised whenever a function or method
 /// the Python side calls is added or changed, so an older build left installed is not used, rather than failing.
-const INTERFACE: u32 = 5;
+const INTERFACE: u32 = 6;
 
 /// The 96-bit nonce source of one sealer: a random 64-bit part drawn when the sealer is made (fresh
 /// in every process) and a 32-bit counter; the random part is drawn again before the counter wraps,

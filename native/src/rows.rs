@@ -11,12 +11,15 @@
 //! list and dict, and the kernel's page faults on fresh memory): this step takes 0.66-0.87x the CPU time of the
 //! Python path (bench/RESULTS.md, wave 3).
 //!
-//! With a reveal (the query's text columns that hold pseudonyms or ciphertexts, the class of revealed events, the
-//! subjects' keys and the Python reveal of one text), a row holding such a text is made as the revealed event
-//! itself in the same pass: a `RevealedEvent` with the shown values and its `sealed` forms, exactly what
-//! `secureml.audit.privacy.reveal.reveal_logs` makes of the row's dict, without a per-row Python loop. Each
-//! ciphertext is opened where its row is made (they are unique by their random nonces: gathering the distinct
-//! ones first only added a hash, a str and a dict entry each); pseudonyms, a few per query, are revealed once.
+//! With a reveal (the query's text columns that hold pseudonyms or ciphertexts, the query's class of revealed
+//! events, a list per column for the forms shown, the subjects' keys and the Python reveal of one text), a row
+//! holding such a text is made as the revealed event itself in the same pass: the dict with the shown values, of
+//! the query's `RevealedEvent` subclass, each shown value also put in its column's list, where the event's
+//! `sealed` finds it (`secureml.query.privacy.RevealedRows`); the same dict and `sealed` forms as
+//! `secureml.audit.privacy.reveal.reveal_logs` makes of the row's dict, without a per-row Python loop, and at the
+//! cost of a plain row's dict. Each ciphertext is opened where its row is made (they are unique by their random
+//! nonces: gathering the distinct ones first only added a hash, a str and a dict entry each); pseudonyms, a few
+//! per query, are revealed once.
 //!
 //! Anything outside what it handles (a column type the lake does not use, a time outside years 1-9999, a key
 //! the table lacks) makes it return None, and the caller takes the Python path, which gives the same
@@ -33,7 +36,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyList, PyString, PyType};
 
 use crate::arrow_ffi::import_array;
 use crate::reveal::{Ciphers, Opened};
@@ -376,16 +379,19 @@ struct Plan<'py> {
     /// did not (a column of distinct values: ids, times).
     compared: Vec<Option<(u32, u32)>>,
     last: Option<(Bound<'py, PyDict>, usize, usize)>,
-    /// The keys of the reveal's columns this type carries (indices into `keys`), in the reveal's order (that of
-    /// each event's `sealed`).
+    /// The keys of the reveal's columns this type carries (indices into `keys`), in the reveal's order.
     reveals: Vec<usize>,
+    /// Per key of `reveals`, its column's place in the reveal (and its list of shown forms).
+    shown: Vec<usize>,
 }
 
-/// Stored texts shown as logged: the reveal's columns (texts), the revealed events' class, the ciphers of the
-/// subjects' keys and the Python reveal of one text (`Revealer.text`) for the texts not opened here.
+/// Stored texts shown as logged: the reveal's columns (texts), the revealed events' class, where each shown form
+/// goes (per column, a list with a place per row of the batches), the ciphers of the subjects' keys and the Python
+/// reveal of one text (`Revealer.text`) for the texts not opened here.
 struct Reveal<'py> {
     columns: Vec<String>,
-    class: Bound<'py, PyAny>,
+    class: Bound<'py, PyType>,
+    shown: Vec<Bound<'py, PyList>>,
     ciphers: Ciphers<'py>,
     text: Bound<'py, PyAny>,
     /// The shown form of each stored text other than a ciphertext (pseudonyms: a few per query), by its bytes.
@@ -397,47 +403,37 @@ struct Reveal<'py> {
 }
 
 impl<'py> Reveal<'py> {
-    /// The shown form of a marked stored text (`stored`, its str, and `bytes`), exactly `Revealer.text(stored)`:
-    /// a ciphertext opened here, each unique by its nonce, or one read as `<erased>` (its subject's key gone) given
-    /// the form `text` gave the first; any other text (a pseudonym, a ciphertext this path does not simply open)
-    /// revealed by `text`, a pseudonym once.
-    fn shown(&mut self, bytes: &[u8], stored: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let py = stored.py();
+    /// The shown form of a marked stored text (its `bytes`), exactly `Revealer.text(stored)`: a ciphertext opened
+    /// here, each unique by its nonce, or one read as `<erased>` (its subject's key gone) given the form `text` gave
+    /// the first; any other text (a pseudonym, a ciphertext this path does not simply open) revealed by `text`, a
+    /// pseudonym once. The stored text's str is made only for `text`.
+    fn shown(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        let reveal = self.text.clone();
+        let text = |bytes: &[u8]| reveal.call1((text_object(py, bytes)?,));
         if bytes.starts_with(ENCRYPTED_PREFIX.as_bytes()) {
-            let Ok(text) = std::str::from_utf8(bytes) else {
-                return self.text.call1((stored,));
+            let Ok(stored) = std::str::from_utf8(bytes) else {
+                return text(bytes);
             };
-            return match self.ciphers.open_string(text, &mut self.plain)? {
+            return match self.ciphers.open_string(stored, &mut self.plain)? {
                 Opened::Text(value) => Ok(PyString::new(py, value).into_any()),
                 Opened::Erased => match &self.erased {
                     Some(found) => Ok(found.bind(py).clone()),
                     None => {
-                        let shown = self.text.call1((stored,))?;
+                        let shown = text(bytes)?;
                         self.erased = Some(shown.clone().unbind());
                         Ok(shown)
                     }
                 },
-                Opened::Other => self.text.call1((stored,)),
+                Opened::Other => text(bytes),
             };
         }
         if let Some(found) = self.known.get(bytes) {
             return Ok(found.bind(py).clone());
         }
-        let shown = self.text.call1((stored,))?;
+        let shown = text(bytes)?;
         self.known.insert(bytes.to_vec(), shown.clone().unbind());
         Ok(shown)
     }
-}
-
-/// A combined dict of `template`'s items, filled in order: revealed events are filled from the last row by
-/// `PyDict_Update`, which copies a combined dict's table at once but inserts a split dict's items one by one (and
-/// leaves a table too large for the next copy): 0.4x the time per row. Every row of a reveal is made from it.
-fn compact<'py>(template: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
-    let made = PyDict::new(template.py());
-    for (key, value) in template.iter() {
-        made.set_item(key, value)?;
-    }
-    Ok(made)
 }
 
 /// The stored texts a reveal looks up: a pseudonym or a ciphertext (`reveal.py`'s `_MARKS`).
@@ -501,15 +497,13 @@ impl<'py, 'a> Converter<'py, 'a> {
         let template = self.template_of.call1((name,))?.downcast_into::<PyDict>()?;
         let mut plan = Plan {
             event_type: event_type.map(<[u8]>::to_vec),
-            template: match self.reveal {
-                Some(_) => compact(&template)?,
-                None => template.clone(),
-            },
+            template: template.clone(),
             keys: vec![],
             columns: vec![],
             compared: vec![],
             last: None,
             reveals: vec![],
+            shown: vec![],
         };
         for key in template.keys() {
             let key = key.downcast_into::<PyString>()?;
@@ -521,9 +515,10 @@ impl<'py, 'a> Converter<'py, 'a> {
             plan.compared.push(Some((0, 0)));
         }
         if let Some(reveal) = &self.reveal {
-            for name in &reveal.columns {
+            for (j, name) in reveal.columns.iter().enumerate() {
                 if let Some(k) = plan.keys.iter().position(|key| key.to_str().is_ok_and(|k| k == name)) {
                     plan.reveals.push(k);
+                    plan.shown.push(j);
                 }
             }
         }
@@ -531,14 +526,16 @@ impl<'py, 'a> Converter<'py, 'a> {
         Ok(Some(self.plans.len() - 1))
     }
 
-    /// Row `row` of batch `batch` as its type's log dict, or (with a reveal, when one of the reveal's fields holds a
-    /// pseudonym or a ciphertext) as the revealed event `reveal_logs` makes of that dict: the dict's items with
-    /// each marked field's shown value, and the fields' `sealed` forms, (shown, stored), in the reveal's order.
+    /// Row `row` of batch `batch` (row `place` of them all) as its type's log dict, or (with a reveal, when one of
+    /// the reveal's fields holds a pseudonym or a ciphertext) as a revealed event: the dict's items with each marked
+    /// field's shown value, given the reveal's class, and each shown value put in the field's list at `place` (where
+    /// the event's `sealed` finds it, beside the stored text: `secureml.query.privacy.RevealedRows`).
     ///
     /// A row copies the last row of its type, revealed or not, and sets only the values that differ: a marked
-    /// field the last row held too already shows its value. A revealed event is filled from the last row by
-    /// `PyDict_Update`, a copy of its table (`compact`).
-    fn dict(&mut self, batch: usize, row: usize) -> PyResult<Option<Bound<'py, PyDict>>> {
+    /// field the last row held too already shows its value. A revealed event is made as the dicts are, a copy
+    /// (which keeps the template's shared keys: only its values are new), then given its class: the class adds
+    /// nothing to a dict's layout (`revealed_class` checked it), as CPython requires of a `__class__` assignment.
+    fn dict(&mut self, batch: usize, row: usize, place: usize) -> PyResult<Option<Bound<'py, PyDict>>> {
         let Some(index) = self.plan(batch, row)? else {
             return Ok(None);
         };
@@ -553,17 +550,16 @@ impl<'py, 'a> Converter<'py, 'a> {
             Some((last, _, _)) => last,
             None => &plan.template,
         };
-        let dict = match &self.reveal {
-            Some(reveal) if revealing => {
-                let made = reveal.class.call0()?.downcast_into::<PyDict>()?;
-                // SAFETY: both are live dicts; -1 carries the Python error.
-                if unsafe { ffi::PyDict_Update(made.as_ptr(), source.as_ptr()) } != 0 {
-                    return Err(PyErr::fetch(py));
-                }
-                made
+        let dict = source.copy()?;
+        if let (Some(reveal), true) = (&self.reveal, revealing) {
+            // SAFETY: `dict` is a new exact dict no other code has seen, and the class a heap subtype of dict of the
+            // same layout (`revealed_class`). The instance holds a reference to its heap type, which
+            // `subtype_dealloc` gives back; a dict's own type is static, never counted for its instances.
+            unsafe {
+                ffi::Py_INCREF(reveal.class.as_ptr());
+                (*dict.as_ptr()).ob_type = reveal.class.as_ptr().cast::<ffi::PyTypeObject>();
             }
-            _ => source.copy()?,
-        };
+        }
         let mut row_hash = None; // the next row's last hash, whichever of the two keys comes first
         for (k, ((key, &c), compared)) in plan.keys.iter().zip(&plan.columns).zip(&mut plan.compared).enumerate() {
             let column = self.batches[batch][c];
@@ -604,25 +600,17 @@ impl<'py, 'a> Converter<'py, 'a> {
             dict.set_item(key, value)?;
         }
         if let (Some(reveal), true) = (&mut self.reveal, revealing) {
-            // `RevealedEvent.sealed` as it keeps it until read: (field, shown, stored, field, ...).
-            let mut sealed = Vec::with_capacity(3 * plan.reveals.len());
-            for &k in &plan.reveals {
+            for (j, &k) in plan.reveals.iter().enumerate() {
                 if !row_marked(k) {
                     continue;
                 }
-                let c = plan.columns[k];
-                let Some(stored) = make(py, self.batches[batch][c], row, &mut self.values[c], &self.loads)? else {
-                    return Ok(None);
-                };
-                let stored = stored.into_bound(py);
-                let Column::Text(texts) = self.batches[batch][c] else {
+                let Column::Text(texts) = self.batches[batch][plan.columns[k]] else {
                     unreachable!("a reveal's columns are texts (checked by log_dicts)");
                 };
-                let shown = reveal.shown(texts.get(row).unwrap_or_default(), &stored)?;
+                let shown = reveal.shown(py, texts.get(row).unwrap_or_default())?;
                 dict.set_item(&plan.keys[k], &shown)?;
-                sealed.extend([plan.keys[k].clone().into_any(), shown, stored]);
+                reveal.shown[plan.shown[j]].set_item(place, shown)?;
             }
-            dict.setattr(intern!(py, "_sealed"), PyTuple::new(py, sealed)?)?;
         }
         if let (Some(chain), Some(hash)) = (&mut self.chain, row_hash) {
             chain.last = Some(hash);
@@ -712,15 +700,40 @@ fn make<'a>(
     }))
 }
 
-/// `log_dicts`' reveal: (text columns, revealed events' class, `key_of`, `text`).
-type RevealArgs<'py> = (Vec<String>, Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>);
+/// `log_dicts`' reveal: (text columns, revealed events' class, per column its list of shown forms, `key_of`, `text`).
+type RevealArgs<'py> = (Vec<String>, Bound<'py, PyType>, Vec<Bound<'py, PyList>>, Bound<'py, PyAny>, Bound<'py, PyAny>);
+
+/// `class` when the native pass may give it to the dicts it makes (`Converter::dict`): a heap subtype of dict
+/// adding nothing to its layout (no slots, no `__dict__`, no weak references), what CPython checks before it lets
+/// an object's `__class__` change between two classes; a ValueError otherwise.
+fn revealed_class<'py>(class: Bound<'py, PyType>) -> PyResult<Bound<'py, PyType>> {
+    let py = class.py();
+    let dict = py.get_type::<PyDict>();
+    let same = |name: &str| -> PyResult<bool> { class.getattr(name)?.eq(dict.getattr(name)?) };
+    let flags: u64 = class.getattr(intern!(py, "__flags__"))?.extract()?;
+    let heap = flags & ffi::Py_TPFLAGS_HEAPTYPE as u64 != 0;
+    if !(heap
+        && class.is_subclass(&dict)?
+        && same("__basicsize__")?
+        && same("__itemsize__")?
+        && same("__dictoffset__")?
+        && same("__weakrefoffset__")?)
+    {
+        return Err(PyValueError::new_err(format!(
+            "log_dicts: the revealed events' class {} must be a subclass of dict with __slots__ = () (a dict's layout)",
+            class.name()?
+        )));
+    }
+    Ok(class)
+}
 
 /// The log dicts of the rows of `batches` (RecordBatches of one schema, through `__arrow_c_array__`), in the
 /// order of `order` (row indices across the batches, an Arrow int64 array) or as they come.
 /// `template_of(event_type)` gives the dict a type's rows are copied from (its keys in order, each None),
 /// `times` and `json` name the columns written as ISO text and parsed with `loads`; `reveal`, (text columns,
-/// revealed events' class, `key_of(name)` giving a subject's key bytes or None, `text(stored)` giving a stored
-/// text's shown form), makes the rows holding such texts revealed events (see the module's docs). None when a column or value is not one this step handles (the caller then takes the Python path).
+/// revealed events' class, per column a list with a place per row for the shown forms, `key_of(name)` giving a
+/// subject's key bytes or None, `text(stored)` giving a stored text's shown form), makes the rows holding such
+/// texts revealed events (see the module's docs). None when a column or value is not one this step handles (the caller then takes the Python path).
 #[pyfunction]
 #[pyo3(signature = (batches, template_of, times, json, loads, order=None, reveal=None))]
 #[allow(clippy::too_many_arguments)]
@@ -771,9 +784,21 @@ pub fn log_dicts<'py>(
         },
         None => None,
     };
-    let reveal = reveal.map(|(columns, class, key_of, text)| Reveal {
+    let reveal = match reveal {
+        Some((columns, class, shown, key_of, text)) => {
+            if shown.len() != columns.len() || shown.iter().any(|list| list.len() != rows) {
+                return Err(PyValueError::new_err(format!(
+                    "log_dicts: the reveal needs a list of {rows} places per column, one per row"
+                )));
+            }
+            Some((columns, revealed_class(class)?, shown, key_of, text))
+        }
+        None => None,
+    };
+    let reveal = reveal.map(|(columns, class, shown, key_of, text)| Reveal {
         columns,
         class,
+        shown,
         ciphers: Ciphers::new(key_of),
         text,
         known: HashMap::with_hasher(RandomState::new()),
@@ -805,7 +830,7 @@ pub fn log_dicts<'py>(
     for (batch, &start) in starts.iter().enumerate() {
         let end = starts.get(batch + 1).copied().unwrap_or(rows);
         for row in 0..end - start {
-            match converter.dict(batch, row)? {
+            match converter.dict(batch, row, start + row)? {
                 Some(dict) => dicts.push(dict),
                 None => return Ok(None),
             }

@@ -30,7 +30,7 @@ from secureml.audit import accelerator
 from secureml.audit.config import resolve_config
 from secureml.audit.events import EVENT_FIELDS, MAX_LONG, envelope_fields, fields_of
 from secureml.audit.exceptions import AuditValidationError
-from secureml.audit.privacy.reveal import RevealedEvent, Revealer
+from secureml.audit.privacy.reveal import Revealer
 from secureml.audit.schema import JSON_FIELDS, TIMESTAMP_FIELDS
 from secureml.audit.transports.embedded import list_segments
 from secureml.lake.catalog import events_sql
@@ -39,6 +39,7 @@ from secureml.lake.rows import PARTITION_KEY, lake_schema
 from secureml.lake.table import Lake, Snapshot
 from secureml.query.filters import select_events
 from secureml.query.privacy import (
+    RevealedRows,
     personal_columns,
     reveal_logs,
     reveal_parsed_rows,
@@ -428,8 +429,9 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None, revealer: Reveale
     The accelerator builds the dicts in one pass over the columns when it is installed
     (``native/src/rows.rs``: the same dicts, key order included), and when only text columns
     hold pseudonyms or ciphertexts (a real lake's users and inference inputs), each row holding
-    one is made as its revealed event in that pass: looking for the fields to reveal and copying
-    each row into a ``RevealedEvent`` in Python cost twice the dicts themselves. The few rows whose
+    one is made as its revealed event in that pass, at the cost of a dict: of the query's own
+    ``RevealedEvent`` class, its sealed forms kept for the query as a whole (``RevealedRows``). A
+    ``RevealedEvent`` per row holding its own sealed forms cost 1.5x the dicts. The few rows whose
     JSON columns hold personal values (a subject request's e-mail) are then revealed in Python
     (``reveal_parsed_rows``). The cyclic garbage collector is paused meanwhile (``_acyclic``).
     """
@@ -437,11 +439,15 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None, revealer: Reveale
     if count == 0:
         return []
     columns = tuple(personal_columns(table, revealer))
+    texts = tuple(name for name in columns if name not in JSON_FIELDS)
     with _acyclic(count):
-        if _native_log_dicts is not None:
-            texts = tuple(name for name in columns if name not in JSON_FIELDS)
-            reveal = None if revealer is None or not texts else \
-                (texts, RevealedEvent, revealer.key_bytes, revealer.text)
+        # The native pass's revealed events find their sealed forms by their event_id (``RevealedRows``).
+        if _native_log_dicts is not None and (not texts or "event_id" in table.column_names):
+            reveal = None
+            if revealer is not None and texts:
+                rows = RevealedRows(table, texts)
+                reveal = (texts, rows.event_class, tuple(rows.shown[name] for name in texts), revealer.key_bytes,
+                          revealer.text)
             logs = _native_log_dicts(table.to_batches(), _template, TIMESTAMP_FIELDS, tuple(JSON_FIELDS), json.loads,
                                      None if order is None else pa.array(order, pa.int64()), reveal)
             if logs is not None:

@@ -126,6 +126,54 @@ def reveal_logs(logs: list[dict[str, Any]], revealer: Revealer | None, columns: 
     return reveal_events(revealer, logs, columns)
 
 
+class RevealedRows:
+    """One query's revealed events, the rows of ``table`` the native pass reveals (``_to_logs``): the stored
+    texts of the revealed ``columns``, and per column a place per row for the form shown, which that pass fills.
+
+    The events are of ``event_class``, a subclass of ``RevealedEvent`` made for this query, and find their
+    ``sealed`` here by their ``event_id`` (an event whose ``event_id`` was changed since finds nothing, or another
+    event's forms, and is then checked as changed). Each event's ``sealed`` is made once, when first read. The
+    query's table columns of the stored texts and event ids stay in memory as long as one of its events does.
+    """
+
+    def __init__(self, table: pa.Table, columns: tuple[str, ...]) -> None:
+        self.columns = columns
+        self.shown: dict[str, list[Any]] = {name: [None] * table.num_rows for name in columns}
+        self._event_ids = table.column("event_id")
+        self._stored_columns: dict[str, pa.ChunkedArray] | None = {name: table.column(name) for name in columns}
+        self._stored: dict[str, list[Any]] = {}
+        self._places: dict[Any, int] | None = None
+        self._made: dict[int, dict[str, tuple[Any, Any]]] = {}
+        rows = self
+
+        class QueryEvent(RevealedEvent):
+            __slots__ = ()
+
+            @property
+            def sealed(self) -> dict[str, tuple[Any, Any]]:
+                return rows.sealed_of(self)
+
+        QueryEvent.__name__ = QueryEvent.__qualname__ = "RevealedEvent"
+        QueryEvent.__module__ = RevealedEvent.__module__
+        self.event_class: type[RevealedEvent] = QueryEvent
+
+    def sealed_of(self, event: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """``event``'s sealed forms: (shown, stored) of each of its revealed fields, in the columns' order."""
+        if self._places is None:
+            ids = self._event_ids.to_pylist()
+            self._places = dict(zip(ids, range(len(ids))))
+            self._stored = {name: column.to_pylist() for name, column in (self._stored_columns or {}).items()}
+            self._stored_columns = None
+        place = self._places.get(event.get("event_id"))
+        if place is None:
+            return {}
+        made = self._made.get(place)
+        if made is None:
+            made = self._made[place] = {name: (self.shown[name][place], self._stored[name][place])
+                                        for name in self.columns if self.shown[name][place] is not None}
+        return made
+
+
 def reveal_parsed_rows(logs: list[dict[str, Any]], table: pa.Table, order: np.ndarray | None, revealer: Revealer,
                        columns: tuple[str, ...]) -> None:
     """The dicts of ``table``'s rows (in ``order``, as ``_to_logs`` makes them; text ``columns`` revealed already)

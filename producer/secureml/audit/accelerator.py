@@ -12,7 +12,7 @@ import warnings
 from types import ModuleType
 
 NATIVE_ENV = "SECUREML_AUDIT_NATIVE"
-INTERFACE = 5  # the native module's INTERFACE this code calls (native/src/lib.rs raises both together)
+INTERFACE = 6  # the native module's INTERFACE this code calls (native/src/lib.rs raises both together)
 
 
 def _load() -> ModuleType | None:

@@ -28,29 +28,55 @@ _native_open = None if accelerator.native is None else accelerator.native.open_s
 class RevealedEvent(dict):  # type: ignore[type-arg]
     """An event dict as the user logged it; ``sealed`` maps each revealed field to (value shown, value
     sealed), so a report can check the events it is given against their hashes (a field changed since
-    is checked as changed)."""
+    is checked as changed).
 
-    # No instance ``__dict__``, and ``sealed`` kept as the native dicts make it, one flat tuple (field, shown,
-    # stored, field, ...), until it is read: a query makes one revealed event per row, and the second dict, the
-    # ``sealed`` dict and its pairs of each cost more to make and free than the rest of the reveal.
-    __slots__ = ("_sealed",)
-    _sealed: dict[str, tuple[Any, Any]] | tuple[Any, ...]
+    ``RevealedEvent(...)`` makes one that holds its ``sealed`` itself (set it after). A query's events are of a
+    subclass made for the query (``secureml.query.privacy.RevealedRows``), which finds each event's ``sealed``
+    by its ``event_id`` among the query's stored values: a revealed event then costs what a dict costs. Copies
+    and pickles hold their ``sealed`` themselves.
+    """
+
+    # A dict's own layout, no instance ``__dict__``: what lets the native pass give a query's dicts the query's
+    # subclass (native/src/rows.rs).
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> RevealedEvent:
+        return super().__new__(HeldEvent if cls is RevealedEvent else cls, *args, **kwargs)
 
     @property
     def sealed(self) -> dict[str, tuple[Any, Any]]:
         """Each revealed field's (value shown, value sealed), in the order the fields were revealed."""
-        found = self._sealed
-        if found.__class__ is tuple:
-            found = self._sealed = {found[i]: (found[i + 1], found[i + 2]) for i in range(0, len(found), 3)}
-        return found  # type: ignore[return-value]
+        raise AttributeError("sealed")  # each subclass keeps its events' sealed forms where it says
+
+    def as_sealed(self) -> dict[str, Any]:
+        """The event with each revealed field, unless changed since, as it was sealed."""
+        return {**self, **{k: stored for k, (shown, stored) in self.sealed.items() if self.get(k) == shown}}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _held, (dict(self), getattr(self, "sealed", None))
+
+
+class HeldEvent(RevealedEvent):
+    """A revealed event holding its ``sealed`` itself: one revealed in Python, made directly, copied or unpickled."""
+
+    __slots__ = ("_sealed",)
+    _sealed: dict[str, tuple[Any, Any]]
+
+    @property
+    def sealed(self) -> dict[str, tuple[Any, Any]]:
+        return self._sealed
 
     @sealed.setter
     def sealed(self, value: dict[str, tuple[Any, Any]]) -> None:
         self._sealed = value
 
-    def as_sealed(self) -> dict[str, Any]:
-        """The event with each revealed field, unless changed since, as it was sealed."""
-        return {**self, **{k: stored for k, (shown, stored) in self.sealed.items() if self.get(k) == shown}}
+
+def _held(items: dict[str, Any], sealed: dict[str, tuple[Any, Any]] | None) -> HeldEvent:
+    """A copied or unpickled revealed event (``RevealedEvent.__reduce__``)."""
+    event = HeldEvent(items)
+    if sealed is not None:
+        event.sealed = sealed
+    return event
 
 
 class Revealer:
