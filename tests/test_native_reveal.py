@@ -383,6 +383,21 @@ def test_a_querys_revealed_events_cost_a_dict_and_go_with_it(lake: Path) -> None
     assert freed() is None
 
 
+def test_the_next_query_drops_the_stored_values_of_one_whose_events_are_gone(lake: Path) -> None:
+    """A query's stored values stay while one of its events does, and the next query drops them once none is left,
+    without waiting for the collector to free the query's class."""
+    logs = get_audit_logs(log_dir=lake, event_type="model_inference")
+    held = next(log for log in logs if isinstance(log, RevealedEvent) and "input_data" in log.sealed)
+    rows, sealed = type(held)._rows, dict(held.sealed)
+    del logs
+    get_audit_logs(log_dir=lake, event_type="model_inference")
+    assert rows.shown and held.sealed == sealed and not rows.unused()
+    del held
+    assert rows.unused() and rows.shown
+    get_audit_logs(log_dir=lake, event_type="model_inference")
+    assert rows.shown == {} and rows not in [ref() for ref in privacy_module._QUERIES]
+
+
 def test_a_revealed_event_finds_its_sealed_forms_by_its_event_id(lake: Path) -> None:
     """A query's event finds its sealed forms by its ``event_id``: one whose id was changed finds another
     event's or none, and a report then finds it changed rather than calling it intact."""

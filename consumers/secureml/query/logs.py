@@ -41,6 +41,7 @@ from secureml.query.filters import select_events
 from secureml.query.privacy import (
     RevealedRows,
     personal_columns,
+    release_unused,
     reveal_logs,
     reveal_parsed_rows,
     reveal_table,
@@ -443,14 +444,17 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None, revealer: Reveale
     with _acyclic(count):
         # The native pass's revealed events find their sealed forms by their event_id (``RevealedRows``).
         if _native_log_dicts is not None and (not texts or "event_id" in table.column_names):
-            reveal = None
+            reveal, rows = None, None
             if revealer is not None and texts:
+                release_unused()
                 rows = RevealedRows(table, texts)
                 reveal = (texts, rows.event_class, tuple(rows.shown[name] for name in texts), revealer.key_bytes,
                           revealer.text)
             logs = _native_log_dicts(table.to_batches(), _template, TIMESTAMP_FIELDS, tuple(JSON_FIELDS), json.loads,
                                      None if order is None else pa.array(order, pa.int64()), reveal)
             if logs is not None:
+                if rows is not None:
+                    rows.registered()
                 if revealer is not None and len(texts) < len(columns):
                     reveal_parsed_rows(logs, table, order, revealer, columns)
                 return logs

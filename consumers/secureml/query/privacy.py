@@ -7,6 +7,8 @@ stored values as they are when no key store is configured.
 
 from __future__ import annotations
 
+import sys
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -132,38 +134,44 @@ class RevealedRows:
 
     The events are of ``event_class``, a subclass of ``RevealedEvent`` made for this query, and find their
     ``sealed`` here by their ``event_id`` (an event whose ``event_id`` was changed since finds nothing, or another
-    event's forms, and is then checked as changed). Each event's ``sealed`` is made once, when first read. The
-    query's table columns of the stored texts and event ids stay in memory as long as one of its events does.
+    event's forms, and is then checked as changed). Each event's ``sealed`` is made once, when first read.
+
+    The query's stored texts and event ids (its table's columns) and shown forms stay in memory as long as one of
+    its events does. A class is always in a reference cycle (its ``__mro__`` holds it), so only the cyclic
+    collector frees it: the next query's ``release_unused`` drops the values of those whose events are all gone.
     """
 
     def __init__(self, table: pa.Table, columns: tuple[str, ...]) -> None:
         self.columns = columns
         self.shown: dict[str, list[Any]] = {name: [None] * table.num_rows for name in columns}
-        self._event_ids = table.column("event_id")
-        self._stored_columns: dict[str, pa.ChunkedArray] | None = {name: table.column(name) for name in columns}
+        self._event_ids: pa.ChunkedArray | None = table.column("event_id")
+        self._stored_columns: dict[str, pa.ChunkedArray] = {name: table.column(name) for name in columns}
         self._stored: dict[str, list[Any]] = {}
         self._places: dict[Any, int] | None = None
         self._made: dict[int, dict[str, tuple[Any, Any]]] = {}
-        rows = self
 
         class QueryEvent(RevealedEvent):
             __slots__ = ()
+            _rows = self
 
             @property
             def sealed(self) -> dict[str, tuple[Any, Any]]:
-                return rows.sealed_of(self)
+                return type(self)._rows.sealed_of(self)
 
         QueryEvent.__name__ = QueryEvent.__qualname__ = "RevealedEvent"
         QueryEvent.__module__ = RevealedEvent.__module__
         self.event_class: type[RevealedEvent] = QueryEvent
+        del QueryEvent
+        # The class's references while it has no instance (each event holds one), counted as `unused` counts them.
+        self._own_references = sys.getrefcount(self.event_class)
 
     def sealed_of(self, event: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
         """``event``'s sealed forms: (shown, stored) of each of its revealed fields, in the columns' order."""
         if self._places is None:
-            ids = self._event_ids.to_pylist()
+            ids = [] if self._event_ids is None else self._event_ids.to_pylist()
             self._places = dict(zip(ids, range(len(ids))))
-            self._stored = {name: column.to_pylist() for name, column in (self._stored_columns or {}).items()}
-            self._stored_columns = None
+            self._stored = {name: column.to_pylist() for name, column in self._stored_columns.items()}
+            self._event_ids, self._stored_columns = None, {}
         place = self._places.get(event.get("event_id"))
         if place is None:
             return {}
@@ -172,6 +180,37 @@ class RevealedRows:
             made = self._made[place] = {name: (self.shown[name][place], self._stored[name][place])
                                         for name in self.columns if self.shown[name][place] is not None}
         return made
+
+    def registered(self) -> None:
+        """Made known to later queries' ``release_unused`` (once the native pass has made the events)."""
+        _QUERIES.append(weakref.ref(self))
+
+    def unused(self) -> bool:
+        """Whether none of the events is left, nor the class held anywhere else."""
+        return sys.getrefcount(self.event_class) <= self._own_references
+
+    def release(self) -> None:
+        """Drop the values (no event is left to read them)."""
+        self.shown, self._stored, self._made = {}, {}, {}
+        self._event_ids, self._stored_columns, self._places = None, {}, {}
+
+
+# The queries whose revealed events may still be alive (weakly: each goes with its class, at a collection).
+_QUERIES: list[weakref.ref[RevealedRows]] = []
+
+
+def release_unused() -> None:
+    """Drop the values of earlier queries none of whose revealed events is left (``RevealedRows``)."""
+    kept = []
+    for ref in _QUERIES:
+        rows = ref()
+        if rows is None:
+            continue
+        if rows.unused():
+            rows.release()
+        else:
+            kept.append(ref)
+    _QUERIES[:] = kept
 
 
 def reveal_parsed_rows(logs: list[dict[str, Any]], table: pa.Table, order: np.ndarray | None, revealer: Revealer,
