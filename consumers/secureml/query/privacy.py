@@ -8,6 +8,7 @@ stored values as they are when no key store is configured.
 from __future__ import annotations
 
 import sys
+import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -149,6 +150,7 @@ class RevealedRows:
         self._stored: dict[str, list[Any]] = {}
         self._places: dict[Any, int] | None = None
         self._made: dict[int, dict[str, tuple[Any, Any]]] = {}
+        self._lock = threading.Lock()
 
         class QueryEvent(RevealedEvent):
             __slots__ = ()
@@ -167,18 +169,22 @@ class RevealedRows:
 
     def sealed_of(self, event: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
         """``event``'s sealed forms: (shown, stored) of each of its revealed fields, in the columns' order."""
-        if self._places is None:
-            ids = [] if self._event_ids is None else self._event_ids.to_pylist()
-            self._places = dict(zip(ids, range(len(ids))))
-            self._stored = {name: column.to_pylist() for name, column in self._stored_columns.items()}
-            self._event_ids, self._stored_columns = None, {}
-        place = self._places.get(event.get("event_id"))
+        places = self._places
+        if places is None:
+            with self._lock:  # the first read turns the columns into lists, once, whichever thread reads
+                if self._places is None:
+                    ids = [] if self._event_ids is None else self._event_ids.to_pylist()
+                    self._stored = {name: column.to_pylist() for name, column in self._stored_columns.items()}
+                    self._places = dict(zip(ids, range(len(ids))))
+                    self._event_ids, self._stored_columns = None, {}
+                places = self._places
+        place = places.get(event.get("event_id"))
         if place is None:
             return {}
         made = self._made.get(place)
         if made is None:
-            made = self._made[place] = {name: (self.shown[name][place], self._stored[name][place])
-                                        for name in self.columns if self.shown[name][place] is not None}
+            made = self._made.setdefault(place, {name: (self.shown[name][place], self._stored[name][place])
+                                                 for name in self.columns if self.shown[name][place] is not None})
         return made
 
     def registered(self) -> None:
