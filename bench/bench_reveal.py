@@ -5,13 +5,15 @@ per subject as ``enc:v1:<pseudonym>:<base64>``, users as ``ps_`` pseudonyms) and
 bench_verify builds them; the key store is readable, so the dicts show the values as logged. Each
 measurement runs in a child process of its own: one get_audit_logs as dicts over a time range holding about
 each of --rows rows (the whole lake when that is all of it), after one warm-up query, timed by CPU time
-(``process_time``) and wall time. With --baseline REV that revision's code (``git archive``, its own build
-of the accelerator beside it, so each side calls the native module it was written for) runs the same
-queries in alternating children: the ratios are medians of each round's pairs. Before timing, both sides'
+(``process_time``) and wall time; then the same query --warm more times in that process, each result dropped
+before the next (as bench_query.py times large results: the memory a result freed is reused, where the first
+query of a process takes fresh pages from the kernel). With --baseline REV that revision's code (``git
+archive``, its own build of the accelerator beside it, so each side calls the native module it was written for)
+runs the same queries in alternating children: the ratios are medians of each round's pairs. Before timing, both sides'
 dicts of the smallest range are checked equal (classes, keys in order, values, ``sealed``).
 
     .venv/bin/python bench/bench_reveal.py [--events 1000000] [--lake DIR] [--rows 100000,1000000]
-        [--rounds 3] [--baseline main]
+        [--rounds 3] [--warm 2] [--baseline main]
 """
 
 from __future__ import annotations
@@ -38,14 +40,22 @@ import hashlib, json, os, sys, time
 from secureml.audit import accelerator, get_audit_logs
 from secureml.audit.privacy.reveal import RevealedEvent
 log_dir, start, end, digest = sys.argv[1], sys.argv[2] or None, sys.argv[3] or None, sys.argv[4] == "1"
+warm = int(sys.argv[5])
 get_audit_logs(log_dir=log_dir, limit=1000)  # warm: the catalog, the key store, the modules
 load = os.getloadavg()[0]
-cpu, wall = time.process_time(), time.perf_counter()
-logs = get_audit_logs(log_dir=log_dir, start_time=start, end_time=end)
-cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+times = []
+for _ in range(1 + warm):
+    logs = None  # the last result dropped first, as a loop of queries drops it
+    cpu, wall = time.process_time(), time.perf_counter()
+    logs = get_audit_logs(log_dir=log_dir, start_time=start, end_time=end)
+    times.append((time.process_time() - cpu, time.perf_counter() - wall))
+cpu, wall = times[0]
 result = {"rows": len(logs), "cpu_seconds": round(cpu, 3), "seconds": round(wall, 3), "load": round(load, 2),
           "native": accelerator.native is not None,
           "revealed": sum(isinstance(log, RevealedEvent) for log in logs)}
+if warm:
+    result["warm_cpu_seconds"] = round(sorted(c for c, _ in times[1:])[(warm - 1) // 2], 3)
+    result["warm_seconds"] = round(sorted(w for _, w in times[1:])[(warm - 1) // 2], 3)
 if digest:
     def exact(value):
         if isinstance(value, dict):
@@ -61,12 +71,12 @@ print(json.dumps(result))
 """
 
 
-def query(log_dir: Path, start: str, end: str, code: Path | None, digest: bool = False) -> dict:
-    """One timed query in a child process (with ``code``'s tree and accelerator when given)."""
+def query(log_dir: Path, start: str, end: str, code: Path | None, digest: bool = False, warm: int = 0) -> dict:
+    """One timed query in a child process (with ``code``'s tree and accelerator when given), then ``warm`` more."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if code is not None:
         env["PYTHONPATH"] = f"{code / 'site'}:{code / 'producer'}:{code / 'consumers'}"
-    out = subprocess.run([sys.executable, "-c", CHILD, str(log_dir), start, end, "1" if digest else "0"],
+    out = subprocess.run([sys.executable, "-c", CHILD, str(log_dir), start, end, "1" if digest else "0", str(warm)],
                          env=env, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         raise SystemExit(f"bench: query failed:\n{out.stderr[-3000:]}")
@@ -95,9 +105,15 @@ def summary(runs: list[dict]) -> dict:
     rows = runs[0]["rows"]
     cpu = statistics.median(r["cpu_seconds"] for r in runs)
     wall = statistics.median(r["seconds"] for r in runs)
-    return {"rows": rows, "revealed_rows": runs[0]["revealed"], "native": runs[0]["native"],
-            "cpu_seconds": round(cpu, 3), "seconds": round(wall, 3), "rows_per_cpu_s": round(rows / cpu),
-            "rows_per_s": round(rows / wall), "loads": [r["load"] for r in runs]}
+    found = {"rows": rows, "revealed_rows": runs[0]["revealed"], "native": runs[0]["native"],
+             "cpu_seconds": round(cpu, 3), "seconds": round(wall, 3), "rows_per_cpu_s": round(rows / cpu),
+             "rows_per_s": round(rows / wall), "loads": [r["load"] for r in runs]}
+    if "warm_seconds" in runs[0]:
+        warm_cpu = statistics.median(r["warm_cpu_seconds"] for r in runs)
+        warm_wall = statistics.median(r["warm_seconds"] for r in runs)
+        found |= {"warm_cpu_seconds": round(warm_cpu, 3), "warm_seconds": round(warm_wall, 3),
+                  "warm_rows_per_cpu_s": round(rows / warm_cpu), "warm_rows_per_s": round(rows / warm_wall)}
+    return found
 
 
 def main() -> int:
@@ -107,6 +123,7 @@ def main() -> int:
     parser.add_argument("--lake", type=Path, help="build the lake here once and reuse it in later runs")
     parser.add_argument("--rows", default="100000,1000000", help="result sizes (comma-separated)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warm", type=int, default=2, help="the same query again in each child, timed apart")
     parser.add_argument("--baseline", metavar="REV", help="also run this git revision's code, alternating")
     args = parser.parse_args()
     work = args.lake or Path(tempfile.mkdtemp(prefix="bench-reveal-"))
@@ -136,7 +153,7 @@ def main() -> int:
                 sides = [("ours", None)] if code is None else \
                     [("ours", None), ("baseline", code)] if round_ % 2 == 0 else [("baseline", code), ("ours", None)]
                 for side, tree in sides:
-                    runs[side].append(query(log_dir, start, end, tree))
+                    runs[side].append(query(log_dir, start, end, tree, warm=args.warm))
                     print(f"bench: {size:,} rows, round {round_}, {side}: {runs[side][-1]}", file=sys.stderr)
             result: dict[str, object] = {"ours": summary(runs["ours"])}
             if code is not None:
@@ -146,6 +163,11 @@ def main() -> int:
                     o["cpu_seconds"] / b["cpu_seconds"] for o, b in pairs), 3)
                 result["wall_ratio_vs_baseline"] = round(statistics.median(
                     o["seconds"] / b["seconds"] for o, b in pairs), 3)
+                if args.warm:
+                    result["warm_cpu_ratio_vs_baseline"] = round(statistics.median(
+                        o["warm_cpu_seconds"] / b["warm_cpu_seconds"] for o, b in pairs), 3)
+                    result["warm_wall_ratio_vs_baseline"] = round(statistics.median(
+                        o["warm_seconds"] / b["warm_seconds"] for o, b in pairs), 3)
             report[f"dicts_{size}"] = result
         report["load_average_after"] = round(os.getloadavg()[0], 2)
         print(json.dumps(report, indent=2))

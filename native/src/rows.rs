@@ -259,15 +259,38 @@ impl<K: std::hash::Hash + Eq> Cache<K> {
     }
 }
 
+/// Integers below this are made once per column and shared (ints are immutable): an event's `seq` repeats in
+/// every operation, and CPython itself shares only those up to 256.
+const SHARED_INTS: i64 = 4096;
+
 /// What is made for one column across the batches: its values' caches.
 struct Values<'a> {
     texts: Cache<&'a [u8]>,
     times: Cache<i64>,
+    /// Each integer in 0..SHARED_INTS made so far, at its place.
+    ints: Vec<Option<PyObject>>,
 }
 
 impl<'a> Values<'a> {
     fn new() -> Self {
-        Values { texts: Cache::new(), times: Cache::new() }
+        Values { texts: Cache::new(), times: Cache::new(), ints: Vec::new() }
+    }
+
+    /// `value` as a Python int, shared when it is small.
+    fn int(&mut self, py: Python<'_>, value: i64) -> PyResult<PyObject> {
+        if !(0..SHARED_INTS).contains(&value) {
+            return Ok(value.into_pyobject(py)?.into_any().unbind());
+        }
+        let at = value as usize;
+        if self.ints.len() <= at {
+            self.ints.resize_with(at + 1, || None);
+        }
+        if let Some(found) = &self.ints[at] {
+            return Ok(found.clone_ref(py));
+        }
+        let made = value.into_pyobject(py)?.into_any().unbind();
+        self.ints[at] = Some(made.clone_ref(py));
+        Ok(made)
     }
 }
 
@@ -639,11 +662,11 @@ fn make<'a>(
             false => return none(),
         },
         Column::Int32(a) => match a.is_valid(row) {
-            true => a.value(row).into_pyobject(py)?.into_any().unbind(),
+            true => values.int(py, i64::from(a.value(row)))?,
             false => return none(),
         },
         Column::Int64(a) => match a.is_valid(row) {
-            true => a.value(row).into_pyobject(py)?.into_any().unbind(),
+            true => values.int(py, a.value(row))?,
             false => return none(),
         },
         Column::Float64(a) => match a.is_valid(row) {
@@ -711,7 +734,7 @@ fn revealed_class<'py>(class: Bound<'py, PyType>) -> PyResult<Bound<'py, PyType>
     let dict = py.get_type::<PyDict>();
     let same = |name: &str| -> PyResult<bool> { class.getattr(name)?.eq(dict.getattr(name)?) };
     let flags: u64 = class.getattr(intern!(py, "__flags__"))?.extract()?;
-    let heap = flags & ffi::Py_TPFLAGS_HEAPTYPE as u64 != 0;
+    let heap = flags & ffi::Py_TPFLAGS_HEAPTYPE != 0;
     if !(heap
         && class.is_subclass(&dict)?
         && same("__basicsize__")?

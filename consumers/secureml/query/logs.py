@@ -452,9 +452,9 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None, revealer: Reveale
                           revealer.text)
             logs = _native_log_dicts(table.to_batches(), _template, TIMESTAMP_FIELDS, tuple(JSON_FIELDS), json.loads,
                                      None if order is None else pa.array(order, pa.int64()), reveal)
+            if rows is not None:
+                rows.registered() if logs is not None else rows.release()
             if logs is not None:
-                if rows is not None:
-                    rows.registered()
                 if revealer is not None and len(texts) < len(columns):
                     reveal_parsed_rows(logs, table, order, revealer, columns)
                 return logs

@@ -60,11 +60,14 @@ class HeldEvent(RevealedEvent):
     """A revealed event holding its ``sealed`` itself: one revealed in Python, made directly, copied or unpickled."""
 
     __slots__ = ("_sealed",)
-    _sealed: dict[str, tuple[Any, Any]]
+    _sealed: dict[str, tuple[Any, Any]] | tuple[Any, ...]
 
     @property
     def sealed(self) -> dict[str, tuple[Any, Any]]:
-        return self._sealed
+        found = self._sealed
+        if found.__class__ is tuple:  # pickled by the version before, which kept (field, shown, stored, field, ...)
+            found = self._sealed = {found[i]: (found[i + 1], found[i + 2]) for i in range(0, len(found), 3)}
+        return found  # type: ignore[return-value]
 
     @sealed.setter
     def sealed(self, value: dict[str, tuple[Any, Any]]) -> None:
