@@ -359,6 +359,20 @@ def test_sealed_of_natively_revealed_events_behaves_as_a_dict(lake: Path, monkey
     assert made.as_sealed() == {"a": "ps_x"}
 
 
+def test_a_revealed_event_pickled_by_the_version_before_reads_its_sealed_forms() -> None:
+    """The version before pickled a revealed event with its sealed forms as one flat tuple in its slot (field, shown,
+    stored, ...): unpickled now, it is a revealed event with the same ``sealed`` and ``as_sealed()``."""
+
+    class Before:  # unpickles as that version's RevealedEvent did: cls.__new__(cls), its slot, then its items
+        def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+            return (RevealedEvent.__new__, (RevealedEvent,), (None, {"_sealed": ("user", "alice", "ps_x")}), None,
+                    iter({"user": "alice", "seq": 3}.items()))
+
+    event = pickle.loads(pickle.dumps(Before(), protocol=4))
+    assert isinstance(event, RevealedEvent) and event == {"user": "alice", "seq": 3}
+    assert event.sealed == {"user": ("alice", "ps_x")} and event.as_sealed() == {"user": "ps_x", "seq": 3}
+
+
 def test_a_querys_revealed_events_cost_a_dict_and_go_with_it(lake: Path) -> None:
     """Natively revealed events are of their query's own ``RevealedEvent`` subclass, which adds nothing to a dict:
     each keeps the row dicts' shared keys (the size of its type's plain dict), changes as a dict does, and the
