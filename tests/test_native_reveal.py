@@ -405,11 +405,11 @@ def test_the_next_query_drops_the_stored_values_of_one_whose_events_are_gone(lak
     rows, sealed = type(held)._rows, dict(held.sealed)
     del logs
     get_audit_logs(log_dir=lake, event_type="model_inference")
-    assert rows.shown and held.sealed == sealed and not rows.unused()
+    assert rows.holding() and held.sealed == sealed and not rows.unused()
     del held
-    assert rows.unused() and rows.shown
+    assert rows.unused() and rows.holding()
     get_audit_logs(log_dir=lake, event_type="model_inference")
-    assert rows.shown == {} and rows not in [ref() for ref in privacy_module._QUERIES]
+    assert not rows.holding() and rows not in [ref() for ref in privacy_module._QUERIES]
 
 
 def test_a_revealed_event_finds_its_sealed_forms_by_its_event_id(lake: Path) -> None:
@@ -429,7 +429,7 @@ def test_a_revealed_event_finds_its_sealed_forms_by_its_event_id(lake: Path) -> 
 
 def test_the_native_pass_gives_a_reveal_class_only_a_dicts_layout(lake: Path) -> None:
     """log_dicts refuses, before making any dict, a reveal class that is not a dict subclass of a dict's layout (a
-    slot, an instance ``__dict__``, not a dict), and lists of shown forms not one place per row."""
+    slot, an instance ``__dict__``, not a dict); one of a dict's layout is given to the revealed rows."""
     table = query_events(log_dir=lake, reveal=False)
     revealer = Revealer(reader_keystore(lake))  # type: ignore[arg-type]
     columns = tuple(personal_columns(table, revealer))
@@ -444,18 +444,15 @@ def test_the_native_pass_gives_a_reveal_class_only_a_dicts_layout(lake: Path) ->
     class Fine(dict):  # type: ignore[type-arg]
         __slots__ = ()
 
-    def call(event_class: type, places: int) -> Any:
-        shown = tuple([None] * places for _ in texts)
+    def call(event_class: type) -> Any:
         return secureml_audit_native.log_dicts(
             table.to_batches(), logs_module._template, logs_module.TIMESTAMP_FIELDS, tuple(JSON_FIELDS), json.loads,
-            None, (texts, event_class, shown, revealer.key_bytes, revealer.text))
+            None, (texts, event_class, revealer.key_bytes, revealer.text))
 
     for wrong in (Slotted, Open, list, reveal_module.HeldEvent):
         with pytest.raises(ValueError, match="must be a subclass of dict with __slots__"):
-            call(wrong, table.num_rows)
-    with pytest.raises(ValueError, match=f"a list of {table.num_rows} places per column"):
-        call(Fine, table.num_rows - 1)
-    made = call(Fine, table.num_rows)
+            call(wrong)
+    made = call(Fine)
     assert any(type(log) is Fine for log in made) and {type(log) for log in made} <= {dict, Fine}
 
 

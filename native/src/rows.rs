@@ -12,10 +12,9 @@
 //! Python path (bench/RESULTS.md, wave 3).
 //!
 //! With a reveal (the query's text columns that hold pseudonyms or ciphertexts, the query's class of revealed
-//! events, a list per column for the forms shown, the subjects' keys and the Python reveal of one text), a row
-//! holding such a text is made as the revealed event itself in the same pass: the dict with the shown values, of
-//! the query's `RevealedEvent` subclass, each shown value also put in its column's list, where the event's
-//! `sealed` finds it (`secureml.query.privacy.RevealedRows`); the same dict and `sealed` forms as
+//! events, the subjects' keys and the Python reveal of one text), a row holding such a text is made as the revealed
+//! event itself in the same pass: the dict with the shown values, of the query's `RevealedEvent` subclass, whose
+//! `sealed` is found when read (`secureml.query.privacy.RevealedRows`); the same dict and `sealed` forms as
 //! `secureml.audit.privacy.reveal.reveal_logs` makes of the row's dict, without a per-row Python loop, and at the
 //! cost of a plain row's dict. Each ciphertext is opened where its row is made (they are unique by their random
 //! nonces: gathering the distinct ones first only added a hash, a str and a dict entry each); pseudonyms, a few
@@ -402,19 +401,15 @@ struct Plan<'py> {
     /// did not (a column of distinct values: ids, times).
     compared: Vec<Option<(u32, u32)>>,
     last: Option<(Bound<'py, PyDict>, usize, usize)>,
-    /// The keys of the reveal's columns this type carries (indices into `keys`), in the reveal's order.
+    /// The keys of the reveal's columns this type carries (indices into `keys`).
     reveals: Vec<usize>,
-    /// Per key of `reveals`, its column's place in the reveal (and its list of shown forms).
-    shown: Vec<usize>,
 }
 
-/// Stored texts shown as logged: the reveal's columns (texts), the revealed events' class, where each shown form
-/// goes (per column, a list with a place per row of the batches), the ciphers of the subjects' keys and the Python
-/// reveal of one text (`Revealer.text`) for the texts not opened here.
+/// Stored texts shown as logged: the reveal's columns (texts), the revealed events' class, the ciphers of the
+/// subjects' keys and the Python reveal of one text (`Revealer.text`) for the texts not opened here.
 struct Reveal<'py> {
     columns: Vec<String>,
     class: Bound<'py, PyType>,
-    shown: Vec<Bound<'py, PyList>>,
     ciphers: Ciphers<'py>,
     text: Bound<'py, PyAny>,
     /// The shown form of each stored text other than a ciphertext (pseudonyms: a few per query), by its bytes.
@@ -459,7 +454,7 @@ impl<'py> Reveal<'py> {
     }
 }
 
-/// The stored texts a reveal looks up: a pseudonym or a ciphertext (`reveal.py`'s `_MARKS`).
+/// The stored texts a reveal looks up: a pseudonym or a ciphertext (`reveal.py`'s `MARKS`).
 fn marked(bytes: &[u8]) -> bool {
     bytes.starts_with(b"ps_") || bytes.starts_with(b"enc:v1:")
 }
@@ -526,7 +521,6 @@ impl<'py, 'a> Converter<'py, 'a> {
             compared: vec![],
             last: None,
             reveals: vec![],
-            shown: vec![],
         };
         for key in template.keys() {
             let key = key.downcast_into::<PyString>()?;
@@ -538,10 +532,9 @@ impl<'py, 'a> Converter<'py, 'a> {
             plan.compared.push(Some((0, 0)));
         }
         if let Some(reveal) = &self.reveal {
-            for (j, name) in reveal.columns.iter().enumerate() {
+            for name in &reveal.columns {
                 if let Some(k) = plan.keys.iter().position(|key| key.to_str().is_ok_and(|k| k == name)) {
                     plan.reveals.push(k);
-                    plan.shown.push(j);
                 }
             }
         }
@@ -549,16 +542,15 @@ impl<'py, 'a> Converter<'py, 'a> {
         Ok(Some(self.plans.len() - 1))
     }
 
-    /// Row `row` of batch `batch` (row `place` of them all) as its type's log dict, or (with a reveal, when one of
-    /// the reveal's fields holds a pseudonym or a ciphertext) as a revealed event: the dict's items with each marked
-    /// field's shown value, given the reveal's class, and each shown value put in the field's list at `place` (where
-    /// the event's `sealed` finds it, beside the stored text: `secureml.query.privacy.RevealedRows`).
+    /// Row `row` of batch `batch` as its type's log dict, or (with a reveal, when one of the reveal's fields holds a
+    /// pseudonym or a ciphertext) as a revealed event: the dict's items with each marked field's shown value, given
+    /// the reveal's class (whose `sealed` finds the stored texts: `secureml.query.privacy.RevealedRows`).
     ///
     /// A row copies the last row of its type, revealed or not, and sets only the values that differ: a marked
     /// field the last row held too already shows its value. A revealed event is made as the dicts are, a copy
     /// (which keeps the template's shared keys: only its values are new), then given its class: the class adds
     /// nothing to a dict's layout (`revealed_class` checked it), as CPython requires of a `__class__` assignment.
-    fn dict(&mut self, batch: usize, row: usize, place: usize) -> PyResult<Option<Bound<'py, PyDict>>> {
+    fn dict(&mut self, batch: usize, row: usize) -> PyResult<Option<Bound<'py, PyDict>>> {
         let Some(index) = self.plan(batch, row)? else {
             return Ok(None);
         };
@@ -623,16 +615,14 @@ impl<'py, 'a> Converter<'py, 'a> {
             dict.set_item(key, value)?;
         }
         if let (Some(reveal), true) = (&mut self.reveal, revealing) {
-            for (j, &k) in plan.reveals.iter().enumerate() {
+            for &k in &plan.reveals {
                 if !row_marked(k) {
                     continue;
                 }
                 let Column::Text(texts) = self.batches[batch][plan.columns[k]] else {
                     unreachable!("a reveal's columns are texts (checked by log_dicts)");
                 };
-                let shown = reveal.shown(py, texts.get(row).unwrap_or_default())?;
-                dict.set_item(&plan.keys[k], &shown)?;
-                reveal.shown[plan.shown[j]].set_item(place, shown)?;
+                dict.set_item(&plan.keys[k], reveal.shown(py, texts.get(row).unwrap_or_default())?)?;
             }
         }
         if let (Some(chain), Some(hash)) = (&mut self.chain, row_hash) {
@@ -723,8 +713,8 @@ fn make<'a>(
     }))
 }
 
-/// `log_dicts`' reveal: (text columns, revealed events' class, per column its list of shown forms, `key_of`, `text`).
-type RevealArgs<'py> = (Vec<String>, Bound<'py, PyType>, Vec<Bound<'py, PyList>>, Bound<'py, PyAny>, Bound<'py, PyAny>);
+/// `log_dicts`' reveal: (text columns, revealed events' class, `key_of`, `text`).
+type RevealArgs<'py> = (Vec<String>, Bound<'py, PyType>, Bound<'py, PyAny>, Bound<'py, PyAny>);
 
 /// `class` when the native pass may give it to the dicts it makes (`Converter::dict`): a heap subtype of dict
 /// adding nothing to its layout (no slots, no `__dict__`, no weak references), what CPython checks before it lets
@@ -754,9 +744,8 @@ fn revealed_class<'py>(class: Bound<'py, PyType>) -> PyResult<Bound<'py, PyType>
 /// order of `order` (row indices across the batches, an Arrow int64 array) or as they come.
 /// `template_of(event_type)` gives the dict a type's rows are copied from (its keys in order, each None),
 /// `times` and `json` name the columns written as ISO text and parsed with `loads`; `reveal`, (text columns,
-/// revealed events' class, per column a list with a place per row for the shown forms, `key_of(name)` giving a
-/// subject's key bytes or None, `text(stored)` giving a stored text's shown form), makes the rows holding such
-/// texts revealed events (see the module's docs). None when a column or value is not one this step handles (the caller then takes the Python path).
+/// revealed events' class, `key_of(name)` giving a subject's key bytes or None, `text(stored)` giving a stored
+/// text's shown form), makes the rows holding such texts revealed events (see the module's docs). None when a column or value is not one this step handles (the caller then takes the Python path).
 #[pyfunction]
 #[pyo3(signature = (batches, template_of, times, json, loads, order=None, reveal=None))]
 #[allow(clippy::too_many_arguments)]
@@ -808,20 +797,12 @@ pub fn log_dicts<'py>(
         None => None,
     };
     let reveal = match reveal {
-        Some((columns, class, shown, key_of, text)) => {
-            if shown.len() != columns.len() || shown.iter().any(|list| list.len() != rows) {
-                return Err(PyValueError::new_err(format!(
-                    "log_dicts: the reveal needs a list of {rows} places per column, one per row"
-                )));
-            }
-            Some((columns, revealed_class(class)?, shown, key_of, text))
-        }
+        Some((columns, class, key_of, text)) => Some((columns, revealed_class(class)?, key_of, text)),
         None => None,
     };
-    let reveal = reveal.map(|(columns, class, shown, key_of, text)| Reveal {
+    let reveal = reveal.map(|(columns, class, key_of, text)| Reveal {
         columns,
         class,
-        shown,
         ciphers: Ciphers::new(key_of),
         text,
         known: HashMap::with_hasher(RandomState::new()),
@@ -853,7 +834,7 @@ pub fn log_dicts<'py>(
     for (batch, &start) in starts.iter().enumerate() {
         let end = starts.get(batch + 1).copied().unwrap_or(rows);
         for row in 0..end - start {
-            match converter.dict(batch, row, start + row)? {
+            match converter.dict(batch, row)? {
                 Some(dict) => dicts.push(dict),
                 None => return Ok(None),
             }

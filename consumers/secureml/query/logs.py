@@ -442,14 +442,13 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None, revealer: Reveale
     columns = tuple(personal_columns(table, revealer))
     texts = tuple(name for name in columns if name not in JSON_FIELDS)
     with _acyclic(count):
-        # The native pass's revealed events find their sealed forms by their event_id (``RevealedRows``).
-        if _native_log_dicts is not None and (not texts or "event_id" in table.column_names):
+        # The native pass's revealed events find their sealed forms by their event_id and type (``RevealedRows``).
+        if _native_log_dicts is not None and (not texts or {"event_id", "event_type"} <= set(table.column_names)):
             reveal, rows = None, None
             if revealer is not None and texts:
                 release_unused()
-                rows = RevealedRows(table, texts)
-                reveal = (texts, rows.event_class, tuple(rows.shown[name] for name in texts), revealer.key_bytes,
-                          revealer.text)
+                rows = RevealedRows(table, texts, revealer, _keys)
+                reveal = (texts, rows.event_class, revealer.key_bytes, revealer.text)
             logs = _native_log_dicts(table.to_batches(), _template, TIMESTAMP_FIELDS, tuple(JSON_FIELDS), json.loads,
                                      None if order is None else pa.array(order, pa.int64()), reveal)
             if rows is not None:

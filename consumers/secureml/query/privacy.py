@@ -23,7 +23,7 @@ from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.privacy import reader_keystore
 from secureml.audit.privacy.keys import pseudonym
 from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
-from secureml.audit.privacy.reveal import RevealedEvent, Revealer, reveal_log
+from secureml.audit.privacy.reveal import MARKS, RevealedEvent, Revealer, reveal_log
 from secureml.audit.privacy.reveal import reveal_logs as reveal_events
 from secureml.audit.schema import JSON_FIELDS
 
@@ -130,24 +130,31 @@ def reveal_logs(logs: list[dict[str, Any]], revealer: Revealer | None, columns: 
 
 
 class RevealedRows:
-    """One query's revealed events, the rows of ``table`` the native pass reveals (``_to_logs``): the stored
-    texts of the revealed ``columns``, and per column a place per row for the form shown, which that pass fills.
+    """One query's revealed events, the rows of ``table`` the native pass reveals (``_to_logs``): the stored texts of
+    the revealed ``columns``, kept as the table's columns until an event's ``sealed`` is first read.
 
     The events are of ``event_class``, a subclass of ``RevealedEvent`` made for this query, and find their
     ``sealed`` here by their ``event_id`` (an event whose ``event_id`` was changed since finds nothing, or another
-    event's forms, and is then checked as changed). Each event's ``sealed`` is made once, when first read.
+    event's forms, and is then checked as changed): the fields its event type carries (``keys_of``) whose stored
+    text is a pseudonym or a ciphertext. The first read reveals the stored texts again with the query's
+    ``revealer``, whose keys are those the query was shown with, and each event's ``sealed`` is then made once.
 
-    The query's stored texts and event ids (its table's columns) and shown forms stay in memory as long as one of
-    its events does. A class is always in a reference cycle (its ``__mro__`` holds it), so only the cyclic
-    collector frees it: the next query's ``release_unused`` drops the values of those whose events are all gone.
+    The stored texts and event ids stay in memory as long as one of the events does. A class is always in a
+    reference cycle (its ``__mro__`` holds it), so only the cyclic collector frees it: the next query's
+    ``release_unused`` drops the values of those whose events are all gone.
     """
 
-    def __init__(self, table: pa.Table, columns: tuple[str, ...]) -> None:
+    def __init__(self, table: pa.Table, columns: tuple[str, ...], revealer: Revealer,
+                 keys_of: Callable[[str | None], tuple[str, ...]]) -> None:
         self.columns = columns
-        self.shown: dict[str, list[Any]] = {name: [None] * table.num_rows for name in columns}
+        self._revealer: Revealer | None = revealer
+        self._keys_of = keys_of
         self._event_ids: pa.ChunkedArray | None = table.column("event_id")
-        self._stored_columns: dict[str, pa.ChunkedArray] = {name: table.column(name) for name in columns}
+        self._stored_columns: dict[str, pa.ChunkedArray] = {name: table.column(name)
+                                                             for name in (*columns, "event_type")}
         self._stored: dict[str, list[Any]] = {}
+        self._carried: dict[str | None, tuple[str, ...]] = {}
+        self._shown: dict[str, Any] = {}
         self._places: dict[Any, int] | None = None
         self._made: dict[int, dict[str, tuple[Any, Any]]] = {}
         self._lock = threading.Lock()
@@ -167,29 +174,43 @@ class RevealedRows:
         # The class's references while it has no instance (each event holds one), counted as `unused` counts them.
         self._own_references = sys.getrefcount(self.event_class)
 
+    def _read(self) -> dict[Any, int]:
+        """Each event id's row, the stored texts as lists and their shown forms, made on the first read."""
+        with self._lock:  # once, whichever thread reads first
+            if self._places is None:
+                ids = [] if self._event_ids is None else self._event_ids.to_pylist()
+                self._stored = {name: column.to_pylist() for name, column in self._stored_columns.items()}
+                marked = {value for name in self.columns for value in self._stored[name]
+                          if isinstance(value, str) and value.startswith(MARKS)}
+                self._shown = {} if self._revealer is None else self._revealer.texts(marked)
+                self._places = dict(zip(ids, range(len(ids))))
+                self._event_ids, self._stored_columns, self._revealer = None, {}, None
+            return self._places
+
     def sealed_of(self, event: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
         """``event``'s sealed forms: (shown, stored) of each of its revealed fields, in the columns' order."""
-        places = self._places
-        if places is None:
-            with self._lock:  # the first read turns the columns into lists, once, whichever thread reads
-                if self._places is None:
-                    ids = [] if self._event_ids is None else self._event_ids.to_pylist()
-                    self._stored = {name: column.to_pylist() for name, column in self._stored_columns.items()}
-                    self._places = dict(zip(ids, range(len(ids))))
-                    self._event_ids, self._stored_columns = None, {}
-                places = self._places
-        place = places.get(event.get("event_id"))
+        place = (self._places if self._places is not None else self._read()).get(event.get("event_id"))
         if place is None:
             return {}
         made = self._made.get(place)
         if made is None:
-            made = self._made.setdefault(place, {name: (self.shown[name][place], self._stored[name][place])
-                                                 for name in self.columns if self.shown[name][place] is not None})
+            event_type = self._stored["event_type"][place]
+            names = self._carried.get(event_type)
+            if names is None:
+                keys = self._keys_of(event_type)
+                names = self._carried[event_type] = tuple(name for name in self.columns if name in keys)
+            stored = [(name, self._stored[name][place]) for name in names]
+            made = self._made.setdefault(place, {name: (self._shown[value], value) for name, value in stored
+                                                 if isinstance(value, str) and value.startswith(MARKS)})
         return made
 
     def registered(self) -> None:
         """Made known to later queries' ``release_unused`` (once the native pass has made the events)."""
         _QUERIES.append(weakref.ref(self))
+
+    def holding(self) -> bool:
+        """Whether the stored texts are still held (until ``release``)."""
+        return bool(self._stored or self._stored_columns)
 
     def unused(self) -> bool:
         """Whether none of the events is left, nor the class held anywhere else."""
@@ -197,8 +218,8 @@ class RevealedRows:
 
     def release(self) -> None:
         """Drop the values (no event is left to read them)."""
-        self.shown, self._stored, self._made = {}, {}, {}
-        self._event_ids, self._stored_columns, self._places = None, {}, {}
+        self._stored, self._shown, self._made, self._places = {}, {}, {}, {}
+        self._event_ids, self._stored_columns, self._revealer = None, {}, None
 
 
 # The queries whose revealed events may still be alive (weakly: each goes with its class, at a collection).

@@ -20,7 +20,7 @@ from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
 
 ERASED = "<erased>"
 _MISSING = object()
-_MARKS = ("ps_", ENCRYPTED_PREFIX)
+MARKS = ("ps_", ENCRYPTED_PREFIX)  # what a stored text to reveal starts with: a pseudonym or a ciphertext
 # The accelerator's batch open of stored ciphertexts (native/src/reveal.rs), or None: the values are the same.
 _native_open = None if accelerator.native is None else accelerator.native.open_sealed
 
@@ -201,7 +201,7 @@ def reveal_logs(revealer: Revealer, logs: list[dict[str, Any]], fields: tuple[st
         for key in log if fields is None else fields:
             value = log.get(key)
             if isinstance(value, str):
-                if not value.startswith(_MARKS):
+                if not value.startswith(MARKS):
                     continue
                 texts.append(value)
             elif value is None or not needs_reveal(value):
