@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # One query in a child: its rows, CPU and wall seconds, and (with a digest asked for) a hash of the exact dicts.
 CHILD = """
-import hashlib, json, os, sys, time
+import hashlib, json, os, statistics, sys, time
 from secureml.audit import accelerator, get_audit_logs
 from secureml.audit.privacy.reveal import RevealedEvent
 log_dir, start, end, digest = sys.argv[1], sys.argv[2] or None, sys.argv[3] or None, sys.argv[4] == "1"
@@ -54,8 +54,8 @@ result = {"rows": len(logs), "cpu_seconds": round(cpu, 3), "seconds": round(wall
           "native": accelerator.native is not None,
           "revealed": sum(isinstance(log, RevealedEvent) for log in logs)}
 if warm:
-    result["warm_cpu_seconds"] = round(sorted(c for c, _ in times[1:])[(warm - 1) // 2], 3)
-    result["warm_seconds"] = round(sorted(w for _, w in times[1:])[(warm - 1) // 2], 3)
+    result["warm_cpu_seconds"] = round(statistics.median_low(c for c, _ in times[1:]), 3)
+    result["warm_seconds"] = round(statistics.median_low(w for _, w in times[1:]), 3)
 if digest:
     def exact(value):
         if isinstance(value, dict):
@@ -159,15 +159,11 @@ def main() -> int:
             if code is not None:
                 result["baseline"] = summary(runs["baseline"])
                 pairs = list(zip(runs["ours"], runs["baseline"]))
-                result["cpu_ratio_vs_baseline"] = round(statistics.median(
-                    o["cpu_seconds"] / b["cpu_seconds"] for o, b in pairs), 3)
-                result["wall_ratio_vs_baseline"] = round(statistics.median(
-                    o["seconds"] / b["seconds"] for o, b in pairs), 3)
+                timed = {"cpu": "cpu_seconds", "wall": "seconds"}
                 if args.warm:
-                    result["warm_cpu_ratio_vs_baseline"] = round(statistics.median(
-                        o["warm_cpu_seconds"] / b["warm_cpu_seconds"] for o, b in pairs), 3)
-                    result["warm_wall_ratio_vs_baseline"] = round(statistics.median(
-                        o["warm_seconds"] / b["warm_seconds"] for o, b in pairs), 3)
+                    timed |= {"warm_cpu": "warm_cpu_seconds", "warm_wall": "warm_seconds"}
+                for name, key in timed.items():
+                    result[f"{name}_ratio_vs_baseline"] = round(statistics.median(o[key] / b[key] for o, b in pairs), 3)
             report[f"dicts_{size}"] = result
         report["load_average_after"] = round(os.getloadavg()[0], 2)
         print(json.dumps(report, indent=2))

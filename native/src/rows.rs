@@ -426,37 +426,37 @@ impl<'py> Reveal<'py> {
     /// the first; any other text (a pseudonym, a ciphertext this path does not simply open) revealed by `text`, a
     /// pseudonym once. The stored text's str is made only for `text`.
     fn shown(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        let reveal = self.text.clone();
-        let text = |bytes: &[u8]| reveal.call1((text_object(py, bytes)?,));
+        let Reveal { ciphers, text, known, erased, plain, .. } = self;
+        let text = |bytes: &[u8]| text.call1((text_object(py, bytes)?,));
         if bytes.starts_with(ENCRYPTED_PREFIX.as_bytes()) {
             let Ok(stored) = std::str::from_utf8(bytes) else {
                 return text(bytes);
             };
-            return match self.ciphers.open_string(stored, &mut self.plain)? {
+            return match ciphers.open_string(stored, plain)? {
                 Opened::Text(value) => Ok(PyString::new(py, value).into_any()),
-                Opened::Erased => match &self.erased {
+                Opened::Erased => match erased {
                     Some(found) => Ok(found.bind(py).clone()),
                     None => {
                         let shown = text(bytes)?;
-                        self.erased = Some(shown.clone().unbind());
+                        *erased = Some(shown.clone().unbind());
                         Ok(shown)
                     }
                 },
                 Opened::Other => text(bytes),
             };
         }
-        if let Some(found) = self.known.get(bytes) {
+        if let Some(found) = known.get(bytes) {
             return Ok(found.bind(py).clone());
         }
         let shown = text(bytes)?;
-        self.known.insert(bytes.to_vec(), shown.clone().unbind());
+        known.insert(bytes.to_vec(), shown.clone().unbind());
         Ok(shown)
     }
 }
 
 /// The stored texts a reveal looks up: a pseudonym or a ciphertext (`reveal.py`'s `MARKS`).
 fn marked(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"ps_") || bytes.starts_with(b"enc:v1:")
+    bytes.starts_with(b"ps_") || bytes.starts_with(ENCRYPTED_PREFIX.as_bytes())
 }
 
 /// Everything the conversion holds across rows.
@@ -797,18 +797,17 @@ pub fn log_dicts<'py>(
         None => None,
     };
     let reveal = match reveal {
-        Some((columns, class, key_of, text)) => Some((columns, revealed_class(class)?, key_of, text)),
+        Some((columns, class, key_of, text)) => Some(Reveal {
+            columns,
+            class: revealed_class(class)?,
+            ciphers: Ciphers::new(key_of),
+            text,
+            known: HashMap::with_hasher(RandomState::new()),
+            erased: None,
+            plain: Vec::new(),
+        }),
         None => None,
     };
-    let reveal = reveal.map(|(columns, class, key_of, text)| Reveal {
-        columns,
-        class,
-        ciphers: Ciphers::new(key_of),
-        text,
-        known: HashMap::with_hasher(RandomState::new()),
-        erased: None,
-        plain: Vec::new(),
-    });
     if let Some(reveal) = &reveal {
         for name in &reveal.columns {
             let Some(c) = names.iter().position(|n| n == name) else {

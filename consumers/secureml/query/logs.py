@@ -451,8 +451,10 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None, revealer: Reveale
                 reveal = (texts, rows.event_class, revealer.key_bytes, revealer.text)
             logs = _native_log_dicts(table.to_batches(), _template, TIMESTAMP_FIELDS, tuple(JSON_FIELDS), json.loads,
                                      None if order is None else pa.array(order, pa.int64()), reveal)
-            if rows is not None:
-                rows.registered() if logs is not None else rows.release()
+            if rows is not None and logs is not None:
+                rows.registered()
+            elif rows is not None:
+                rows.release()  # the Python path reveals instead
             if logs is not None:
                 if revealer is not None and len(texts) < len(columns):
                     reveal_parsed_rows(logs, table, order, revealer, columns)

@@ -201,7 +201,7 @@ class RevealedRows:
                 names = self._carried[event_type] = tuple(name for name in self.columns if name in keys)
             stored = [(name, self._stored[name][place]) for name in names]
             made = self._made.setdefault(place, {name: (self._shown[value], value) for name, value in stored
-                                                 if isinstance(value, str) and value.startswith(MARKS)})
+                                                 if value in self._shown})  # the marked texts, revealed
         return made
 
     def registered(self) -> None:
