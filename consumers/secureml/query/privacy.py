@@ -130,8 +130,8 @@ def reveal_logs(logs: list[dict[str, Any]], revealer: Revealer | None, columns: 
 
 
 class RevealedRows:
-    """One query's revealed events, the rows of ``table`` the native pass reveals (``_to_logs``): the stored texts of
-    the revealed ``columns``, kept as the table's columns until an event's ``sealed`` is first read.
+    """One query's revealed events, the rows the native pass reveals (``_to_logs``): the stored texts of the revealed
+    ``columns`` of the query's table (``hold``), kept as the table's columns until an event's ``sealed`` is first read.
 
     The events are of ``event_class``, a subclass of ``RevealedEvent`` made for this query, and find their
     ``sealed`` here by their ``event_id`` (an event whose ``event_id`` was changed since finds nothing, or another
@@ -144,14 +144,12 @@ class RevealedRows:
     ``release_unused`` drops the values of those whose events are all gone.
     """
 
-    def __init__(self, table: pa.Table, columns: tuple[str, ...], revealer: Revealer,
-                 keys_of: Callable[[str | None], tuple[str, ...]]) -> None:
-        self.columns = columns
+    def __init__(self, revealer: Revealer, keys_of: Callable[[str | None], tuple[str, ...]]) -> None:
+        self.columns: tuple[str, ...] = ()
         self._revealer: Revealer | None = revealer
         self._keys_of = keys_of
-        self._event_ids: pa.ChunkedArray | None = table.column("event_id")
-        self._stored_columns: dict[str, pa.ChunkedArray] = {name: table.column(name)
-                                                             for name in (*columns, "event_type")}
+        self._event_ids: pa.ChunkedArray | None = None
+        self._stored_columns: dict[str, pa.ChunkedArray] = {}
         self._stored: dict[str, list[Any]] = {}
         self._carried: dict[str | None, tuple[str, ...]] = {}
         self._shown: dict[str, Any] = {}
@@ -173,6 +171,12 @@ class RevealedRows:
         del QueryEvent
         # The class's references while it has no instance (each event holds one), counted as `unused` counts them.
         self._own_references = sys.getrefcount(self.event_class)
+
+    def hold(self, table: pa.Table, columns: tuple[str, ...]) -> None:
+        """The query's rows, once the native pass has made its events: ``columns``, those it revealed."""
+        self.columns = columns
+        self._event_ids = table.column("event_id")
+        self._stored_columns = {name: table.column(name) for name in (*columns, "event_type")}
 
     def _read(self) -> dict[Any, int]:
         """Each event id's row, the stored texts as lists and their shown forms, made on the first read."""
