@@ -549,10 +549,7 @@ impl<'py> Reveal<'py> {
         let Reveal { ciphers, text, known, erased, plain, .. } = self;
         let text = |bytes: &[u8]| text.call1((text_object(py, bytes)?,));
         if bytes.starts_with(ENCRYPTED_PREFIX.as_bytes()) {
-            let Ok(stored) = std::str::from_utf8(bytes) else {
-                return text(bytes);
-            };
-            return match ciphers.open_string(stored, plain)? {
+            return match ciphers.open_bytes(bytes, plain)? {
                 Opened::Text(value) => Ok(PyString::new(py, value).into_any()),
                 Opened::Erased => match erased {
                     Some(found) => Ok(found.bind(py).clone()),

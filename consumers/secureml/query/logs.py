@@ -77,7 +77,7 @@ _SETTLE_MIN_ROWS = 10_000
 # Rows per part of a whole result read as dicts (``_streamed_logs``): DuckDB reads the next parts on its threads
 # while the dicts of one are made. The accelerator's caches (a value made once per column, a JSON text parsed once)
 # start again with each part: fewer, larger parts parse less again; smaller ones start making dicts sooner.
-STREAM_ROWS = 32768
+STREAM_ROWS = 32_768
 # Rows looked at to guess whether a column's values repeat enough to be shared.
 _PROBE_ROWS = 256
 # Columns that may hold pseudonyms or ciphertexts (what the privacy policy can touch).
