@@ -2,7 +2,7 @@
 //!
 //! A million log dicts take about 1 GB of new memory from CPython's object allocator, which takes it from the
 //! kernel in 1 MiB arenas (`mmap`); every 4 KiB page then costs a page fault on its first touch, 2.5-3 us on the
-//! shared machines this project is measured on: a third of the time spent making the dicts. While `log_dicts`
+//! shared machines this project is measured on: a fifth of the time spent making the dicts. While `log_dicts`
 //! runs, `Prefault` hands CPython arenas that a helper thread has already mapped with `MAP_POPULATE` (the kernel
 //! fills the pages in one call, without a fault each, on the core the pass does not use).
 //!
@@ -71,14 +71,20 @@ unsafe extern "C" fn alloc(ctx: *mut c_void, size: usize) -> *mut c_void {
             return address as *mut c_void;
         }
     }
-    // SAFETY: the interpreter's own allocator with its own context.
-    unsafe { (shared.interpreter.alloc.expect("checked when installed"))(shared.interpreter.ctx, size) }
+    match shared.interpreter.alloc {
+        // SAFETY: the interpreter's own allocator with its own context.
+        Some(interpreter) => unsafe { interpreter(shared.interpreter.ctx, size) },
+        None => std::ptr::null_mut(), // never: checked when installed (CPython raises MemoryError)
+    }
 }
 
 unsafe extern "C" fn free(ctx: *mut c_void, address: *mut c_void, size: usize) {
     // SAFETY: as in `alloc`; every arena, ours or the interpreter's, is an anonymous mapping of `size` bytes.
     let shared = unsafe { &*(ctx as *const Shared) };
-    unsafe { (shared.interpreter.free.expect("checked when installed"))(shared.interpreter.ctx, address, size) }
+    if let Some(interpreter) = shared.interpreter.free {
+        // SAFETY: the interpreter's own allocator with its own context, freeing an arena of `size` bytes.
+        unsafe { interpreter(shared.interpreter.ctx, address, size) }
+    }
 }
 
 /// Arenas handed to CPython from mappings faulted in ahead, in this process so far.
@@ -182,9 +188,17 @@ fn fill(shared: &Shared, arenas: usize) {
 
 impl Drop for Prefault {
     fn drop(&mut self) {
-        let mut interpreter = self.shared.interpreter;
-        // SAFETY: the GIL is held (as when started); after this no call reaches `alloc` or `free` with our context.
-        unsafe { PyObject_SetArenaAllocator(&mut interpreter) };
+        let mut current = ArenaAllocator { ctx: std::ptr::null_mut(), alloc: None, free: None };
+        // SAFETY: the GIL is held (as when started).
+        unsafe { PyObject_GetArenaAllocator(&mut current) };
+        if current.ctx == Arc::as_ptr(&self.shared) as *mut c_void {
+            let mut interpreter = self.shared.interpreter;
+            // SAFETY: the GIL is held; after this no call reaches `alloc` or `free` with our context.
+            unsafe { PyObject_SetArenaAllocator(&mut interpreter) };
+        } else {
+            // Replaced meanwhile by code that may still call ours: its context is kept for the life of the process.
+            std::mem::forget(Arc::clone(&self.shared));
+        }
         self.shared.stop.store(true, Ordering::Relaxed);
         self.shared.wanted.notify_all();
         if let Some(helper) = self.helper.take() {

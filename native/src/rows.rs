@@ -20,6 +20,11 @@
 //! nonces: gathering the distinct ones first only added a hash, a str and a dict entry each); pseudonyms, a few
 //! per query, are revealed once.
 //!
+//! A result read in parts (`secureml.query.logs._streamed_logs`) calls this once per part, the parts sharing a
+//! `JsonCache` (each JSON text parsed once per result). A pass of `PREFAULT_ROWS` rows or more takes CPython's new
+//! arenas from a helper thread that faults them in on the other core (`arenas.rs`), and reads its texts a block of
+//! rows ahead (`Texts::warm`).
+//!
 //! Anything outside what it handles (a column type the lake does not use, a time outside years 1-9999, a key
 //! the table lacks) makes it return None, and the caller takes the Python path, which gives the same
 //! dicts or raises its own error: one definition of the output, not two.
@@ -927,7 +932,9 @@ fn revealed_class<'py>(class: Bound<'py, PyType>) -> PyResult<Bound<'py, PyType>
 /// `template_of(event_type)` gives the dict a type's rows are copied from (its keys in order, each None),
 /// `times` and `json` name the columns written as ISO text and parsed with `loads`; `reveal`, (text columns,
 /// revealed events' class, `key_of(name)` giving a subject's key bytes or None, `text(stored)` giving a stored
-/// text's shown form), makes the rows holding such texts revealed events (see the module's docs). None when a column or value is not one this step handles (the caller then takes the Python path).
+/// text's shown form), makes the rows holding such texts revealed events (see the module's docs); `parsed`, a
+/// `JsonCache` shared by the calls that make one result in parts, keeps the JSON texts parsed across them. None when a
+/// column or value is not one this step handles (the caller then takes the Python path).
 #[pyfunction]
 #[pyo3(signature = (batches, template_of, times, json, loads, order=None, reveal=None, parsed=None))]
 #[allow(clippy::too_many_arguments)]
@@ -1007,8 +1014,8 @@ pub fn log_dicts<'py>(
         }
     }
     // The JSON columns' parsed values of the query's earlier parts, given back when this part's dicts are made.
-    let mut kept = parsed.map(|cache| std::mem::take(&mut cache.borrow_mut().columns)).unwrap_or_default();
-    let values = names.iter().map(|name| Values::new(kept.remove(name).unwrap_or_else(Parsed::new))).collect();
+    let mut earlier = parsed.map(|cache| std::mem::take(&mut cache.borrow_mut().columns)).unwrap_or_default();
+    let values = names.iter().map(|name| Values::new(earlier.remove(name).unwrap_or_else(Parsed::new))).collect();
     let chain = match (names.iter().position(|n| n == "hash"), names.iter().position(|n| n == "prev_hash")) {
         (Some(hash), Some(prev_hash)) => Some(Chain { hash, prev_hash, last: None, looked: 0, shared: 0 }),
         _ => None,
@@ -1026,10 +1033,10 @@ pub fn log_dicts<'py>(
         reveal,
         chain,
     };
-    // Rows are made in storage order, where a row most often repeats the last one's values (files are sorted by
-    // operation and time) and columns are read in sequence, then picked in `order`.
     // The new dicts' memory, faulted in ahead on the other core while they are made (`arenas.rs`).
     let _prefault = (rows >= PREFAULT_ROWS).then(|| Prefault::start(rows * PREFAULT_BYTES_PER_ROW)).flatten();
+    // Rows are made in storage order, where a row most often repeats the last one's values (files are sorted by
+    // operation and time) and columns are read in sequence, then picked in `order`.
     let mut dicts = Vec::with_capacity(rows);
     for (batch, &start) in starts.iter().enumerate() {
         let end = starts.get(batch + 1).copied().unwrap_or(rows);
