@@ -235,9 +235,8 @@ impl<'a> Column<'a> {
     }
 
     /// Whether rows `i` of `self` and `j` of `other` (the same column in another or the same batch) hold the
-    /// same value: then a row's dict, copied from the other's, keeps it. False for lists and for JSON that
-    /// parses to a container (made fresh per row whatever it holds); floats compare by their bits (-0.0 is
-    /// not 0.0 here).
+    /// same value: then a row's dict, copied from the other's, keeps it. Only for the columns other than texts,
+    /// JSON and lists; floats compare by their bits (-0.0 is not 0.0 here).
     #[inline]
     fn same(self, i: usize, other: Column<'a>, j: usize) -> bool {
         fn eq<T: arrow_array::ArrowPrimitiveType>(
@@ -267,11 +266,8 @@ impl<'a> Column<'a> {
                 (valid_a, valid_b) => !valid_a && !valid_b,
             },
             (Column::Time(a), Column::Time(b)) => eq(a, i, b, j),
-            (Column::Text(a), Column::Text(b)) => match (a.get(i), b.get(j)) {
-                (Some(x), Some(y)) => same_bytes(x, y),
-                (x, y) => x.is_none() && y.is_none(),
-            },
-            _ => false, // JSON and lists: decided where they are made (`Values::json`)
+            // Texts: compared with the last row's kept bytes (`Converter::dict`); JSON and lists: made per row.
+            _ => false,
         }
     }
 }
@@ -520,9 +516,9 @@ struct Plan<'py, 'a> {
     /// Per key, whether comparing with the last row still pays: (rows compared, rows equal), or None once it
     /// did not (a column of distinct values: ids, times).
     compared: Vec<Option<(u32, u32)>>,
-    /// Per key of a text or JSON column, the last row's stored bytes (None: null), compared with a row's own
-    /// without reading the last row's again; and for JSON, the value made of them, which a row holding the same
-    /// text makes its own without looking it up.
+    /// Per key of a text column, the last row's stored bytes (None: null), compared with a row's own without reading
+    /// the last row's again; per key of a JSON column, the last text made and its value, which a row holding the
+    /// same text makes its own without looking it up.
     last_texts: Vec<Option<&'a [u8]>>,
     last_json: Vec<Option<(&'a [u8], PyObject, Copy)>>,
     last: Option<(Bound<'py, PyDict>, usize, usize)>,
@@ -771,21 +767,9 @@ impl<'py, 'a> Converter<'py, 'a> {
                 Some(chain) if c == chain.prev_hash && texts.is_some() => chain.share(py, bytes),
                 _ => None,
             };
-            let value = match (shared, column, bytes) {
-                (Some(value), _, _) => value,
-                (None, Column::Json(_), Some(bytes)) => match &plan.last_json[k] {
-                    // The same JSON text as the last one made here: its value made the row's own, without a lookup.
-                    Some((last, value, copy)) if same_bytes(bytes, last) => own(py, value.clone_ref(py), *copy)?,
-                    _ => match self.values[c].json.get(py, bytes, &self.loads)? {
-                        Some((value, copy)) => {
-                            plan.last_json[k] = Some((bytes, value.clone_ref(py), copy));
-                            own(py, value, copy)?
-                        }
-                        // Texts that do not repeat (the cache dropped itself): parsed straight into the row's own.
-                        None => self.loads.call1((text_object(py, bytes)?,))?.unbind(),
-                    },
-                },
-                _ => match make(py, column, row, &mut self.values[c], &self.loads)? {
+            let value = match shared {
+                Some(value) => value,
+                None => match make(py, column, row, &mut self.values[c], &mut plan.last_json[k], &self.loads)? {
                     Some(value) => value,
                     None => return Ok(None),
                 },
@@ -819,12 +803,14 @@ impl<'py, 'a> Converter<'py, 'a> {
     }
 }
 
-/// The dict's value of row `row` of `column`, or None (outer) when this step does not handle it.
+/// The dict's value of row `row` of `column`, or None (outer) when this step does not handle it; `last_json`, the
+/// last JSON text made for the key and its value (`Plan::last_json`).
 fn make<'a>(
     py: Python<'_>,
     column: Column<'a>,
     row: usize,
     values: &mut Values<'a>,
+    last_json: &mut Option<(&'a [u8], PyObject, Copy)>,
     loads: &Bound<'_, PyAny>,
 ) -> PyResult<Option<PyObject>> {
     let none = || Ok(Some(py.None()));
@@ -852,12 +838,18 @@ fn make<'a>(
             }
             None => return none(),
         },
-        Column::Json(texts) => match texts.get(row) {
-            Some(bytes) => match values.json.get(py, bytes, loads)? {
-                Some((value, copy)) => own(py, value, copy)?,
+        Column::Json(texts) => match (texts.get(row), last_json) {
+            // The same JSON text as the last one made for this key: its value made the row's own, without a lookup.
+            (Some(bytes), Some((last, value, copy))) if same_bytes(bytes, last) => own(py, value.clone_ref(py), *copy)?,
+            (Some(bytes), last_json) => match values.json.get(py, bytes, loads)? {
+                Some((value, copy)) => {
+                    *last_json = Some((bytes, value.clone_ref(py), copy));
+                    own(py, value, copy)?
+                }
+                // Texts that do not repeat (the cache dropped itself): parsed straight into the row's own.
                 None => loads.call1((text_object(py, bytes)?,))?.unbind(),
             },
-            None => return none(),
+            (None, _) => return none(),
         },
         Column::Time(a) => match a.is_valid(row) {
             true => {

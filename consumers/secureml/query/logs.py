@@ -75,8 +75,8 @@ _SHARE_MIN_ROWS = 10_000
 # costs little, and would not be worth moving the process's other young objects to the oldest generation.
 _SETTLE_MIN_ROWS = 10_000
 # Rows per part of a whole result read as dicts (``_streamed_logs``): DuckDB reads the next parts on its threads
-# while the dicts of one are made. The accelerator's caches (a value made once per column, a JSON text parsed once)
-# start again with each part: fewer, larger parts parse less again; smaller ones start making dicts sooner.
+# while the dicts of one are made, but not while one pass holds the GIL long (parts of 128k rows waited for DuckDB
+# 10x longer); the accelerator's value caches start again with each part (JSON texts parsed stay: ``JsonCache``).
 STREAM_ROWS = 32_768
 # Rows looked at to guess whether a column's values repeat enough to be shared.
 _PROBE_ROWS = 256
@@ -286,18 +286,16 @@ def query_events(
     where: str = "get_audit_logs",
     reveal: bool = True,
     in_order: bool = True,
-    dict_columns: bool = False,
 ) -> pa.Table:
     """Matching events as an Arrow table in time order (then seq), with every lake column.
 
     Personal values read as logged (``reveal``; False gives them as stored and sealed).
     ``in_order=False`` leaves a whole result (not a page) in the order read, for a caller that
-    orders what it makes of the rows instead (``time_order`` gives the order). ``dict_columns``
-    reads only the columns the log dicts of the matching events hold (``_dict_columns``).
+    orders what it makes of the rows instead (``time_order`` gives the order).
     """
     with _selected(operation_id, operation_name, start_time, end_time, log_dir, event_type=event_type, user=user,
                    subject=subject, limit=limit, offset=offset, as_of=as_of, where=where,
-                   dict_columns=dict_columns) as (relation, directory, page):
+                   dict_columns=False) as (relation, directory, page):
         table = relation.to_arrow_table()
     if not page and in_order and (order := time_order(table)) is not None:
         table = _taken(table, order)
@@ -481,8 +479,7 @@ def _to_logs(table: pa.Table, order: np.ndarray | None = None, revealer: Reveale
         logs = _native_logs([table], revealer, order)
         if logs is not None:
             return logs
-        # A column or value the accelerator leaves to the Python path, or no accelerator.
-        return reveal_logs(_python_logs(table, order), revealer, tuple(personal_columns(table, revealer)))
+        return _revealed_python_logs(table, order, revealer)
 
 
 def _native_logs(parts: Iterable[pa.Table], revealer: Revealer | None, order: np.ndarray | None = None,
@@ -574,8 +571,14 @@ def _streamed_logs(reader: pa.RecordBatchReader, revealer: Revealer | None) -> l
         table = _whole(kept)
         order = time_order(table)
         if logs is None:
-            return reveal_logs(_python_logs(table, order), revealer, tuple(personal_columns(table, revealer)))
+            return _revealed_python_logs(table, order, revealer)
         return logs if order is None else list(map(logs.__getitem__, order.tolist()))
+
+
+def _revealed_python_logs(table: pa.Table, order: np.ndarray | None, revealer: Revealer | None
+                          ) -> list[dict[str, Any]]:
+    """The Python path of ``_to_logs``: for a column or value the accelerator leaves to it, or no accelerator."""
+    return reveal_logs(_python_logs(table, order), revealer, tuple(personal_columns(table, revealer)))
 
 
 def _python_logs(table: pa.Table, order: np.ndarray | None) -> list[dict[str, Any]]:
