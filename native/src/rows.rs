@@ -22,8 +22,9 @@
 //!
 //! A result read in parts (`secureml.query.logs._streamed_logs`) calls this once per part, the parts sharing a
 //! `JsonCache` (each JSON text parsed once per result). A pass of `PREFAULT_ROWS` rows or more takes CPython's new
-//! arenas from a helper thread that faults them in on the other core (`arenas.rs`), and reads its texts a block of
-//! rows ahead (`Texts::warm`).
+//! arenas from a helper thread that faults them in on the other core (`arenas.rs`). Rows are made in blocks: first
+//! the block's changes from the last row of each one's type are found a column at a time (`Converter::changes`),
+//! then each row's dict is a copy of that row's with only the changed values made and set.
 //!
 //! Anything outside what it handles (a column type the lake does not use, a time outside years 1-9999, a key
 //! the table lacks) makes it return None, and the caller takes the Python path, which gives the same
@@ -72,31 +73,6 @@ impl<'a> Texts<'a> {
         }
     }
 
-    /// Brings rows `from..to` (offsets and bytes) into the CPU's caches, a line at a time in sequence.
-    fn warm(self, from: usize, to: usize) {
-        fn lines<O: OffsetSizeTrait>(a: &GenericStringArray<O>, from: usize, to: usize) {
-            let offsets = a.value_offsets();
-            let to = to.min(offsets.len() - 1);
-            if from >= to {
-                return;
-            }
-            let bytes = std::mem::size_of_val(&offsets[from..=to]);
-            let start = offsets[from..].as_ptr().cast::<u8>();
-            for at in (0..bytes).step_by(64) {
-                touch(start.wrapping_add(at));
-            }
-            let (first, last) = (offsets[from].as_usize(), offsets[to].as_usize());
-            let data = a.value_data().as_ptr();
-            for at in (first..last).step_by(64) {
-                touch(data.wrapping_add(at));
-            }
-        }
-        match self {
-            Texts::Small(a) => lines(a, from, to),
-            Texts::Large(a) => lines(a, from, to),
-        }
-    }
-
     /// The bytes of row `i`, None when it is null.
     #[inline(always)]
     fn get(self, i: usize) -> Option<&'a [u8]> {
@@ -122,18 +98,6 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         }
     }
     left.remainder().iter().zip(right.remainder()).all(|(x, y)| x == y)
-}
-
-/// A hint to the CPU to load `address` into its caches; never faults, whatever the address.
-#[inline(always)]
-fn touch(address: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch only hints at an address; it reads nothing and never faults.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = address;
 }
 
 /// A list-of-texts column (`regulations`, `columns_accessed`): each row's bounds in its values.
@@ -234,11 +198,75 @@ impl<'a> Column<'a> {
         }
     }
 
-    /// Whether rows `i` of `self` and `j` of `other` (the same column in another or the same batch) hold the
-    /// same value: then a row's dict, copied from the other's, keeps it. Only for the columns other than texts,
-    /// JSON and lists; floats compare by their bits (-0.0 is not 0.0 here).
-    #[inline]
-    fn same(self, i: usize, other: Column<'a>, j: usize) -> bool {
+    /// How many of rows `from..to` are not null (a count of the validity's bits).
+    fn valid_in(self, from: usize, to: usize) -> usize {
+        let array: &dyn Array = match self {
+            Column::Null => return 0,
+            Column::Bool(a) => a,
+            Column::Int32(a) => a,
+            Column::Int64(a) => a,
+            Column::Float64(a) => a,
+            Column::Text(Texts::Small(a)) | Column::Json(Texts::Small(a)) => a,
+            Column::Text(Texts::Large(a)) | Column::Json(Texts::Large(a)) => a,
+            Column::Time(a) => a,
+            Column::List(Lists::Small(a, _)) => a,
+            Column::List(Lists::Large(a, _)) => a,
+        };
+        match array.nulls() {
+            Some(nulls) => nulls.inner().slice(from, to - from).count_set_bits(),
+            None => to - from,
+        }
+    }
+
+    /// Calls `changed(row)` for each row of `from + 1..to` whose value is not `equal` to the row before's: a loop
+    /// of its own per type, without a null's test when the block has none, and none when it holds only nulls.
+    fn each_change(self, from: usize, to: usize, mut changed: impl FnMut(usize)) {
+        fn scan(from: usize, to: usize, equal: impl Fn(usize, usize) -> bool, changed: &mut impl FnMut(usize)) {
+            for row in from + 1..to {
+                if !equal(row, row - 1) {
+                    changed(row);
+                }
+            }
+        }
+        fn texts<O: OffsetSizeTrait>(
+            a: &GenericStringArray<O>,
+            from: usize,
+            to: usize,
+            changed: &mut impl FnMut(usize),
+        ) {
+            let (offsets, data) = (a.value_offsets(), a.value_data());
+            let value = |row: usize| &data[offsets[row].as_usize()..offsets[row + 1].as_usize()];
+            let mut last = value(from);
+            for row in from + 1..to {
+                let this = value(row);
+                if !same_bytes(this, last) {
+                    changed(row);
+                }
+                last = this;
+            }
+        }
+        let valid = self.valid_in(from, to);
+        if valid == 0 {
+            return; // all null: each row equals the one before
+        }
+        let nulls = to - from - valid;
+        match self {
+            Column::Text(Texts::Small(a)) if nulls == 0 => texts(a, from, to, &mut changed),
+            Column::Text(Texts::Large(a)) if nulls == 0 => texts(a, from, to, &mut changed),
+            Column::Int64(a) if nulls == 0 => scan(from, to, |i, j| a.values()[i] == a.values()[j], &mut changed),
+            Column::Int32(a) if nulls == 0 => scan(from, to, |i, j| a.values()[i] == a.values()[j], &mut changed),
+            Column::Time(a) if nulls == 0 => scan(from, to, |i, j| a.values()[i] == a.values()[j], &mut changed),
+            Column::Json(_) | Column::List(_) if nulls == 0 => (from + 1..to).for_each(changed),
+            _ => scan(from, to, |i, j| self.equal(i, self, j), &mut changed),
+        }
+    }
+
+    /// Whether rows `i` of `self` and `j` of `other` (the same column in another or the same batch) hold the same
+    /// stored value, which a row's dict, copied from the other's, then keeps: texts by their bytes, floats by their
+    /// bits (-0.0 is not 0.0 here); JSON texts and lists only when both are null, as their values are made per row
+    /// (a container is the row's own).
+    #[inline(always)]
+    fn equal(self, i: usize, other: Column<'a>, j: usize) -> bool {
         fn eq<T: arrow_array::ArrowPrimitiveType>(
             a: &PrimitiveArray<T>,
             i: usize,
@@ -266,7 +294,13 @@ impl<'a> Column<'a> {
                 (valid_a, valid_b) => !valid_a && !valid_b,
             },
             (Column::Time(a), Column::Time(b)) => eq(a, i, b, j),
-            // Texts: compared with the last row's kept bytes (`Converter::dict`); JSON and lists: made per row.
+            (Column::Text(a), Column::Text(b)) => match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) => same_bytes(x, y),
+                (x, y) => x.is_none() && y.is_none(),
+            },
+            (Column::Json(_), Column::Json(_)) | (Column::List(_), Column::List(_)) => {
+                self.is_null(i) && other.is_null(j)
+            }
             _ => false,
         }
     }
@@ -506,24 +540,20 @@ fn own(py: Python<'_>, value: PyObject, copy: Copy) -> PyResult<PyObject> {
     })
 }
 
-/// The dicts of one event type: their keys (the event type's, in order) and columns, and the last dict made,
-/// which the next row of the type copies.
+/// The dicts of one event type: their keys (the event type's, in order), the columns they are read from, and the last
+/// dict made, which the next row of the type copies.
 struct Plan<'py, 'a> {
     event_type: Option<Vec<u8>>,
     template: Bound<'py, PyDict>,
     keys: Vec<Bound<'py, PyString>>,
-    columns: Vec<usize>,
-    /// Per key, whether comparing with the last row still pays: (rows compared, rows equal), or None once it
-    /// did not (a column of distinct values: ids, times).
-    compared: Vec<Option<(u32, u32)>>,
-    /// Per key of a text column, the last row's stored bytes (None: null), compared with a row's own without reading
-    /// the last row's again; per key of a JSON column, the last text made and its value, which a row holding the
-    /// same text makes its own without looking it up.
-    last_texts: Vec<Option<&'a [u8]>>,
+    /// The columns of the keys, as bits by column (`Converter::words` words), and each one's key (an index into
+    /// `keys`; unused for the other columns).
+    columns: Vec<u64>,
+    key_at: Vec<usize>,
+    /// Per key of a JSON column, the last text made and its value, which a row holding the same text makes its own
+    /// without looking it up.
     last_json: Vec<Option<(&'a [u8], PyObject, Copy)>>,
-    last: Option<(Bound<'py, PyDict>, usize, usize)>,
-    /// The keys of the reveal's columns this type carries (indices into `keys`).
-    reveals: Vec<usize>,
+    last: Option<Bound<'py, PyDict>>,
 }
 
 /// Stored texts shown as logged: the reveal's columns (texts), the revealed events' class, the ciphers of the
@@ -587,6 +617,14 @@ struct Converter<'py, 'a> {
     plans: Vec<Plan<'py, 'a>>,
     /// The plan of the last row made (most rows are of the type of the row before).
     last_plan: usize,
+    /// Per plan, the last row of its type whose changes were found (`Converter::changes`): (batch, row).
+    last_rows: Vec<Option<(usize, usize)>>,
+    /// Words of the bit sets by column (64 columns a word).
+    words: usize,
+    /// Per column, the blocks left whose rows make its value without comparing it (`VARYING_BLOCKS`).
+    varying: Vec<u32>,
+    /// The reveal's columns.
+    reveal_columns: Vec<usize>,
     template_of: Bound<'py, PyAny>,
     loads: Bound<'py, PyAny>,
     reveal: Option<Reveal<'py>>,
@@ -645,67 +683,116 @@ impl<'py, 'a> Converter<'py, 'a> {
             event_type: event_type.map(<[u8]>::to_vec),
             template: template.clone(),
             keys: vec![],
-            columns: vec![],
-            compared: vec![],
-            last_texts: vec![],
+            columns: vec![0; self.words],
+            key_at: vec![usize::MAX; self.names.len()],
             last_json: vec![],
             last: None,
-            reveals: vec![],
         };
         for key in template.keys() {
             let key = key.downcast_into::<PyString>()?;
             let Some(column) = self.names.iter().position(|n| key.to_str().is_ok_and(|k| k == n)) else {
                 return Ok(None);
             };
+            plan.columns[column / 64] |= 1 << (column % 64);
+            plan.key_at[column] = plan.keys.len();
             plan.keys.push(key);
-            plan.columns.push(column);
-            plan.compared.push(Some((0, 0)));
-            plan.last_texts.push(None);
             plan.last_json.push(None);
         }
-        if let Some(reveal) = &self.reveal {
-            for name in &reveal.columns {
-                if let Some(k) = plan.keys.iter().position(|key| key.to_str().is_ok_and(|k| k == name)) {
-                    plan.reveals.push(k);
-                }
-            }
-        }
         self.plans.push(plan);
+        self.last_rows.push(None);
         self.last_plan = self.plans.len() - 1;
         Ok(Some(self.last_plan))
     }
 
-    /// Row `row` of batch `batch` as its type's log dict, or (with a reveal, when one of the reveal's fields holds a
-    /// pseudonym or a ciphertext) as a revealed event: the dict's items with each marked field's shown value, given
-    /// the reveal's class (whose `sealed` finds the stored texts: `secureml.query.privacy.RevealedRows`).
+    /// Per row of rows `from..to` of batch `batch` (of the plans `kinds`), `self.words` words of bits by column: in
+    /// `changed` the columns whose value differs from the last row of the row's type (`Column::equal`; for a type's
+    /// first row, those not null, as its template holds None), which the row's dict, copied from that row's, sets; in
+    /// `marks` the reveal's columns holding a marked text (a pseudonym or a ciphertext). Found a column at a time,
+    /// each read in sequence, in a block of rows that stays in the CPU's caches for the dicts made of it next: per
+    /// row and key, the dicts' pass then reads only the values it makes.
+    fn changes(
+        &mut self,
+        batch: usize,
+        from: usize,
+        to: usize,
+        kinds: &[usize],
+        changed: &mut Vec<u64>,
+        marks: &mut Vec<u64>,
+    ) {
+        let words = self.words;
+        changed.clear();
+        changed.resize((to - from) * words, 0);
+        marks.clear();
+        marks.resize((to - from) * words, 0);
+        // The rows whose last row of their type is not the row before (the block's first, and each after a row of
+        // another type), with that last row: (index in the block, (batch, row)).
+        let mut boundaries = vec![];
+        for (i, (row, &kind)) in (from..to).zip(kinds).enumerate() {
+            if i == 0 || kinds[i - 1] != kind {
+                boundaries.push((i, self.last_rows[kind]));
+            }
+            self.last_rows[kind] = Some((batch, row));
+        }
+        let columns = &self.batches[batch];
+        for (c, &column) in columns.iter().enumerate() {
+            let (word, bit) = (c / 64, 1u64 << (c % 64));
+            let varying = &mut self.varying[c];
+            if *varying > 0 {
+                // Values that differ from row to row (ids, times, hashes): each row makes its own, uncompared.
+                *varying -= 1;
+                (0..to - from).for_each(|i| changed[i * words + word] |= bit);
+                continue;
+            }
+            let mut changes = 0;
+            column.each_change(from, to, |row| {
+                changed[(row - from) * words + word] |= bit;
+                changes += 1;
+            });
+            if 8 * changes >= 7 * (to - from - 1) && to - from > 1 {
+                *varying = VARYING_BLOCKS;
+            }
+            for &(i, last) in &boundaries {
+                let row = from + i;
+                let differs = match last {
+                    Some((b, r)) => !column.equal(row, self.batches[b][c], r),
+                    None => !column.is_null(row),
+                };
+                let slot = &mut changed[i * words + word];
+                *slot = if differs { *slot | bit } else { *slot & !bit };
+            }
+        }
+        for &c in &self.reveal_columns {
+            if let Column::Text(texts) = columns[c] {
+                for (i, row) in (from..to).enumerate() {
+                    if texts.get(row).is_some_and(marked) {
+                        marks[i * words + c / 64] |= 1 << (c % 64);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Row `row` of batch `batch` (of plan `index`) as its type's log dict, or (with a reveal, when one of the reveal's
+    /// fields holds a pseudonym or a ciphertext) as a revealed event: the dict's items with each marked field's shown
+    /// value, given the reveal's class (whose `sealed` finds the stored texts: `secureml.query.privacy.RevealedRows`).
+    /// `changed` and `marks` are the row's bits of `Converter::changes`.
     ///
     /// A row copies the last row of its type, revealed or not, and sets only the values that differ: a marked
     /// field the last row held too already shows its value. A revealed event is made as the dicts are, a copy
     /// (which keeps the template's shared keys: only its values are new), then given its class: the class adds
     /// nothing to a dict's layout (`revealed_class` checked it), as CPython requires of a `__class__` assignment.
-    fn dict(&mut self, batch: usize, row: usize) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(index) = self.plan(batch, row)? else {
-            return Ok(None);
-        };
+    fn dict(
+        &mut self,
+        batch: usize,
+        row: usize,
+        index: usize,
+        changed: &[u64],
+        marks: &[u64],
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let py = self.py;
         let plan = &mut self.plans[index];
-        // The keys of the reveal's columns whose value in this row is marked, as bits of their place in `reveals`.
-        let mut marks = 0u64;
-        if self.reveal.is_some() {
-            for (bit, &k) in plan.reveals.iter().enumerate() {
-                if let Column::Text(texts) = self.batches[batch][plan.columns[k]] {
-                    if texts.get(row).is_some_and(marked) {
-                        marks |= 1 << bit;
-                    }
-                }
-            }
-        }
-        let revealing = marks != 0;
-        let source = match &plan.last {
-            Some((last, _, _)) => last,
-            None => &plan.template,
-        };
-        let dict = source.copy()?;
+        let revealing = self.reveal.is_some() && marks.iter().zip(&plan.columns).any(|(m, p)| m & p != 0);
+        let dict = plan.last.as_ref().unwrap_or(&plan.template).copy()?;
         if let (Some(reveal), true) = (&self.reveal, revealing) {
             // SAFETY: `dict` is a new exact dict no other code has seen, and the class a heap subtype of dict of the
             // same layout (`revealed_class`). The instance holds a reference to its heap type, which
@@ -716,80 +803,48 @@ impl<'py, 'a> Converter<'py, 'a> {
             }
         }
         let mut row_hash = None; // the next row's last hash, whichever of the two keys comes first
-        let has_last = plan.last.is_some();
-        for k in 0..plan.keys.len() {
-            let c = plan.columns[k];
-            let column = self.batches[batch][c];
-            let shown = revealing && plan.reveals.iter().enumerate().any(|(bit, &r)| r == k && marks & (1 << bit) != 0);
-            // A text's or JSON text's bytes are read once, and compared with the last row's kept bytes.
-            let texts = match column {
-                Column::Text(texts) | Column::Json(texts) => Some(texts),
-                _ => None,
-            };
-            let bytes = texts.and_then(|texts| texts.get(row));
-            if shown {
-                // Set below, shown; the same stored text as the last row's shows the same value, already copied.
-                if has_last && plan.last_texts[k].is_some_and(|last| bytes.is_some_and(|b| same_bytes(b, last))) {
-                    continue;
-                }
-                plan.last_texts[k] = bytes;
-                continue;
-            }
-            if has_last {
-                if let Some((rows, equal)) = &mut plan.compared[k] {
-                    let same = match column {
-                        Column::Text(_) => match (bytes, plan.last_texts[k]) {
-                            (Some(x), Some(y)) => same_bytes(x, y),
-                            (x, y) => x.is_none() && y.is_none(),
-                        },
-                        Column::Json(_) => false, // made below: a container is made fresh per row
-                        _ => {
-                            let (_, last_batch, last_row) = plan.last.as_ref().expect("has_last");
-                            column.same(row, self.batches[*last_batch][c], *last_row)
-                        }
-                    };
-                    *rows += 1;
-                    *equal += u32::from(same);
-                    if same {
-                        continue;
-                    }
-                    if *rows >= PROBE_LOOKUPS && 8 * *equal < *rows {
-                        plan.compared[k] = None;
-                    }
-                }
-            } else if column.is_null(row) {
-                continue; // the template's None
-            }
-            if matches!(column, Column::Text(_)) {
-                plan.last_texts[k] = bytes;
-            }
-            let shared = match &mut self.chain {
-                Some(chain) if c == chain.prev_hash && texts.is_some() => chain.share(py, bytes),
-                _ => None,
-            };
-            let value = match shared {
-                Some(value) => value,
-                None => match make(py, column, row, &mut self.values[c], &mut plan.last_json[k], &self.loads)? {
+        for (word, ((&changed, &marks), &columns)) in changed.iter().zip(marks).zip(&plan.columns).enumerate() {
+            // The marked fields are set below, shown.
+            let mut bits = changed & columns & !marks;
+            while bits != 0 {
+                let c = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let k = plan.key_at[c];
+                let column = self.batches[batch][c];
+                let (texts, bytes) = match column {
+                    Column::Text(texts) | Column::Json(texts) => (true, texts.get(row)),
+                    _ => (false, None),
+                };
+                let shared = match &mut self.chain {
+                    Some(chain) if c == chain.prev_hash && texts => chain.share(py, bytes),
+                    _ => None,
+                };
+                let value = match shared {
                     Some(value) => value,
-                    None => return Ok(None),
-                },
-            };
-            if let Some(chain) = &self.chain {
-                if c == chain.hash && texts.is_some() {
-                    row_hash = bytes.map(|bytes| (bytes, value.clone_ref(py)));
+                    None => match make(py, column, row, &mut self.values[c], &mut plan.last_json[k], &self.loads)? {
+                        Some(value) => value,
+                        None => return Ok(None),
+                    },
+                };
+                if let Some(chain) = &self.chain {
+                    if c == chain.hash && texts {
+                        row_hash = bytes.map(|bytes| (bytes, value.clone_ref(py)));
+                    }
                 }
+                dict.set_item(&plan.keys[k], value)?;
             }
-            dict.set_item(&plan.keys[k], value)?;
         }
         if let (Some(reveal), true) = (&mut self.reveal, revealing) {
-            for (bit, &k) in plan.reveals.iter().enumerate() {
-                if marks & (1 << bit) == 0 {
-                    continue;
+            for (word, ((&changed, &marks), &columns)) in changed.iter().zip(marks).zip(&plan.columns).enumerate() {
+                let mut bits = changed & columns & marks;
+                while bits != 0 {
+                    let c = word * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let Column::Text(texts) = self.batches[batch][c] else {
+                        unreachable!("a reveal's columns are texts (checked by log_dicts)");
+                    };
+                    dict.set_item(&plan.keys[plan.key_at[c]], reveal.shown(py, texts.get(row).unwrap_or_default())?)?;
                 }
-                let Column::Text(texts) = self.batches[batch][plan.columns[k]] else {
-                    unreachable!("a reveal's columns are texts (checked by log_dicts)");
-                };
-                dict.set_item(&plan.keys[k], reveal.shown(py, texts.get(row).unwrap_or_default())?)?;
             }
         }
         if let (Some(chain), Some(hash)) = (&mut self.chain, row_hash) {
@@ -798,7 +853,7 @@ impl<'py, 'a> Converter<'py, 'a> {
         if self.chain.as_ref().is_some_and(|chain| chain.looked >= PROBE_LOOKUPS && 8 * chain.shared < chain.looked) {
             self.chain = None; // hashes not chained row to row here
         }
-        plan.last = Some((dict.clone(), batch, row));
+        plan.last = Some(dict.clone());
         Ok(Some(dict))
     }
 }
@@ -887,10 +942,12 @@ fn make<'a>(
 const PREFAULT_ROWS: usize = 4_096;
 /// New memory a row's dict and values take (1,070-1,150 bytes measured on a real lake): the arenas the helper maps.
 const PREFAULT_BYTES_PER_ROW: usize = 1100;
-/// Rows whose texts are brought into the caches at a time, a block ahead of the row being made (`Texts::warm`): a
-/// row reads some twenty columns, more streams than the CPU's prefetcher follows; in blocks each is read in sequence
-/// (5% of the pass measured).
-const WARM_ROWS: usize = 32;
+/// Rows whose changes are found at a time (`Converter::changes`), then made: a block's columns (about 500 bytes a row)
+/// stay in the CPU's caches between the two.
+const BLOCK_ROWS: usize = 1024;
+/// Blocks in which a column's values are not compared with the row before's, after a block where 7 in 8 or more
+/// differed (an id, a time, a hash): comparing them costs more than making the rare value that repeats.
+const VARYING_BLOCKS: u32 = 15;
 
 /// `log_dicts`' reveal: (text columns, revealed events' class, `key_of`, `text`).
 type RevealArgs<'py> = (Vec<String>, Bound<'py, PyType>, Bound<'py, PyAny>, Bound<'py, PyAny>);
@@ -990,10 +1047,8 @@ pub fn log_dicts<'py>(
         }),
         None => None,
     };
+    let mut reveal_columns = vec![];
     if let Some(reveal) = &reveal {
-        if reveal.columns.len() > 64 {
-            return Ok(None); // a row's marks are bits of a u64 (`Converter::dict`)
-        }
         for name in &reveal.columns {
             let Some(c) = names.iter().position(|n| n == name) else {
                 return Err(PyValueError::new_err(format!(
@@ -1003,6 +1058,7 @@ pub fn log_dicts<'py>(
             if columns.iter().any(|typed| !matches!(typed[c], Column::Text(_))) {
                 return Ok(None); // a JSON column's values are revealed once parsed, by the Python path
             }
+            reveal_columns.push(c);
         }
     }
     // The JSON columns' parsed values of the query's earlier parts, given back when this part's dicts are made.
@@ -1012,6 +1068,7 @@ pub fn log_dicts<'py>(
         (Some(hash), Some(prev_hash)) => Some(Chain { hash, prev_hash, last: None, looked: 0, shared: 0 }),
         _ => None,
     };
+    let names_count = names.len();
     let mut converter = Converter {
         py,
         batches: columns,
@@ -1020,6 +1077,10 @@ pub fn log_dicts<'py>(
         values,
         plans: vec![],
         last_plan: 0,
+        last_rows: vec![],
+        words: names_count.div_ceil(64),
+        varying: vec![0; names_count],
+        reveal_columns,
         template_of,
         loads,
         reveal,
@@ -1030,24 +1091,26 @@ pub fn log_dicts<'py>(
     // Rows are made in storage order, where a row most often repeats the last one's values (files are sorted by
     // operation and time) and columns are read in sequence, then picked in `order`.
     let mut dicts = Vec::with_capacity(rows);
+    let (mut kinds, mut changed, mut marks) = (Vec::with_capacity(BLOCK_ROWS), vec![], vec![]);
+    let words = converter.words;
     for (batch, &start) in starts.iter().enumerate() {
         let end = starts.get(batch + 1).copied().unwrap_or(rows);
-        let texts: Vec<Texts> = converter.batches[batch]
-            .iter()
-            .filter_map(|c| match c {
-                Column::Text(t) | Column::Json(t) => Some(*t),
-                _ => None,
-            })
-            .collect();
-        for row in 0..end - start {
-            if row % WARM_ROWS == 0 {
-                for t in &texts {
-                    t.warm(row + WARM_ROWS, row + 2 * WARM_ROWS);
+        for from in (0..end - start).step_by(BLOCK_ROWS) {
+            let to = (from + BLOCK_ROWS).min(end - start);
+            kinds.clear();
+            for row in from..to {
+                match converter.plan(batch, row)? {
+                    Some(kind) => kinds.push(kind),
+                    None => return Ok(None),
                 }
             }
-            match converter.dict(batch, row)? {
-                Some(dict) => dicts.push(dict),
-                None => return Ok(None),
+            converter.changes(batch, from, to, &kinds, &mut changed, &mut marks);
+            for (i, row) in (from..to).enumerate() {
+                let bits = i * words..(i + 1) * words;
+                match converter.dict(batch, row, kinds[i], &changed[bits.clone()], &marks[bits])? {
+                    Some(dict) => dicts.push(dict),
+                    None => return Ok(None),
+                }
             }
         }
     }
