@@ -31,6 +31,7 @@
 //! dicts or raises its own error: one definition of the output, not two.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use ahash::RandomState;
 use arrow_array::cast::AsArray;
@@ -610,21 +611,13 @@ fn marked(bytes: &[u8]) -> bool {
 /// Everything the conversion holds across rows.
 struct Converter<'py, 'a> {
     py: Python<'py>,
-    batches: Vec<Vec<Column<'a>>>,
+    batches: &'a [Vec<Column<'a>>],
     names: Vec<String>,
     event_type: usize,
     values: Vec<Values<'a>>,
     plans: Vec<Plan<'py, 'a>>,
     /// The plan of the last row made (most rows are of the type of the row before).
     last_plan: usize,
-    /// Per plan, the last row of its type whose changes were found (`Converter::changes`): (batch, row).
-    last_rows: Vec<Option<(usize, usize)>>,
-    /// Words of the bit sets by column (64 columns a word).
-    words: usize,
-    /// Per column, the blocks left whose rows make its value without comparing it (`VARYING_BLOCKS`).
-    varying: Vec<u32>,
-    /// The reveal's columns.
-    reveal_columns: Vec<usize>,
     template_of: Bound<'py, PyAny>,
     loads: Bound<'py, PyAny>,
     reveal: Option<Reveal<'py>>,
@@ -655,79 +648,89 @@ impl<'a> Chain<'a> {
     }
 }
 
-impl<'py, 'a> Converter<'py, 'a> {
-    /// The plan of the event type of row `row` of batch `batch`, made on first sight; None when the table lacks
-    /// one of the type's keys.
-    fn plan(&mut self, batch: usize, row: usize) -> PyResult<Option<usize>> {
-        let Column::Text(types) = self.batches[batch][self.event_type] else {
-            return Ok(None);
-        };
-        let event_type = types.get(row);
-        let same_type = |p: &Plan<'_, '_>| match (p.event_type.as_deref(), event_type) {
-            (Some(x), Some(y)) => same_bytes(x, y),
-            (x, y) => x.is_none() && y.is_none(),
-        };
-        if self.plans.get(self.last_plan).is_some_and(same_type) {
-            return Ok(Some(self.last_plan));
+/// What the dicts' pass needs of each row besides its values, found a block of rows at a time, a column at a time
+/// (each read in sequence, where the dicts' pass reads a row's twenty-odd columns at once): the row's kind (the place
+/// of its event type among those seen) and `words` words of bits by column, in `changed` the columns whose value
+/// differs from the last row of its kind (`Column::equal`; for a kind's first row, those not null, as its template
+/// holds None), which its dict, copied from that row's, sets; in `marks` the reveal's columns holding a marked text
+/// (a pseudonym or a ciphertext). It reads only Arrow memory: a pass of `HELPER_ROWS` rows or more finds them on a
+/// helper thread, on the other core, a block or more ahead of the dicts made of them (`Found`).
+struct Changes<'a> {
+    batches: &'a [Vec<Column<'a>>],
+    event_type: usize,
+    words: usize,
+    reveal_columns: Vec<usize>,
+    /// The event types seen (None: null), in order of first sight.
+    types: Vec<Option<&'a [u8]>>,
+    /// Per kind, its last row whose changes were found: (batch, row).
+    last_rows: Vec<Option<(usize, usize)>>,
+    /// Per column, the blocks left whose rows make its value without comparing it (`VARYING_BLOCKS`).
+    varying: Vec<u32>,
+}
+
+impl<'a> Changes<'a> {
+    fn new(batches: &'a [Vec<Column<'a>>], event_type: usize, columns: usize, reveal_columns: Vec<usize>) -> Self {
+        Changes {
+            batches,
+            event_type,
+            words: columns.div_ceil(64),
+            reveal_columns,
+            types: vec![],
+            last_rows: vec![],
+            varying: vec![0; columns],
         }
-        if let Some(found) = self.plans.iter().position(same_type) {
-            self.last_plan = found;
-            return Ok(Some(found));
-        }
-        let name = match event_type {
-            Some(bytes) => text_object(self.py, bytes)?.into_bound(self.py),
-            None => self.py.None().into_bound(self.py),
-        };
-        let template = self.template_of.call1((name,))?.downcast_into::<PyDict>()?;
-        let mut plan = Plan {
-            event_type: event_type.map(<[u8]>::to_vec),
-            template: template.clone(),
-            keys: vec![],
-            columns: vec![0; self.words],
-            key_at: vec![usize::MAX; self.names.len()],
-            last_json: vec![],
-            last: None,
-        };
-        for key in template.keys() {
-            let key = key.downcast_into::<PyString>()?;
-            let Some(column) = self.names.iter().position(|n| key.to_str().is_ok_and(|k| k == n)) else {
-                return Ok(None);
-            };
-            plan.columns[column / 64] |= 1 << (column % 64);
-            plan.key_at[column] = plan.keys.len();
-            plan.keys.push(key);
-            plan.last_json.push(None);
-        }
-        self.plans.push(plan);
-        self.last_rows.push(None);
-        self.last_plan = self.plans.len() - 1;
-        Ok(Some(self.last_plan))
     }
 
-    /// Per row of rows `from..to` of batch `batch` (of the plans `kinds`), `self.words` words of bits by column: in
-    /// `changed` the columns whose value differs from the last row of the row's type (`Column::equal`; for a type's
-    /// first row, those not null, as its template holds None), which the row's dict, copied from that row's, sets; in
-    /// `marks` the reveal's columns holding a marked text (a pseudonym or a ciphertext). Found a column at a time,
-    /// each read in sequence, in a block of rows that stays in the CPU's caches for the dicts made of it next: per
-    /// row and key, the dicts' pass then reads only the values it makes.
-    fn changes(
+    /// The kinds of rows `from..to` of batch `batch`, into `kinds`.
+    fn kinds(&mut self, batch: usize, from: usize, to: usize, kinds: &mut Vec<usize>) {
+        kinds.clear();
+        let Column::Text(types) = self.batches[batch][self.event_type] else {
+            kinds.resize(to - from, 0); // not text: log_dicts returns None at the first row's plan
+            return;
+        };
+        let mut last = None;
+        for row in from..to {
+            let event_type = types.get(row);
+            let same = |seen: &Option<&[u8]>| match (seen, event_type) {
+                (Some(x), Some(y)) => same_bytes(x, y),
+                (x, y) => x.is_none() && y.is_none(),
+            };
+            let kind = match last {
+                Some(kind) if same(&self.types[kind]) => kind,
+                _ => match self.types.iter().position(same) {
+                    Some(kind) => kind,
+                    None => {
+                        self.types.push(event_type);
+                        self.last_rows.push(None);
+                        self.types.len() - 1
+                    }
+                },
+            };
+            last = Some(kind);
+            kinds.push(kind);
+        }
+    }
+
+    /// Rows `from..to` of batch `batch`: their kinds, and their bits (`words` words a row) in `changed` and `marks`.
+    fn block(
         &mut self,
         batch: usize,
         from: usize,
         to: usize,
-        kinds: &[usize],
+        kinds: &mut Vec<usize>,
         changed: &mut Vec<u64>,
         marks: &mut Vec<u64>,
     ) {
+        self.kinds(batch, from, to, kinds);
         let words = self.words;
         changed.clear();
         changed.resize((to - from) * words, 0);
         marks.clear();
         marks.resize((to - from) * words, 0);
-        // The rows whose last row of their type is not the row before (the block's first, and each after a row of
-        // another type), with that last row: (index in the block, (batch, row)).
+        // The rows whose last row of their kind is not the row before (the block's first, and each after a row of
+        // another kind), with that last row: (index in the block, (batch, row)).
         let mut boundaries = vec![];
-        for (i, (row, &kind)) in (from..to).zip(kinds).enumerate() {
+        for (i, (row, &kind)) in (from..to).zip(kinds.iter()).enumerate() {
             if i == 0 || kinds[i - 1] != kind {
                 boundaries.push((i, self.last_rows[kind]));
             }
@@ -772,10 +775,124 @@ impl<'py, 'a> Converter<'py, 'a> {
         }
     }
 
+    /// Every block of the batches (which start at rows `starts` of the pass), each published in `found` once found,
+    /// until `stop` is set.
+    fn all(&mut self, starts: &[usize], rows: usize, found: &Found, stop: &AtomicBool) {
+        let (mut kinds, mut changed, mut marks) = (vec![], vec![], vec![]);
+        let words = self.words;
+        for (batch, &start) in starts.iter().enumerate() {
+            let end = starts.get(batch + 1).copied().unwrap_or(rows);
+            for from in (0..end - start).step_by(BLOCK_ROWS) {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let to = (from + BLOCK_ROWS).min(end - start);
+                self.block(batch, from, to, &mut kinds, &mut changed, &mut marks);
+                for (i, &kind) in kinds.iter().enumerate() {
+                    let at = start + from + i;
+                    found.kinds[at].store(kind as u32, Ordering::Relaxed);
+                    for w in 0..words {
+                        found.bits[2 * words * at + w].store(changed[i * words + w], Ordering::Relaxed);
+                        found.bits[2 * words * at + words + w].store(marks[i * words + w], Ordering::Relaxed);
+                    }
+                }
+                found.ready.store(start + to, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// The rows' kinds and bits (`Changes`), shared by the thread that finds them and the one that makes the dicts: per
+/// row its kind, its `changed` words and its `marks` words; `ready`, the rows found so far (in order).
+struct Found {
+    kinds: Vec<AtomicU32>,
+    bits: Vec<AtomicU64>,
+    ready: AtomicUsize,
+}
+
+impl Found {
+    fn new(rows: usize, words: usize) -> Self {
+        Found {
+            kinds: (0..rows).map(|_| AtomicU32::new(0)).collect(),
+            bits: (0..rows * 2 * words).map(|_| AtomicU64::new(0)).collect(),
+            ready: AtomicUsize::new(0),
+        }
+    }
+
+    /// The rows found once row `row` is (waiting for the helper, if it has not found it yet), or None when the
+    /// helper ended without finding it (it panicked).
+    fn wait(&self, row: usize, helper: Option<&std::thread::ScopedJoinHandle<'_, ()>>) -> Option<usize> {
+        let mut spins = 0u32;
+        loop {
+            let ready = self.ready.load(Ordering::Acquire);
+            if ready > row {
+                return Some(ready);
+            }
+            if helper.is_none_or(|helper| helper.is_finished()) && self.ready.load(Ordering::Acquire) <= row {
+                return None;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+impl<'py, 'a> Converter<'py, 'a> {
+    /// The plan of the event type of row `row` of batch `batch`, made on first sight; None when the table lacks
+    /// one of the type's keys.
+    fn plan(&mut self, batch: usize, row: usize) -> PyResult<Option<usize>> {
+        let Column::Text(types) = self.batches[batch][self.event_type] else {
+            return Ok(None);
+        };
+        let event_type = types.get(row);
+        let same_type = |p: &Plan<'_, '_>| match (p.event_type.as_deref(), event_type) {
+            (Some(x), Some(y)) => same_bytes(x, y),
+            (x, y) => x.is_none() && y.is_none(),
+        };
+        if self.plans.get(self.last_plan).is_some_and(same_type) {
+            return Ok(Some(self.last_plan));
+        }
+        if let Some(found) = self.plans.iter().position(same_type) {
+            self.last_plan = found;
+            return Ok(Some(found));
+        }
+        let name = match event_type {
+            Some(bytes) => text_object(self.py, bytes)?.into_bound(self.py),
+            None => self.py.None().into_bound(self.py),
+        };
+        let template = self.template_of.call1((name,))?.downcast_into::<PyDict>()?;
+        let mut plan = Plan {
+            event_type: event_type.map(<[u8]>::to_vec),
+            template: template.clone(),
+            keys: vec![],
+            columns: vec![0; self.names.len().div_ceil(64)],
+            key_at: vec![usize::MAX; self.names.len()],
+            last_json: vec![],
+            last: None,
+        };
+        for key in template.keys() {
+            let key = key.downcast_into::<PyString>()?;
+            let Some(column) = self.names.iter().position(|n| key.to_str().is_ok_and(|k| k == n)) else {
+                return Ok(None);
+            };
+            plan.columns[column / 64] |= 1 << (column % 64);
+            plan.key_at[column] = plan.keys.len();
+            plan.keys.push(key);
+            plan.last_json.push(None);
+        }
+        self.plans.push(plan);
+        self.last_plan = self.plans.len() - 1;
+        Ok(Some(self.last_plan))
+    }
+
     /// Row `row` of batch `batch` (of plan `index`) as its type's log dict, or (with a reveal, when one of the reveal's
     /// fields holds a pseudonym or a ciphertext) as a revealed event: the dict's items with each marked field's shown
     /// value, given the reveal's class (whose `sealed` finds the stored texts: `secureml.query.privacy.RevealedRows`).
-    /// `changed` and `marks` are the row's bits of `Converter::changes`.
+    /// `changed` and `marks` are the row's bits (`Changes::block`).
     ///
     /// A row copies the last row of its type, revealed or not, and sets only the values that differ: a marked
     /// field the last row held too already shows its value. A revealed event is made as the dicts are, a copy
@@ -945,9 +1062,59 @@ const PREFAULT_BYTES_PER_ROW: usize = 1100;
 /// Rows whose changes are found at a time (`Converter::changes`), then made: a block's columns (about 500 bytes a row)
 /// stay in the CPU's caches between the two.
 const BLOCK_ROWS: usize = 1024;
+/// Rows from which a pass finds its rows' changes on a helper thread (`Changes`): below, they are found first.
+const HELPER_ROWS: usize = 4_096;
 /// Blocks in which a column's values are not compared with the row before's, after a block where 7 in 8 or more
 /// differed (an id, a time, a hash): comparing them costs more than making the rare value that repeats.
 const VARYING_BLOCKS: u32 = 15;
+
+/// The dicts of the pass's rows (batches starting at rows `starts`), in storage order, their changes taken from
+/// `found` as the helper (if any) finds them; None when a row's plan or value is not one this step handles.
+fn make_all<'py>(
+    converter: &mut Converter<'py, '_>,
+    starts: &[usize],
+    rows: usize,
+    words: usize,
+    found: &Found,
+    helper: Option<&std::thread::ScopedJoinHandle<'_, ()>>,
+) -> PyResult<Option<Vec<Bound<'py, PyDict>>>> {
+    let mut dicts = Vec::with_capacity(rows);
+    let mut plans: Vec<Option<usize>> = vec![]; // per kind
+    let (mut changed, mut marks) = (vec![0u64; words], vec![0u64; words]);
+    let mut ready = 0;
+    for (batch, &start) in starts.iter().enumerate() {
+        let end = starts.get(batch + 1).copied().unwrap_or(rows);
+        for row in 0..end - start {
+            let at = start + row;
+            if at >= ready {
+                match found.wait(at, helper) {
+                    Some(rows) => ready = rows,
+                    None => return Err(PyValueError::new_err("log_dicts: the changes' thread ended early")),
+                }
+            }
+            let kind = found.kinds[at].load(Ordering::Relaxed) as usize;
+            if plans.len() <= kind {
+                plans.resize(kind + 1, None);
+            }
+            let plan = match plans[kind] {
+                Some(plan) => plan,
+                None => match converter.plan(batch, row)? {
+                    Some(plan) => *plans[kind].insert(plan),
+                    None => return Ok(None),
+                },
+            };
+            for w in 0..words {
+                changed[w] = found.bits[2 * words * at + w].load(Ordering::Relaxed);
+                marks[w] = found.bits[2 * words * at + words + w].load(Ordering::Relaxed);
+            }
+            match converter.dict(batch, row, plan, &changed, &marks)? {
+                Some(dict) => dicts.push(dict),
+                None => return Ok(None),
+            }
+        }
+    }
+    Ok(Some(dicts))
+}
 
 /// `log_dicts`' reveal: (text columns, revealed events' class, `key_of`, `text`).
 type RevealArgs<'py> = (Vec<String>, Bound<'py, PyType>, Bound<'py, PyAny>, Bound<'py, PyAny>);
@@ -1068,19 +1235,16 @@ pub fn log_dicts<'py>(
         (Some(hash), Some(prev_hash)) => Some(Chain { hash, prev_hash, last: None, looked: 0, shared: 0 }),
         _ => None,
     };
-    let names_count = names.len();
+    let words = names.len().div_ceil(64);
+    let mut changes = Changes::new(&columns, event_type, names.len(), reveal_columns);
     let mut converter = Converter {
         py,
-        batches: columns,
+        batches: &columns,
         names,
         event_type,
         values,
         plans: vec![],
         last_plan: 0,
-        last_rows: vec![],
-        words: names_count.div_ceil(64),
-        varying: vec![0; names_count],
-        reveal_columns,
         template_of,
         loads,
         reveal,
@@ -1090,30 +1254,29 @@ pub fn log_dicts<'py>(
     let _prefault = (rows >= PREFAULT_ROWS).then(|| Prefault::start(rows * PREFAULT_BYTES_PER_ROW)).flatten();
     // Rows are made in storage order, where a row most often repeats the last one's values (files are sorted by
     // operation and time) and columns are read in sequence, then picked in `order`.
-    let mut dicts = Vec::with_capacity(rows);
-    let (mut kinds, mut changed, mut marks) = (Vec::with_capacity(BLOCK_ROWS), vec![], vec![]);
-    let words = converter.words;
-    for (batch, &start) in starts.iter().enumerate() {
-        let end = starts.get(batch + 1).copied().unwrap_or(rows);
-        for from in (0..end - start).step_by(BLOCK_ROWS) {
-            let to = (from + BLOCK_ROWS).min(end - start);
-            kinds.clear();
-            for row in from..to {
-                match converter.plan(batch, row)? {
-                    Some(kind) => kinds.push(kind),
-                    None => return Ok(None),
-                }
+    let found = Found::new(rows, words);
+    let stop = AtomicBool::new(false);
+    let made = std::thread::scope(|scope| -> PyResult<Option<Vec<Bound<'py, PyDict>>>> {
+        let helper = if rows >= HELPER_ROWS {
+            let (starts, found, stop) = (&starts, &found, &stop);
+            let spawned = std::thread::Builder::new()
+                .name("secureml-changes".into())
+                .spawn_scoped(scope, move || changes.all(starts, rows, found, stop));
+            match spawned {
+                Ok(helper) => Some(helper),
+                Err(_) => return Ok(None), // no thread to be had: the Python path
             }
-            converter.changes(batch, from, to, &kinds, &mut changed, &mut marks);
-            for (i, row) in (from..to).enumerate() {
-                let bits = i * words..(i + 1) * words;
-                match converter.dict(batch, row, kinds[i], &changed[bits.clone()], &marks[bits])? {
-                    Some(dict) => dicts.push(dict),
-                    None => return Ok(None),
-                }
-            }
-        }
-    }
+        } else {
+            changes.all(&starts, rows, &found, &stop);
+            None
+        };
+        let made = make_all(&mut converter, &starts, rows, words, &found, helper.as_ref());
+        stop.store(true, Ordering::Relaxed);
+        made
+    })?;
+    let Some(dicts) = made else {
+        return Ok(None);
+    };
     if let Some(cache) = parsed {
         let json_columns = converter.names.iter().zip(converter.values.iter_mut());
         cache.borrow_mut().columns = json_columns
