@@ -265,6 +265,36 @@ def test_tricky_tables_convert_alike(rows: int, monkeypatch: pytest.MonkeyPatch)
                                                         "model_training", "audit_started"}
 
 
+def in_runs(table: pa.Table, rng: random.Random, longest: int) -> pa.Table:
+    """``table`` with every column's values (the event type's too) repeated in runs of 1 to ``longest`` rows, each
+    column's runs its own: rows that repeat the row before, as in a lake sorted by operation and time."""
+    rows = table.num_rows
+    columns = {}
+    for name in table.column_names:
+        values = table.column(name).to_pylist()
+        repeated: list[Any] = []
+        while len(repeated) < rows:
+            repeated += [values[len(repeated)]] * rng.randint(1, longest)
+        columns[name] = pa.array(repeated[:rows], table.schema.field(name).type)
+    return pa.table(columns)
+
+
+@pytest.mark.parametrize("longest", [3, 200, 5_000])
+def test_runs_of_repeated_values_convert_alike(longest: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values that repeat the row before's, in runs short and long (blocks of 1,024 rows where a column only repeats
+    or is only null, runs across blocks and chunks, a type's rows apart from its last row by another type's run), and
+    a column whose values vary row to row for thousands of rows, then repeat: the same dicts as the Python path."""
+    rng = random.Random(longest)
+    table = in_runs(table_of(12_000, rng), rng, longest)
+    varying = [f"id-{i}" if i < 7_000 else "the same" for i in range(12_000)]
+    table = table.set_column(table.schema.get_field_index("event_id"), "event_id", pa.array(varying, pa.large_string()))
+    for chunk in (997, 4_096):
+        chunked = pa.Table.from_batches(table.to_batches(max_chunksize=chunk))
+        native, python = both_paths(monkeypatch, lambda: logs_module._to_logs(chunked))  # noqa: B023
+        assert_same_dicts(native, python)
+    assert [log["event_id"] for log in native] == varying
+
+
 def test_a_value_it_does_not_handle_falls_back_to_the_python_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """A time past year 9999 (Arrow's text and Python's datetime part there) or a column type the lake does not
     use: log_dicts declines and the Python path decides."""
