@@ -22,9 +22,9 @@
 //!
 //! A result read in parts (`secureml.query.logs._streamed_logs`) calls this once per part, the parts sharing a
 //! `JsonCache` (each JSON text parsed once per result). A pass of `PREFAULT_ROWS` rows or more takes CPython's new
-//! arenas from a helper thread that faults them in on the other core (`arenas.rs`). Rows are made in blocks: first
-//! the block's changes from the last row of each one's type are found a column at a time (`Converter::changes`),
-//! then each row's dict is a copy of that row's with only the changed values made and set.
+//! arenas from a helper thread that faults them in on the other core (`arenas.rs`). Each row's dict is a copy of the
+//! last row's of its type with only the changed values made and set: which changed is found a block of rows at a
+//! time, a column at a time, from `HELPER_ROWS` rows on by another helper thread a block or more ahead (`Changes`).
 //!
 //! Anything outside what it handles (a column type the lake does not use, a time outside years 1-9999, a key
 //! the table lacks) makes it return None, and the caller takes the Python path, which gives the same
@@ -1059,8 +1059,8 @@ fn make<'a>(
 const PREFAULT_ROWS: usize = 4_096;
 /// New memory a row's dict and values take (1,070-1,150 bytes measured on a real lake): the arenas the helper maps.
 const PREFAULT_BYTES_PER_ROW: usize = 1100;
-/// Rows whose changes are found at a time (`Converter::changes`), then made: a block's columns (about 500 bytes a row)
-/// stay in the CPU's caches between the two.
+/// Rows whose changes are found at a time (`Changes::block`): a block's columns (about 500 bytes a row) stay in the
+/// CPU's caches while they are read a column at a time.
 const BLOCK_ROWS: usize = 1024;
 /// Rows from which a pass finds its rows' changes on a helper thread (`Changes`): below, they are found first.
 const HELPER_ROWS: usize = 4_096;
