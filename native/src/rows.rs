@@ -547,7 +547,7 @@ struct Plan<'py, 'a> {
     event_type: Option<Vec<u8>>,
     template: Bound<'py, PyDict>,
     keys: Vec<Bound<'py, PyString>>,
-    /// The columns of the keys, as bits by column (`Converter::words` words), and each one's key (an index into
+    /// The columns of the keys, as bits by column (a word per 64 columns), and each one's key (an index into
     /// `keys`; unused for the other columns).
     columns: Vec<u64>,
     key_at: Vec<usize>,
