@@ -50,8 +50,8 @@ use crate::reveal::{Ciphers, Opened};
 use crate::ENCRYPTED_PREFIX;
 
 /// Lookups of a column's value cache after which (at each doubling) it is dropped when most of them missed:
-/// hashing a column of distinct values (event ids, times) only adds to its cost. Comparisons of a column's
-/// value with the last row's stop likewise once fewer than 1 in 8 of this many were equal.
+/// hashing a column of distinct values (event ids, times) only adds to its cost. An event's `prev_hash` stops being
+/// compared with the row before's `hash` (`Chain`) likewise once fewer than 1 in 8 of this many were equal.
 const PROBE_LOOKUPS: u32 = 256;
 /// The same for a JSON column's parsed values, whose misses each cost a `json.loads` call (about 2 us, 100 times a
 /// lookup): values that repeat, but seldom in their first few hundred rows (a compliance check's `details`, one of a
