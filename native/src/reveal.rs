@@ -52,7 +52,15 @@ impl<'py> Ciphers<'py> {
             }
         }
         if let Some(&found) = self.index.get(name) {
-            self.last = Some((name.to_owned(), found));
+            // The last name's buffer kept: a name that changes from row to row is copied, not allocated.
+            match &mut self.last {
+                Some((last, place)) => {
+                    last.clear();
+                    last.push_str(name);
+                    *place = found;
+                }
+                None => self.last = Some((name.to_owned(), found)),
+            }
             return Ok(found);
         }
         let key = self.key_of.call1((name,))?;

@@ -544,7 +544,6 @@ fn own(py: Python<'_>, value: PyObject, copy: Copy) -> PyResult<PyObject> {
 /// The dicts of one event type: their keys (the event type's, in order), the columns they are read from, and the last
 /// dict made, which the next row of the type copies.
 struct Plan<'py, 'a> {
-    event_type: Option<Vec<u8>>,
     template: Bound<'py, PyDict>,
     keys: Vec<Bound<'py, PyString>>,
     /// The columns of the keys, as bits by column (a word per 64 columns), and each one's key (an index into
@@ -615,9 +614,8 @@ struct Converter<'py, 'a> {
     names: Vec<String>,
     event_type: usize,
     values: Vec<Values<'a>>,
+    /// Per kind of row (`Changes`), its plan.
     plans: Vec<Plan<'py, 'a>>,
-    /// The plan of the last row made (most rows are of the type of the row before).
-    last_plan: usize,
     template_of: Bound<'py, PyAny>,
     loads: Bound<'py, PyAny>,
     reveal: Option<Reveal<'py>>,
@@ -842,31 +840,18 @@ impl Found {
 }
 
 impl<'py, 'a> Converter<'py, 'a> {
-    /// The plan of the event type of row `row` of batch `batch`, made on first sight; None when the table lacks
-    /// one of the type's keys.
-    fn plan(&mut self, batch: usize, row: usize) -> PyResult<Option<usize>> {
+    /// Makes the plan of the event type of row `row` of batch `batch`, its type's first row (the next kind `Changes`
+    /// found): false when the table lacks one of the type's keys.
+    fn add_plan(&mut self, batch: usize, row: usize) -> PyResult<bool> {
         let Column::Text(types) = self.batches[batch][self.event_type] else {
-            return Ok(None);
+            return Ok(false);
         };
-        let event_type = types.get(row);
-        let same_type = |p: &Plan<'_, '_>| match (p.event_type.as_deref(), event_type) {
-            (Some(x), Some(y)) => same_bytes(x, y),
-            (x, y) => x.is_none() && y.is_none(),
-        };
-        if self.plans.get(self.last_plan).is_some_and(same_type) {
-            return Ok(Some(self.last_plan));
-        }
-        if let Some(found) = self.plans.iter().position(same_type) {
-            self.last_plan = found;
-            return Ok(Some(found));
-        }
-        let name = match event_type {
+        let name = match types.get(row) {
             Some(bytes) => text_object(self.py, bytes)?.into_bound(self.py),
             None => self.py.None().into_bound(self.py),
         };
         let template = self.template_of.call1((name,))?.downcast_into::<PyDict>()?;
         let mut plan = Plan {
-            event_type: event_type.map(<[u8]>::to_vec),
             template: template.clone(),
             keys: vec![],
             columns: vec![0; self.names.len().div_ceil(64)],
@@ -877,7 +862,7 @@ impl<'py, 'a> Converter<'py, 'a> {
         for key in template.keys() {
             let key = key.downcast_into::<PyString>()?;
             let Some(column) = self.names.iter().position(|n| key.to_str().is_ok_and(|k| k == n)) else {
-                return Ok(None);
+                return Ok(false);
             };
             plan.columns[column / 64] |= 1 << (column % 64);
             plan.key_at[column] = plan.keys.len();
@@ -885,11 +870,10 @@ impl<'py, 'a> Converter<'py, 'a> {
             plan.last_json.push(None);
         }
         self.plans.push(plan);
-        self.last_plan = self.plans.len() - 1;
-        Ok(Some(self.last_plan))
+        Ok(true)
     }
 
-    /// Row `row` of batch `batch` (of plan `index`) as its type's log dict, or (with a reveal, when one of the reveal's
+    /// Row `row` of batch `batch` (of kind and plan `index`) as its type's log dict, or (with a reveal, when one of the reveal's
     /// fields holds a pseudonym or a ciphertext) as a revealed event: the dict's items with each marked field's shown
     /// value, given the reveal's class (whose `sealed` finds the stored texts: `secureml.query.privacy.RevealedRows`).
     /// `changed` and `marks` are the row's bits (`Changes::block`).
@@ -1079,7 +1063,6 @@ fn make_all<'py>(
     helper: Option<&std::thread::ScopedJoinHandle<'_, ()>>,
 ) -> PyResult<Option<Vec<Bound<'py, PyDict>>>> {
     let mut dicts = Vec::with_capacity(rows);
-    let mut plans: Vec<Option<usize>> = vec![]; // per kind
     let (mut changed, mut marks) = (vec![0u64; words], vec![0u64; words]);
     let mut ready = 0;
     for (batch, &start) in starts.iter().enumerate() {
@@ -1092,22 +1075,16 @@ fn make_all<'py>(
                     None => return Err(PyValueError::new_err("log_dicts: the changes' thread ended early")),
                 }
             }
+            // Kinds are numbered in order of first sight, in the order rows are made here: a new one is the next plan.
             let kind = found.kinds[at].load(Ordering::Relaxed) as usize;
-            if plans.len() <= kind {
-                plans.resize(kind + 1, None);
+            if kind == converter.plans.len() && !converter.add_plan(batch, row)? {
+                return Ok(None);
             }
-            let plan = match plans[kind] {
-                Some(plan) => plan,
-                None => match converter.plan(batch, row)? {
-                    Some(plan) => *plans[kind].insert(plan),
-                    None => return Ok(None),
-                },
-            };
             for w in 0..words {
                 changed[w] = found.bits[2 * words * at + w].load(Ordering::Relaxed);
                 marks[w] = found.bits[2 * words * at + words + w].load(Ordering::Relaxed);
             }
-            match converter.dict(batch, row, plan, &changed, &marks)? {
+            match converter.dict(batch, row, kind, &changed, &marks)? {
                 Some(dict) => dicts.push(dict),
                 None => return Ok(None),
             }
@@ -1244,7 +1221,6 @@ pub fn log_dicts<'py>(
         event_type,
         values,
         plans: vec![],
-        last_plan: 0,
         template_of,
         loads,
         reveal,
