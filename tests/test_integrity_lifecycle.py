@@ -94,12 +94,16 @@ def test_replay_from_offset_zero_keeps_verification_true(harness: Harness, signi
 def test_checkpoints_after_every_commit_keep_verification_true(
     harness: Harness, signing_key: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With no interval, every commit of a run is checkpointed mid-run; the chain stays linear and true."""
+    """With no interval, commits are checkpointed mid-run; the chain stays linear and true.
+
+    Embedded, every commit is checkpointed on the run's thread. From Kafka, checkpoints run beside the commits and
+    stop once the run is caught up (test_materializer_positions shows that part alone): how many are signed mid-run
+    depends on the run's pace, so only each run's closing one is certain."""
     monkeypatch.setenv(INTERVAL_ENV, "0")
     grow(harness, random.Random(4), rounds=2, batch_events=7)
     result = verify(harness.log_dir, public_key=signing_key.public)
     assert intact(result)
-    assert len(result.checkpoints) > 4
+    assert len(result.checkpoints) > (4 if harness.kind == "embedded" else 1)
     assert [c.sequence for c in result.checkpoints] == list(range(len(result.checkpoints)))
 
 

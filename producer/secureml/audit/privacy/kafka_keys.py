@@ -34,6 +34,9 @@ TOPIC_CONFIG = {
     "delete.retention.ms": "3600000",
 }
 _WAIT = 15.0
+# Errors of a topic created a moment ago, until its partition has a leader in this client's metadata: wait them out.
+_NOT_READY_YET = frozenset({KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,
+                            KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
 
 
 class KafkaKeyStore:
@@ -86,6 +89,8 @@ class KafkaKeyStore:
                 if message.error():
                     if message.error().code() == KafkaError._PARTITION_EOF:
                         continue  # maybe from an earlier read: the high watermark says where the end is
+                    if message.error().code() in _NOT_READY_YET:
+                        continue  # (the client retries; the deadline bounds the wait)
                     raise AuditTransportError(f"reading the key topic {self.topic!r}: {message.error().str()}")
                 self._next = message.offset() + 1
                 name = message.key().decode()
@@ -102,15 +107,15 @@ class KafkaKeyStore:
             raise AuditTransportError(f"cannot read the key topic {self.topic!r}: {exc}") from exc
 
     def _high_watermark(self, consumer: Consumer, deadline: float) -> int:
-        """The key topic's end; a topic created a moment ago may not be in this client's metadata yet."""
+        """The key topic's end; a topic created a moment ago may not be in this client's metadata yet, or its
+        partition may have no leader yet (NOT_LEADER_FOR_PARTITION for a moment after creation)."""
         while True:
             try:
                 return int(consumer.get_watermark_offsets(TopicPartition(self.topic, 0),
                                                           timeout=max(0.1, deadline - time.monotonic()))[1])
             except KafkaException as exc:
                 code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
-                if code not in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
-                                KafkaError._UNKNOWN_TOPIC) or time.monotonic() > deadline:
+                if code not in _NOT_READY_YET or time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
 
