@@ -233,3 +233,58 @@ def test_arenas_are_not_faulted_in_over_another_arena_allocator() -> None:
     finally:
         ctypes.pythonapi.PyObject_SetArenaAllocator(ctypes.byref(_ArenaAllocator(*before)))
     assert arena_allocator() == before
+
+
+def test_pick_takes_the_items_in_order_each_with_a_reference_of_its_own() -> None:
+    """`pick` (a result's dicts put in time order) gives `[items[i] for i in order]`: the same objects, repeated or
+    left out as the order says, each with one more reference while the result lives; an index out of range or an
+    order of another type is a ValueError, and nothing is taken."""
+    rng = random.Random(11)
+    items: list[Any] = [{"row": i} for i in range(5_000)] + [None, "text", 7, [1, 2]]
+    for order in (list(range(len(items))), rng.sample(range(len(items)), len(items)),
+                  [rng.randrange(len(items)) for _ in range(20_000)], [], [3, 3, 3]):
+        before = [sys.getrefcount(item) for item in items[:50]]
+        picked = secureml_audit_native.pick(items, pa.array(order, pa.int64()))
+        assert len(picked) == len(order) and all(a is items[i] for a, i in zip(picked, order, strict=True))
+        counts = [order.count(i) for i in range(50)]
+        after = [sys.getrefcount(item) for item in items[:50]]
+        assert [count - n for count, n in zip(after, counts, strict=True)] == before
+        del picked
+        assert [sys.getrefcount(item) for item in items[:50]] == before
+    for bad in ([0, len(items)], [-1], [2**62]):
+        with pytest.raises(ValueError, match="not a place"):
+            secureml_audit_native.pick(items, pa.array(bad, pa.int64()))
+    for other in (pa.array([0, 1], pa.int32()), pa.array([0, None], pa.int64())):
+        with pytest.raises(ValueError, match="int64 array without nulls"):
+            secureml_audit_native.pick(items, other)
+    assert [sys.getrefcount(item) for item in items[:50]] == before
+
+
+def test_a_result_out_of_time_order_in_storage_is_picked_into_it(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows stored by operation then time (two operations logged in turns) come back in time order, put there by
+    `pick`: the dicts of the whole table converted at once."""
+    from secureml.audit import AuditTrail
+    from secureml.lake.table import Lake
+    from secureml.materializer import materialize
+
+    lake = tmp_path / "logs"
+    trails = [AuditTrail(f"turn-{n}", log_dir=lake, bootstrap_servers="") for n in range(2)]
+    for i in range(300):
+        trails[i % 2].log_model_inference("model", f"row {i}", "yes", 0.5)
+    for trail in trails:
+        trail.close()
+    materialize(lake, bootstrap_servers="", once=True)
+    Lake(lake).compact_all(today="9999-12-31")  # every day counts as closed: rewritten by operation, then time
+    picks: list[int] = []
+    native = logs_module._native_pick
+
+    def counting(items: list[Any], order: pa.Array) -> list[Any]:
+        picks.append(len(order))
+        return native(items, order)
+
+    monkeypatch.setattr(logs_module, "_native_pick", counting)
+    monkeypatch.setattr(logs_module, "STREAM_ROWS", 64)
+    logs = get_audit_logs(log_dir=lake)
+    assert picks == [len(logs)]
+    assert_same_dicts(logs, whole(lake))

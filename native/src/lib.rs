@@ -37,7 +37,7 @@ pub(crate) const NONCE_LEN: usize = 12;
 pub(crate) const ENCRYPTED_PREFIX: &str = "enc:v1:";
 /// The interface this build offers (`accelerator.INTERFACE` must equal it): raised whenever a function or method
 /// the Python side calls is added or changed, so an older build left installed is not used, rather than failing.
-const INTERFACE: u32 = 7;
+const INTERFACE: u32 = 8;
 
 /// The 96-bit nonce source of one sealer: a random 64-bit part drawn when the sealer is made (fresh
 /// in every process) and a 32-bit counter; the random part is drawn again before the counter wraps,
@@ -181,6 +181,7 @@ fn secureml_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(integrity::leaf_hashes, module)?)?;
     module.add_function(wrap_pyfunction!(integrity::extend_frontier, module)?)?;
     module.add_function(wrap_pyfunction!(rows::log_dicts, module)?)?;
+    module.add_function(wrap_pyfunction!(rows::pick, module)?)?;
     module.add_class::<rows::JsonCache>()?;
     module.add_function(wrap_pyfunction!(arenas::arenas_prefaulted, module)?)?;
     module.add_function(wrap_pyfunction!(reveal::open_sealed, module)?)?;

@@ -1275,3 +1275,56 @@ pub fn log_dicts<'py>(
     }
     Ok(Some(PyList::new(py, dicts)?))
 }
+
+/// Items `pick` brings into the cache ahead of the one it takes.
+const PICK_AHEAD: usize = 16;
+
+/// `[items[i] for i in order]`, `order` an Arrow int64 array of indices into `items` (a ValueError for one out of
+/// range): a result's dicts put in time order (`secureml.query.logs._streamed_logs`). Taking a dict writes its
+/// reference count, in memory its row was made in long before and in an order of its own: a cache miss per dict
+/// (60 of the 85 ms `list(map(logs.__getitem__, order.tolist()))` took for 1M rows). The dict `PICK_AHEAD` places on
+/// is brought into the cache meanwhile, so that the misses overlap instead of each being waited for.
+#[pyfunction]
+pub fn pick<'py>(
+    py: Python<'py>,
+    items: &Bound<'py, PyList>,
+    order: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let order = import_array(order)?;
+    let order = match order.data_type() {
+        DataType::Int64 if order.null_count() == 0 => order.as_primitive::<Int64Type>().values(),
+        _ => return Err(PyValueError::new_err("pick: order must be an int64 array without nulls")),
+    };
+    let len = items.len();
+    if let Some(bad) = order.iter().find(|&&i| usize::try_from(i).map_or(true, |i| i >= len)) {
+        return Err(PyValueError::new_err(format!("pick: order holds {bad}, not a place in a list of {len}")));
+    }
+    // SAFETY: every index is in range of `items` (checked above), and nothing runs meanwhile that could change it (no
+    // Python code); PyList_GetItem gives a borrowed reference, which gets its own before PyList_SetItem steals it
+    // into the new list, whose every place is set once.
+    unsafe {
+        let list = Bound::from_owned_ptr_or_err(py, ffi::PyList_New(order.len() as ffi::Py_ssize_t))?;
+        let item = |index: i64| ffi::PyList_GetItem(items.as_ptr(), index as ffi::Py_ssize_t);
+        for (place, &index) in order.iter().enumerate() {
+            if let Some(&ahead) = order.get(place + PICK_AHEAD) {
+                prefetch(item(ahead));
+            }
+            let taken = item(index);
+            ffi::Py_INCREF(taken);
+            ffi::PyList_SetItem(list.as_ptr(), place as ffi::Py_ssize_t, taken);
+        }
+        Ok(list.downcast_into_unchecked::<PyList>())
+    }
+}
+
+/// A hint to bring the memory at `address` into the cache (nothing where the CPU has no such instruction here).
+#[inline]
+fn prefetch(address: *const ffi::PyObject) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}

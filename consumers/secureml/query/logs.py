@@ -65,6 +65,7 @@ OUTPUTS = ("dicts", "arrow", "pandas", "polars")
 _local = threading.local()
 # The accelerator's dict conversion (native/src/rows.rs: the same dicts in 0.66-0.87x the CPU time), or None.
 _native_log_dicts = None if accelerator.native is None else accelerator.native.log_dicts
+_native_pick = None if accelerator.native is None else accelerator.native.pick
 # Below this many rows of one event type, Arrow's own row conversion costs less than the column-wise
 # one (its search for columns equal in every row, and two or three Arrow calls per column).
 _TEMPLATE_MIN_ROWS = 64
@@ -572,7 +573,15 @@ def _streamed_logs(reader: pa.RecordBatchReader, revealer: Revealer | None) -> l
         order = time_order(table)
         if logs is None:
             return _revealed_python_logs(table, order, revealer)
-        return logs if order is None else list(map(logs.__getitem__, order.tolist()))
+        return logs if order is None else _picked(logs, order)
+
+
+def _picked(items: list[Any], order: np.ndarray) -> list[Any]:
+    """``[items[i] for i in order]``: by the accelerator when installed (``native/src/rows.rs``, ``pick``), which reads
+    the items ahead of taking them (a result's dicts, taken in time order from storage order: a cache miss each)."""
+    if _native_pick is not None:
+        return _native_pick(items, pa.array(order, pa.int64()))
+    return list(map(items.__getitem__, order.tolist()))
 
 
 def _revealed_python_logs(table: pa.Table, order: np.ndarray | None, revealer: Revealer | None

@@ -12,7 +12,7 @@ import warnings
 from types import ModuleType
 
 NATIVE_ENV = "SECUREML_AUDIT_NATIVE"
-INTERFACE = 7  # the native module's INTERFACE this code calls (native/src/lib.rs raises both together)
+INTERFACE = 8  # the native module's INTERFACE this code calls (native/src/lib.rs raises both together)
 
 
 def _load() -> ModuleType | None:
