@@ -873,9 +873,10 @@ impl<'py, 'a> Converter<'py, 'a> {
         Ok(true)
     }
 
-    /// Row `row` of batch `batch` (of kind and plan `index`) as its type's log dict, or (with a reveal, when one of the reveal's
-    /// fields holds a pseudonym or a ciphertext) as a revealed event: the dict's items with each marked field's shown
-    /// value, given the reveal's class (whose `sealed` finds the stored texts: `secureml.query.privacy.RevealedRows`).
+    /// Row `row` of batch `batch` (of kind and plan `index`) as its type's log dict, or (with a reveal, when one of the
+    /// reveal's fields holds a pseudonym or a ciphertext) as a revealed event: the dict's items with each marked
+    /// field's shown value, given the reveal's class (whose `sealed` finds the stored texts:
+    /// `secureml.query.privacy.RevealedRows`).
     /// `changed` and `marks` are the row's bits (`Changes::block`).
     ///
     /// A row copies the last row of its type, revealed or not, and sets only the values that differ: a marked
@@ -1281,9 +1282,9 @@ const PICK_AHEAD: usize = 16;
 
 /// `[items[i] for i in order]`, `order` an Arrow int64 array of indices into `items` (a ValueError for one out of
 /// range): a result's dicts put in time order (`secureml.query.logs._streamed_logs`). Taking a dict writes its
-/// reference count, in memory its row was made in long before and in an order of its own: a cache miss per dict
-/// (60 of the 85 ms `list(map(logs.__getitem__, order.tolist()))` took for 1M rows). The dict `PICK_AHEAD` places on
-/// is brought into the cache meanwhile, so that the misses overlap instead of each being waited for.
+/// reference count, in memory its row was made in long before and in an order of its own: a cache miss per dict (most
+/// of the 119 ms `list(map(logs.__getitem__, order.tolist()))` took for 1M rows). The dict `PICK_AHEAD` places on is
+/// brought into the cache meanwhile, so that the misses overlap instead of each being waited for (38 ms).
 #[pyfunction]
 pub fn pick<'py>(
     py: Python<'py>,
