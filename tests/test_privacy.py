@@ -188,6 +188,27 @@ def test_policy_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.Mo
     assert sealed[0] == "u1" and is_pseudonym(sealed[1]) and '"diagnosis":"enc:v1:' in sealed[2]
 
 
+def test_any_payload_field_a_policy_encrypts_reads_as_logged_everywhere(tmp_path: Path) -> None:
+    """A policy's `encrypt_fields` may name any payload field (`data_access.dataset_name`, `*.model_id`): stored as
+    ciphertext, it reads as logged in the dicts, the Arrow output and the SQL view `events` alike."""
+    log_dir = tmp_path / "logs"
+    policy = {"encrypt_fields": ["data_access.dataset_name", "*.model_id"]}
+    with AuditTrail("custom", log_dir=log_dir, privacy=policy, user="u1") as trail:
+        trail.log_data_access("patients_2026", ["age"], 10, "research")
+        trail.log_model_inference("model_v3", "plain input", "yes", 0.5)
+    con = connect(log_dir)
+    sealed = con.sql("SELECT dataset_name, model_id FROM events_sealed WHERE event_type IN ('data_access', "
+                     "'model_inference') ORDER BY seq").fetchall()
+    assert sealed[0][0].startswith("enc:v1:ps_") and sealed[1][1].startswith("enc:v1:ps_")
+    shown = con.sql("SELECT dataset_name, model_id, input_data FROM events WHERE event_type IN ('data_access', "
+                    "'model_inference') ORDER BY seq").fetchall()
+    assert shown == [("patients_2026", None, None), (None, "model_v3", "plain input")]
+    logs = get_audit_logs(log_dir=log_dir, event_type=["data_access", "model_inference"])
+    assert [log.get("dataset_name") or log.get("model_id") for log in logs] == ["patients_2026", "model_v3"]
+    table = get_audit_logs(log_dir=log_dir, event_type="data_access", output="arrow")
+    assert table.column("dataset_name").to_pylist() == ["patients_2026"]
+
+
 @pytest.mark.parametrize(("privacy", "field", "rule"), [
     ({"encrypt_key": ["x"]}, "privacy.encrypt_key", "is not a policy setting"),
     ({"encrypt_keys": "email"}, "privacy.encrypt_keys", "must be a list of names"),

@@ -84,6 +84,13 @@ _PROBE_ROWS = 256
 # Columns that may hold pseudonyms or ciphertexts (what the privacy policy can touch).
 _PERSONAL_COLUMNS = frozenset({"user", "user_id", "input_data", "details", "parameters", "metrics", "context",
                                "arguments", "return_value", "message", "status", "purpose"})
+# The columns `connect`'s `events` view reveals: those, and every text field of an event's payload, which a policy's
+# `encrypt_fields` may name (`event_type.field`, say `data_access.dataset_name`). A column holding nothing to reveal
+# costs an Arrow scan per batch of a query that reads it (`reveal_array`).
+_REVEALED_IN_VIEW = _PERSONAL_COLUMNS | {
+    name for fields in _PAYLOAD.values() for name in fields
+    if name not in ENVELOPE and (pa.types.is_string(lake_schema().field(name).type)
+                                 or pa.types.is_large_string(lake_schema().field(name).type))}
 
 
 def _log_dir(log_dir: str | os.PathLike[str] | None, where: str = "get_audit_logs") -> Path:
@@ -218,7 +225,7 @@ def connect(log_dir: str | os.PathLike[str] | None = None, *, as_of: AsOf = None
     union = _union_sql(lake_sql, con, tail, hive=True)
     # events: values as logged (or <erased>); events_sealed: as stored, what the hashes cover.
     con.execute(f"CREATE VIEW events_sealed AS {union}")
-    text_columns = [f.name for f in lake_schema() if f.name in _PERSONAL_COLUMNS]
+    text_columns = [f.name for f in lake_schema() if f.name in _REVEALED_IN_VIEW]
     con.execute(f"CREATE VIEW events AS {revealed_view_sql(con, revealer_for(directory), union, text_columns)}")
     alerts = directory / ALERTS_FILE
     if alerts.is_file() and alerts.stat().st_size:
