@@ -81,7 +81,7 @@ _SETTLE_MIN_ROWS = 10_000
 STREAM_ROWS = 32_768
 # Rows looked at to guess whether a column's values repeat enough to be shared.
 _PROBE_ROWS = 256
-# Columns that may hold pseudonyms or ciphertexts (what the privacy policy can touch).
+# Columns the default privacy policy touches (pseudonyms, ciphertexts, redacted text).
 _PERSONAL_COLUMNS = frozenset({"user", "user_id", "input_data", "details", "parameters", "metrics", "context",
                                "arguments", "return_value", "message", "status", "purpose"})
 # The columns `connect`'s `events` view reveals: those, and every text field of an event's payload, which a policy's
