@@ -1173,13 +1173,7 @@ pub fn log_dicts<'py>(
         return Ok(None);
     };
     let order = order.map(import_array).transpose()?;
-    let order = match &order {
-        Some(array) => match array.data_type() {
-            DataType::Int64 if array.null_count() == 0 => Some(array.as_primitive::<Int64Type>().values()),
-            _ => return Err(PyValueError::new_err("log_dicts: order must be an int64 array without nulls")),
-        },
-        None => None,
-    };
+    let order = order.as_ref().map(|array| int64_order(array, "log_dicts")).transpose()?;
     let reveal = match reveal {
         Some((columns, class, key_of, text)) => Some(Reveal {
             columns,
@@ -1277,6 +1271,15 @@ pub fn log_dicts<'py>(
     Ok(Some(PyList::new(py, dicts)?))
 }
 
+/// The values of an `order` argument (row or item indices), which must be an Arrow int64 array without nulls: a
+/// ValueError naming `call` otherwise.
+fn int64_order<'o>(order: &'o ArrayRef, call: &str) -> PyResult<&'o [i64]> {
+    match order.data_type() {
+        DataType::Int64 if order.null_count() == 0 => Ok(order.as_primitive::<Int64Type>().values()),
+        _ => Err(PyValueError::new_err(format!("{call}: order must be an int64 array without nulls"))),
+    }
+}
+
 /// Items `pick` brings into the cache ahead of the one it takes.
 const PICK_AHEAD: usize = 16;
 
@@ -1292,10 +1295,7 @@ pub fn pick<'py>(
     order: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyList>> {
     let order = import_array(order)?;
-    let order = match order.data_type() {
-        DataType::Int64 if order.null_count() == 0 => order.as_primitive::<Int64Type>().values(),
-        _ => return Err(PyValueError::new_err("pick: order must be an int64 array without nulls")),
-    };
+    let order = int64_order(&order, "pick")?;
     let len = items.len();
     if let Some(bad) = order.iter().find(|&&i| usize::try_from(i).map_or(true, |i| i >= len)) {
         return Err(PyValueError::new_err(format!("pick: order holds {bad}, not a place in a list of {len}")));

@@ -88,9 +88,9 @@ _PERSONAL_COLUMNS = frozenset({"user", "user_id", "input_data", "details", "para
 # `encrypt_fields` may name (`event_type.field`, say `data_access.dataset_name`). A column holding nothing to reveal
 # costs an Arrow scan per batch of a query that reads it (`reveal_array`).
 _REVEALED_IN_VIEW = _PERSONAL_COLUMNS | {
-    name for fields in _PAYLOAD.values() for name in fields
-    if name not in ENVELOPE and (pa.types.is_string(lake_schema().field(name).type)
-                                 or pa.types.is_large_string(lake_schema().field(name).type))}
+    f.name for f in lake_schema()
+    if f.name not in ENVELOPE and any(f.name in fields for fields in _PAYLOAD.values())
+    and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))}
 
 
 def _log_dir(log_dir: str | os.PathLike[str] | None, where: str = "get_audit_logs") -> Path:
