@@ -209,6 +209,33 @@ def test_any_payload_field_a_policy_encrypts_reads_as_logged_everywhere(tmp_path
     assert table.column("dataset_name").to_pylist() == ["patients_2026"]
 
 
+def test_envelope_texts_read_as_logged_even_when_they_look_sealed(tmp_path: Path) -> None:
+    """No policy seals the envelope's ids and names, so an operation name that looks like a ciphertext or a pseudonym
+    is stored and read as logged, in the dicts, the Arrow output and the SQL view alike, beside the values the
+    policy did seal (only the columns a policy may seal are read for them: ``REVEALABLE_COLUMNS``)."""
+    log_dir = tmp_path / "logs"
+    for name in ("enc:v1:ps_0123456789abcdef:AAAA", "ps_0123456789abcdef"):
+        with AuditTrail(name, log_dir=log_dir, user="u1") as trail:
+            trail.log_model_inference("model_v3", "plain input", "yes", 0.5)
+    from secureml.materializer import materialize
+
+    materialize(log_dir, once=True)  # read from the lake's Parquet
+    names = ["enc:v1:ps_0123456789abcdef:AAAA", "ps_0123456789abcdef"]
+    logs = get_audit_logs(log_dir=log_dir, event_type="model_inference")
+    assert [(log["operation_name"], log["user"], log["input_data"]) for log in logs] == [
+        (name, "u1", "plain input") for name in names]
+    table = get_audit_logs(log_dir=log_dir, event_type="model_inference", output="arrow")
+    assert table.column("operation_name").to_pylist() == names
+    assert table.column("input_data").to_pylist() == ["plain input"] * 2
+    con = connect(log_dir)
+    assert con.sql("SELECT operation_name, input_data FROM events WHERE event_type = 'model_inference' "
+                   "ORDER BY timestamp").fetchall() == [(name, "plain input") for name in names]
+    assert con.sql("SELECT count(*) FROM events_sealed WHERE input_data LIKE 'enc:v1:ps_%'").fetchall() == [(2,)]
+    from secureml.audit import verify
+
+    assert verify(log_dir).ok
+
+
 @pytest.mark.parametrize(("privacy", "field", "rule"), [
     ({"encrypt_key": ["x"]}, "privacy.encrypt_key", "is not a policy setting"),
     ({"encrypt_keys": "email"}, "privacy.encrypt_keys", "must be a list of names"),

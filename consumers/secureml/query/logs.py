@@ -39,6 +39,7 @@ from secureml.lake.rows import PARTITION_KEY, lake_schema
 from secureml.lake.table import Lake, Snapshot
 from secureml.query.filters import Selection, select_events
 from secureml.query.privacy import (
+    REVEALABLE_COLUMNS,
     RevealedRows,
     personal_columns,
     release_unused,
@@ -81,16 +82,6 @@ _SETTLE_MIN_ROWS = 10_000
 STREAM_ROWS = 32_768
 # Rows looked at to guess whether a column's values repeat enough to be shared.
 _PROBE_ROWS = 256
-# Columns the default privacy policy touches (pseudonyms, ciphertexts, redacted text).
-_PERSONAL_COLUMNS = frozenset({"user", "user_id", "input_data", "details", "parameters", "metrics", "context",
-                               "arguments", "return_value", "message", "status", "purpose"})
-# The columns `connect`'s `events` view reveals: those, and every text field of an event's payload, which a policy's
-# `encrypt_fields` may name (`event_type.field`, say `data_access.dataset_name`). A column holding nothing to reveal
-# costs an Arrow scan per batch of a query that reads it (`reveal_array`).
-_REVEALED_IN_VIEW = _PERSONAL_COLUMNS | {
-    f.name for f in lake_schema()
-    if f.name not in ENVELOPE and any(f.name in fields for fields in _PAYLOAD.values())
-    and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))}
 
 
 def _log_dir(log_dir: str | os.PathLike[str] | None, where: str = "get_audit_logs") -> Path:
@@ -225,7 +216,7 @@ def connect(log_dir: str | os.PathLike[str] | None = None, *, as_of: AsOf = None
     union = _union_sql(lake_sql, con, tail, hive=True)
     # events: values as logged (or <erased>); events_sealed: as stored, what the hashes cover.
     con.execute(f"CREATE VIEW events_sealed AS {union}")
-    text_columns = [f.name for f in lake_schema() if f.name in _REVEALED_IN_VIEW]
+    text_columns = [f.name for f in lake_schema() if f.name in REVEALABLE_COLUMNS]
     con.execute(f"CREATE VIEW events AS {revealed_view_sql(con, revealer_for(directory), union, text_columns)}")
     alerts = directory / ALERTS_FILE
     if alerts.is_file() and alerts.stat().st_size:

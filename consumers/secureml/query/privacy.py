@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from secureml.audit import accelerator
+from secureml.audit.events import EVENT_FIELDS, envelope_fields, fields_of
 from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.privacy import reader_keystore
 from secureml.audit.privacy.keys import pseudonym
@@ -26,8 +27,18 @@ from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
 from secureml.audit.privacy.reveal import MARKS, RevealedEvent, Revealer, reveal_log
 from secureml.audit.privacy.reveal import reveal_logs as reveal_events
 from secureml.audit.schema import JSON_FIELDS
+from secureml.lake.rows import lake_schema
 
 IDENTIFIER_COLUMNS = ("user", "user_id")
+# The columns a privacy policy may seal, the only ones read for pseudonyms and ciphertexts (by the dicts, Arrow results
+# and `connect`'s `events` view alike): the identifiers, the JSON fields (``encrypt_keys`` inside them), and every
+# text field of an event's payload, which ``encrypt_fields`` may name (``event_type.field``, as in
+# ``data_access.dataset_name``). The envelope's other texts (ids, the operation's name, hashes, hosts) are stored as
+# logged, whatever they hold.
+REVEALABLE_COLUMNS = frozenset({*IDENTIFIER_COLUMNS, *JSON_FIELDS} | {
+    f.name for f in lake_schema()
+    if f.name not in envelope_fields() and any(f.name in fields_of(t) for t in EVENT_FIELDS)
+    and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))})
 # The accelerator's scan for the columns to reveal (native/src/reveal.rs), or None: the columns are the same.
 _native_marked = None if accelerator.native is None else accelerator.native.marked_columns
 
@@ -93,16 +104,19 @@ def _json_marks(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def personal_columns(table: pa.Table, revealer: Revealer | None) -> dict[str, Callable[[list[Any]], list[Any]]]:
-    """The text columns of an events table that hold pseudonyms or ciphertexts, with how to reveal each. The
-    accelerator finds them in one pass that stops at the first marked value (``marked_columns``), the same columns
-    Arrow's kernels find here otherwise."""
+    """The text columns of an events table that hold pseudonyms or ciphertexts, with how to reveal each: of those a
+    policy may seal (``REVEALABLE_COLUMNS``). The accelerator finds them in one pass that stops at the first marked
+    value (``marked_columns``), the same columns Arrow's kernels find here otherwise."""
     if revealer is None or table.num_rows == 0:
         return {}
     if _native_marked is not None:
-        names = _native_marked(table.to_batches(), IDENTIFIER_COLUMNS, tuple(JSON_FIELDS))
+        candidates = table.select([name for name in table.column_names if name in REVEALABLE_COLUMNS])
+        names = _native_marked(candidates.to_batches(), IDENTIFIER_COLUMNS, tuple(JSON_FIELDS))
         return {name: _reveal_of(revealer, name) for name in names}
     found = {}
     for field in table.schema:
+        if field.name not in REVEALABLE_COLUMNS:
+            continue
         column = table.column(field.name)
         # A column of nulls (another event type's payload) holds nothing to reveal: no Arrow scan for it.
         text = pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
