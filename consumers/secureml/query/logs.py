@@ -216,7 +216,8 @@ def connect(log_dir: str | os.PathLike[str] | None = None, *, as_of: AsOf = None
     union = _union_sql(lake_sql, con, tail, hive=True)
     # events: values as logged (or <erased>); events_sealed: as stored, what the hashes cover.
     con.execute(f"CREATE VIEW events_sealed AS {union}")
-    text_columns = [f.name for f in lake_schema() if f.name in REVEALABLE_COLUMNS]
+    text_columns = [f.name for f in lake_schema() if f.name in REVEALABLE_COLUMNS
+                    and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
     con.execute(f"CREATE VIEW events AS {revealed_view_sql(con, revealer_for(directory), union, text_columns)}")
     alerts = directory / ALERTS_FILE
     if alerts.is_file() and alerts.stat().st_size:

@@ -19,26 +19,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from secureml.audit import accelerator
-from secureml.audit.events import EVENT_FIELDS, envelope_fields, fields_of
 from secureml.audit.exceptions import AuditValidationError
 from secureml.audit.privacy import reader_keystore
 from secureml.audit.privacy.keys import pseudonym
 from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
-from secureml.audit.privacy.reveal import MARKS, RevealedEvent, Revealer, reveal_log
+from secureml.audit.privacy.reveal import MARKS, REVEALABLE_FIELDS, RevealedEvent, Revealer, reveal_log
 from secureml.audit.privacy.reveal import reveal_logs as reveal_events
 from secureml.audit.schema import JSON_FIELDS
-from secureml.lake.rows import lake_schema
 
 IDENTIFIER_COLUMNS = ("user", "user_id")
-# The columns a privacy policy may seal, the only ones read for pseudonyms and ciphertexts (by the dicts, Arrow results
-# and `connect`'s `events` view alike): the identifiers, the JSON fields (``encrypt_keys`` inside them), and every
-# text field of an event's payload, which ``encrypt_fields`` may name (``event_type.field``, as in
-# ``data_access.dataset_name``). The envelope's other texts (ids, the operation's name, hashes, hosts) are stored as
-# logged, whatever they hold.
-REVEALABLE_COLUMNS = frozenset({*IDENTIFIER_COLUMNS, *JSON_FIELDS} | {
-    f.name for f in lake_schema()
-    if f.name not in envelope_fields() and any(f.name in fields_of(t) for t in EVENT_FIELDS)
-    and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))})
+# The columns a policy may seal (``REVEALABLE_FIELDS``), the only ones read for pseudonyms and ciphertexts by the
+# dicts, Arrow results and `connect`'s `events` view alike.
+REVEALABLE_COLUMNS = REVEALABLE_FIELDS
 # The accelerator's scan for the columns to reveal (native/src/reveal.rs), or None: the columns are the same.
 _native_marked = None if accelerator.native is None else accelerator.native.marked_columns
 

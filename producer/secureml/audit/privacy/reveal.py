@@ -15,12 +15,20 @@ from collections.abc import Iterable
 from typing import Any
 
 from secureml.audit import accelerator
+from secureml.audit.events import EVENT_FIELDS, envelope_fields, fields_of
 from secureml.audit.privacy.keys import PSEUDONYM, KeyStore, SubjectKey
 from secureml.audit.privacy.protect import ENCRYPTED_PREFIX
+from secureml.audit.schema import JSON_FIELDS
 
 ERASED = "<erased>"
 _MISSING = object()
 MARKS = ("ps_", ENCRYPTED_PREFIX)  # what a stored text to reveal starts with: a pseudonym or a ciphertext
+#: The fields a privacy policy may seal, the only ones any reader looks in for pseudonyms and ciphertexts: the user,
+#: the JSON fields (``encrypt_keys`` inside them) and every field of an event's payload, which ``encrypt_fields`` may
+#: name (``event_type.field``, as in ``data_access.dataset_name``). The envelope's other fields (ids, the operation's
+#: name, hashes, hosts) are stored as logged, whatever they hold, and read so.
+REVEALABLE_FIELDS = frozenset({"user", *JSON_FIELDS, *(
+    name for event_type in EVENT_FIELDS for name in fields_of(event_type) if name not in envelope_fields())})
 # The accelerator's batch open of stored ciphertexts (native/src/reveal.rs), or None: the values are the same.
 _native_open = None if accelerator.native is None else accelerator.native.open_sealed
 
@@ -190,15 +198,16 @@ def reveal_logs(revealer: Revealer, logs: list[dict[str, Any]], fields: tuple[st
                 ) -> list[dict[str, Any]]:
     """Event dicts (parsed JSON fields) as logged; a dict holding nothing to reveal is kept as it is.
 
-    ``fields`` limits the look to those fields (the ones that can hold anything to reveal). The stored
-    texts of all the events are revealed first, each distinct one once (ids repeat; ciphertexts are
-    opened in one batch); a revealed text needs no copy for ``sealed`` (a str), a revealed JSON value does.
+    ``fields`` limits the look to those fields (the ones that hold anything to reveal; by default, those a policy may
+    seal: ``REVEALABLE_FIELDS``). The stored texts of all the events are revealed first, each distinct one once (ids
+    repeat; ciphertexts are opened in one batch); a revealed text needs no copy for ``sealed`` (a str), a revealed
+    JSON value does.
     """
     found: list[list[tuple[str, Any]] | None] = []  # per event, the fields to reveal and their stored values
     texts = []
     for log in logs:
         changed = None
-        for key in log if fields is None else fields:
+        for key in ([key for key in log if key in REVEALABLE_FIELDS] if fields is None else fields):
             value = log.get(key)
             if isinstance(value, str):
                 if not value.startswith(MARKS):
