@@ -288,3 +288,45 @@ def test_a_result_out_of_time_order_in_storage_is_picked_into_it(tmp_path: Path,
     logs = get_audit_logs(log_dir=lake)
     assert picks == [len(logs)]
     assert_same_dicts(logs, whole(lake))
+
+
+def test_time_order_is_the_three_key_order() -> None:
+    """`time_order` gives what Arrow's sort by time, seq and operation gives (None for rows already in it): for rows in
+    order, in sorted runs (files), shuffled, with many events at one microsecond (ordered by seq, then operation), in
+    several chunks, and with a null time."""
+    import pyarrow.compute as pc
+
+    def reference(table: pa.Table) -> np.ndarray | None:
+        order = pc.sort_indices(table, logs_module.ORDER).to_numpy()
+        return None if np.array_equal(order, np.arange(len(order))) else order
+
+    rng = random.Random(11)
+    kinds = set()
+    for _ in range(400):
+        n = rng.choice([0, 1, 2, 3, 17, 200, 2000])
+        kind = rng.choice(["in order", "runs", "shuffled", "ties"])
+        times: list[int | None]
+        if kind == "in order":
+            times = sorted(rng.sample(range(10**12), n))
+        elif kind == "runs":
+            times = []
+            while len(times) < n:
+                times += sorted(rng.sample(range(10**12), n // 4 + 1))
+            times = times[:n]
+        elif kind == "shuffled":
+            times = rng.sample(range(10**12), n)
+        else:
+            times = [rng.randint(0, 4) for _ in range(n)]
+        if n > 2 and rng.random() < 0.1:
+            times[rng.randrange(n)] = None
+        table = pa.table({"timestamp": pa.array(times, pa.timestamp("us", "UTC")),
+                          "seq": pa.array([rng.randint(0, 3) for _ in range(n)], pa.int64()),
+                          "operation_id": pa.array([rng.choice("abc") for _ in range(n)])})
+        if n > 3 and rng.random() < 0.5:
+            table = pa.Table.from_batches(table.to_batches(max_chunksize=rng.randint(1, n)))
+        ours, theirs = time_order(table), reference(table)
+        assert (ours is None) == (theirs is None), kind
+        if ours is not None:
+            assert ours.tolist() == theirs.tolist(), kind  # type: ignore[union-attr]
+            kinds.add(kind)
+    assert {"runs", "shuffled", "ties"} <= kinds  # each way out of order met (a null time puts rows in order out)
