@@ -330,3 +330,25 @@ def test_time_order_is_the_three_key_order() -> None:
             assert ours.tolist() == theirs.tolist(), kind  # type: ignore[union-attr]
             kinds.add(kind)
     assert {"runs", "shuffled", "ties"} <= kinds  # each way out of order met (a null time puts rows in order out)
+
+
+def test_parts_start_with_the_first_size_then_hold_at_least_the_part_size() -> None:
+    """`_parts` yields its first table once it holds `first` rows, then tables of at least `rows`, the rest last; the
+    rows in order, none lost or repeated."""
+    def sizes(batches: list[int], rows: int, first: int) -> list[int]:
+        start = 0
+        made = []
+        for size in batches:
+            made.append(pa.record_batch({"i": pa.array(range(start, start + size), pa.int64())}))
+            start += size
+        reader = pa.RecordBatchReader.from_batches(made[0].schema, made) if made else \
+            pa.RecordBatchReader.from_batches(pa.schema({"i": pa.int64()}), [])
+        parts = list(logs_module._parts(reader, rows, first))
+        assert [i for part in parts for i in part["i"].to_pylist()] == list(range(start))
+        return [part.num_rows for part in parts]
+
+    assert sizes([5] * 5, 12, 5) == [5, 15, 5]
+    assert sizes([3, 4, 16, 16, 16, 2], 32, 16) == [23, 32, 2]
+    assert sizes([16, 16, 16], 32, 32) == [32, 16]
+    assert sizes([7], 32, 16) == [7]
+    assert sizes([], 32, 16) == []

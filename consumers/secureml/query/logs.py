@@ -36,7 +36,7 @@ from secureml.audit.transports.embedded import list_segments
 from secureml.lake.catalog import events_sql
 from secureml.lake.operation_index import OperationIndex
 from secureml.lake.rows import PARTITION_KEY, lake_schema
-from secureml.lake.table import Lake, Snapshot
+from secureml.lake.table import ROW_GROUP_ROWS, Lake, Snapshot
 from secureml.query.filters import Selection, select_events
 from secureml.query.privacy import (
     REVEALABLE_COLUMNS,
@@ -79,6 +79,9 @@ _SETTLE_MIN_ROWS = 10_000
 # Rows per part of a whole result read as dicts (``_streamed_logs``): DuckDB reads the next parts on its threads
 # while the dicts of one are made, but not while one pass holds the GIL long (parts of 128k rows waited for DuckDB
 # 10x longer); the accelerator's value caches start again with each part (JSON texts parsed stay: ``JsonCache``).
+# DuckDB gives the result in batches of a row group of the lake's files (``ROW_GROUP_ROWS``, when fewer), each made by
+# one of its threads: a batch of two row groups waited for the other thread's too, and the first part, of the first
+# batches to hold that many rows, came later (a 100k-row query: 5-6% faster, a 1M-row one ~2%).
 STREAM_ROWS = 32_768
 # Rows looked at to guess whether a column's values repeat enough to be shared.
 _PROBE_ROWS = 256
@@ -560,16 +563,23 @@ def _whole(parts: list[pa.Table]) -> pa.Table:
     return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
 
-def _parts(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.Table]:
-    """The batches of ``reader`` as tables of at least ``rows`` rows each (the last may hold fewer)."""
+def _batch_rows() -> int:
+    """Rows per batch of DuckDB's streamed result, and in its first part: a row group of the lake's files, or a part
+    when smaller (``STREAM_ROWS``)."""
+    return min(ROW_GROUP_ROWS, STREAM_ROWS)
+
+
+def _parts(reader: pa.RecordBatchReader, rows: int, first: int) -> Iterator[pa.Table]:
+    """The batches of ``reader`` as tables of at least ``rows`` rows each, the first of ``first`` (the last may hold
+    fewer)."""
     pending: list[pa.RecordBatch] = []
     count = 0
     for batch in reader:
         pending.append(batch)
         count += batch.num_rows
-        if count >= rows:
+        if count >= first:
             yield pa.Table.from_batches(pending)
-            pending, count = [], 0
+            pending, count, first = [], 0, rows
     if pending:
         yield pa.Table.from_batches(pending)
 
@@ -579,7 +589,7 @@ def _streamed_logs(reader: pa.RecordBatchReader, revealer: Revealer | None) -> l
     of the last are made, then the dicts are put in time order (``time_order`` of the whole result)."""
     kept: list[pa.Table] = []
     with _acyclic(lambda: sum(part.num_rows for part in kept)):
-        logs = _native_logs(_parts(reader, STREAM_ROWS), revealer, kept=kept)
+        logs = _native_logs(_parts(reader, STREAM_ROWS, _batch_rows()), revealer, kept=kept)
         if not kept:
             return []
         table = _whole(kept)
@@ -813,7 +823,7 @@ def get_audit_logs(
             revealer = revealer_for(directory)
             if page:
                 return _to_logs(relation.to_arrow_table(), None, revealer)
-            return _streamed_logs(relation.to_arrow_reader(STREAM_ROWS), revealer)
+            return _streamed_logs(relation.to_arrow_reader(_batch_rows()), revealer)
     table = query_events(
         operation_id, operation_name, start_time, end_time, log_dir,
         event_type=event_type, user=user, subject=subject, limit=limit, offset=offset, as_of=as_of,
