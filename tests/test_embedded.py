@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import stat
+import threading
 from pathlib import Path
 
 from conftest import Harness
@@ -119,3 +121,49 @@ def test_large_embedded_tail_is_materialised_by_the_reader(embedded: Harness, tm
     from secureml.lake.table import Lake
 
     assert sum(f.rows for f in Lake(embedded.log_dir).snapshot().files) == 30_002
+
+
+def test_owner_only_blocks_on_two_threads_overlap_and_the_last_restores_the_mask(tmp_path: Path) -> None:
+    """`owner_only` on two threads at once (a maintenance lease renewed while a day is rewritten): the second enters
+    without waiting for the first, a file made after the first left is still owner-only, and the process's own mask
+    comes back only when the last one leaves."""
+    from secureml.audit._fs import owner_only
+
+    def mask() -> int:
+        current = os.umask(0o077)
+        os.umask(current)
+        return current
+
+    original = os.umask(0o022)
+    try:
+        inside, leave, entered = threading.Event(), threading.Event(), threading.Event()
+
+        def first() -> None:
+            with owner_only():
+                inside.set()
+                leave.wait(30)
+
+        masks: list[int] = []
+
+        def second() -> None:
+            with owner_only():
+                entered.set()
+                leave.wait(30)
+                a.join(30)  # the first has left
+                masks.append(mask())
+                (tmp_path / "made").write_text("x")
+
+        a = threading.Thread(target=first)
+        a.start()
+        assert inside.wait(30)
+        b = threading.Thread(target=second)
+        b.start()
+        assert entered.wait(5)  # not held up by the first block
+        assert mask() == 0o077
+        leave.set()
+        b.join(30)
+        assert masks == [0o077] and stat.S_IMODE((tmp_path / "made").stat().st_mode) == 0o600
+        assert mask() == 0o022
+    finally:
+        leave.set()
+        os.umask(original)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from secureml.audit import AuditTrail, count_events, get_audit_logs
 from secureml.audit.exceptions import LakeError
 from secureml.integrity import verify
 from secureml.lake import table as table_module
-from secureml.lake.table import CLUSTERED, SPILL_DIR, Lake
+from secureml.lake.table import CLUSTERED, LEASE_SECONDS_ENV, MAINTENANCE_LEASE, SPILL_DIR, Lake
 from secureml.materializer import materialize
 
 CLOSED = "2999-01-01"  # as `today`: every day before it is closed
@@ -190,3 +192,43 @@ def test_two_rewrites_of_one_day_from_one_version_store_every_row_once(embedded:
         second._cluster(read_by_second, date)
     assert _rows(embedded.log_dir) == before and len(first.snapshot().files) == 1
     assert not (first.root / SPILL_DIR).exists()
+
+
+def test_a_rewrite_longer_than_its_lease_keeps_it_renewed(embedded: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A day's rewrite that outlasts the maintenance lease (2 s here, the rewrite ~5 s) keeps it: its holder renews it
+    meanwhile, so another instance finds it held (what ``_take_lease`` checks) until the rewrite releases it, and every
+    row is stored once."""
+    _commits(embedded.log_dir, 2, events=20)
+    before = _rows(embedded.log_dir)
+    monkeypatch.setenv(LEASE_SECONDS_ENV, "2")
+    monkeypatch.setattr(table_module, "CLUSTER_BATCH_ROWS", 16)
+    real = Lake.batches
+
+    def slow(self: Lake, file: Any, columns: Any = None, batch_size: int = 65_536) -> Any:
+        for batch in real(self, file, columns, batch_size):
+            if batch_size == 16:  # the rewrite's reading, not the schema's
+                time.sleep(0.4)
+            yield batch
+
+    monkeypatch.setattr(Lake, "batches", slow)
+    lake = Lake(embedded.log_dir)
+    merged: list[int] = []
+    rewrite = threading.Thread(target=lambda: merged.append(lake.compact(today=CLOSED)))
+    started = time.time()
+    rewrite.start()
+    probes: list[tuple[float, int]] = []  # (when, the lease's expiry then) as another instance reads them
+    while rewrite.is_alive():
+        time.sleep(0.2)
+        table = Lake(embedded.log_dir).latest()
+        assert table is not None
+        probes.append((time.time(), table.transaction_version(MAINTENANCE_LEASE) or 0))
+    rewrite.join()
+    assert merged == [2] and time.time() - started > 4  # the rewrite outlasted two leases
+    held = [when for when, until in probes if until > when]
+    free = [when for when, until in probes if until <= when]
+    assert held and max(held) - started > 4  # still held after two leases' time: renewed
+    assert all(when > max(held) for when in free)  # free only once released, at the end
+    assert len({until for _, until in probes}) > 2  # renewed several times
+    assert _rows(embedded.log_dir) == before
+    table = Lake(embedded.log_dir).latest()
+    assert table is not None and (table.transaction_version(MAINTENANCE_LEASE) or 0) <= time.time()  # released

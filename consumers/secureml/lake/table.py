@@ -101,7 +101,8 @@ VACUUM_RETENTION_HOURS = 7 * 24
 # One writer at a time maintains the table (compaction); the lease is an app transaction.
 MAINTENANCE_LEASE = "secureml-audit:maintenance-lease"
 LEASE_SECONDS = 600
-# Longer than any compaction must stay: a holder killed mid-compaction blocks the next one this long.
+# How long a lease lasts unrenewed: a holder killed mid-compaction blocks the next one this long (a live holder
+# renews it every third of it: ``Lake._lease_renewed``).
 LEASE_SECONDS_ENV = ENV_PREFIX + "MAINTENANCE_LEASE_SECONDS"
 
 
@@ -495,14 +496,15 @@ class Lake:
         if due is None or not self._take_lease():
             return 0
         try:
-            table = self._fresh()
-            if due < today:
-                return self._cluster(table, due)
-            with owner_only():
-                metrics = table.optimize.compact(partition_filters=[(PARTITION_KEY, "=", due)],
-                                                 target_size=TARGET_FILE_BYTES, max_concurrent_tasks=1,
-                                                 writer_properties=WRITER)
-            return int(metrics.get("numFilesRemoved", 0))
+            with self._lease_renewed():
+                table = self._fresh()
+                if due < today:
+                    return self._cluster(table, due)
+                with owner_only():
+                    metrics = table.optimize.compact(partition_filters=[(PARTITION_KEY, "=", due)],
+                                                     target_size=TARGET_FILE_BYTES, max_concurrent_tasks=1,
+                                                     writer_properties=WRITER)
+                return int(metrics.get("numFilesRemoved", 0))
         except CommitFailedError:
             return 0  # a concurrent commit touched the partition: try again next time
         finally:
@@ -615,9 +617,35 @@ class Lake:
             yield False
             return
         try:
-            yield True
+            with self._lease_renewed():
+                yield True
         finally:
             self._release_lease()
+
+    @contextlib.contextmanager
+    def _lease_renewed(self) -> Iterator[None]:
+        """The maintenance lease, once taken, renewed every third of lease_seconds() while in the block, by a commit
+        from a thread of its own: a rewrite of a large day may outlast one lease, and another instance would then take
+        it and optimize the same partition (two optimizations of one partition both commit: rows stored twice). A
+        holder killed stops renewing, and its lease expires as before."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(lease_seconds() / 3):
+                try:
+                    table = self._load()  # a table object of its own: the block's is not shared across threads
+                    if table is not None:
+                        self._lease_commit(table, int(time.time()) + lease_seconds())
+                except (CommitFailedError, DeltaError, OSError) as exc:  # the next beat tries again
+                    log.warning("could not renew the lake's maintenance lease: %s", exc)
+
+        beat = threading.Thread(target=renew, name="secureml-lease", daemon=True)
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beat.join()
 
     def _release_lease(self) -> None:
         try:

@@ -20,17 +20,30 @@ _thread_locks_guard = threading.Lock()
 
 
 _umask_guard = threading.Lock()
+_umask_holders = 0  # blocks inside owner_only, on any thread
+_umask_previous = 0o022  # the mask to restore when the last one leaves
 
 
 @contextlib.contextmanager
 def owner_only() -> Iterator[None]:
-    """Files and directories created meanwhile by libraries that take no mode (delta-rs) are owner-only."""
+    """Files and directories created meanwhile by libraries that take no mode (delta-rs) are owner-only.
+
+    The mask is the process's: it is set when the first block on any thread enters and restored when the last one
+    leaves, so blocks on several threads overlap (a maintenance lease renewed while a day is rewritten) and none
+    restores the mask while another is inside.
+    """
+    global _umask_holders, _umask_previous
     with _umask_guard:
-        previous = os.umask(0o077)
-        try:
-            yield
-        finally:
-            os.umask(previous)
+        if _umask_holders == 0:
+            _umask_previous = os.umask(0o077)
+        _umask_holders += 1
+    try:
+        yield
+    finally:
+        with _umask_guard:
+            _umask_holders -= 1
+            if _umask_holders == 0:
+                os.umask(_umask_previous)
 
 
 def make_private_dir(path: Path, *, link_ok: bool = False) -> Path:
