@@ -521,7 +521,7 @@ def test_the_native_scan_finds_the_columns_arrow_finds(lake: Path, monkeypatch: 
             assert native == arrow
             seen.update(native)
     # Each kind of column a policy may seal found marked in some table; the envelope's event_type, which no policy
-    # seals, never (``REVEALABLE_COLUMNS``), whatever it holds.
+    # seals, never (``REVEALABLE_FIELDS``), whatever it holds.
     assert seen == set(names) - {"event_type"}
     offsets = pa.array([0, 7, 10], pa.int32()).buffers()[1]
     hidden = pa.Array.from_buffers(pa.string(), 2, [pa.py_buffer(bytes([0b10])), offsets, pa.py_buffer(b"enc:v1:abc")])

@@ -212,7 +212,7 @@ def test_any_payload_field_a_policy_encrypts_reads_as_logged_everywhere(tmp_path
 def test_envelope_texts_read_as_logged_even_when_they_look_sealed(tmp_path: Path) -> None:
     """No policy seals the envelope's ids and names, so an operation name that looks like a ciphertext or a pseudonym
     is stored and read as logged, in the dicts, the Arrow output and the SQL view alike, beside the values the
-    policy did seal (only the columns a policy may seal are read for them: ``REVEALABLE_COLUMNS``)."""
+    policy did seal (only the columns a policy may seal are read for them: ``REVEALABLE_FIELDS``)."""
     log_dir = tmp_path / "logs"
     for name in ("enc:v1:ps_0123456789abcdef:AAAA", "ps_0123456789abcdef"):
         with AuditTrail(name, log_dir=log_dir, user="u1") as trail:

@@ -30,7 +30,7 @@ from secureml.audit import accelerator
 from secureml.audit.config import resolve_config
 from secureml.audit.events import EVENT_FIELDS, MAX_LONG, envelope_fields, fields_of
 from secureml.audit.exceptions import AuditValidationError
-from secureml.audit.privacy.reveal import Revealer
+from secureml.audit.privacy.reveal import REVEALABLE_FIELDS, Revealer
 from secureml.audit.schema import JSON_FIELDS, TIMESTAMP_FIELDS
 from secureml.audit.transports.embedded import list_segments
 from secureml.lake.catalog import events_sql
@@ -39,7 +39,6 @@ from secureml.lake.rows import PARTITION_KEY, lake_schema
 from secureml.lake.table import ROW_GROUP_ROWS, Lake, Snapshot
 from secureml.query.filters import Selection, select_events
 from secureml.query.privacy import (
-    REVEALABLE_COLUMNS,
     RevealedRows,
     personal_columns,
     release_unused,
@@ -219,7 +218,7 @@ def connect(log_dir: str | os.PathLike[str] | None = None, *, as_of: AsOf = None
     union = _union_sql(lake_sql, con, tail, hive=True)
     # events: values as logged (or <erased>); events_sealed: as stored, what the hashes cover.
     con.execute(f"CREATE VIEW events_sealed AS {union}")
-    text_columns = [f.name for f in lake_schema() if f.name in REVEALABLE_COLUMNS
+    text_columns = [f.name for f in lake_schema() if f.name in REVEALABLE_FIELDS
                     and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
     con.execute(f"CREATE VIEW events AS {revealed_view_sql(con, revealer_for(directory), union, text_columns)}")
     alerts = directory / ALERTS_FILE
@@ -330,9 +329,9 @@ def time_order(table: pa.Table) -> np.ndarray | None:
     pass, or by a stable sort of the times that merges the runs (1M rows: 8-14 ms, where Arrow's sort of the three
     keys took 30-75 ms). Equal times are ordered by all three keys in Arrow.
     """
-    stamps = table["timestamp"]
     if table.num_rows < 2:
         return None
+    stamps = table["timestamp"]
     if stamps.null_count == 0:
         times = stamps.combine_chunks().cast(pa.int64()).to_numpy()
         if (times[1:] > times[:-1]).all():

@@ -28,9 +28,6 @@ from secureml.audit.privacy.reveal import reveal_logs as reveal_events
 from secureml.audit.schema import JSON_FIELDS
 
 IDENTIFIER_COLUMNS = ("user", "user_id")
-# The columns a policy may seal (``REVEALABLE_FIELDS``), the only ones read for pseudonyms and ciphertexts by the
-# dicts, Arrow results and `connect`'s `events` view alike.
-REVEALABLE_COLUMNS = REVEALABLE_FIELDS
 # The accelerator's scan for the columns to reveal (native/src/reveal.rs), or None: the columns are the same.
 _native_marked = None if accelerator.native is None else accelerator.native.marked_columns
 
@@ -97,17 +94,17 @@ def _json_marks(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def personal_columns(table: pa.Table, revealer: Revealer | None) -> dict[str, Callable[[list[Any]], list[Any]]]:
     """The text columns of an events table that hold pseudonyms or ciphertexts, with how to reveal each: of those a
-    policy may seal (``REVEALABLE_COLUMNS``). The accelerator finds them in one pass that stops at the first marked
+    policy may seal (``REVEALABLE_FIELDS``). The accelerator finds them in one pass that stops at the first marked
     value (``marked_columns``), the same columns Arrow's kernels find here otherwise."""
     if revealer is None or table.num_rows == 0:
         return {}
     if _native_marked is not None:
-        candidates = table.select([name for name in table.column_names if name in REVEALABLE_COLUMNS])
+        candidates = table.select([name for name in table.column_names if name in REVEALABLE_FIELDS])
         names = _native_marked(candidates.to_batches(), IDENTIFIER_COLUMNS, tuple(JSON_FIELDS))
         return {name: _reveal_of(revealer, name) for name in names}
     found = {}
     for field in table.schema:
-        if field.name not in REVEALABLE_COLUMNS:
+        if field.name not in REVEALABLE_FIELDS:
             continue
         column = table.column(field.name)
         # A column of nulls (another event type's payload) holds nothing to reveal: no Arrow scan for it.
